@@ -1,0 +1,118 @@
+"""The one place for durable writes: atomic replace, fsync of files and folders.
+
+A file written with `write_atomic` is either absent, the old version, or the
+complete new version after any crash; once the call returns it survives a
+power cut. Temporary files are named ``.<name>.tmp-<pid>-<rand>`` in the same
+folder so a rename is atomic and a static file server never serves them;
+`remove_temporaries` clears the leftovers of a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+TMP_MARK = ".tmp-"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _write_tmp(path: Path, data: bytes, mode: int) -> Path:
+    tmp = _tmp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return tmp
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644, sync_dir: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically and durably."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _write_tmp(path, data, mode)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if sync_dir:
+        fsync_dir(path.parent)
+
+
+def write_many_atomic(files: Mapping[Path, tuple[bytes, int]]) -> None:
+    """Write several files atomically; each is durable when this returns.
+
+    Data of every file is fsynced before any rename, and each affected folder
+    (and each folder created on the way) is fsynced once at the end.
+    """
+    dirs: set[Path] = set()
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, (data, mode) in files.items():
+            dirs.update(_make_dirs(path.parent))
+            staged.append((_write_tmp(path, data, mode), path))
+        for tmp, path in staged:
+            os.replace(tmp, path)
+            dirs.add(path.parent)
+        staged = []
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+    # Deepest first, so a new folder's entry in its parent is synced after it.
+    for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
+        fsync_dir(d)
+
+
+def _make_dirs(d: Path) -> list[Path]:
+    """mkdir -p; returns the folders whose entries changed (to fsync)."""
+    created: list[Path] = []
+    missing: list[Path] = []
+    p = d
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for m in reversed(missing):
+        try:
+            m.mkdir()
+        except FileExistsError:
+            continue
+        created.append(m)
+        created.append(m.parent)
+    return created
+
+
+def remove_temporaries(root: Path) -> int:
+    """Delete crash leftovers of `write_atomic` below ``root``; returns how many."""
+    n = 0
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            if name.startswith(".") and TMP_MARK in name:
+                os.unlink(os.path.join(dirpath, name))
+                n += 1
+    return n
+
+
+def remove_files(paths: Iterable[Path]) -> None:
+    """Best-effort unlink (for garbage that is safe to leave behind)."""
+    for p in paths:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,215 @@
+"""Ledger entries: RFC 8785 canonical JSON, signed by the station key.
+
+An entry is a JSON object with ``v`` (schema version), ``type``, ``time``
+(RFC 3339 UTC, ``Z``), ``station`` (the log origin), its payload, and
+``sig``: standard base64 of the Ed25519 signature over
+``custody-entry/v1\\n`` followed by the canonical encoding of the entry
+without ``sig``. The leaf is the canonical encoding of the whole entry,
+at most 65,535 bytes.
+
+Values are integers, strings, booleans, null, lists and objects; floats are
+refused (durations in integer milliseconds, rates as ``"30000/1001"``).
+
+Canonical encoding uses the standard library's JSON encoder, which for this
+restricted value domain produces exactly the RFC 8785 bytes (a property test
+checks it against the `rfc8785` package); keys outside ASCII fall back to
+`rfc8785` itself because RFC 8785 orders keys by UTF-16 code units.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import rfc8785
+
+from ledger.note import BoundSigner, Signer, Verifier
+from ledger.tiles import MAX_ENTRY_SIZE
+
+SCHEMA_VERSION = 1
+SIG_PREFIX = b"custody-entry/v1\n"
+ENVELOPE = ("v", "type", "time", "station", "sig")
+MAX_SAFE_INT = (1 << 53) - 1
+
+_TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")
+_TYPE_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+
+
+class EntryError(ValueError):
+    """An entry that cannot be encoded, or a leaf that is not a valid entry."""
+
+
+def _check(value: object, path: str, ascii_keys: list[bool]) -> None:
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
+            raise EntryError(f"{path}: integer {value} is outside ±(2^53-1)")
+        return
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise EntryError(f"{path}: string is not valid Unicode (lone surrogate)") from e
+        return
+    if isinstance(value, float):
+        raise EntryError(f"{path}: floats are not allowed (use integers or strings)")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise EntryError(f"{path}: object key {k!r} is not a string")
+            if not k.isascii():
+                ascii_keys[0] = False
+            _check(k, path, ascii_keys)
+            _check(v, f"{path}.{k}", ascii_keys)
+        return
+    if isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check(v, f"{path}[{i}]", ascii_keys)
+        return
+    raise EntryError(f"{path}: {type(value).__name__} is not a JSON value")
+
+
+def canonical_json(value: object) -> bytes:
+    """RFC 8785 (JCS) encoding of ``value`` in the restricted entry domain."""
+    ascii_keys = [True]
+    _check(value, "$", ascii_keys)
+    if not ascii_keys[0]:
+        return bytes(rfc8785.dumps(value))
+    return json.dumps(
+        value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+    ).encode("utf-8")
+
+
+def format_time(t: datetime) -> str:
+    """RFC 3339 UTC with millisecond precision and a ``Z``."""
+    if t.tzinfo is None:
+        raise EntryError("entry times must be timezone-aware")
+    t = t.astimezone(UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def parse_time(s: str) -> datetime:
+    if not _TIME_RE.fullmatch(s):
+        raise EntryError(f"time {s!r} is not RFC 3339 UTC with Z")
+    frac = ""
+    if "." in s:
+        s, frac = s[:-1].split(".")
+        frac = (frac + "000000")[:6]
+        s += "Z"
+    t = datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return t.replace(microsecond=int(frac or "0"))
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A decoded, well-formed entry (signature not yet checked)."""
+
+    fields: Mapping[str, Any]
+    leaf: bytes
+
+    @property
+    def type(self) -> str:
+        return str(self.fields["type"])
+
+    @property
+    def time(self) -> str:
+        return str(self.fields["time"])
+
+    @property
+    def station(self) -> str:
+        return str(self.fields["station"])
+
+    @property
+    def signature(self) -> bytes:
+        return base64.b64decode(self.fields["sig"])
+
+    def signed_message(self) -> bytes:
+        unsigned = {k: v for k, v in self.fields.items() if k != "sig"}
+        return SIG_PREFIX + canonical_json(unsigned)
+
+    def verify(self, verifier: Verifier) -> bool:
+        return verifier.verify(self.signed_message(), self.signature)
+
+    def payload(self) -> dict[str, Any]:
+        return {k: v for k, v in self.fields.items() if k not in ENVELOPE}
+
+
+def make_entry(
+    signer: Signer | BoundSigner,
+    station: str,
+    type_: str,
+    payload: Mapping[str, Any],
+    time: datetime | str | None = None,
+) -> bytes:
+    """Build and sign an entry; returns its leaf bytes (canonical JSON)."""
+    if not _TYPE_RE.fullmatch(type_):
+        raise EntryError(f"entry type {type_!r} must be lowercase letters, digits, _ . -")
+    clash = [k for k in payload if k in ENVELOPE]
+    if clash:
+        raise EntryError(f"payload uses reserved field(s) {', '.join(clash)}")
+    t = time if isinstance(time, str) else format_time(time or now_utc())
+    fields: dict[str, Any] = {"v": SCHEMA_VERSION, "type": type_, "time": t, "station": station}
+    fields.update(payload)
+    body = canonical_json(fields)
+    sig = signer.sign(SIG_PREFIX + body)
+    fields["sig"] = base64.b64encode(sig).decode("ascii")
+    leaf = canonical_json(fields)
+    if len(leaf) > MAX_ENTRY_SIZE:
+        raise EntryError(
+            f"entry is {len(leaf)} bytes; the limit is {MAX_ENTRY_SIZE} "
+            "(put large lists in a sidecar object and reference its hash)"
+        )
+    return leaf
+
+
+def decode_entry(leaf: bytes) -> Entry:
+    """Parse a leaf as an entry; checks canonical form and the envelope fields."""
+    try:
+        fields = json.loads(leaf.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EntryError(f"leaf is not JSON: {e}") from e
+    if not isinstance(fields, dict):
+        raise EntryError("leaf is not a JSON object")
+    try:
+        canon = canonical_json(fields)
+    except EntryError as e:
+        raise EntryError(f"leaf holds a value outside the entry domain: {e}") from e
+    if canon != leaf:
+        raise EntryError("leaf is not in RFC 8785 canonical form")
+    if fields.get("v") != SCHEMA_VERSION:
+        raise EntryError(f"unknown entry schema version {fields.get('v')!r}")
+    for k in ("type", "time", "station", "sig"):
+        if not isinstance(fields.get(k), str):
+            raise EntryError(f"entry field {k!r} is missing or not a string")
+    if not _TYPE_RE.fullmatch(fields["type"]):
+        raise EntryError(f"entry type {fields['type']!r} is malformed")
+    parse_time(fields["time"])
+    try:
+        sig = base64.b64decode(fields["sig"], validate=True)
+    except binascii.Error as e:
+        raise EntryError("entry signature is not base64") from e
+    if len(sig) != 64:
+        raise EntryError("entry signature is not 64 bytes")
+    return Entry(fields, leaf)
+
+
+def sign_entries(
+    signer: Signer | BoundSigner,
+    station: str,
+    items: Sequence[tuple[str, Mapping[str, Any]]],
+    time: datetime | None = None,
+) -> list[bytes]:
+    """Sign several entries with one timestamp (a batch)."""
+    t = format_time(time or now_utc())
+    return [make_entry(signer, station, ty, p, t) for ty, p in items]

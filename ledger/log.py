@@ -1,0 +1,465 @@
+"""The station's append-only ledger: durable appends, integration, checkpoints.
+
+Storage:
+
+- ``<state>/ledger.sqlite`` (SQLite, WAL, ``synchronous=FULL``): ``pending``
+  holds appended leaves until they are integrated into tiles; ``checkpoints``
+  holds every signed checkpoint, keyed by size. An append is acknowledged
+  when its transaction commits, and its index is fixed then.
+- ``<ledger>/tile/...`` and ``<ledger>/checkpoint``: the C2SP tlog-tiles
+  folder, the public form of the log.
+
+Integration (one process at a time, under ``<state>/ledger.lock``): take the
+pending leaves after the latest checkpoint, write their tiles durably, sign a
+checkpoint for the new size, then in one transaction record it and drop the
+integrated pending rows, and only then publish ``<ledger>/checkpoint``.
+
+Invariants after a crash at any point:
+
+- every acknowledged leaf is either in a tile covered by a recorded
+  checkpoint or still pending (tiles are fsynced before the transaction that
+  drops the pending row);
+- the station never signs two roots for one size (the table's primary key,
+  and a checkpoint is recorded before it is published);
+- tiles are replaced atomically, so no half-written tile is ever visible; a
+  tile written past the recorded checkpoint comes from durable pending rows
+  and is rewritten with the same bytes.
+
+Appends from many threads are group-committed: whoever finds no commit in
+progress commits everything queued so far in one transaction.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import sqlite3
+import threading
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from ledger.checkpoint import Checkpoint, open_checkpoint
+from ledger.entry import format_time, make_entry, now_utc
+from ledger.errors import IntegrityError, LedgerError
+from ledger.integrate import Edge, edge_from_tiles, edge_tiles, integrate
+from ledger.note import BoundSigner, Signer
+from ledger.proof import TlogProof
+from ledger.storage import FolderTiles
+from ledger.tiles import MAX_ENTRY_SIZE, TILE_WIDTH, TileHashReader, bundle_for_size, decode_bundle
+from ledger.tree import consistency_proof, inclusion_proof, tree_root
+
+log = logging.getLogger("custody.ledger")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pending (idx INTEGER PRIMARY KEY, leaf BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size INTEGER PRIMARY KEY,
+    root BLOB NOT NULL,
+    note TEXT NOT NULL,
+    signed_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+MAX_INTEGRATION_BATCH = 16384
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    size: int
+    root: bytes
+    note: str
+    signed_at: str
+
+
+class _Queued:
+    __slots__ = ("leaves", "indexes", "error", "done")
+
+    def __init__(self, leaves: Sequence[bytes]) -> None:
+        self.leaves = leaves
+        self.indexes: list[int] = []
+        self.error: BaseException | None = None
+        self.done = False
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA busy_timeout=60000")
+    return db
+
+
+class Ledger:
+    """One station's ledger. Thread-safe; several processes may append."""
+
+    def __init__(
+        self,
+        ledger_dir: Path,
+        state_dir: Path,
+        origin: str,
+        signer: Signer | None = None,
+    ) -> None:
+        self.origin = origin
+        self.tiles = FolderTiles(ledger_dir)
+        self.state_dir = state_dir
+        self._signer = signer.bound() if signer else None
+        self._checkpoint_signer = signer
+        state_dir.mkdir(parents=True, exist_ok=True)
+        ledger_dir.mkdir(parents=True, exist_ok=True)
+        self._db_path = state_dir / "ledger.sqlite"
+        self._lock_path = state_dir / "ledger.lock"
+        self._append_db = _connect(self._db_path)
+        self._read_db = _connect(self._db_path)
+        self._integ_db = _connect(self._db_path)
+        self._read_lock = threading.Lock()
+        with self._append_db:
+            self._append_db.executescript(SCHEMA)
+        self._check_origin()
+        self._cv = threading.Condition()
+        self._queue: list[_Queued] = []
+        self._committing = False
+        self._integrate_lock = threading.Lock()
+        self._edge: Edge | None = None
+        self._stop = threading.Event()
+        self._integrator: threading.Thread | None = None
+
+    # -- setup -------------------------------------------------------------
+
+    def _check_origin(self) -> None:
+        row = self._append_db.execute("SELECT value FROM meta WHERE key='origin'").fetchone()
+        if row is None:
+            self._append_db.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('origin', ?)", (self.origin,)
+            )
+        elif row[0] != self.origin:
+            raise LedgerError(
+                f"this ledger belongs to origin {row[0]!r}, not {self.origin!r}",
+                "check 'origin' in the config; a station's origin never changes",
+            )
+
+    def close(self) -> None:
+        self.stop_integrator()
+        self._append_db.close()
+        self._read_db.close()
+        self._integ_db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- appending ---------------------------------------------------------
+
+    def append_leaves(self, leaves: Sequence[bytes]) -> list[int]:
+        """Append raw leaves; returns their indexes once they are durable."""
+        for leaf in leaves:
+            if len(leaf) > MAX_ENTRY_SIZE:
+                raise LedgerError(f"leaf of {len(leaf)} bytes exceeds {MAX_ENTRY_SIZE}")
+        q = _Queued(leaves)
+        with self._cv:
+            self._queue.append(q)
+            while not q.done:
+                if self._committing:
+                    self._cv.wait()
+                    continue
+                self._committing = True
+                batch, self._queue = self._queue, []
+                self._cv.release()
+                try:
+                    self._commit(batch)
+                finally:
+                    self._cv.acquire()
+                    self._committing = False
+                    self._cv.notify_all()
+        if q.error is not None:
+            raise q.error
+        return q.indexes
+
+    def _commit(self, batch: list[_Queued]) -> None:
+        db = self._append_db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                nxt = self._next_index(db)
+                rows = []
+                for q in batch:
+                    q.indexes = list(range(nxt, nxt + len(q.leaves)))
+                    rows.extend(zip(q.indexes, q.leaves, strict=True))
+                    nxt += len(q.leaves)
+                db.executemany("INSERT INTO pending(idx, leaf) VALUES (?, ?)", rows)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except BaseException as e:
+            for q in batch:
+                q.error = e if isinstance(e, Exception) else LedgerError("append interrupted")
+                q.indexes = []
+        finally:
+            for q in batch:
+                q.done = True
+
+    @staticmethod
+    def _next_index(db: sqlite3.Connection) -> int:
+        p = db.execute("SELECT max(idx) FROM pending").fetchone()[0]
+        c = db.execute("SELECT max(size) FROM checkpoints").fetchone()[0]
+        return max(-1 if p is None else p, (c or 0) - 1) + 1
+
+    def _require_signer(self) -> BoundSigner:
+        if self._signer is None:
+            raise LedgerError("this ledger was opened read-only (no station key)")
+        return self._signer
+
+    def append(self, type_: str, payload: Mapping[str, Any]) -> int:
+        """Sign an entry with the station key and append it durably; returns its index."""
+        leaf = make_entry(self._require_signer(), self.origin, type_, payload)
+        return self.append_leaves([leaf])[0]
+
+    def append_entries(self, items: Sequence[tuple[str, Mapping[str, Any]]]) -> list[int]:
+        """Sign and append several entries in one durable commit."""
+        signer = self._require_signer()
+        t = format_time(now_utc())
+        leaves = [make_entry(signer, self.origin, ty, p, t) for ty, p in items]
+        return self.append_leaves(leaves)
+
+    # -- integration -------------------------------------------------------
+
+    @contextmanager
+    def _process_lock(self) -> Iterator[None]:
+        with self._integrate_lock, open(self._lock_path, "a+b") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def integrate(self) -> CheckpointRecord | None:
+        """Integrate every pending leaf; returns the new checkpoint, or None if nothing was pending."""
+        if self._checkpoint_signer is None:
+            raise LedgerError("cannot integrate without the station key")
+        latest = None
+        with self._process_lock():
+            self._recover_locked()
+            while True:
+                rec = self._integrate_batch()
+                if rec is None:
+                    break
+                latest = rec
+        return latest
+
+    def _db_latest(self, db: sqlite3.Connection) -> CheckpointRecord | None:
+        row = db.execute(
+            "SELECT size, root, note, signed_at FROM checkpoints ORDER BY size DESC LIMIT 1"
+        ).fetchone()
+        return CheckpointRecord(row[0], bytes(row[1]), row[2], row[3]) if row else None
+
+    def _recover_locked(self) -> None:
+        """Bring the tile folder in line with the latest recorded checkpoint."""
+        db = self._integ_db
+        latest = self._db_latest(db)
+        size = latest.size if latest else 0
+        if self._edge is not None and self._edge.size == size:
+            return
+        self.tiles.remove_temporaries()
+        tiles = {}
+        for tid in edge_tiles(size):
+            try:
+                tiles[tid] = self.tiles.read_tile(tid)
+            except FileNotFoundError as e:
+                raise IntegrityError(
+                    f"tile {tid.path()} of the signed tree of size {size} is missing",
+                    "restore the ledger folder from backup or the cold store",
+                ) from e
+        try:
+            edge = edge_from_tiles(size, tiles)
+        except ValueError as e:
+            raise IntegrityError(f"ledger tile is damaged: {e}") from e
+        if latest is not None and edge.root() != latest.root:
+            raise IntegrityError(
+                f"tiles at the right edge do not hash to the signed root of size {size}",
+                "run 'custody ledger verify' to see which tile is damaged",
+            )
+        self._edge = edge
+        # Republish the checkpoint if a crash came between recording and publishing it.
+        if latest is not None:
+            try:
+                published = self.tiles.read_checkpoint().decode("utf-8")
+            except (FileNotFoundError, UnicodeDecodeError):
+                published = ""
+            if published != latest.note:
+                self.tiles.write_checkpoint(latest.note)
+
+    def _integrate_batch(self) -> CheckpointRecord | None:
+        assert self._edge is not None and self._checkpoint_signer is not None
+        db = self._integ_db
+        start = self._edge.size
+        rows = db.execute(
+            "SELECT idx, leaf FROM pending WHERE idx >= ? ORDER BY idx LIMIT ?",
+            (start, MAX_INTEGRATION_BATCH),
+        ).fetchall()
+        if not rows:
+            return None
+        for i, (idx, _) in enumerate(rows):
+            if idx != start + i:
+                raise IntegrityError(f"pending entries skip from index {start + i - 1} to {idx}")
+        result = integrate(self._edge, [bytes(r[1]) for r in rows])
+        self.tiles.write_tiles(result.tiles)
+        new = result.edge
+        root = new.root()
+        note = Checkpoint(self.origin, new.size, root).sign([self._checkpoint_signer])
+        rec = CheckpointRecord(new.size, root, note, format_time(now_utc()))
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            existing = db.execute(
+                "SELECT root FROM checkpoints WHERE size = ?", (rec.size,)
+            ).fetchone()
+            if existing is not None and bytes(existing[0]) != root:
+                raise IntegrityError(
+                    f"refusing to sign a second, different root for size {rec.size}"
+                )
+            if existing is None:
+                db.execute(
+                    "INSERT INTO checkpoints(size, root, note, signed_at) VALUES (?,?,?,?)",
+                    (rec.size, rec.root, rec.note, rec.signed_at),
+                )
+            db.execute("DELETE FROM pending WHERE idx < ?", (rec.size,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self.tiles.write_checkpoint(rec.note)
+        self.tiles.collect_partials(result.completed)
+        self._edge = new
+        return rec
+
+    def start_integrator(self, interval: float = 1.0) -> None:
+        """Integrate in a background thread every ``interval`` seconds while leaves are pending."""
+        if self._integrator is not None:
+            return
+        self._stop.clear()
+
+        def run() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    if self.pending_count():
+                        self.integrate()
+                except Exception:
+                    log.exception("ledger integration failed; will retry")
+            self.integrate()
+
+        self._integrator = threading.Thread(target=run, name="ledger-integrator", daemon=True)
+        self._integrator.start()
+
+    def stop_integrator(self) -> None:
+        if self._integrator is None:
+            return
+        self._stop.set()
+        self._integrator.join()
+        self._integrator = None
+
+    # -- reading -----------------------------------------------------------
+
+    def pending_count(self) -> int:
+        with self._read_lock:
+            latest = self._db_latest(self._read_db)
+            size = latest.size if latest else 0
+            return int(
+                self._read_db.execute(
+                    "SELECT count(*) FROM pending WHERE idx >= ?", (size,)
+                ).fetchone()[0]
+            )
+
+    def next_index(self) -> int:
+        with self._read_lock:
+            return self._next_index(self._read_db)
+
+    def latest(self) -> CheckpointRecord | None:
+        with self._read_lock:
+            return self._db_latest(self._read_db)
+
+    def checkpoint_at(self, size: int) -> CheckpointRecord | None:
+        with self._read_lock:
+            row = self._read_db.execute(
+                "SELECT size, root, note, signed_at FROM checkpoints WHERE size = ?", (size,)
+            ).fetchone()
+        return CheckpointRecord(row[0], bytes(row[1]), row[2], row[3]) if row else None
+
+    def checkpoints(self, after: int = -1, limit: int = 1000) -> list[CheckpointRecord]:
+        """Signed checkpoints in size order, starting after size ``after``."""
+        with self._read_lock:
+            rows = self._read_db.execute(
+                "SELECT size, root, note, signed_at FROM checkpoints WHERE size > ? "
+                "ORDER BY size LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        return [CheckpointRecord(r[0], bytes(r[1]), r[2], r[3]) for r in rows]
+
+    def _size(self) -> int:
+        latest = self.latest()
+        return latest.size if latest else 0
+
+    def entry(self, index: int) -> bytes:
+        """The leaf at ``index`` (integrated or still pending)."""
+        size = self._size()
+        if 0 <= index < size:
+            tid = bundle_for_size(index // TILE_WIDTH, size)
+            return decode_bundle(self.tiles.read_tile(tid))[index % TILE_WIDTH]
+        with self._read_lock:
+            row = self._read_db.execute("SELECT leaf FROM pending WHERE idx = ?", (index,)).fetchone()
+        if row is None:
+            raise LedgerError(f"no entry at index {index}; the ledger has {self.next_index()}")
+        return bytes(row[0])
+
+    def reader(self) -> TileHashReader:
+        return TileHashReader(self.tiles, self._size())
+
+    def _resolve_size(self, size: int | None) -> CheckpointRecord:
+        rec = self.latest() if size is None else self.checkpoint_at(size)
+        if rec is None:
+            if size is None:
+                raise LedgerError("the ledger has no signed checkpoint yet")
+            raise LedgerError(
+                f"no checkpoint was signed at size {size}",
+                "use the size of a signed checkpoint ('custody ledger checkpoint' shows the latest)",
+            )
+        return rec
+
+    def proof(self, index: int, size: int | None = None) -> TlogProof:
+        """An offline inclusion proof (tlog-proof) of entry ``index`` in a signed checkpoint."""
+        rec = self._resolve_size(size)
+        if not 0 <= index < rec.size:
+            raise LedgerError(
+                f"entry {index} is not in the checkpoint of size {rec.size}",
+                "wait for the next checkpoint or pick a larger --size",
+            )
+        hashes = inclusion_proof(self.reader(), index, rec.size)
+        return TlogProof(index, tuple(hashes), rec.note)
+
+    def consistency(self, old_size: int, new_size: int | None = None) -> dict[str, Any]:
+        """Consistency proof between two tree sizes; roots computed from the tiles."""
+        cur = self._size()
+        new = cur if new_size is None else new_size
+        if not 0 <= old_size <= new <= cur:
+            raise LedgerError(
+                f"need 0 <= old size ({old_size}) <= new size ({new}) <= ledger size ({cur})"
+            )
+        r = self.reader()
+        return {
+            "old_size": old_size,
+            "new_size": new,
+            "old_root": tree_root(r, old_size),
+            "new_root": tree_root(r, new),
+            "proof": consistency_proof(r, old_size, new),
+        }
+
+    def verify_published(self) -> None:
+        """Check the published checkpoint against the station key (cheap health check)."""
+        rec = self.latest()
+        if rec is None or self._checkpoint_signer is None:
+            return
+        open_checkpoint(self.tiles.read_checkpoint(), [self._checkpoint_signer.verifier()])

@@ -1,0 +1,79 @@
+"""A tile folder on local disk (C2SP tlog-tiles layout), written durably.
+
+``<dir>/checkpoint`` and ``<dir>/tile/...`` exactly as the specification
+lays them out, so the folder can be served as static files. Full tiles and
+bundles are written once with mode 0444; partial ones are replaced by
+wider versions and removed once their full tile exists.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from ledger.durable import remove_temporaries, write_atomic, write_many_atomic
+from ledger.tiles import TileID
+
+
+class FolderTiles:
+    """Tiles and the checkpoint under one folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, tile: TileID) -> Path:
+        return self.root / tile.path()
+
+    def read_tile(self, tile: TileID) -> bytes:
+        try:
+            return self.path(tile).read_bytes()
+        except FileNotFoundError:
+            if not tile.full:
+                # A full tile holds every prefix of itself; partials may be collected.
+                full = self.root / TileID(tile.level, tile.n).path()
+                if full.exists():
+                    data = full.read_bytes()
+                    return _prefix(tile, data)
+            raise
+
+    def write_tiles(self, tiles: Mapping[TileID, bytes]) -> None:
+        files = {
+            self.path(t): (data, 0o444 if t.full else 0o644) for t, data in tiles.items()
+        }
+        write_many_atomic(files)
+
+    def read_checkpoint(self) -> bytes:
+        return (self.root / "checkpoint").read_bytes()
+
+    def write_checkpoint(self, note: str) -> None:
+        write_atomic(self.root / "checkpoint", note.encode("utf-8"))
+
+    def collect_partials(self, completed: Iterable[TileID]) -> None:
+        """Remove the partial versions of tiles that are now full."""
+        for t in completed:
+            p = self.root / (t.path() + ".p")
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+
+    def remove_temporaries(self) -> int:
+        if not self.root.exists():
+            return 0
+        return remove_temporaries(self.root)
+
+    def exists(self) -> bool:
+        return (self.root / "checkpoint").exists() or (self.root / "tile").exists()
+
+
+def _prefix(tile: TileID, data: bytes) -> bytes:
+    from ledger.tiles import ENTRIES, decode_bundle, encode_bundle
+
+    if tile.level == ENTRIES:
+        return encode_bundle(decode_bundle(data)[: tile.width])
+    return data[: tile.width * 32]
+
+
+def ensure_dir(path: Path, mode: int = 0o755) -> None:
+    path.mkdir(parents=True, exist_ok=True, mode=mode)
+    os.chmod(path, mode)

@@ -1,0 +1,5 @@
+"""Retention rules, holds, schedules and sweeps.
+
+Not built yet: the retention issue fills this package. Importing it is safe;
+it exposes nothing.
+"""

@@ -1,0 +1,32 @@
+"""Read a tile-based log from a plain folder (e.g. an export or a bucket copy)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ledger.tiles import ENTRIES, TileID, decode_bundle, encode_bundle
+
+
+class FolderSource:
+    """`TileSource` over ``<dir>/tile/...``; falls back to a full tile for a collected partial."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def read_tile(self, tile: TileID) -> bytes:
+        p = self.root / tile.path()
+        try:
+            return p.read_bytes()
+        except FileNotFoundError:
+            if tile.full:
+                raise
+            full = (self.root / TileID(tile.level, tile.n).path()).read_bytes()
+            if tile.level == ENTRIES:
+                return encode_bundle(decode_bundle(full)[: tile.width])
+            return full[: tile.width * 32]
+
+    def read_checkpoint(self) -> bytes | None:
+        try:
+            return (self.root / "checkpoint").read_bytes()
+        except FileNotFoundError:
+            return None
