@@ -45,7 +45,7 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _check_name(name: str) -> None:
+def check_key_name(name: str) -> None:
     if not name or any(c.isspace() or c == "+" for c in name):
         raise NoteError(f"key name {name!r} must be non-empty, without spaces or '+'")
     if any(ord(c) < 0x20 for c in name):
@@ -86,7 +86,7 @@ class Verifier:
         if len(parts) != 3:
             raise NoteError(f"verifier key {vkey!r} is not name+keyid+key")
         name, hid, k = parts
-        _check_name(name)
+        check_key_name(name)
         if len(hid) != 8 or hid != hid.lower():
             raise NoteError(f"verifier key {vkey!r}: key ID must be 8 lowercase hex digits")
         try:
@@ -110,7 +110,7 @@ class Signer:
     seed: bytes
 
     def __post_init__(self) -> None:
-        _check_name(self.name)
+        check_key_name(self.name)
         if len(self.seed) != 32:
             raise NoteError("Ed25519 seed must be 32 bytes")
 
@@ -239,7 +239,7 @@ def parse_note(note: str | bytes) -> Note:
         name, sep, encoded = rest.rpartition(" ")
         if not sep:
             raise NoteError(f"malformed signature line {line!r}")
-        _check_name(name)
+        check_key_name(name)
         raw = b64decode_strict(encoded)
         if len(raw) < 5:
             raise NoteError(f"signature too short in line {line!r}")

@@ -1,0 +1,303 @@
+"""The `custody` command line.
+
+Output goes to stdout; errors are one line on stderr that says what to do.
+Exit codes: 0 ok, 1 integrity/verification failure, 2 usage or operational
+error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from custody import __version__
+from custody import config as cfg
+from custody.errors import CustodyError
+from custody.station import init_station, load_signer, open_ledger, operator, station_verifier
+from ledger.audit import verify_log
+from ledger.errors import LedgerError
+from ledger.note import NoteError, Verifier
+from verify.folder import FolderSource
+
+MAX_NOTE_CHARS = 8000
+
+
+def _load(args: argparse.Namespace) -> cfg.Config:
+    return cfg.load(cfg.config_path(args.config))
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    res = init_station(Path(args.data), args.origin)
+    print(f"station initialised: config {res.config_path}")
+    print("verifier key (give it to your supervisors to pin):")
+    print(res.vkey)
+    return 0
+
+
+def _note_lines(args: argparse.Namespace) -> list[str]:
+    if args.file:
+        try:
+            text = Path(args.file).read_text(encoding="utf-8")
+        except OSError as e:
+            raise CustodyError(f"cannot read {args.file}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise CustodyError(f"{args.file} is not UTF-8 text") from None
+        lines = [ln.strip() for ln in text.splitlines()]
+        lines = [ln for ln in lines if ln]
+        if not lines:
+            raise CustodyError(f"{args.file} holds no notes (one note per non-empty line)")
+    else:
+        lines = [" ".join(args.text).strip()]
+        if not lines[0]:
+            raise CustodyError("the note is empty")
+    for ln in lines:
+        if len(ln) > MAX_NOTE_CHARS:
+            raise CustodyError(f"a note is {len(ln)} characters; the limit is {MAX_NOTE_CHARS}")
+    return lines
+
+
+def cmd_note(args: argparse.Namespace) -> int:
+    conf = _load(args)
+    lines = _note_lines(args)
+    who = args.operator or operator()
+    with open_ledger(conf) as ledger:
+        idx = ledger.append_entries([("note", {"text": ln, "operator": who}) for ln in lines])
+        rec = ledger.integrate()
+    for i in idx:
+        print(f"recorded note as entry {i}")
+    if rec is not None:
+        print(f"checkpoint size {rec.size}")
+    return 0
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    conf = _load(args)
+    try:
+        data = (conf.ledger_dir / "checkpoint").read_bytes()
+    except FileNotFoundError:
+        raise CustodyError(f"{conf.ledger_dir}/checkpoint does not exist yet") from None
+    sys.stdout.buffer.write(data)
+    return 0
+
+
+def cmd_vkey(args: argparse.Namespace) -> int:
+    print(station_verifier(_load(args)).vkey())
+    return 0
+
+
+def cmd_entry(args: argparse.Namespace) -> int:
+    with open_ledger(_load(args), writable=False) as ledger:
+        leaf = ledger.entry(args.index)
+    sys.stdout.buffer.write(leaf + b"\n")
+    return 0
+
+
+def cmd_proof(args: argparse.Namespace) -> int:
+    with open_ledger(_load(args), writable=False) as ledger:
+        proof = ledger.proof(args.index, args.size)
+    sys.stdout.write(proof.format())
+    return 0
+
+
+def cmd_consistency(args: argparse.Namespace) -> int:
+    with open_ledger(_load(args), writable=False) as ledger:
+        c = ledger.consistency(args.old_size, args.new_size)
+    b = base64.b64encode
+    out = {
+        "old_size": c["old_size"],
+        "new_size": c["new_size"],
+        "old_root": b(c["old_root"]).decode(),
+        "new_root": b(c["new_root"]).decode(),
+        "proof": [b(h).decode() for h in c["proof"]],
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"old size {out['old_size']} root {out['old_root']}")
+        print(f"new size {out['new_size']} root {out['new_root']}")
+        for h in out["proof"]:
+            print(h)
+    return 0
+
+
+def _parse_vkey(value: str) -> Verifier:
+    p = Path(value)
+    text = p.read_text().strip() if p.is_file() else value
+    try:
+        return Verifier.parse(text)
+    except NoteError as e:
+        raise CustodyError(f"--vkey: {e}") from None
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    conf = _load(args) if not args.dir or args.config else None
+    history: list[str] = []
+    if args.dir:
+        folder = Path(args.dir)
+        if not args.vkey and conf is None:
+            raise CustodyError("--dir needs --vkey (the verifier key you trust)")
+    else:
+        assert conf is not None
+        folder = conf.ledger_dir
+    verifier = _parse_vkey(args.vkey) if args.vkey else station_verifier(conf)  # type: ignore[arg-type]
+    if conf is not None and not args.dir:
+        with open_ledger(conf, writable=False) as ledger:
+            after = -1
+            while batch := ledger.checkpoints(after, 10000):
+                history.extend(r.note for r in batch)
+                after = batch[-1].size
+    for extra in args.known or []:
+        history.append(Path(extra).read_text(encoding="utf-8"))
+    src = FolderSource(folder)
+    started = time.monotonic()
+    progress = _progress() if sys.stderr.isatty() else None
+    rep = verify_log(
+        src, src.read_checkpoint(), [verifier], None, history, progress=progress
+    )
+    if progress:
+        sys.stderr.write("\n")
+    elapsed = time.monotonic() - started
+    if args.json:
+        out: dict[str, Any] = rep.to_json()
+        out["seconds"] = round(elapsed, 3)
+        print(json.dumps(out, ensure_ascii=False))
+    else:
+        for line in rep.lines():
+            print(line)
+        state = "OK" if rep.ok else f"FAILED ({sum(rep.counts.values())} problems)"
+        print(
+            f"ledger {folder}: {state}; size {rep.size}, {rep.entries_checked} entries, "
+            f"{rep.signatures_checked} signatures, {rep.checkpoints_checked} recorded "
+            f"checkpoints checked in {elapsed:.1f} s"
+        )
+    return 0 if rep.ok else 1
+
+
+def _progress() -> Any:
+    last = [0.0]
+
+    def show(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] > 0.5 or done == total:
+            last[0] = now
+            sys.stderr.write(f"\rverifying {done}/{total} entries")
+            sys.stderr.flush()
+
+    return show
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    conf = _load(args)
+    with open_ledger(conf, writable=False) as ledger:
+        latest = ledger.latest()
+        out = {
+            "origin": conf.origin,
+            "data_dir": str(conf.data_dir),
+            "ledger": {
+                "entries": ledger.next_index(),
+                "pending": ledger.pending_count(),
+                "checkpoint_size": latest.size if latest else 0,
+                "checkpoint_signed_at": latest.signed_at if latest else None,
+            },
+        }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        lg = out["ledger"]
+        assert isinstance(lg, dict)
+        print(f"station {out['origin']} ({out['data_dir']})")
+        print(
+            f"ledger: {lg['entries']} entries, {lg['pending']} awaiting a checkpoint; "
+            f"last checkpoint size {lg['checkpoint_size']} signed {lg['checkpoint_signed_at']}"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="custody",
+        description="Evidence integrity and archive appliance: a signed, append-only "
+        "Merkle ledger (C2SP tlog-tiles) for recorder footage.",
+    )
+    p.add_argument(
+        "-c",
+        "--config",
+        help=f"config file (default: ${cfg.ENV_VAR}, else {cfg.DEFAULT_PATH})",
+    )
+    p.add_argument("--version", action="version", version=f"custody {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("init", help="create a station: config, key, folders; print the verifier key")
+    s.add_argument("--data", required=True, help="data folder to create (custody.toml goes there)")
+    s.add_argument("--origin", help="log origin and key name, e.g. custody.example/menghai/dock-01")
+    s.set_defaults(func=cmd_init)
+
+    s = sub.add_parser("note", help="record signed chain-of-custody remarks")
+    s.add_argument("text", nargs="*", help="the remark")
+    s.add_argument("--file", help="read remarks from a file, one per line")
+    s.add_argument("--operator", help="who makes the remark (default: the login user)")
+    s.set_defaults(func=cmd_note)
+
+    s = sub.add_parser("status", help="ledger size, pending entries, last checkpoint")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+
+    lg = sub.add_parser("ledger", help="read, prove and verify the ledger")
+    lsub = lg.add_subparsers(dest="ledger_command", required=True, metavar="SUBCOMMAND")
+    s = lsub.add_parser("checkpoint", help="print the latest signed checkpoint, verbatim")
+    s.set_defaults(func=cmd_checkpoint)
+    s = lsub.add_parser("vkey", help="print the station's verifier key")
+    s.set_defaults(func=cmd_vkey)
+    s = lsub.add_parser("entry", help="print the entry (leaf bytes) at an index")
+    s.add_argument("--index", type=int, required=True)
+    s.set_defaults(func=cmd_entry)
+    s = lsub.add_parser("proof", help="print an offline inclusion proof (C2SP tlog-proof)")
+    s.add_argument("--index", type=int, required=True)
+    s.add_argument("--size", type=int, help="size of a signed checkpoint (default: latest)")
+    s.set_defaults(func=cmd_proof)
+    s = lsub.add_parser("consistency", help="consistency proof between two tree sizes")
+    s.add_argument("--old-size", type=int, required=True)
+    s.add_argument("--new-size", type=int, help="default: the latest checkpoint size")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_consistency)
+    s = lsub.add_parser(
+        "verify", help="recompute every leaf, tile, root and signature; list every failure"
+    )
+    s.add_argument("--vkey", help="verifier key, or a file holding it (default: the station's)")
+    s.add_argument("--dir", help="verify this tile folder instead of the station's ledger")
+    s.add_argument(
+        "--known",
+        action="append",
+        metavar="CHECKPOINT",
+        help="a checkpoint file seen earlier; it must be consistent (repeatable)",
+    )
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_verify)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "note" and not args.text and not args.file:
+        parser.error("note needs TEXT or --file F")
+    try:
+        rc: int = args.func(args)
+        return rc
+    except LedgerError as e:
+        print(f"custody: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("custody: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+__all__ = ["load_signer", "main"]
