@@ -45,46 +45,56 @@ class EntryError(ValueError):
     """An entry that cannot be encoded, or a leaf that is not a valid entry."""
 
 
-def _check(value: object, path: str, ascii_keys: list[bool]) -> None:
-    if value is None or isinstance(value, bool):
-        return
-    if isinstance(value, int):
-        if not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
-            raise EntryError(f"{path}: integer {value} is outside ±(2^53-1)")
-        return
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise EntryError(f"{path}: string is not valid Unicode (lone surrogate)") from e
-        return
-    if isinstance(value, float):
-        raise EntryError(f"{path}: floats are not allowed (use integers or strings)")
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise EntryError(f"{path}: object key {k!r} is not a string")
-            if not k.isascii():
-                ascii_keys[0] = False
-            _check(k, path, ascii_keys)
-            _check(v, f"{path}.{k}", ascii_keys)
-        return
-    if isinstance(value, list | tuple):
-        for i, v in enumerate(value):
-            _check(v, f"{path}[{i}]", ascii_keys)
-        return
-    raise EntryError(f"{path}: {type(value).__name__} is not a JSON value")
+def _check(value: object, path: str = "$") -> bool:
+    """Refuse values outside the entry domain; returns False if some key is not ASCII."""
+    ascii_keys = True
+    stack: list[tuple[object, str]] = [(value, path)]
+    while stack:
+        v, where = stack.pop()
+        t = type(v)
+        if t is str or t is bool or v is None:
+            continue
+        if t is int:
+            if not -MAX_SAFE_INT <= v <= MAX_SAFE_INT:  # type: ignore[operator]
+                raise EntryError(f"{where}: integer {v} is outside ±(2^53-1)")
+            continue
+        if isinstance(v, Mapping):
+            for k, item in v.items():
+                if type(k) is not str:
+                    raise EntryError(f"{where}: object key {k!r} is not a string")
+                if not k.isascii():
+                    ascii_keys = False
+                if type(item) is not str:
+                    stack.append((item, f"{where}.{k}"))
+            continue
+        if isinstance(v, list | tuple):
+            stack.extend((item, f"{where}[{i}]") for i, item in enumerate(v))
+            continue
+        if isinstance(v, float):
+            raise EntryError(f"{where}: floats are not allowed (use integers or strings)")
+        if isinstance(v, str | int):  # subclasses (enums and the like) are not JSON values here
+            raise EntryError(f"{where}: {type(v).__name__} must be a plain str or int")
+        raise EntryError(f"{where}: {type(v).__name__} is not a JSON value")
+    return ascii_keys
+
+
+def _encode(value: object) -> bytes:
+    try:
+        return json.dumps(
+            value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+        ).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise EntryError("a string is not valid Unicode (lone surrogate)") from e
 
 
 def canonical_json(value: object) -> bytes:
     """RFC 8785 (JCS) encoding of ``value`` in the restricted entry domain."""
-    ascii_keys = [True]
-    _check(value, "$", ascii_keys)
-    if not ascii_keys[0]:
-        return bytes(rfc8785.dumps(value))
-    return json.dumps(
-        value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
-    ).encode("utf-8")
+    if not _check(value):
+        try:
+            return bytes(rfc8785.dumps(value))
+        except Exception as e:
+            raise EntryError(f"cannot canonicalize: {e}") from e
+    return _encode(value)
 
 
 def format_time(t: datetime) -> str:
@@ -161,10 +171,12 @@ def make_entry(
     t = time if isinstance(time, str) else format_time(time or now_utc())
     fields: dict[str, Any] = {"v": SCHEMA_VERSION, "type": type_, "time": t, "station": station}
     fields.update(payload)
-    body = canonical_json(fields)
+    ascii_keys = _check(fields)
+    body = _encode(fields) if ascii_keys else canonical_json(fields)
     sig = signer.sign(SIG_PREFIX + body)
     fields["sig"] = base64.b64encode(sig).decode("ascii")
-    leaf = canonical_json(fields)
+    # Checked above; adding the ASCII "sig" string cannot leave the domain.
+    leaf = _encode(fields) if ascii_keys else canonical_json(fields)
     if len(leaf) > MAX_ENTRY_SIZE:
         raise EntryError(
             f"entry is {len(leaf)} bytes; the limit is {MAX_ENTRY_SIZE} "

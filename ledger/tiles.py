@@ -118,13 +118,13 @@ def bundle_for_size(n: int, size: int) -> TileID:
 
 def encode_bundle(entries: Sequence[bytes]) -> bytes:
     """Entry bundle: each entry prefixed by its big-endian uint16 length."""
-    out = bytearray()
+    parts = []
     for e in entries:
         if len(e) > MAX_ENTRY_SIZE:
             raise ValueError(f"entry of {len(e)} bytes exceeds {MAX_ENTRY_SIZE}")
-        out += len(e).to_bytes(2, "big")
-        out += e
-    return bytes(out)
+        parts.append(len(e).to_bytes(2, "big"))
+        parts.append(e)
+    return b"".join(parts)
 
 
 class BundleError(ValueError):
