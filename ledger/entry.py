@@ -113,7 +113,10 @@ def parse_time(s: str) -> datetime:
         s, frac = s[:-1].split(".")
         frac = (frac + "000000")[:6]
         s += "Z"
-    t = datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    try:
+        t = datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError as e:
+        raise EntryError(f"time {s!r} is not a valid date and time") from e
     return t.replace(microsecond=int(frac or "0"))
 
 

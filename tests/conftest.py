@@ -1,0 +1,50 @@
+"""Shared fixtures: the Merkle test vectors and a fresh station."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VECTORS = Path(os.environ.get("CUSTODY_VECTORS", REPO.parent / "shared" / "vectors"))
+
+
+@pytest.fixture(scope="session")
+def vectors() -> dict[str, Any]:
+    path = VECTORS / "tlog-vectors.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"test vectors not found at {path}; set CUSTODY_VECTORS to the shared/vectors folder"
+        )
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def run_cli(*args: str, config: Path | None = None, check: bool = True,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real `custody` command in a subprocess."""
+    cmd = [sys.executable, "-m", "custody"]
+    if config is not None:
+        cmd += ["-c", str(config)]
+    cmd += list(args)
+    env = dict(os.environ)
+    env.pop("CUSTODY_CONFIG", None)
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, input=input, timeout=120)
+    if check and p.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} exited {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}"
+        )
+    return p
+
+
+@pytest.fixture
+def station(tmp_path: Path) -> Path:
+    """A freshly initialised station; returns its config path."""
+    run_cli("init", "--data", str(tmp_path / "station"), "--origin", "custody.test/unit/dock-01")
+    return tmp_path / "station" / "custody.toml"

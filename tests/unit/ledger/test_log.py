@@ -1,0 +1,166 @@
+"""The station ledger: durable appends, integration, reopening, proofs from tiles."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from ledger import tree
+from ledger.audit import verify_log
+from ledger.checkpoint import open_checkpoint
+from ledger.entry import decode_entry
+from ledger.errors import IntegrityError, LedgerError
+from ledger.log import Ledger
+from ledger.note import Signer
+from verify.folder import FolderSource
+
+SIGNER = Signer("custody.test/log", bytes(range(32)))
+
+
+def open_ledger(tmp: Path, signer: Signer | None = SIGNER) -> Ledger:
+    return Ledger(tmp / "ledger", tmp / "state", SIGNER.name, signer)
+
+
+def check_log(tmp: Path) -> None:
+    src = FolderSource(tmp / "ledger")
+    rep = verify_log(src, src.read_checkpoint(), [SIGNER.verifier()], SIGNER.name)
+    assert rep.ok, rep.lines()
+
+
+def test_append_integrate_reopen(tmp_path: Path) -> None:
+    with open_ledger(tmp_path) as led:
+        idx = led.append_entries([("note", {"text": f"n{i}"}) for i in range(300)])
+        assert idx == list(range(300))
+        assert led.pending_count() == 300
+        assert decode_entry(led.entry(5)).payload() == {"text": "n5"}  # still pending
+        rec = led.integrate()
+        assert rec is not None and rec.size == 300
+        assert led.pending_count() == 0
+        assert led.integrate() is None
+    with open_ledger(tmp_path) as led:
+        assert led.append("note", {"text": "after reopen"}) == 300
+        led.integrate()
+        assert decode_entry(led.entry(300)).payload() == {"text": "after reopen"}
+        assert decode_entry(led.entry(7)).payload() == {"text": "n7"}
+        with pytest.raises(LedgerError, match="no entry at index 301"):
+            led.entry(301)
+    check_log(tmp_path)
+
+
+def test_proofs_from_tiles_match_reference(tmp_path: Path) -> None:
+    with open_ledger(tmp_path) as led:
+        sizes = []
+        for n in (1, 255, 1, 300, 44, 512):
+            led.append_leaves([b"leaf %d" % (led.next_index() + i) for i in range(n)])
+            rec = led.integrate()
+            assert rec is not None
+            sizes.append(rec.size)
+        hs = [tree.leaf_hash(b"leaf %d" % i) for i in range(sizes[-1])]
+        for size in sizes:
+            root = tree.root_of(hs[:size])
+            cp = open_checkpoint(led.checkpoint_at(size).note, [SIGNER.verifier()])  # type: ignore[union-attr]
+            assert cp.checkpoint.root == root
+            for i in {0, size // 2, size - 1}:
+                p = led.proof(i, size)
+                p.verify(b"leaf %d" % i, [SIGNER.verifier()])
+            for old in sizes:
+                if old <= size:
+                    c = led.consistency(old, size)
+                    assert tree.verify_consistency(
+                        old, size, tree.root_of(hs[:old]), root, c["proof"]
+                    )
+        with pytest.raises(LedgerError, match="no checkpoint was signed at size 3"):
+            led.proof(0, 3)
+        with pytest.raises(LedgerError, match="not in the checkpoint"):
+            led.proof(sizes[0], sizes[0])
+
+
+def test_group_commit_from_many_threads(tmp_path: Path) -> None:
+    got: list[int] = []
+    lock = threading.Lock()
+    with open_ledger(tmp_path) as led:
+        led.start_integrator(0.02)
+
+        def worker(t: int) -> None:
+            for i in range(100):
+                idx = led.append("note", {"thread": t, "i": i})
+                with lock:
+                    got.append(idx)
+
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        led.stop_integrator()
+        assert sorted(got) == list(range(800))
+        assert led.latest().size == 800  # type: ignore[union-attr]
+    check_log(tmp_path)
+
+
+def _child_append(tmp: str, n: int) -> None:
+    with open_ledger(Path(tmp)) as led:
+        for i in range(n):
+            led.append("note", {"pid": os.getpid(), "i": i})
+            if i % 10 == 0:
+                led.integrate()
+        led.integrate()
+
+
+def test_several_processes_append_to_one_ledger(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_child_append, args=(str(tmp_path), 60)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    with open_ledger(tmp_path) as led:
+        led.integrate()
+        assert led.latest().size == 180  # type: ignore[union-attr]
+        seen = {(e["pid"], e["i"]) for e in (decode_entry(led.entry(i)).fields for i in range(180))}
+        assert len(seen) == 180
+    check_log(tmp_path)
+
+
+def test_refuses_other_origin(tmp_path: Path) -> None:
+    open_ledger(tmp_path).close()
+    with pytest.raises(LedgerError, match="belongs to origin"):
+        Ledger(tmp_path / "ledger", tmp_path / "state", "custody.test/other", None)
+
+
+def test_damaged_right_edge_is_an_integrity_error(tmp_path: Path) -> None:
+    with open_ledger(tmp_path) as led:
+        led.append_leaves([b"x%d" % i for i in range(10)])
+        led.integrate()
+    tile = tmp_path / "ledger" / "tile" / "0" / "000.p" / "10"
+    data = bytearray(tile.read_bytes())
+    data[0] ^= 1
+    tile.write_bytes(bytes(data))
+    with open_ledger(tmp_path) as led:
+        led.append_leaves([b"more"])
+        with pytest.raises(IntegrityError, match="do not hash to the signed root"):
+            led.integrate()
+
+
+def test_republishes_checkpoint_lost_after_recording(tmp_path: Path) -> None:
+    with open_ledger(tmp_path) as led:
+        led.append_leaves([b"a", b"b"])
+        rec = led.integrate()
+    assert rec is not None
+    (tmp_path / "ledger" / "checkpoint").unlink()
+    with open_ledger(tmp_path) as led:
+        led.append_leaves([b"c"])
+        led.integrate()
+        assert led.latest().size == 3  # type: ignore[union-attr]
+    assert (tmp_path / "ledger" / "checkpoint").read_text().split("\n")[1] == "3"
+
+
+def test_read_only_ledger_cannot_append(tmp_path: Path) -> None:
+    open_ledger(tmp_path).close()
+    with open_ledger(tmp_path, signer=None) as led, pytest.raises(LedgerError, match="read-only"):
+        led.append("note", {"text": "x"})

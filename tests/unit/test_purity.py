@@ -1,0 +1,61 @@
+"""The pure ledger core and the verifier import no I/O, cloud or media libraries."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+PURE = [
+    "ledger/tree.py",
+    "ledger/tiles.py",
+    "ledger/note.py",
+    "ledger/checkpoint.py",
+    "ledger/proof.py",
+    "ledger/entry.py",
+    "ledger/integrate.py",
+    "ledger/audit.py",
+]
+FORBIDDEN_IN_PURE = {"os", "subprocess", "sqlite3", "boto3", "botocore", "watchdog",
+                     "apscheduler", "ffmpeg", "av", "shutil", "socket", "fcntl"}
+FORBIDDEN_IN_VERIFY = {"boto3", "botocore", "watchdog", "apscheduler", "ffmpeg", "av",
+                       "custody", "ingest", "archive", "retention", "sqlite3"}
+
+
+def imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+    return out
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_pure_core_has_no_io_imports(module: str) -> None:
+    found = {m.split(".")[0] for m in imports(REPO / module)}
+    assert not found & FORBIDDEN_IN_PURE, f"{module} imports {found & FORBIDDEN_IN_PURE}"
+    ledger_deps = {m for m in imports(REPO / module) if m.startswith("ledger.")}
+    allowed = {"ledger." + Path(p).stem for p in PURE} | {"ledger.errors"}
+    assert ledger_deps <= allowed, f"{module} imports impure {ledger_deps - allowed}"
+
+
+def test_ledger_imports_nothing_from_other_packages() -> None:
+    for path in (REPO / "ledger").glob("*.py"):
+        top = {m.split(".")[0] for m in imports(path)}
+        assert not top & {"custody", "ingest", "archive", "retention", "verify"}, path
+
+
+def test_verify_uses_only_pure_parts() -> None:
+    pure_modules = {"ledger." + Path(p).stem for p in PURE}
+    for path in (REPO / "verify").glob("*.py"):
+        mods = imports(path)
+        top = {m.split(".")[0] for m in mods}
+        assert not top & FORBIDDEN_IN_VERIFY, path
+        ledger_deps = {m for m in mods if m.startswith("ledger")}
+        assert ledger_deps <= pure_modules, f"{path} imports {ledger_deps - pure_modules}"
