@@ -157,9 +157,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     src = FolderSource(folder)
     started = time.monotonic()
     progress = _progress() if sys.stderr.isatty() else None
-    rep = verify_log(
-        src, src.read_checkpoint(), [verifier], None, history, progress=progress
-    )
+    rep = verify_log(src, src.read_checkpoint(), [verifier], None, history, progress=progress)
     if progress:
         sys.stderr.write("\n")
     elapsed = time.monotonic() - started
@@ -233,7 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"custody {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("init", help="create a station: config, key, folders; print the verifier key")
+    s = sub.add_parser(
+        "init", help="create a station: config, key, folders; print the verifier key"
+    )
     s.add_argument("--data", required=True, help="data folder to create (custody.toml goes there)")
     s.add_argument("--origin", help="log origin and key name, e.g. custody.example/menghai/dock-01")
     s.set_defaults(func=cmd_init)

@@ -98,7 +98,7 @@ class _Table:
                 raise self.error(key, "is required but missing")
             return default
         v = self.data[key]
-        if kind is int and isinstance(v, bool) or not isinstance(v, kind):
+        if (kind is int and isinstance(v, bool)) or not isinstance(v, kind):
             raise self.error(key, f"must be a {kind.__name__}, not {type(v).__name__} {v!r}")
         return v
 
@@ -113,8 +113,10 @@ def load(path: Path) -> Config:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
-            path, "", "file not found (create one with 'custody init --data DIR', "
-            "then pass -c DIR/custody.toml or set CUSTODY_CONFIG)"
+            path,
+            "",
+            "file not found (create one with 'custody init --data DIR', "
+            "then pass -c DIR/custody.toml or set CUSTODY_CONFIG)",
         ) from None
     except OSError as e:
         raise ConfigError(path, "", f"cannot be read: {e.strerror}") from None

@@ -121,9 +121,7 @@ def _check_published(
     try:
         return open_checkpoint(text, verifiers, origin).checkpoint
     except CheckpointError as e:
-        what = (
-            f"not signed by the station key ({e}); it may be forged or from another station"
-        )
+        what = f"not signed by the station key ({e}); it may be forged or from another station"
         rep.add("checkpoint-signature", "checkpoint", what)
     # Go on with the unverified body so the rest of the log is still examined.
     try:
@@ -250,7 +248,11 @@ def _stream(
         leaves: list[bytes] | None
         raw = _read(source, bid)
         if raw is None:
-            rep.add("bundle-missing", bid.path(), f"entry bundle for entries {index}..{index + width - 1} is missing")
+            rep.add(
+                "bundle-missing",
+                bid.path(),
+                f"entry bundle for entries {index}..{index + width - 1} is missing",
+            )
             leaves = None
         else:
             try:
@@ -270,7 +272,9 @@ def _stream(
             rep.add("tile-missing", tid.path(), "level-0 tile is missing")
         elif len(stored_data) != width * 32:
             rep.add(
-                "tile-size", tid.path(), f"{len(stored_data)} bytes, expected {width * 32}: truncated or padded"
+                "tile-size",
+                tid.path(),
+                f"{len(stored_data)} bytes, expected {width * 32}: truncated or padded",
             )
             stored = split_hashes(stored_data[: (len(stored_data) // 32) * 32])
         else:

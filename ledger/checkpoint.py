@@ -39,9 +39,8 @@ class Checkpoint:
     extensions: tuple[str, ...] = ()
 
     def body(self) -> str:
-        return (
-            f"{self.origin}\n{self.size}\n{b64(self.root)}\n"
-            + "".join(e + "\n" for e in self.extensions)
+        return f"{self.origin}\n{self.size}\n{b64(self.root)}\n" + "".join(
+            e + "\n" for e in self.extensions
         )
 
     def sign(self, signers: Sequence[Signer | BoundSigner]) -> str:
@@ -69,8 +68,8 @@ class Checkpoint:
             raise CheckpointError(f"checkpoint root {root_s!r} is not base64") from e
         if len(root) != HASH_SIZE:
             raise CheckpointError(f"checkpoint root is {len(root)} bytes, not {HASH_SIZE}")
-        for e in ext:
-            if not e:
+        for line in ext:
+            if not line:
                 raise CheckpointError("checkpoint has an empty extension line")
         return cls(origin, size, root, tuple(ext))
 

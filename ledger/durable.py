@@ -9,6 +9,7 @@ folder so a rename is atomic and a static file server never serves them;
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Iterable, Mapping
@@ -112,7 +113,5 @@ def remove_temporaries(root: Path) -> int:
 def remove_files(paths: Iterable[Path]) -> None:
     """Best-effort unlink (for garbage that is safe to leave behind)."""
     for p in paths:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             p.unlink()
-        except FileNotFoundError:
-            pass

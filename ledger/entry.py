@@ -91,7 +91,7 @@ def canonical_json(value: object) -> bytes:
     """RFC 8785 (JCS) encoding of ``value`` in the restricted entry domain."""
     if not _check(value):
         try:
-            return bytes(rfc8785.dumps(value))
+            return bytes(rfc8785.dumps(value))  # type: ignore[arg-type]
         except Exception as e:
             raise EntryError(f"cannot canonicalize: {e}") from e
     return _encode(value)

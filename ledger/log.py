@@ -35,11 +35,11 @@ import fcntl
 import logging
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ledger.checkpoint import Checkpoint, open_checkpoint
 from ledger.entry import format_time, make_entry, now_utc
@@ -76,7 +76,7 @@ class CheckpointRecord:
 
 
 class _Queued:
-    __slots__ = ("leaves", "indexes", "error", "done")
+    __slots__ = ("done", "error", "indexes", "leaves")
 
     def __init__(self, leaves: Sequence[bytes]) -> None:
         self.leaves = leaves
@@ -186,7 +186,7 @@ class Ledger:
             db.execute("BEGIN IMMEDIATE")
             try:
                 nxt = self._next_index(db)
-                rows = []
+                rows: list[tuple[int, bytes]] = []
                 for q in batch:
                     q.indexes = list(range(nxt, nxt + len(q.leaves)))
                     rows.extend(zip(q.indexes, q.leaves, strict=True))
@@ -239,7 +239,7 @@ class Ledger:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
     def integrate(self) -> CheckpointRecord | None:
-        """Integrate every pending leaf; returns the new checkpoint, or None if nothing was pending."""
+        """Integrate every pending leaf; returns the new checkpoint (None if none pending)."""
         if self._checkpoint_signer is None:
             raise LedgerError("cannot integrate without the station key")
         latest = None
@@ -410,7 +410,9 @@ class Ledger:
             tid = bundle_for_size(index // TILE_WIDTH, size)
             return decode_bundle(self.tiles.read_tile(tid))[index % TILE_WIDTH]
         with self._read_lock:
-            row = self._read_db.execute("SELECT leaf FROM pending WHERE idx = ?", (index,)).fetchone()
+            row = self._read_db.execute(
+                "SELECT leaf FROM pending WHERE idx = ?", (index,)
+            ).fetchone()
         if row is None:
             raise LedgerError(f"no entry at index {index}; the ledger has {self.next_index()}")
         return bytes(row[0])
@@ -425,7 +427,8 @@ class Ledger:
                 raise LedgerError("the ledger has no signed checkpoint yet")
             raise LedgerError(
                 f"no checkpoint was signed at size {size}",
-                "use the size of a signed checkpoint ('custody ledger checkpoint' shows the latest)",
+                "use the size of a signed checkpoint "
+                "('custody ledger checkpoint' shows the latest)",
             )
         return rec
 

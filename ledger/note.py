@@ -159,7 +159,7 @@ class Signer:
 class BoundSigner:
     """Signer with its expanded secret cached (signing is then one C call)."""
 
-    __slots__ = ("name", "_sk", "key_id")
+    __slots__ = ("_sk", "key_id", "name")
 
     def __init__(self, signer: Signer) -> None:
         self.name = signer.name
@@ -234,7 +234,9 @@ def parse_note(note: str | bytes) -> Note:
     sigs = []
     for line in lines:
         if not line.startswith(EM_DASH + " "):
-            raise NoteError(f"malformed signature line {line!r} (must start with U+2014 and a space)")
+            raise NoteError(
+                f"malformed signature line {line!r} (must start with U+2014 and a space)"
+            )
         rest = line[2:]
         name, sep, encoded = rest.rpartition(" ")
         if not sep:

@@ -39,9 +39,7 @@ class FolderTiles:
             raise
 
     def write_tiles(self, tiles: Mapping[TileID, bytes]) -> None:
-        files = {
-            self.path(t): (data, 0o444 if t.full else 0o644) for t, data in tiles.items()
-        }
+        files = {self.path(t): (data, 0o444 if t.full else 0o644) for t, data in tiles.items()}
         write_many_atomic(files)
 
     def read_checkpoint(self) -> bytes:

@@ -64,7 +64,9 @@ def tile_path(level: int, n: int, width: int = TILE_WIDTH) -> str:
     return p
 
 
-_TILE_RE = re.compile(r"tile/(entries|0|[1-9][0-9]?)/((?:x[0-9]{3}/)*[0-9]{3})(?:\.p/([1-9][0-9]{0,2}))?")
+_TILE_RE = re.compile(
+    r"tile/(entries|0|[1-9][0-9]?)/((?:x[0-9]{3}/)*[0-9]{3})(?:\.p/([1-9][0-9]{0,2}))?"
+)
 
 
 def parse_tile_path(path: str) -> TileID:

@@ -26,8 +26,9 @@ def vectors() -> dict[str, Any]:
     return data
 
 
-def run_cli(*args: str, config: Path | None = None, check: bool = True,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, config: Path | None = None, check: bool = True, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the real `custody` command in a subprocess."""
     cmd = [sys.executable, "-m", "custody"]
     if config is not None:

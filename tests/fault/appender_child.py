@@ -27,8 +27,10 @@ def main() -> None:
         i = 0
         while True:
             n = rng.choice([1, 1, 3, 17, 64, 200, 300])
-            items = [("note", {"run": run, "i": i + k, "text": "x" * rng.randint(0, 900)})
-                     for k in range(n)]
+            items = [
+                ("note", {"run": run, "i": i + k, "text": "x" * rng.randint(0, 900)})
+                for k in range(n)
+            ]
             idx = led.append_entries(items)
             out = []
             for j in idx:

@@ -63,9 +63,18 @@ def test_sigkill_campaign(tmp_path: Path) -> None:
     kills_during_work = 0
     for run in range(KILLS):
         child = subprocess.Popen(
-            [sys.executable, "-m", "tests.fault.appender_child", str(tmp_path), str(run),
-             str(rng.randrange(2**32))],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "tests.fault.appender_child",
+                str(tmp_path),
+                str(run),
+                str(rng.randrange(2**32)),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         # Kill anywhere: during start-up recovery, appends, integration, or checkpointing.
         time.sleep(rng.choice([0.0, 0.05, 0.15]) + rng.random() * 0.4)
@@ -84,8 +93,11 @@ def test_sigkill_campaign(tmp_path: Path) -> None:
             check_no_half_written_tiles(ledger_dir)
 
         with Ledger(ledger_dir, tmp_path / "state", SIGNER.name, SIGNER) as led:
-            published = (ledger_dir / "checkpoint").read_bytes() if (
-                ledger_dir / "checkpoint").exists() else None
+            published = (
+                (ledger_dir / "checkpoint").read_bytes()
+                if (ledger_dir / "checkpoint").exists()
+                else None
+            )
             if published is not None:
                 cp = open_checkpoint(published, [SIGNER.verifier()]).checkpoint
                 rec = led.checkpoint_at(cp.size)

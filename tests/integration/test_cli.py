@@ -42,8 +42,13 @@ def test_config_from_environment(station: Path) -> None:
     import subprocess
     import sys
 
-    p = subprocess.run([sys.executable, "-m", "custody", "status", "--json"],
-                       capture_output=True, text=True, env=env, check=True)
+    p = subprocess.run(
+        [sys.executable, "-m", "custody", "status", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     assert json.loads(p.stdout)["ledger"]["entries"] == 1
 
 
@@ -66,16 +71,19 @@ def test_notes_proofs_and_verify(station: Path, tmp_path: Path) -> None:
     proof = TlogProof.parse(run_cli("ledger", "proof", "--index", "2", config=station).stdout)
     assert proof.checkpoint == cp_text
     proof.verify(leaf, [vkey])
-    old = TlogProof.parse(run_cli("ledger", "proof", "--index", "0", "--size", "2",
-                                  config=station).stdout)
+    old = TlogProof.parse(
+        run_cli("ledger", "proof", "--index", "0", "--size", "2", config=station).stdout
+    )
     assert old.index == 0
 
-    c = json.loads(run_cli("ledger", "consistency", "--old-size", "2", "--json",
-                           config=station).stdout)
+    c = json.loads(
+        run_cli("ledger", "consistency", "--old-size", "2", "--json", config=station).stdout
+    )
     assert set(c) == {"old_size", "new_size", "old_root", "new_root", "proof"}
     assert c["new_size"] == 4 and base64.b64decode(c["new_root"]) == cp.root
-    assert tree.verify_consistency(2, 4, base64.b64decode(c["old_root"]), cp.root,
-                                   [base64.b64decode(h) for h in c["proof"]])
+    assert tree.verify_consistency(
+        2, 4, base64.b64decode(c["old_root"]), cp.root, [base64.b64decode(h) for h in c["proof"]]
+    )
 
     v = run_cli("ledger", "verify", config=station)
     assert "OK" in v.stdout
@@ -85,15 +93,18 @@ def test_notes_proofs_and_verify(station: Path, tmp_path: Path) -> None:
 
 def test_bad_config_names_the_key(tmp_path: Path) -> None:
     conf = tmp_path / "c.toml"
+    base = 'data_dir = "x"\norigin = "o/x"\n'
     cases = {
         'data_dir = "x"\norigin = "has space"\n': "key 'origin'",
         'data_dir = "x"\n': "key 'origin': is required",
-        'data_dir = "x"\norigin = "o/x"\n[ledger]\ncheckpoint_interval_ms = "soon"\n':
-            "key 'ledger.checkpoint_interval_ms': must be a int",
-        'data_dir = "x"\norigin = "o/x"\nretention_dayz = 3\n': "key 'retention_dayz': is not a known",
-        'data_dir = "x"\norigin = "o/x"\n[store]\nkind = "s3"\nlock_mode = "strict"\n':
-            "key 'store.lock_mode': must be one of",
-        'data_dir = "x"\norigin = "o/x"\n[store]\nkind = "s3"\n': "key 'store.bucket'",
+        base + '[ledger]\ncheckpoint_interval_ms = "soon"\n': (
+            "key 'ledger.checkpoint_interval_ms': must be a int"
+        ),
+        base + "retention_dayz = 3\n": "key 'retention_dayz': is not a known",
+        base + '[store]\nkind = "s3"\nlock_mode = "strict"\n': (
+            "key 'store.lock_mode': must be one of"
+        ),
+        base + '[store]\nkind = "s3"\n': "key 'store.bucket'",
         'data_dir = = "x"\n': "is not valid TOML",
     }
     for text, expected in cases.items():
@@ -175,8 +186,17 @@ def test_verify_names_a_rolled_back_checkpoint(station: Path, tmp_path: Path) ->
     assert "published size 4 is older than the signed checkpoint of size 7" in out
     # An outsider with only the folder and a checkpoint they kept sees it too.
     vkey = run_cli("ledger", "vkey", config=station).stdout.strip()
-    p = run_cli("ledger", "verify", "--dir", str(station.parent / "ledger"), "--vkey", vkey,
-                "--known", str(tmp_path / "newer"), check=False)
+    p = run_cli(
+        "ledger",
+        "verify",
+        "--dir",
+        str(station.parent / "ledger"),
+        "--vkey",
+        vkey,
+        "--known",
+        str(tmp_path / "newer"),
+        check=False,
+    )
     assert p.returncode == 1 and "rolled back" in p.stdout
 
 

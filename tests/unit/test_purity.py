@@ -19,10 +19,33 @@ PURE = [
     "ledger/integrate.py",
     "ledger/audit.py",
 ]
-FORBIDDEN_IN_PURE = {"os", "subprocess", "sqlite3", "boto3", "botocore", "watchdog",
-                     "apscheduler", "ffmpeg", "av", "shutil", "socket", "fcntl"}
-FORBIDDEN_IN_VERIFY = {"boto3", "botocore", "watchdog", "apscheduler", "ffmpeg", "av",
-                       "custody", "ingest", "archive", "retention", "sqlite3"}
+FORBIDDEN_IN_PURE = {
+    "os",
+    "subprocess",
+    "sqlite3",
+    "boto3",
+    "botocore",
+    "watchdog",
+    "apscheduler",
+    "ffmpeg",
+    "av",
+    "shutil",
+    "socket",
+    "fcntl",
+}
+FORBIDDEN_IN_VERIFY = {
+    "boto3",
+    "botocore",
+    "watchdog",
+    "apscheduler",
+    "ffmpeg",
+    "av",
+    "custody",
+    "ingest",
+    "archive",
+    "retention",
+    "sqlite3",
+}
 
 
 def imports(path: Path) -> set[str]:

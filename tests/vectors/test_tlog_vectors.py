@@ -119,17 +119,15 @@ def test_keys_reproduce_signatures(vectors: dict[str, Any]) -> None:
             continue
         note = parse_note(c["note"])
         for sig in note.signatures:
-            s = signers.get((sig.name, sig.key_id.hex()))
-            if s is not None:
-                assert s.sign(note.text.encode()) == sig.signature
+            known = signers.get((sig.name, sig.key_id.hex()))
+            if known is not None:
+                assert known.sign(note.text.encode()) == sig.signature
                 reproduced += 1
     assert reproduced >= 10
 
 
 def _ledger_files(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()
-    }
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 def test_tiles_byte_for_byte(vectors: dict[str, Any], tmp_path: Path) -> None:

@@ -51,7 +51,9 @@ def test_key_order_is_utf16_not_code_points() -> None:
     # U+FF61 sorts after U+10000 by code point but before it in UTF-16 (surrogates < 0xE000).
     v = {"\uff61": 1, "\U00010000": 2}
     assert canonical_json(v) == rfc8785.dumps(v)
-    assert canonical_json(v).index("\U00010000".encode()) < canonical_json(v).index("\uff61".encode())
+    assert canonical_json(v).index("\U00010000".encode()) < canonical_json(v).index(
+        "\uff61".encode()
+    )
 
 
 @pytest.mark.parametrize(

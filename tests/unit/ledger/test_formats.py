@@ -54,8 +54,17 @@ def test_tile_path_round_trip(level: int, n: int, width: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["tile/0/1", "tile/0/x1/000", "tile/0/000.p/256", "tile/0/000.p/0", "tile/64/000",
-            "tile/0/x000/001", "tile/00/000", "tile/entries/000.p/007"],
+    "bad",
+    [
+        "tile/0/1",
+        "tile/0/x1/000",
+        "tile/0/000.p/256",
+        "tile/0/000.p/0",
+        "tile/64/000",
+        "tile/0/x000/001",
+        "tile/00/000",
+        "tile/entries/000.p/007",
+    ],
 )
 def test_tile_path_rejects(bad: str) -> None:
     with pytest.raises(ValueError):
@@ -63,7 +72,7 @@ def test_tile_path_rejects(bad: str) -> None:
 
 
 def test_tiles_for_size_spec_example() -> None:
-    """tlog-tiles: size 70,000 -> 273 full L0, one L0 of width 112, one full L1, L1 width 17, L2 width 1."""
+    """tlog-tiles example: size 70,000 -> 273 full L0 + L0 width 112, L1 full + width 17, L2 1."""
     ts = list(tiles_for_size(70_000))
     l0 = [t for t in ts if t.level == 0]
     assert len([t for t in l0 if t.full]) == 273 and [t.width for t in l0 if not t.full] == [112]
@@ -86,8 +95,12 @@ def test_bundle_truncated_names_the_cut() -> None:
 
 
 @settings(max_examples=200)
-@given(origin=names, size=st.integers(0, 2**64 - 1), root=st.binary(min_size=32, max_size=32),
-       ext=st.lists(ext_line, max_size=3))
+@given(
+    origin=names,
+    size=st.integers(0, 2**64 - 1),
+    root=st.binary(min_size=32, max_size=32),
+    ext=st.lists(ext_line, max_size=3),
+)
 def test_checkpoint_round_trip(origin: str, size: int, root: bytes, ext: list[str]) -> None:
     signer = Signer(origin, bytes(32))
     cp = Checkpoint(origin, size, root, tuple(ext))

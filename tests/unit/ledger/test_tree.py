@@ -54,7 +54,9 @@ def test_every_consistency_proof_up_to_300_leaves() -> None:
     pos=st.integers(0, 10_000),
     bit=st.integers(0, 7),
 )
-def test_inclusion_any_changed_byte_fails(size: int, data: st.DataObject, pos: int, bit: int) -> None:
+def test_inclusion_any_changed_byte_fails(
+    size: int, data: st.DataObject, pos: int, bit: int
+) -> None:
     i = data.draw(st.integers(0, size - 1))
     root = tree.root_of(ALL[:size])
     p = tree.inclusion_proof(ListReader(ALL[:size]), i, size)
@@ -78,7 +80,9 @@ def test_inclusion_any_changed_byte_fails(size: int, data: st.DataObject, pos: i
     pos=st.integers(0, 10_000),
     bit=st.integers(0, 7),
 )
-def test_consistency_any_changed_byte_fails(new: int, data: st.DataObject, pos: int, bit: int) -> None:
+def test_consistency_any_changed_byte_fails(
+    new: int, data: st.DataObject, pos: int, bit: int
+) -> None:
     old = data.draw(st.integers(1, new - 1))
     r_old, r_new = tree.root_of(ALL[:old]), tree.root_of(ALL[:new])
     p = tree.consistency_proof(ListReader(ALL[:new]), old, new)
