@@ -35,7 +35,7 @@ import fcntl
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,11 +75,15 @@ class CheckpointRecord:
     signed_at: str
 
 
-class _Queued:
-    __slots__ = ("done", "error", "indexes", "leaves")
+OnCommit = Callable[[sqlite3.Connection, list[int]], None]
 
-    def __init__(self, leaves: Sequence[bytes]) -> None:
+
+class _Queued:
+    __slots__ = ("done", "error", "indexes", "leaves", "on_commit")
+
+    def __init__(self, leaves: Sequence[bytes], on_commit: OnCommit | None) -> None:
         self.leaves = leaves
+        self.on_commit = on_commit
         self.indexes: list[int] = []
         self.error: BaseException | None = None
         self.done = False
@@ -155,12 +159,20 @@ class Ledger:
 
     # -- appending ---------------------------------------------------------
 
-    def append_leaves(self, leaves: Sequence[bytes]) -> list[int]:
-        """Append raw leaves; returns their indexes once they are durable."""
+    def append_leaves(
+        self, leaves: Sequence[bytes], on_commit: OnCommit | None = None
+    ) -> list[int]:
+        """Append raw leaves; returns their indexes once they are durable.
+
+        ``on_commit(conn, indexes)`` runs inside the same SQLite transaction,
+        so a caller can record its own state (in its own tables of the same
+        database, see `db_path`) atomically with the append. If it raises, this
+        append alone is rolled back and the error is raised here.
+        """
         for leaf in leaves:
             if len(leaf) > MAX_ENTRY_SIZE:
                 raise LedgerError(f"leaf of {len(leaf)} bytes exceeds {MAX_ENTRY_SIZE}")
-        q = _Queued(leaves)
+        q = _Queued(leaves, on_commit)
         with self._cv:
             self._queue.append(q)
             while not q.done:
@@ -186,12 +198,29 @@ class Ledger:
             db.execute("BEGIN IMMEDIATE")
             try:
                 nxt = self._next_index(db)
-                rows: list[tuple[int, bytes]] = []
                 for q in batch:
-                    q.indexes = list(range(nxt, nxt + len(q.leaves)))
-                    rows.extend(zip(q.indexes, q.leaves, strict=True))
+                    idx = list(range(nxt, nxt + len(q.leaves)))
+                    if q.on_commit is None:
+                        db.executemany(
+                            "INSERT INTO pending(idx, leaf) VALUES (?, ?)",
+                            zip(idx, q.leaves, strict=True),
+                        )
+                    else:
+                        db.execute("SAVEPOINT item")
+                        try:
+                            db.executemany(
+                                "INSERT INTO pending(idx, leaf) VALUES (?, ?)",
+                                zip(idx, q.leaves, strict=True),
+                            )
+                            q.on_commit(db, idx)
+                            db.execute("RELEASE item")
+                        except Exception as e:
+                            db.execute("ROLLBACK TO item")
+                            db.execute("RELEASE item")
+                            q.error = e
+                            continue
+                    q.indexes = idx
                     nxt += len(q.leaves)
-                db.executemany("INSERT INTO pending(idx, leaf) VALUES (?, ?)", rows)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -215,17 +244,28 @@ class Ledger:
             raise LedgerError("this ledger was opened read-only (no station key)")
         return self._signer
 
-    def append(self, type_: str, payload: Mapping[str, Any]) -> int:
+    def append(
+        self, type_: str, payload: Mapping[str, Any], on_commit: OnCommit | None = None
+    ) -> int:
         """Sign an entry with the station key and append it durably; returns its index."""
         leaf = make_entry(self._require_signer(), self.origin, type_, payload)
-        return self.append_leaves([leaf])[0]
+        return self.append_leaves([leaf], on_commit)[0]
 
-    def append_entries(self, items: Sequence[tuple[str, Mapping[str, Any]]]) -> list[int]:
+    def append_entries(
+        self,
+        items: Sequence[tuple[str, Mapping[str, Any]]],
+        on_commit: OnCommit | None = None,
+    ) -> list[int]:
         """Sign and append several entries in one durable commit."""
         signer = self._require_signer()
         t = format_time(now_utc())
         leaves = [make_entry(signer, self.origin, ty, p, t) for ty, p in items]
-        return self.append_leaves(leaves)
+        return self.append_leaves(leaves, on_commit)
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite database holding pending appends (callers may add their own tables)."""
+        return self._db_path
 
     # -- integration -------------------------------------------------------
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -164,3 +166,25 @@ def test_read_only_ledger_cannot_append(tmp_path: Path) -> None:
     open_ledger(tmp_path).close()
     with open_ledger(tmp_path, signer=None) as led, pytest.raises(LedgerError, match="read-only"):
         led.append("note", {"text": "x"})
+
+
+def test_on_commit_runs_in_the_append_transaction(tmp_path: Path) -> None:
+    with open_ledger(tmp_path) as led:
+        db = sqlite3.connect(led.db_path)
+        db.execute("CREATE TABLE jobs (name TEXT PRIMARY KEY, entry INTEGER)")
+        db.commit()
+
+        def record(name: str) -> Callable[[sqlite3.Connection, list[int]], None]:
+            def cb(conn: sqlite3.Connection, idx: list[int]) -> None:
+                conn.execute("INSERT INTO jobs VALUES (?, ?)", (name, idx[0]))
+
+            return cb
+
+        assert led.append("note", {"text": "a"}, record("a")) == 0
+        # A failing callback rolls back its own append only; the index is not used up.
+        with pytest.raises(sqlite3.IntegrityError):
+            led.append("note", {"text": "a again"}, record("a"))
+        assert led.append("note", {"text": "b"}, record("b")) == 1
+        assert dict(db.execute("SELECT name, entry FROM jobs")) == {"a": 0, "b": 1}
+        assert led.next_index() == 2
+        db.close()
