@@ -190,6 +190,81 @@ def _progress() -> Any:
     return show
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from custody.daemon import run, setup_logging
+
+    conf = _load(args)
+    setup_logging(args.log_level)
+    return run(conf)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from custody.daemon import ingest_once, setup_logging
+
+    conf = _load(args)
+    setup_logging(args.log_level)
+    res = ingest_once(conf, [Path(p) for p in args.paths], args.settle_ms)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(
+            f"captured {res['captured']} file(s) ({res['bytes']} bytes), "
+            f"{res['sightings']} already held, {res['failures']} failure(s)"
+        )
+        for e in res["errors"]:
+            print(f"failed: {e}")
+        if res["paused"]:
+            print(f"paused: {res['paused']}")
+    return 0 if not res["failures"] and not res["paused"] and not res["still_queued"] else 2
+
+
+def _ingest_status(conf: cfg.Config) -> dict[str, Any]:
+    import sqlite3
+
+    db_path = conf.state_dir / "ledger.sqlite"
+    out: dict[str, Any] = {"docks": {}, "daemon": None}
+    try:
+        daemon = json.loads((conf.state_dir / "daemon.json").read_text())
+        alive = _pid_alive(int(daemon.get("pid", 0)))
+        out["daemon"] = daemon if alive else None
+    except (OSError, ValueError):
+        pass
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            "SELECT dock, recorder, state, count(*), sum(size) FROM ingest_files "
+            "GROUP BY dock, recorder, state"
+        ).fetchall()
+        errors = db.execute(
+            "SELECT dock, recorder, last_error FROM ingest_files "
+            "WHERE state='queued' AND last_error IS NOT NULL ORDER BY id DESC LIMIT 5"
+        ).fetchall()
+    except sqlite3.OperationalError:
+        rows, errors = [], []
+    finally:
+        db.close()
+    for dock, rec, state, n, size in rows:
+        d = out["docks"].setdefault(dock, {})
+        r = d.setdefault(rec or "(dock root)", {})
+        r[state] = {"files": n, "bytes": size or 0}
+    out["recent_errors"] = [f"{d}/{r}: {e}" for d, r, e in errors]
+    return out
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     conf = _load(args)
     with open_ledger(conf, writable=False) as ledger:
@@ -204,6 +279,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "checkpoint_signed_at": latest.signed_at if latest else None,
             },
         }
+    out["capture"] = _ingest_status(conf)
     if args.json:
         print(json.dumps(out))
     else:
@@ -214,6 +290,22 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"ledger: {lg['entries']} entries, {lg['pending']} awaiting a checkpoint; "
             f"last checkpoint size {lg['checkpoint_size']} signed {lg['checkpoint_signed_at']}"
         )
+        capture = out["capture"]
+        assert isinstance(capture, dict)
+        daemon = capture["daemon"]
+        if daemon:
+            state = f"paused: {daemon['paused']}" if daemon["paused"] else "running"
+            print(f"daemon: pid {daemon['pid']}, {state}, {daemon['waiting']} file(s) settling")
+        else:
+            print("daemon: not running")
+        for dock, recs in sorted(capture["docks"].items()):
+            for rec, states in sorted(recs.items()):
+                parts = ", ".join(
+                    f"{s} {v['files']} ({v['bytes']} bytes)" for s, v in sorted(states.items())
+                )
+                print(f"  {dock} / {rec}: {parts}")
+        for e in capture["recent_errors"]:
+            print(f"  error: {e}")
     return 0
 
 
@@ -244,7 +336,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--operator", help="who makes the remark (default: the login user)")
     s.set_defaults(func=cmd_note)
 
-    s = sub.add_parser("status", help="ledger size, pending entries, last checkpoint")
+    s = sub.add_parser("run", help="the daemon: watch the docks and capture every file")
+    s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser(
+        "ingest", help="capture files or folders once (card reader, USB disk), no watching"
+    )
+    s.add_argument("paths", nargs="+", metavar="PATH")
+    s.add_argument(
+        "--settle-ms",
+        type=int,
+        default=1000,
+        help="a file must be unchanged this long before it is taken (default 1000)",
+    )
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("status", help="daemon, capture queue per dock and recorder, ledger")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
 

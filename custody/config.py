@@ -9,13 +9,22 @@ evidence system's configuration must not pass silently.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from custody.errors import ConfigError
+from ingest.settings import (
+    RELEASE_MODES,
+    CaptureSettings,
+    DockSettings,
+    FilenamePattern,
+    RecorderInfo,
+)
 from ledger.note import NoteError, check_key_name
 
 DEFAULT_PATH = Path("/etc/custody/custody.toml")
@@ -27,11 +36,6 @@ LOCK_MODES = ("COMPLIANCE", "GOVERNANCE", "none")
 @dataclass(frozen=True)
 class LedgerSettings:
     checkpoint_interval_ms: int = 1000
-
-
-@dataclass(frozen=True)
-class DockConfig:
-    path: Path
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,9 @@ class Config:
     data_dir: Path
     origin: str
     ledger: LedgerSettings = field(default_factory=LedgerSettings)
-    docks: tuple[DockConfig, ...] = ()
+    docks: tuple[DockSettings, ...] = ()
     store: StoreConfig | None = None
+    capture: CaptureSettings = field(default_factory=CaptureSettings)
 
     @property
     def ledger_dir(self) -> Path:
@@ -61,6 +66,10 @@ class Config:
     @property
     def state_dir(self) -> Path:
         return self.data_dir / "state"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.data_dir / "store"
 
     @property
     def key_path(self) -> Path:
@@ -154,17 +163,113 @@ def parse(path: Path, data: dict[str, Any]) -> Config:
     for i, d in enumerate(top.get("docks", list, [])):
         if not isinstance(d, dict):
             raise top.error(f"docks[{i}]", "must be a table ([[docks]])")
-        t = _Table(path, d, f"docks[{i}].")
-        p = t.get("path", str, required=True)
-        t.finish()
-        docks.append(DockConfig((base / p).resolve()))
+        docks.append(_parse_dock(_Table(path, d, f"docks[{i}]."), base))
+    labels = [d.label for d in docks]
+    for lb in labels:
+        if labels.count(lb) > 1:
+            raise top.error("docks", f"two docks are named {lb!r}; give each a distinct name")
+
+    capture = CaptureSettings()
+    ct = top.get("capture", dict)
+    if ct is not None:
+        capture = _parse_capture(_Table(path, ct, "capture."))
 
     store = None
     st = top.get("store", dict)
     if st is not None:
         store = _parse_store(_Table(path, st, "store."), base)
     top.finish()
-    return Config(path, data_dir, origin, ledger, tuple(docks), store)
+    return Config(path, data_dir, origin, ledger, tuple(docks), store, capture)
+
+
+def _int(t: _Table, key: str, default: int, lo: int, hi: int) -> int:
+    v: int = t.get(key, int, default)
+    if not lo <= v <= hi:
+        raise t.error(key, f"must be between {lo} and {hi}, not {v}")
+    return v
+
+
+def _str_list(t: _Table, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    v = t.get(key, list, None)
+    if v is None:
+        return default
+    if not all(isinstance(x, str) for x in v):
+        raise t.error(key, "must be a list of strings")
+    return tuple(v)
+
+
+def _parse_capture(t: _Table) -> CaptureSettings:
+    hashes = _str_list(t, "hashes", ("sha256",))
+    for h in hashes:
+        if h not in ("sha256", "sm3"):
+            raise t.error("hashes", f"knows sha256 and sm3, not {h!r}")
+    if "sha256" not in hashes:
+        raise t.error("hashes", "must include sha256 (content addresses are SHA-256)")
+    if "sm3" in hashes and "sm3" not in hashlib.algorithms_available:
+        raise t.error("hashes", "sm3 is not offered by this system's OpenSSL")
+    release = t.get("release", str, "never")
+    if release not in RELEASE_MODES:
+        raise t.error("release", f"must be one of {', '.join(RELEASE_MODES)}, not {release!r}")
+    cs = CaptureSettings(
+        settle_ms=_int(t, "settle_ms", 5000, 0, 3_600_000),
+        scan_interval_s=_int(t, "scan_interval_s", 60, 1, 86_400),
+        max_parallel_recorders=_int(t, "max_parallel_recorders", 4, 1, 64),
+        verify_copy=t.get("verify_copy", bool, True),
+        sm3="sm3" in hashes,
+        release=release,
+        min_free_mb=_int(t, "min_free_mb", 1024, 0, 1 << 30),
+        clock_skew_s=_int(t, "clock_skew_s", 300, 1, 1 << 30),
+        chunk_mb=_int(t, "chunk_mb", 4, 1, 64),
+    )
+    t.finish()
+    return cs
+
+
+def _parse_dock(t: _Table, base: Path) -> DockSettings:
+    p = t.get("path", str, required=True)
+    name = t.get("name", str, "")
+    include = _str_list(t, "include", ("*",))
+    exclude = _str_list(t, "exclude", ())
+    cmd = _str_list(t, "identity_command", ())
+    patterns = []
+    for j, pt in enumerate(t.get("patterns", list, [])):
+        if not isinstance(pt, dict):
+            raise t.error(f"patterns[{j}]", "must be a table ([[docks.patterns]])")
+        pt_t = _Table(t.path, pt, f"{t.prefix}patterns[{j}].")
+        vendor = pt_t.get("vendor", str, required=True)
+        rx = pt_t.get("regex", str, required=True)
+        try:
+            compiled = re.compile(rx)
+        except re.error as e:
+            raise pt_t.error("regex", f"is not a valid regular expression: {e}") from None
+        unknown = set(compiled.groupindex) - {"serial", "officer", "unit", "start"}
+        if unknown:
+            raise pt_t.error(
+                "regex", f"unknown group(s) {sorted(unknown)}: use serial, officer, unit, start"
+            )
+        fmt = pt_t.get("time_format", str, "%Y%m%d%H%M%S")
+        pt_t.finish()
+        patterns.append(FilenamePattern(vendor, compiled, fmt))
+    recorders: dict[str, RecorderInfo] = {}
+    rt = t.get("recorders", dict, {})
+    for key, info in rt.items():
+        if not isinstance(info, dict):
+            raise t.error(f"recorders.{key}", "must be a table with serial, officer, unit")
+        it = _Table(t.path, info, f"{t.prefix}recorders.{key}.")
+        recorders[key] = RecorderInfo(
+            it.get("serial", str, ""), it.get("officer", str, ""), it.get("unit", str, "")
+        )
+        it.finish()
+    t.finish()
+    return DockSettings(
+        path=(base / p).resolve(),
+        name=name,
+        include=include,
+        exclude=exclude,
+        patterns=tuple(patterns),
+        recorders=recorders,
+        identity_command=cmd,
+    )
 
 
 def _parse_store(t: _Table, base: Path) -> StoreConfig:
@@ -202,9 +307,28 @@ def render(data_dir: Path, origin: str) -> str:
         "# Sign and publish a checkpoint at most this often while entries arrive.\n"
         "checkpoint_interval_ms = 1000\n"
         "\n"
+        "\n"
+        "[capture]\n"
+        "# A file is taken once unchanged this long and not open for writing.\n"
+        "settle_ms = 5000\n"
+        "scan_interval_s = 60\n"
+        "max_parallel_recorders = 4\n"
+        "verify_copy = true\n"
+        'hashes = ["sha256"]            # add "sm3" where OpenSSL offers it\n'
+        'release = "never"              # or "after_capture": delete from the recorder\n'
+        "min_free_mb = 1024             # pause capture below this much free space\n"
+        "\n"
         "# One [[docks]] table per dock root (one folder per docked recorder below it).\n"
         "# [[docks]]\n"
         '# path = "/srv/dock"\n'
+        '# exclude = ["*.tmp"]\n'
+        "# [[docks.patterns]]\n"
+        '# vendor = "gat947"\n'
+        "# regex = '^(?P<serial>[A-Z0-9]{7})_(?P<officer>[0-9]{6})_(?P<start>[0-9]{14})'\n"
+        "# [docks.recorders.slot01]\n"
+        '# serial = "ABC1234"\n'
+        '# officer = "010203"\n'
+        '# unit = "530822000000"\n'
     )
 
 

@@ -1,0 +1,113 @@
+"""Who recorded a file: recorder serial, officer number (警号) and unit code.
+
+Sources, in order of trust: the site's table (by dock slot folder, then by
+serial), the identity command a site plugs in for its vendor's device tool
+(prints JSON), and the vendor filename pattern. The claimed recording start
+time from the filename is kept as the recorder said it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ingest.settings import DockSettings, RecorderInfo
+
+log = logging.getLogger("custody.ingest")
+
+
+@dataclass(frozen=True)
+class Identity:
+    serial: str = ""
+    officer: str = ""
+    unit: str = ""
+    claimed_start: str = ""  # as the recorder wrote it (local time, no zone)
+    sources: tuple[str, ...] = ()
+
+    def payload(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k in ("serial", "officer", "unit", "claimed_start"):
+            v = getattr(self, k)
+            if v:
+                out[k] = v
+        out["identified_by"] = list(self.sources) or ["unknown"]
+        return out
+
+
+class IdentityResolver:
+    def __init__(self, dock: DockSettings) -> None:
+        self.dock = dock
+        self._command_cache: dict[tuple[str, int], dict[str, str]] = {}
+
+    def _from_command(self, recorder_dir: str, dev: int) -> dict[str, str]:
+        if not self.dock.identity_command:
+            return {}
+        key = (recorder_dir, dev)
+        if key in self._command_cache:
+            return self._command_cache[key]
+        argv = [a.replace("{recorder}", recorder_dir) for a in self.dock.identity_command]
+        result: dict[str, str] = {}
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=15, check=False)
+            if p.returncode != 0:
+                log.warning(
+                    "identity command %s failed for %s (exit %d): %s",
+                    argv[0],
+                    recorder_dir,
+                    p.returncode,
+                    p.stderr.strip()[:200],
+                )
+            else:
+                data = json.loads(p.stdout)
+                if isinstance(data, dict):
+                    result = {k: str(data[k]) for k in ("serial", "officer", "unit") if data.get(k)}
+        except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError) as e:
+            log.warning("identity command %s failed for %s: %s", argv[0], recorder_dir, e)
+        self._command_cache[key] = result
+        return result
+
+    def resolve(self, slot: str, recorder_dir: str, name: str, dev: int) -> Identity:
+        found: dict[str, str] = {}
+        sources: list[str] = []
+        for pat in self.dock.patterns:
+            m = pat.regex.search(name)
+            if m:
+                groups = {k: v for k, v in m.groupdict().items() if v}
+                if "start" in groups:
+                    found["claimed_start"] = _normal_start(groups.pop("start"), pat.time_format)
+                found.update({k: groups[k] for k in ("serial", "officer", "unit") if k in groups})
+                sources.append(f"filename:{pat.vendor}")
+                break
+        cmd = self._from_command(recorder_dir, dev)
+        if cmd:
+            for k, v in cmd.items():
+                found.setdefault(k, v)
+            sources.append("command")
+        info: RecorderInfo | None = self.dock.recorders.get(slot)
+        if info is None and found.get("serial"):
+            info = self.dock.recorders.get(found["serial"])
+        if info is not None:
+            for k in ("serial", "officer", "unit"):
+                v = getattr(info, k)
+                if v:
+                    found[k] = v
+            sources.append("table")
+        return Identity(
+            found.get("serial", ""),
+            found.get("officer", ""),
+            found.get("unit", ""),
+            found.get("claimed_start", ""),
+            tuple(sources),
+        )
+
+
+def _normal_start(raw: str, fmt: str) -> str:
+    """The claimed start as ``YYYY-MM-DDTHH:MM:SS`` (no zone: the recorder's local clock)."""
+    try:
+        return datetime.strptime(raw, fmt).strftime("%Y-%m-%dT%H:%M:%S")
+    except ValueError:
+        return raw

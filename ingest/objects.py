@@ -1,0 +1,272 @@
+"""The local content-addressed store and the one-pass capture copy.
+
+Objects live at ``<root>/objects/sha256/<2 hex>/<2 hex>/<64 hex>`` (read-only
+files); copies in progress at ``<root>/tmp/``. A capture reads each source
+byte once: a reader, a hasher, a writer and (with copy verification) a
+re-reader run as a pipeline of threads, so hashing, writing and the
+verifying re-read overlap. The re-read happens after the written range is
+fsynced and dropped from the page cache, so it reads what the disk holds.
+Memory is bounded by a few chunks whatever the file size.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import queue
+import secrets
+import stat
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ingest.errors import CopyMismatch, DiskFull, SourceChanged, SourceUnreadable
+from ledger.durable import fsync_dir
+
+VERIFY_RANGE = 64 << 20  # fsync + re-read granularity
+_DONE = None
+
+
+@dataclass(frozen=True)
+class Digests:
+    size: int
+    sha256: str
+    sm3: str | None = None
+
+
+class LocalObjects:
+    """Content-addressed objects on the dock's own disk."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp = root / "tmp"
+        self.objects = root / "objects" / "sha256"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.objects.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        return self.objects / sha256[:2] / sha256[2:4] / sha256
+
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).exists()
+
+    def new_temp(self) -> tuple[Path, int]:
+        p = self.tmp / f"capture-{os.getpid()}-{secrets.token_hex(8)}"
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        return p, fd
+
+    def commit(self, temp: Path, sha256: str) -> bool:
+        """Move a verified, fsynced temp copy into place; False if the object existed."""
+        dest = self.path(sha256)
+        if dest.exists():
+            temp.unlink()
+            return False
+        created = []
+        for d in (dest.parent.parent, dest.parent):
+            if not d.exists():
+                d.mkdir(exist_ok=True)
+                created.append(d)
+        os.chmod(temp, 0o444)
+        os.replace(temp, dest)
+        fsync_dir(dest.parent)
+        for d in reversed(created):
+            fsync_dir(d.parent)
+        return True
+
+    def remove_temporaries(self) -> int:
+        """Clear half-made copies left by a crash (none of them was ever recorded)."""
+        n = 0
+        for p in self.tmp.iterdir():
+            p.unlink()
+            n += 1
+        return n
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
+
+
+class _Stage(threading.Thread):
+    """Consumes items from a queue in order; remembers the first error."""
+
+    def __init__(self, name: str, fn: Callable[[Any], None]) -> None:
+        super().__init__(name=name, daemon=True)
+        self.q: queue.Queue[Any] = queue.Queue(maxsize=4)
+        self.fn = fn
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is _DONE:
+                return
+            if self.error is None:
+                try:
+                    self.fn(item)
+                except BaseException as e:
+                    self.error = e
+
+    def put(self, item: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put(item)
+
+
+def _same_version(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_size, a.st_mtime_ns, a.st_ino, a.st_dev) == (
+        b.st_size,
+        b.st_mtime_ns,
+        b.st_ino,
+        b.st_dev,
+    )
+
+
+def capture_copy(
+    src: Path,
+    dst_fd: int,
+    dst_path: Path,
+    *,
+    sm3: bool = False,
+    verify: bool = True,
+    chunk: int = 4 << 20,
+    expect: os.stat_result | None = None,
+) -> Digests:
+    """Copy ``src`` into the open temp file ``dst_fd`` in one read pass, hashing on the way.
+
+    Raises SourceChanged if the source is not the same file version from start
+    to end (size, mtime, inode), SourceUnreadable on open/read errors,
+    DiskFull on ENOSPC, CopyMismatch if the re-read differs.
+    """
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise SourceChanged(f"{src}: vanished before it could be read") from e
+        if e.errno == errno.ELOOP:
+            raise SourceChanged(f"{src}: became a symlink") from e
+        raise SourceUnreadable(f"{src}: cannot open: {e.strerror}") from e
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise SourceChanged(f"{src}: is no longer a regular file")
+        if expect is not None and not _same_version(before, expect):
+            raise SourceChanged(f"{src}: changed since it was found stable")
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        digests = _pipeline(fd, dst_fd, dst_path, sm3, verify, chunk)
+        after = os.fstat(fd)
+        if not _same_version(before, after) or digests.size != before.st_size:
+            raise SourceChanged(f"{src}: changed while it was being read")
+        try:
+            now = os.lstat(src)
+        except FileNotFoundError:
+            raise SourceChanged(f"{src}: was removed while it was being read") from None
+        if not _same_version(before, now):
+            raise SourceChanged(f"{src}: was replaced while it was being read")
+        # Some recorders drop off the bus without an error on read: the size check above
+        # and the unchanged mtime catch a short copy.
+        return digests
+    finally:
+        os.close(fd)
+
+
+def _pipeline(fd: int, dst_fd: int, dst_path: Path, sm3: bool, verify: bool, chunk: int) -> Digests:
+    h256 = hashlib.sha256()
+    hsm3 = hashlib.new("sm3") if sm3 else None
+    written = [0]
+    synced = [0]
+    re_hash = hashlib.sha256()
+
+    def do_hash(buf: bytes) -> None:
+        h256.update(buf)
+
+    def do_sm3(buf: bytes) -> None:
+        assert hsm3 is not None
+        hsm3.update(buf)
+
+    verifier: _Stage | None = None
+
+    def do_verify(rng: tuple[int, int]) -> None:
+        start, end = rng
+        rfd = os.open(dst_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            pos = start
+            while pos < end:
+                b = os.pread(rfd, min(chunk, end - pos), pos)
+                if not b:
+                    raise CopyMismatch(f"{dst_path}: stored copy is shorter than written")
+                re_hash.update(b)
+                pos += len(b)
+        finally:
+            os.close(rfd)
+
+    def sync_range() -> None:
+        os.fdatasync(dst_fd)
+        if written[0] > synced[0]:
+            os.posix_fadvise(dst_fd, synced[0], written[0] - synced[0], os.POSIX_FADV_DONTNEED)
+            if verifier is not None:
+                verifier.put((synced[0], written[0]))
+            synced[0] = written[0]
+
+    def do_write(buf: bytes) -> None:
+        view = memoryview(buf)
+        while view:
+            try:
+                n = os.write(dst_fd, view)
+            except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise DiskFull(f"local disk full while copying ({e.strerror})") from e
+                raise
+            view = view[n:]
+        written[0] += len(buf)
+        if verify and written[0] - synced[0] >= VERIFY_RANGE:
+            sync_range()
+
+    stages = [_Stage("hash", do_hash), _Stage("write", do_write)]
+    if hsm3 is not None:
+        stages.append(_Stage("sm3", do_sm3))
+    if verify:
+        verifier = _Stage("verify", do_verify)
+    for s in [*stages, *([verifier] if verifier else [])]:
+        s.start()
+    size = 0
+    try:
+        while True:
+            try:
+                buf = os.read(fd, chunk)
+            except OSError as e:
+                raise SourceUnreadable(f"read failed after {size} bytes: {e.strerror}") from e
+            if not buf:
+                break
+            size += len(buf)
+            for s in stages:
+                s.put(buf)
+    finally:
+        for s in stages:
+            s.q.put(_DONE)
+        for s in stages:
+            s.join()
+    for s in stages:
+        if s.error is not None:
+            if verifier:
+                verifier.q.put(_DONE)
+            raise s.error
+    try:
+        os.fsync(dst_fd)
+        if verify:
+            sync_range()
+    finally:
+        if verifier is not None:
+            verifier.q.put(_DONE)
+            verifier.join()
+    if verifier is not None:
+        if verifier.error is not None:
+            raise verifier.error
+        if re_hash.hexdigest() != h256.hexdigest():
+            raise CopyMismatch(
+                f"{dst_path}: the stored copy does not read back identical; "
+                "check the local disk (dmesg, smartctl)"
+            )
+    return Digests(size, h256.hexdigest(), hsm3.hexdigest() if hsm3 else None)

@@ -1,0 +1,784 @@
+"""Capture: take every file on the docked recorders exactly once.
+
+A file version is (source path, size, mtime). It is captured when it has
+been unchanged for the settle window and no process has it open for writing.
+Capture copies it into the local store in one read pass while hashing, then
+appends a signed ``ingest`` entry (or ``sighting`` when the same SHA-256 was
+captured before) in the same SQLite transaction that marks the job recorded,
+so a crash leaves either no entry and a queued job, or one entry and a
+recorded job, never two entries. Probing and releasing follow, each with
+its own entry.
+
+Job states (table ``ingest_files``, in the ledger's database):
+``queued`` → ``recorded`` → (``releasing`` → ``released``);
+``superseded`` (the file changed before capture; its new version is a new
+job), ``gone`` (vanished before capture).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import logging
+import os
+import sqlite3
+import stat
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ingest.errors import CaptureError, DiskFull, SourceChanged, SourceUnreadable
+from ingest.identity import IdentityResolver
+from ingest.media import is_media, sniff
+from ingest.objects import Digests, LocalObjects, capture_copy
+from ingest.probe import ProbeFailed, ffmpeg_version, probe
+from ingest.settings import CaptureSettings, DockSettings
+from ledger.durable import fsync_dir
+from ledger.entry import format_time
+from ledger.log import Ledger
+
+log = logging.getLogger("custody.ingest")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS ingest_files (
+    id INTEGER PRIMARY KEY,
+    dock TEXT NOT NULL,
+    recorder TEXT NOT NULL,
+    path BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    first_seen TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    failure_entry INTEGER,
+    sha256 TEXT,
+    entry INTEGER,
+    kind TEXT,
+    wipe_entry INTEGER,
+    UNIQUE (path, size, mtime_ns)
+);
+CREATE INDEX IF NOT EXISTS ingest_files_state ON ingest_files (state);
+CREATE INDEX IF NOT EXISTS ingest_files_sha ON ingest_files (sha256);
+CREATE TABLE IF NOT EXISTS ingest_objects (
+    sha256 TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    media_type TEXT NOT NULL,
+    first_entry INTEGER NOT NULL,
+    probe_entry INTEGER
+);
+"""
+
+MAX_BACKOFF_S = 300
+
+
+@dataclass
+class _Watch:
+    """A file seen on a dock but not yet stable."""
+
+    dock: DockSettings
+    size: int
+    mtime_ns: int
+    ino: int
+    changed_at: float
+
+
+@dataclass
+class _Job:
+    id: int
+    dock: DockSettings
+    recorder: str
+    path: Path
+    size: int
+    mtime_ns: int
+    ino: int
+    attempts: int = 0
+    not_before: float = 0.0
+    failure_entry: int | None = None
+
+
+@dataclass
+class Stats:
+    captured: int = 0
+    sightings: int = 0
+    failed: int = 0
+    bytes: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def open_for_writing() -> set[tuple[int, int]]:
+    """(dev, ino) of every file some process has open for writing (from /proc)."""
+    out: set[tuple[int, int]] = set()
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return out
+    for pid in pids:
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as f:
+                    flags = 0
+                    for line in f:
+                        if line.startswith(b"flags:"):
+                            flags = int(line.split()[1], 8)
+                            break
+                if flags & (os.O_WRONLY | os.O_RDWR) == 0:
+                    continue
+                st = os.stat(f"{fd_dir}/{fd}")
+            except (OSError, ValueError):
+                continue
+            if stat.S_ISREG(st.st_mode):
+                out.add((st.st_dev, st.st_ino))
+    return out
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in range(0x20)} | {0x7F: "\\x7f"}
+
+
+def shown(path: Path | str) -> str:
+    """A path for a log line: control characters (newlines in names) escaped."""
+    return str(path).translate(_CONTROL)
+
+
+def _now() -> str:
+    return format_time(datetime.now(UTC))
+
+
+def _path_payload(rel: bytes) -> dict[str, str]:
+    try:
+        return {"path": rel.decode("utf-8")}
+    except UnicodeDecodeError:
+        import base64
+
+        return {"path_b64": base64.b64encode(rel).decode()}
+
+
+class Capturer:
+    """The capture pipeline for a set of docks. Thread-safe entry points:
+    `discover`, `scan`, `tick`; `drain` for one-shot use."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        objects: LocalObjects,
+        docks: Iterable[DockSettings],
+        settings: CaptureSettings,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ledger = ledger
+        self.objects = objects
+        self.docks = list(docks)
+        self.settings = settings
+        self.clock = clock
+        self.db = sqlite3.connect(ledger.db_path, timeout=60, check_same_thread=False)
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA busy_timeout=60000")
+        self.db.executescript(SCHEMA)
+        self.db.commit()
+        self._db_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._watch: dict[bytes, _Watch] = {}
+        self._queued: dict[str, deque[_Job]] = {}  # recorder key -> jobs
+        self._job_paths: set[bytes] = set()
+        self._active: set[str] = set()
+        self._sha_locks: dict[str, threading.Lock] = {}
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.max_parallel_recorders, thread_name_prefix="capture"
+        )
+        self._probe_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe")
+        self._resolvers = {d.path: IdentityResolver(d) for d in self.docks}
+        self._skipped: set[bytes] = set()
+        self.paused: str = ""
+        self.stats = Stats()
+        self._inflight = 0
+        self._idle = threading.Condition(self._lock)
+        self._stopping = False
+
+    # -- bookkeeping ---------------------------------------------------------
+
+    def close(self, wait: bool = True) -> None:
+        self._stopping = True
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+        self._probe_pool.shutdown(wait=wait, cancel_futures=True)
+        self.db.close()
+
+    def _dock_for(self, path: Path) -> DockSettings | None:
+        for d in self.docks:
+            try:
+                path.relative_to(d.path)
+            except ValueError:
+                continue
+            return d
+        return None
+
+    @staticmethod
+    def _recorder(dock: DockSettings, path: Path) -> str:
+        rel = path.relative_to(dock.path)
+        return rel.parts[0] if len(rel.parts) > 1 else ""
+
+    def _wanted(self, dock: DockSettings, path: Path) -> bool:
+        rel = str(path.relative_to(dock.path))
+        name = path.name
+        if not any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in dock.include):
+            return False
+        return not any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in dock.exclude)
+
+    # -- discovery -----------------------------------------------------------
+
+    def discover(self, path: Path) -> None:
+        """Note a path seen by inotify or a scan; it is captured once it is stable."""
+        dock = self._dock_for(path)
+        if dock is None or path == dock.path:
+            return
+        key = os.fsencode(path)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            with self._lock:
+                self._watch.pop(key, None)
+            return
+        if stat.S_ISDIR(st.st_mode):
+            return
+        if not stat.S_ISREG(st.st_mode):
+            if key not in self._skipped:
+                self._skipped.add(key)
+                kind = "symlink" if stat.S_ISLNK(st.st_mode) else "special file"
+                log.info("not capturing %s: a %s (never followed or read)", shown(path), kind)
+            return
+        if not self._wanted(dock, path):
+            return
+        now = self.clock()
+        with self._lock:
+            if key in self._job_paths:
+                return
+            w = self._watch.get(key)
+            if w is None or (w.size, w.mtime_ns, w.ino) != (st.st_size, st.st_mtime_ns, st.st_ino):
+                if w is None and self._already_done(key, st):
+                    return
+                self._watch[key] = _Watch(dock, st.st_size, st.st_mtime_ns, st.st_ino, now)
+
+    def _already_done(self, key: bytes, st: os.stat_result) -> bool:
+        with self._db_lock:
+            row = self.db.execute(
+                "SELECT state FROM ingest_files WHERE path=? AND size=? AND mtime_ns=?",
+                (key, st.st_size, st.st_mtime_ns),
+            ).fetchone()
+        return row is not None and row[0] in ("recorded", "releasing", "released")
+
+    def scan(self) -> int:
+        """Walk every dock (inotify misses events on overflow and on new mounts)."""
+        n = 0
+        for dock in self.docks:
+            if not dock.path.is_dir():
+                continue
+            for dirpath, dirnames, filenames in os.walk(dock.path, followlinks=False):
+                base = Path(dirpath)
+                for name in filenames:
+                    self.discover(base / name)
+                    n += 1
+                # Symlinked folders show up in dirnames; they are never followed.
+                for name in dirnames:
+                    if (base / name).is_symlink():
+                        self.discover(base / name)
+        return n
+
+    # -- stability and dispatch -------------------------------------------------
+
+    def tick(self) -> None:
+        """Queue files that have been stable for the settle window; start workers."""
+        now = self.clock()
+        settle = self.settings.settle_ms / 1000
+        with self._lock:
+            due = [(k, w) for k, w in self._watch.items() if now - w.changed_at >= settle]
+        if due:
+            writing = open_for_writing()
+            for key, w in due:
+                path = Path(os.fsdecode(key))
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    with self._lock:
+                        self._watch.pop(key, None)
+                    continue
+                if (st.st_size, st.st_mtime_ns, st.st_ino) != (w.size, w.mtime_ns, w.ino):
+                    with self._lock:
+                        w.size, w.mtime_ns, w.ino, w.changed_at = (
+                            st.st_size,
+                            st.st_mtime_ns,
+                            st.st_ino,
+                            now,
+                        )
+                    continue
+                if (st.st_dev, st.st_ino) in writing:
+                    with self._lock:
+                        w.changed_at = now  # still being written; look again later
+                    continue
+                self._enqueue(key, path, w)
+        self._dispatch()
+
+    def _enqueue(self, key: bytes, path: Path, w: _Watch) -> None:
+        recorder = self._recorder(w.dock, path)
+        with self._db_lock:
+            cur = self.db.execute(
+                "INSERT OR IGNORE INTO ingest_files "
+                "(dock, recorder, path, size, mtime_ns, ino, state, first_seen) "
+                "VALUES (?,?,?,?,?,?,'queued',?)",
+                (w.dock.label, recorder, key, w.size, w.mtime_ns, w.ino, _now()),
+            )
+            if cur.rowcount == 0:
+                row = self.db.execute(
+                    "SELECT id, state, attempts, failure_entry FROM ingest_files "
+                    "WHERE path=? AND size=? AND mtime_ns=?",
+                    (key, w.size, w.mtime_ns),
+                ).fetchone()
+                self.db.commit()
+                if row[1] not in ("queued", "gone", "superseded"):
+                    with self._lock:
+                        self._watch.pop(key, None)
+                    return
+                if row[1] != "queued":
+                    self.db.execute("UPDATE ingest_files SET state='queued' WHERE id=?", (row[0],))
+                    self.db.commit()
+                job_id, attempts, failure_entry = row[0], row[2], row[3]
+            else:
+                self.db.commit()
+                job_id, attempts, failure_entry = cur.lastrowid, 0, None
+        assert job_id is not None
+        job = _Job(
+            job_id,
+            w.dock,
+            recorder,
+            path,
+            w.size,
+            w.mtime_ns,
+            w.ino,
+            attempts,
+            failure_entry=failure_entry,
+        )
+        with self._lock:
+            self._watch.pop(key, None)
+            self._job_paths.add(key)
+            self._queued.setdefault(f"{w.dock.label}/{recorder}", deque()).append(job)
+
+    def recover(self) -> None:
+        """After a restart: clear half-made copies, requeue queued jobs, finish probes/releases."""
+        n = self.objects.remove_temporaries()
+        if n:
+            log.info("removed %d unfinished copies left by an interrupted capture", n)
+        with self._db_lock:
+            rows = self.db.execute(
+                "SELECT id, dock, recorder, path, size, mtime_ns, ino, attempts, failure_entry "
+                "FROM ingest_files WHERE state='queued'"
+            ).fetchall()
+        by_label = {d.label: d for d in self.docks}
+        for r in rows:
+            dock = by_label.get(r[1])
+            if dock is None:
+                continue
+            key = bytes(r[3])
+            job = _Job(
+                r[0], dock, r[2], Path(os.fsdecode(key)), r[4], r[5], r[6], r[7], failure_entry=r[8]
+            )
+            with self._lock:
+                self._job_paths.add(key)
+                self._queued.setdefault(f"{dock.label}/{r[2]}", deque()).append(job)
+        self._resume_releases()
+        self._schedule_probes()
+
+    def _dispatch(self) -> None:
+        if self._stopping:
+            return
+        if self.paused and self.objects.free_bytes() >= self._floor():
+            log.info("capture resumed: local disk has free space again")
+            self.paused = ""
+        if self.paused:
+            return
+        with self._lock:
+            for rkey, q in self._queued.items():
+                if q and rkey not in self._active:
+                    self._active.add(rkey)
+                    self._inflight += 1
+                    self._pool.submit(self._drain_recorder, rkey)
+
+    def _floor(self) -> int:
+        return self.settings.min_free_mb << 20
+
+    def _drain_recorder(self, rkey: str) -> None:
+        try:
+            while not self._stopping and not self.paused:
+                with self._lock:
+                    q = self._queued.get(rkey)
+                    job = None
+                    if q:
+                        for _ in range(len(q)):
+                            cand = q.popleft()
+                            if cand.not_before <= self.clock():
+                                job = cand
+                                break
+                            q.append(cand)
+                if job is None:
+                    return
+                requeue = self._run_job(job)
+                with self._lock:
+                    if requeue:
+                        self._queued.setdefault(rkey, deque()).append(job)
+                    else:
+                        self._job_paths.discard(os.fsencode(job.path))
+                if requeue and job.not_before > self.clock():
+                    return
+        except Exception:
+            log.exception("capture worker for %s stopped unexpectedly; it will restart", rkey)
+        finally:
+            with self._lock:
+                self._active.discard(rkey)
+                self._inflight -= 1
+                self._idle.notify_all()
+
+    # -- one capture -----------------------------------------------------------
+
+    def _run_job(self, job: _Job) -> bool:
+        """Capture one file; True to keep it queued for a retry."""
+        try:
+            free = self.objects.free_bytes()
+            if free - job.size < self._floor():
+                raise DiskFull(
+                    f"only {free >> 20} MB free on {self.objects.root}, "
+                    f"floor {self.settings.min_free_mb} MB"
+                )
+            self._capture(job)
+            return False
+        except DiskFull as e:
+            if not self.paused:
+                log.error(
+                    "capture paused: %s; free space on the local disk (nothing captured "
+                    "is removed until it is safely stored elsewhere)",
+                    e,
+                )
+            self.paused = str(e)
+            return True
+        except SourceChanged as e:
+            state = "gone" if not job.path.exists() else "superseded"
+            log.info("not captured yet: %s; will take the file once it is stable", shown(str(e)))
+            self._set_state(job, state, str(e))
+            with self._lock:
+                self._job_paths.discard(os.fsencode(job.path))
+            if state == "superseded":
+                self.discover(job.path)
+            return False
+        except (SourceUnreadable, CaptureError, OSError) as e:
+            job.attempts += 1
+            delay = min(MAX_BACKOFF_S, 2 ** min(job.attempts, 10))
+            job.not_before = self.clock() + delay
+            msg = str(e) if isinstance(e, CaptureError) else f"{job.path}: {e}"
+            log.error(
+                "capture failed (attempt %d): %s; retrying in %d s", job.attempts, shown(msg), delay
+            )
+            self._record_failure(job, msg)
+            self.stats.failed += 1
+            self.stats.errors.append(msg)
+            return True
+
+    def _set_state(self, job: _Job, state: str, error: str | None = None) -> None:
+        with self._db_lock:
+            self.db.execute(
+                "UPDATE ingest_files SET state=?, last_error=? WHERE id=?", (state, error, job.id)
+            )
+            self.db.commit()
+
+    def _record_failure(self, job: _Job, msg: str) -> None:
+        """The first failure of a job is a signed entry; later ones update the job only."""
+        if job.failure_entry is not None:
+            with self._db_lock:
+                self.db.execute(
+                    "UPDATE ingest_files SET attempts=?, last_error=? WHERE id=?",
+                    (job.attempts, msg, job.id),
+                )
+                self.db.commit()
+            return
+        rel = os.fsencode(job.path.relative_to(job.dock.path))
+        payload = {
+            "source": {"dock": job.dock.label, "recorder": job.recorder, **_path_payload(rel)},
+            "size": job.size,
+            "error": msg[:1000],
+            "will_retry": True,
+        }
+
+        def mark(conn: sqlite3.Connection, idx: list[int]) -> None:
+            conn.execute(
+                "UPDATE ingest_files SET attempts=?, last_error=?, failure_entry=? WHERE id=?",
+                (job.attempts, msg, idx[0], job.id),
+            )
+
+        try:
+            job.failure_entry = self.ledger.append("capture_failed", payload, mark)
+        except Exception:
+            log.exception("could not record the capture failure of %s", job.path)
+
+    def _capture(self, job: _Job) -> None:
+        st = os.lstat(job.path)
+        if (st.st_size, st.st_mtime_ns, st.st_ino) != (job.size, job.mtime_ns, job.ino):
+            raise SourceChanged(f"{job.path}: changed after it was queued")
+        dock_time = datetime.now(UTC)
+        temp, fd = self.objects.new_temp()
+        try:
+            try:
+                digests = capture_copy(
+                    job.path,
+                    fd,
+                    temp,
+                    sm3=self.settings.sm3,
+                    verify=self.settings.verify_copy,
+                    chunk=self.settings.chunk_mb << 20,
+                    expect=st,
+                )
+            finally:
+                os.close(fd)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        with open(temp, "rb") as f:
+            head = f.read(64)
+        stored_new = self.objects.commit(temp, digests.sha256)
+        self._record(job, st, digests, sniff(head, job.path.name), dock_time, stored_new)
+
+    def _sha_lock(self, sha: str) -> threading.Lock:
+        with self._lock:
+            return self._sha_locks.setdefault(sha, threading.Lock())
+
+    def _record(
+        self,
+        job: _Job,
+        st: os.stat_result,
+        d: Digests,
+        media_type: str,
+        dock_time: datetime,
+        stored_new: bool,
+    ) -> None:
+        rel = os.fsencode(job.path.relative_to(job.dock.path))
+        resolver = self._resolvers[job.dock.path]
+        rec_dir = str(job.dock.path / job.recorder) if job.recorder else str(job.dock.path)
+        ident = resolver.resolve(job.recorder, rec_dir, job.path.name, st.st_dev)
+        mtime = datetime.fromtimestamp(st.st_mtime_ns / 1e9, UTC)
+        skew_ms = int((mtime - dock_time).total_seconds() * 1000)
+        payload: dict[str, Any] = {
+            "sha256": d.sha256,
+            "size": d.size,
+            "media_type": media_type,
+            "source": {"dock": job.dock.label, "recorder": job.recorder, **_path_payload(rel)},
+            "recorder": ident.payload(),
+            "times": {
+                "dock_received": format_time(dock_time),
+                "file_mtime": format_time(mtime),
+            },
+        }
+        if d.sm3:
+            payload["sm3"] = d.sm3
+        if skew_ms > self.settings.clock_skew_s * 1000:
+            payload["times"]["clock_skew_ms"] = skew_ms
+            payload["times"]["clock_skew"] = "recorder clock ahead of the dock"
+            log.warning(
+                "recorder clock ahead: %s has mtime %s, %d s after the dock's clock",
+                shown(job.path),
+                format_time(mtime),
+                skew_ms // 1000,
+            )
+        if job.failure_entry is not None:
+            payload["after_failure_entry"] = job.failure_entry
+        with self._sha_lock(d.sha256):
+            with self._db_lock:
+                row = self.db.execute(
+                    "SELECT first_entry FROM ingest_objects WHERE sha256=?", (d.sha256,)
+                ).fetchone()
+            kind = "sighting" if row else "ingest"
+            if row:
+                payload["first_entry"] = int(row[0])
+
+            def mark(conn: sqlite3.Connection, idx: list[int]) -> None:
+                cur = conn.execute(
+                    "UPDATE ingest_files SET state='recorded', sha256=?, entry=?, kind=?, "
+                    "attempts=?, last_error=NULL WHERE id=? AND state='queued'",
+                    (d.sha256, idx[0], kind, job.attempts, job.id),
+                )
+                if cur.rowcount != 1:
+                    raise RuntimeError(f"job {job.id} is no longer queued")
+                conn.execute(
+                    "INSERT OR IGNORE INTO ingest_objects (sha256, size, media_type, first_entry)"
+                    " VALUES (?,?,?,?)",
+                    (d.sha256, d.size, media_type, idx[0]),
+                )
+
+            index = self.ledger.append(kind, payload, mark)
+        if kind == "ingest":
+            self.stats.captured += 1
+            self.stats.bytes += d.size
+            log.info(
+                "captured %s (%d bytes, sha256 %s) as entry %d",
+                shown(job.path),
+                d.size,
+                d.sha256[:16],
+                index,
+            )
+            if is_media(media_type):
+                self._probe_pool.submit(self._probe, d.sha256)
+        else:
+            self.stats.sightings += 1
+            log.info(
+                "already captured: %s is the same as entry %s (sha256 %s); sighting is entry %d",
+                shown(job.path),
+                payload["first_entry"],
+                d.sha256[:16],
+                index,
+            )
+        if self.settings.release == "after_capture":
+            self._release(job.id)
+
+    # -- probe -----------------------------------------------------------------
+
+    def _schedule_probes(self) -> None:
+        with self._db_lock:
+            rows = self.db.execute(
+                "SELECT sha256, media_type FROM ingest_objects WHERE probe_entry IS NULL"
+            ).fetchall()
+        for sha, mt in rows:
+            if is_media(mt):
+                self._probe_pool.submit(self._probe, sha)
+
+    def _probe(self, sha: str) -> None:
+        if self._stopping:
+            return
+        path = self.objects.path(sha)
+        payload: dict[str, Any] = {"sha256": sha, "tool": ffmpeg_version()}
+        try:
+            payload["summary"] = probe(path)
+        except ProbeFailed as e:
+            payload["error"] = str(e)[:1000]
+        except Exception as e:  # never let a probe take the daemon down
+            payload["error"] = f"probe crashed: {type(e).__name__}: {e}"[:1000]
+
+        def mark(conn: sqlite3.Connection, idx: list[int]) -> None:
+            cur = conn.execute(
+                "UPDATE ingest_objects SET probe_entry=? WHERE sha256=? AND probe_entry IS NULL",
+                (idx[0], sha),
+            )
+            if cur.rowcount != 1:
+                raise RuntimeError("already probed")
+
+        try:
+            index = self.ledger.append("probe", payload, mark)
+        except RuntimeError:
+            return
+        if "error" in payload:
+            log.warning(
+                "ffmpeg cannot read %s as media (kept and recorded; entry %d): %s",
+                sha[:16],
+                index,
+                payload["error"],
+            )
+
+    # -- release -----------------------------------------------------------------
+
+    def _resume_releases(self) -> None:
+        with self._db_lock:
+            rows = self.db.execute(
+                "SELECT id FROM ingest_files WHERE state='releasing' OR (state='recorded' AND ?)",
+                (self.settings.release == "after_capture",),
+            ).fetchall()
+        for (job_id,) in rows:
+            self._release(job_id)
+
+    def _release(self, job_id: int) -> None:
+        """Remove the source from the recorder: only after the capture is durable."""
+        with self._db_lock:
+            row = self.db.execute(
+                "SELECT dock, recorder, path, size, mtime_ns, sha256, entry, state "
+                "FROM ingest_files WHERE id=?",
+                (job_id,),
+            ).fetchone()
+            if row is None or row[7] not in ("recorded", "releasing"):
+                return
+            self.db.execute("UPDATE ingest_files SET state='releasing' WHERE id=?", (job_id,))
+            self.db.commit()
+        path = Path(os.fsdecode(bytes(row[2])))
+        if not self.objects.exists(row[5]):
+            log.error("not releasing %s: its stored copy %s is missing", shown(path), row[5][:16])
+            return
+        absent = False
+        try:
+            st = os.lstat(path)
+            if (st.st_size, st.st_mtime_ns) != (row[3], row[4]):
+                log.warning("not releasing %s: it changed since it was captured", shown(path))
+                self._set_state_id(job_id, "recorded")
+                return
+            os.unlink(path)
+            with contextlib.suppress(OSError):
+                fsync_dir(path.parent)
+        except FileNotFoundError:
+            absent = True
+        except OSError as e:
+            log.error(
+                "cannot release %s from the recorder: %s (will retry)", shown(path), e.strerror
+            )
+            return
+        dock = next((d for d in self.docks if d.label == row[0]), None)
+        raw = bytes(row[2])
+        rel = os.fsencode(path.relative_to(dock.path)) if dock else raw
+        payload: dict[str, Any] = {
+            "sha256": row[5],
+            "ingest_entry": row[6],
+            "source": {"dock": row[0], "recorder": row[1], **_path_payload(rel)},
+            "rule": "after_capture",
+        }
+        if absent:
+            payload["source_already_absent"] = True
+
+        def mark(conn: sqlite3.Connection, idx: list[int]) -> None:
+            conn.execute(
+                "UPDATE ingest_files SET state='released', wipe_entry=? WHERE id=?",
+                (idx[0], job_id),
+            )
+
+        index = self.ledger.append("wipe", payload, mark)
+        log.info("released %s from the recorder (entry %d)", shown(path), index)
+
+    def _set_state_id(self, job_id: int, state: str) -> None:
+        with self._db_lock:
+            self.db.execute("UPDATE ingest_files SET state=? WHERE id=?", (state, job_id))
+            self.db.commit()
+
+    # -- one-shot ------------------------------------------------------------------
+
+    def queued_count(self) -> int:
+        with self._lock:
+            return sum(len(q) for q in self._queued.values()) + len(self._watch)
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Run ticks until nothing is watched, queued or in flight (one-shot ingest)."""
+        end = None if timeout is None else self.clock() + timeout
+        while True:
+            self.tick()
+            with self._lock:
+                pending = sum(len(q) for q in self._queued.values())
+                retry_only = all(
+                    j.not_before > self.clock() for q in self._queued.values() for j in q
+                )
+                idle = self._inflight == 0 and not self._watch
+                if idle and (pending == 0 or retry_only or self.paused):
+                    break
+                self._idle.wait(0.05)
+            if end is not None and self.clock() > end:
+                return False
+        self._probe_pool.shutdown(wait=True)
+        self._probe_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe")
+        return True

@@ -1,0 +1,72 @@
+"""inotify (watchdog) on the dock roots: every created, moved, written or closed
+file is handed to the capturer. Events may be lost (queue overflow, mounts
+appearing later); the periodic scan covers that."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+
+log = logging.getLogger("custody.ingest")
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, on_file: Callable[[Path], None], on_dir: Callable[[Path], None]) -> None:
+        self.on_file, self.on_dir = on_file, on_dir
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        try:
+            if isinstance(event, FileMovedEvent | DirMovedEvent):
+                dest = Path(str(event.dest_path))
+                (self.on_dir if event.is_directory else self.on_file)(dest)
+            elif isinstance(event, DirCreatedEvent):
+                self.on_dir(Path(str(event.src_path)))
+            elif isinstance(event, FileCreatedEvent | FileModifiedEvent | FileClosedEvent):
+                self.on_file(Path(str(event.src_path)))
+        except Exception:
+            log.exception("error handling %s", event)
+
+
+class DockWatcher:
+    """Watches dock roots that exist; `refresh` adds roots that appeared later."""
+
+    def __init__(
+        self, roots: list[Path], on_file: Callable[[Path], None], on_dir: Callable[[Path], None]
+    ) -> None:
+        self.roots = roots
+        self.handler = _Handler(on_file, on_dir)
+        self.observer: BaseObserver = Observer()
+        self.watched: set[Path] = set()
+
+    def start(self) -> None:
+        self.refresh()
+        self.observer.start()
+
+    def refresh(self) -> None:
+        for r in self.roots:
+            if r in self.watched or not r.is_dir():
+                continue
+            try:
+                self.observer.schedule(self.handler, str(r), recursive=True)
+                self.watched.add(r)
+                log.info("watching dock %s", r)
+            except OSError as e:
+                log.warning("cannot watch dock %s yet (%s); the periodic scan covers it", r, e)
+
+    def stop(self) -> None:
+        self.observer.stop()
+        self.observer.join(timeout=10)
