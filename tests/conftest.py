@@ -49,3 +49,55 @@ def station(tmp_path: Path) -> Path:
     """A freshly initialised station; returns its config path."""
     run_cli("init", "--data", str(tmp_path / "station"), "--origin", "custody.test/unit/dock-01")
     return tmp_path / "station" / "custody.toml"
+
+
+@pytest.fixture(scope="session")
+def ffmpeg() -> str:
+    """The ffmpeg binary: the system's, else the one in the imageio-ffmpeg wheel."""
+    import shutil
+
+    exe = shutil.which("ffmpeg")
+    if exe:
+        return exe
+    import imageio_ffmpeg
+
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+def make_clip(
+    ffmpeg: str, out: Path, seconds: int = 2, tone: int = 440, size: str = "320x240"
+) -> Path:
+    """A short H.264 + AAC MP4 from ffmpeg's lavfi test sources."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            ffmpeg,
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc=size={size}:rate=25:duration={seconds}",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency={tone}:duration={seconds}",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+            "-shortest",
+            str(out),
+        ],
+        check=True,
+        timeout=120,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def clip(ffmpeg: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_clip(ffmpeg, tmp_path_factory.mktemp("media") / "clip.mp4")

@@ -1,0 +1,104 @@
+"""Run `custody run` as a real subprocess and read its ledger."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ledger.entry import decode_entry
+from ledger.log import Ledger
+
+from ..conftest import REPO, run_cli
+
+CAPTURE_CONF = """
+[capture]
+settle_ms = {settle_ms}
+scan_interval_s = {scan_s}
+max_parallel_recorders = 4
+verify_copy = true
+release = "{release}"
+min_free_mb = {min_free_mb}
+
+[[docks]]
+path = "{dock}"
+exclude = ["*.partial"]
+[[docks.patterns]]
+vendor = "gat947"
+regex = '^(?P<serial>[A-Z0-9]{{7}})_(?P<officer>[0-9]{{6}})_(?P<start>[0-9]{{14}})'
+[docks.recorders.slot01]
+unit = "530822000000"
+"""
+
+
+def make_station(tmp: Path, dock: Path, **opts: Any) -> Path:
+    data = tmp / "station"
+    run_cli("init", "--data", str(data), "--origin", "custody.test/capture/dock-01")
+    conf = data / "custody.toml"
+    text = conf.read_text()
+    text = text[: text.index("[capture]")]  # replace the generated defaults
+    values = {"settle_ms": 300, "scan_s": 2, "release": "never", "min_free_mb": 1, "dock": dock}
+    values.update(opts)
+    conf.write_text(text + CAPTURE_CONF.format(**values))
+    dock.mkdir(parents=True, exist_ok=True)
+    return conf
+
+
+class Daemon:
+    def __init__(self, conf: Path, drop_dac: bool = False) -> None:
+        self.conf = conf
+        cmd = [sys.executable, "-m", "custody", "-c", str(conf), "run", "--log-level", "INFO"]
+        if drop_dac and os.geteuid() == 0:
+            # As root, file permissions do not apply; drop that power so an unreadable
+            # file is unreadable to the daemon, as it is under its own systemd user.
+            caps = "-dac_override,-dac_read_search"
+            cmd = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", *cmd]
+        self.log = conf.parent / "daemon.log"
+        self.logf = open(self.log, "ab")  # noqa: SIM115
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, env=env)
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        wait_for(lambda: b"custody running" in self.log.read_bytes(), timeout, self.log)
+
+    def stop(self, timeout: float = 30) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout)
+        self.logf.close()
+        return rc
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+        self.logf.close()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+def wait_for(pred: Callable[[], bool], timeout: float, log: Path | None = None) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.1)
+    tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+    raise AssertionError(f"condition not met in {timeout} s\n{tail}")
+
+
+def entries(conf: Path) -> list[dict[str, Any]]:
+    """Every entry in the station's ledger (integrated or pending), decoded."""
+    data = conf.parent
+    with Ledger(data / "ledger", data / "state", "custody.test/capture/dock-01", None) as led:
+        return [dict(decode_entry(led.entry(i)).fields) for i in range(led.next_index())]
+
+
+def status(conf: Path) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(run_cli("status", "--json", config=conf).stdout)
+    return out
