@@ -141,7 +141,9 @@ def capture_copy(
     DiskFull on ENOSPC, CopyMismatch if the re-read differs.
     """
     try:
-        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: opening a FIFO or device must not hang the worker (regular files
+        # ignore the flag).
+        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as e:
         if e.errno in (errno.ENOENT, errno.ENOTDIR):
             raise SourceChanged(f"{src}: vanished before it could be read") from e
