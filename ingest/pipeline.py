@@ -303,6 +303,7 @@ class Capturer:
         with self._lock:
             due = [(k, w) for k, w in self._watch.items() if now - w.changed_at >= settle]
         if due:
+            ready: list[tuple[bytes, Path, _Watch]] = []
             writing = open_for_writing()
             for key, w in due:
                 path = Path(os.fsdecode(key))
@@ -325,52 +326,52 @@ class Capturer:
                     with self._lock:
                         w.changed_at = now  # still being written; look again later
                     continue
-                self._enqueue(key, path, w)
+                ready.append((key, path, w))
+            if ready:
+                self._enqueue(ready)
         self._dispatch()
 
-    def _enqueue(self, key: bytes, path: Path, w: _Watch) -> None:
-        recorder = self._recorder(w.dock, path)
+    def _enqueue(self, items: list[tuple[bytes, Path, _Watch]]) -> None:
+        """Record stable files as queued jobs (one transaction), then hand them to workers."""
+        jobs: list[tuple[bytes, _Job]] = []
+        done: list[bytes] = []
         with self._db_lock:
-            cur = self.db.execute(
-                "INSERT OR IGNORE INTO ingest_files "
-                "(dock, recorder, path, size, mtime_ns, ino, state, first_seen) "
-                "VALUES (?,?,?,?,?,?,'queued',?)",
-                (w.dock.label, recorder, key, w.size, w.mtime_ns, w.ino, _now()),
-            )
-            if cur.rowcount == 0:
-                row = self.db.execute(
-                    "SELECT id, state, attempts, failure_entry FROM ingest_files "
-                    "WHERE path=? AND size=? AND mtime_ns=?",
-                    (key, w.size, w.mtime_ns),
-                ).fetchone()
-                self.db.commit()
-                if row[1] not in ("queued", "gone", "superseded"):
-                    with self._lock:
-                        self._watch.pop(key, None)
-                    return
-                if row[1] != "queued":
-                    self.db.execute("UPDATE ingest_files SET state='queued' WHERE id=?", (row[0],))
-                    self.db.commit()
-                job_id, attempts, failure_entry = row[0], row[2], row[3]
-            else:
-                self.db.commit()
-                job_id, attempts, failure_entry = cur.lastrowid, 0, None
-        assert job_id is not None
-        job = _Job(
-            job_id,
-            w.dock,
-            recorder,
-            path,
-            w.size,
-            w.mtime_ns,
-            w.ino,
-            attempts,
-            failure_entry=failure_entry,
-        )
+            for key, path, w in items:
+                recorder = self._recorder(w.dock, path)
+                cur = self.db.execute(
+                    "INSERT OR IGNORE INTO ingest_files "
+                    "(dock, recorder, path, size, mtime_ns, ino, state, first_seen) "
+                    "VALUES (?,?,?,?,?,?,'queued',?)",
+                    (w.dock.label, recorder, key, w.size, w.mtime_ns, w.ino, _now()),
+                )
+                if cur.rowcount == 1:
+                    job_id, attempts, failure_entry = cur.lastrowid, 0, None
+                else:
+                    row = self.db.execute(
+                        "SELECT id, state, attempts, failure_entry FROM ingest_files "
+                        "WHERE path=? AND size=? AND mtime_ns=?",
+                        (key, w.size, w.mtime_ns),
+                    ).fetchone()
+                    if row[1] not in ("queued", "gone", "superseded"):
+                        done.append(key)
+                        continue
+                    if row[1] != "queued":
+                        self.db.execute(
+                            "UPDATE ingest_files SET state='queued' WHERE id=?", (row[0],)
+                        )
+                    job_id, attempts, failure_entry = row[0], row[2], row[3]
+                assert job_id is not None
+                job = _Job(job_id, w.dock, recorder, path, w.size, w.mtime_ns, w.ino, attempts)
+                job.failure_entry = failure_entry
+                jobs.append((key, job))
+            self.db.commit()
         with self._lock:
-            self._watch.pop(key, None)
-            self._job_paths.add(key)
-            self._queued.setdefault(f"{w.dock.label}/{recorder}", deque()).append(job)
+            for key in done:
+                self._watch.pop(key, None)
+            for key, job in jobs:
+                self._watch.pop(key, None)
+                self._job_paths.add(key)
+                self._queued.setdefault(f"{job.dock.label}/{job.recorder}", deque()).append(job)
 
     def recover(self) -> None:
         """After a restart: clear half-made copies, requeue queued jobs, finish probes/releases."""
