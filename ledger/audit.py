@@ -13,7 +13,9 @@ nothing stops at the first failure.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ledger.checkpoint import Checkpoint, CheckpointError, open_checkpoint
@@ -100,15 +102,21 @@ def verify_log(
     known_checkpoints: Iterable[bytes | str] = (),
     check_entries: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    workers: int = 2,
 ) -> Report:
-    """Verify a whole tile-based log; see the module docstring."""
+    """Verify a whole tile-based log; see the module docstring.
+
+    Entry signatures are checked on ``workers`` threads (libsodium releases
+    the GIL), overlapping with decoding and hashing on the calling thread.
+    """
     rep = Report()
     cp = _check_published(rep, checkpoint_text, verifiers, origin)
     if cp is None:
         return rep
     rep.size, rep.root = cp.size, cp.root
     known = _check_known(rep, known_checkpoints, verifiers, cp)
-    _stream(rep, source, cp, verifiers, known, check_entries, progress)
+    with _SignatureChecker(rep, verifiers[0] if verifiers else None, workers) as sigs:
+        _stream(rep, source, cp, known, check_entries, progress, sigs)
     return rep
 
 
@@ -228,10 +236,10 @@ def _stream(
     rep: Report,
     source: TileSource,
     cp: Checkpoint,
-    verifiers: Sequence[Verifier],
     known: dict[int, bytes],
     check_entries: bool,
     progress: Callable[[int, int], None] | None,
+    sigs: _SignatureChecker,
 ) -> None:
     size = cp.size
     levels = _Levels(rep, source, size)
@@ -239,7 +247,6 @@ def _stream(
     ki = 0
     if 0 in known and known[0] != edge_root([]):
         rep.add("history-root", "size 0", "recorded checkpoint of size 0 has a wrong root")
-    verifier = verifiers[0] if verifiers else None
     index = 0
     for n in range((size + TILE_WIDTH - 1) // TILE_WIDTH):
         width = min(TILE_WIDTH, size - n * TILE_WIDTH)
@@ -290,7 +297,7 @@ def _stream(
                     if first_bad < 0:
                         first_bad = index
                 if check_entries:
-                    _check_entry(rep, index, leaf, cp.origin, verifier)
+                    _check_entry(rep, index, leaf, cp.origin, sigs)
                 rep.entries_checked += 1
             elif stored is not None and i < len(stored):
                 h = stored[i]  # entry unreadable: carry on with the stored hash
@@ -326,7 +333,7 @@ def _stream(
 
 
 def _check_entry(
-    rep: Report, index: int, leaf: bytes, origin: str, verifier: Verifier | None
+    rep: Report, index: int, leaf: bytes, origin: str, sigs: _SignatureChecker
 ) -> None:
     where = f"entry {index}"
     try:
@@ -336,11 +343,57 @@ def _check_entry(
         return
     if e.station != origin:
         rep.add("entry-station", where, f"names station {e.station!r}, not {origin!r}")
-    if verifier is not None:
-        rep.signatures_checked += 1
-        if not e.verify(verifier):
-            rep.add(
+    sigs.check(index, e.signed_message(), e.signature)
+
+
+class _SignatureChecker:
+    """Checks entry signatures on worker threads, reporting failures in index order."""
+
+    CHUNK = 256
+
+    def __init__(self, rep: Report, verifier: Verifier | None, workers: int) -> None:
+        self.rep, self.verifier = rep, verifier
+        self.pool = ThreadPoolExecutor(max_workers=max(1, workers))
+        self.workers = max(1, workers)
+        self.batch: list[tuple[int, bytes, bytes]] = []
+        self.inflight: deque[Future[list[int]]] = deque()
+
+    def __enter__(self) -> _SignatureChecker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                self._flush()
+                while self.inflight:
+                    self._collect()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def check(self, index: int, message: bytes, signature: bytes) -> None:
+        if self.verifier is None:
+            return
+        self.batch.append((index, message, signature))
+        if len(self.batch) >= self.CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.batch or self.verifier is None:
+            return
+        self.inflight.append(self.pool.submit(_bad_signatures, self.verifier, self.batch))
+        self.rep.signatures_checked += len(self.batch)
+        self.batch = []
+        while len(self.inflight) > 2 * self.workers:
+            self._collect()
+
+    def _collect(self) -> None:
+        for index in self.inflight.popleft().result():
+            self.rep.add(
                 "entry-signature",
-                where,
+                f"entry {index}",
                 "signature does not verify with the station key: the entry was altered or forged",
             )
+
+
+def _bad_signatures(verifier: Verifier, items: list[tuple[int, bytes, bytes]]) -> list[int]:
+    return [i for i, msg, sig in items if not verifier.verify(msg, sig)]

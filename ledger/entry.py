@@ -37,7 +37,7 @@ SIG_PREFIX = b"custody-entry/v1\n"
 ENVELOPE = ("v", "type", "time", "station", "sig")
 MAX_SAFE_INT = (1 << 53) - 1
 
-_TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")
+_TIME_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z")
 _TYPE_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 
 
@@ -106,18 +106,23 @@ def format_time(t: datetime) -> str:
 
 
 def parse_time(s: str) -> datetime:
-    if not _TIME_RE.fullmatch(s):
+    m = _TIME_RE.fullmatch(s)
+    if not m:
         raise EntryError(f"time {s!r} is not RFC 3339 UTC with Z")
-    frac = ""
-    if "." in s:
-        s, frac = s[:-1].split(".")
-        frac = (frac + "000000")[:6]
-        s += "Z"
+    y, mo, d, h, mi, sec, frac = m.groups()
     try:
-        t = datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        return datetime(
+            int(y),
+            int(mo),
+            int(d),
+            int(h),
+            int(mi),
+            int(sec),
+            int((frac or "0").ljust(6, "0")[:6]),
+            tzinfo=UTC,
+        )
     except ValueError as e:
         raise EntryError(f"time {s!r} is not a valid date and time") from e
-    return t.replace(microsecond=int(frac or "0"))
 
 
 def now_utc() -> datetime:
@@ -130,6 +135,7 @@ class Entry:
 
     fields: Mapping[str, Any]
     leaf: bytes
+    ascii_keys: bool = True
 
     @property
     def type(self) -> str:
@@ -149,7 +155,9 @@ class Entry:
 
     def signed_message(self) -> bytes:
         unsigned = {k: v for k, v in self.fields.items() if k != "sig"}
-        return SIG_PREFIX + canonical_json(unsigned)
+        # The leaf was checked to be in the entry domain when it was decoded.
+        body = _encode(unsigned) if self.ascii_keys else canonical_json(unsigned)
+        return SIG_PREFIX + body
 
     def verify(self, verifier: Verifier) -> bool:
         return verifier.verify(self.signed_message(), self.signature)
@@ -197,7 +205,8 @@ def decode_entry(leaf: bytes) -> Entry:
     if not isinstance(fields, dict):
         raise EntryError("leaf is not a JSON object")
     try:
-        canon = canonical_json(fields)
+        ascii_keys = _check(fields)
+        canon = _encode(fields) if ascii_keys else canonical_json(fields)
     except EntryError as e:
         raise EntryError(f"leaf holds a value outside the entry domain: {e}") from e
     if canon != leaf:
@@ -216,7 +225,10 @@ def decode_entry(leaf: bytes) -> Entry:
         raise EntryError("entry signature is not base64") from e
     if len(sig) != 64:
         raise EntryError("entry signature is not 64 bytes")
-    return Entry(fields, leaf)
+    if base64.b64encode(sig).decode("ascii") != fields["sig"]:
+        # Base64 can spell the same bytes in several ways; only one leaf may verify.
+        raise EntryError("entry signature is not canonical base64")
+    return Entry(fields, leaf, ascii_keys)
 
 
 def sign_entries(

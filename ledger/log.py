@@ -130,6 +130,8 @@ class Ledger:
         self._edge: Edge | None = None
         self._stop = threading.Event()
         self._integrator: threading.Thread | None = None
+        self._reader: TileHashReader | None = None
+        self._reader_lock = threading.RLock()
 
     # -- setup -------------------------------------------------------------
 
@@ -285,8 +287,11 @@ class Ledger:
         latest = None
         with self._process_lock():
             self._recover_locked()
+            # Only what is pending now: under a steady stream of appends, chasing the
+            # tail would sign a checkpoint per tiny batch and starve the appenders.
+            end = self._next_index(self._integ_db)
             while True:
-                rec = self._integrate_batch()
+                rec = self._integrate_batch(end)
                 if rec is None:
                     break
                 latest = rec
@@ -334,13 +339,13 @@ class Ledger:
             if published != latest.note:
                 self.tiles.write_checkpoint(latest.note)
 
-    def _integrate_batch(self) -> CheckpointRecord | None:
+    def _integrate_batch(self, end: int) -> CheckpointRecord | None:
         assert self._edge is not None and self._checkpoint_signer is not None
         db = self._integ_db
         start = self._edge.size
         rows = db.execute(
-            "SELECT idx, leaf FROM pending WHERE idx >= ? ORDER BY idx LIMIT ?",
-            (start, MAX_INTEGRATION_BATCH),
+            "SELECT idx, leaf FROM pending WHERE idx >= ? AND idx < ? ORDER BY idx LIMIT ?",
+            (start, end, MAX_INTEGRATION_BATCH),
         ).fetchall()
         if not rows:
             return None
@@ -458,7 +463,13 @@ class Ledger:
         return bytes(row[0])
 
     def reader(self) -> TileHashReader:
-        return TileHashReader(self.tiles, self._size())
+        """Stored hashes of the current tree; kept while the size stays the same, since
+        the tiles of a given size never change (proofs then reuse upper tiles)."""
+        size = self._size()
+        with self._reader_lock:
+            if self._reader is None or self._reader.size != size:
+                self._reader = TileHashReader(self.tiles, size)
+            return self._reader
 
     def _resolve_size(self, size: int | None) -> CheckpointRecord:
         rec = self.latest() if size is None else self.checkpoint_at(size)
@@ -480,7 +491,9 @@ class Ledger:
                 f"entry {index} is not in the checkpoint of size {rec.size}",
                 "wait for the next checkpoint or pick a larger --size",
             )
-        hashes = inclusion_proof(self.reader(), index, rec.size)
+        reader = self.reader()
+        with self._reader_lock:
+            hashes = inclusion_proof(reader, index, rec.size)
         return TlogProof(index, tuple(hashes), rec.note)
 
     def consistency(self, old_size: int, new_size: int | None = None) -> dict[str, Any]:
@@ -492,13 +505,14 @@ class Ledger:
                 f"need 0 <= old size ({old_size}) <= new size ({new}) <= ledger size ({cur})"
             )
         r = self.reader()
-        return {
-            "old_size": old_size,
-            "new_size": new,
-            "old_root": tree_root(r, old_size),
-            "new_root": tree_root(r, new),
-            "proof": consistency_proof(r, old_size, new),
-        }
+        with self._reader_lock:
+            return {
+                "old_size": old_size,
+                "new_size": new,
+                "old_root": tree_root(r, old_size),
+                "new_root": tree_root(r, new),
+                "proof": consistency_proof(r, old_size, new),
+            }
 
     def verify_published(self) -> None:
         """Check the published checkpoint against the station key (cheap health check)."""

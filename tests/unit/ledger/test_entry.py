@@ -90,6 +90,21 @@ def test_any_changed_byte_fails(pos: int, bit: int) -> None:
     assert not e.verify(SIGNER.verifier())
 
 
+def test_signature_base64_must_be_canonical() -> None:
+    """A leaf is malleable if the sig's unused base64 bits may vary; refuse that."""
+    leaf = make_entry(SIGNER, SIGNER.name, "note", {"text": "x"})
+    fields = json.loads(leaf)
+    s = fields["sig"]
+    assert s.endswith("==")
+    last = s[-3]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    twin = alphabet[alphabet.index(last) ^ 1]  # differs only in a bit base64 ignores
+    fields["sig"] = s[:-3] + twin + "=="
+    assert base64.b64decode(fields["sig"]) == base64.b64decode(s)
+    with pytest.raises(EntryError, match="canonical base64"):
+        decode_entry(rfc8785.dumps(fields))
+
+
 def test_limits_and_reserved_fields() -> None:
     with pytest.raises(EntryError, match="sidecar"):
         make_entry(SIGNER, SIGNER.name, "note", {"text": "x" * 70_000})
