@@ -57,46 +57,33 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644, sync_dir: bool = Tr
         fsync_dir(path.parent)
 
 
-def write_many_atomic(files: Mapping[Path, tuple[bytes, int]]) -> None:
-    """Write several files atomically; each is durable when this returns.
+def write_many_atomic(files: Mapping[Path, tuple[bytes, int]], root: Path) -> None:
+    """Write several files below ``root`` atomically; each is durable when this returns.
 
-    Data of every file is fsynced before any rename, and each affected folder
-    (and each folder created on the way) is fsynced once at the end.
+    Data of every file is fsynced before any rename. Then every folder from each
+    file's folder up to ``root`` is fsynced once, deepest first: a folder made by
+    an earlier, interrupted call must have its entry made durable too.
     """
     dirs: set[Path] = set()
     staged: list[tuple[Path, Path]] = []
     try:
         for path, (data, mode) in files.items():
-            dirs.update(_make_dirs(path.parent))
+            path.parent.mkdir(parents=True, exist_ok=True)
             staged.append((_write_tmp(path, data, mode), path))
         for tmp, path in staged:
             os.replace(tmp, path)
-            dirs.add(path.parent)
+            d = path.parent
+            while d not in dirs:
+                dirs.add(d)
+                if d == root or d == d.parent:
+                    break
+                d = d.parent
         staged = []
     finally:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
-    # Deepest first, so a new folder's entry in its parent is synced after it.
     for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
         fsync_dir(d)
-
-
-def _make_dirs(d: Path) -> list[Path]:
-    """mkdir -p; returns the folders whose entries changed (to fsync)."""
-    created: list[Path] = []
-    missing: list[Path] = []
-    p = d
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for m in reversed(missing):
-        try:
-            m.mkdir()
-        except FileExistsError:
-            continue
-        created.append(m)
-        created.append(m.parent)
-    return created
 
 
 def remove_temporaries(root: Path) -> int:

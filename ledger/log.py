@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ledger.checkpoint import Checkpoint, open_checkpoint
+from ledger.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from ledger.entry import format_time, make_entry, now_utc
 from ledger.errors import IntegrityError, LedgerError
 from ledger.integrate import Edge, edge_from_tiles, edge_tiles, integrate
@@ -132,6 +132,11 @@ class Ledger:
         self._integrator: threading.Thread | None = None
         self._reader: TileHashReader | None = None
         self._reader_lock = threading.RLock()
+        if signer is not None:
+            # Finish what a crash interrupted now, so the published folder verifies
+            # even if nothing new is appended.
+            with self._process_lock():
+                self._recover_locked()
 
     # -- setup -------------------------------------------------------------
 
@@ -304,13 +309,52 @@ class Ledger:
         return CheckpointRecord(row[0], bytes(row[1]), row[2], row[3]) if row else None
 
     def _recover_locked(self) -> None:
-        """Bring the tile folder in line with the latest recorded checkpoint."""
+        """Bring the database and the tile folder in line after a crash or a restore.
+
+        The published checkpoint is the public record: if it is validly signed by
+        this station and newer than the database knows (state lost or restored from
+        an older backup), it is adopted, never contradicted; signing a different
+        root for a size the world has seen would be a fork.
+        """
         db = self._integ_db
         latest = self._db_latest(db)
         size = latest.size if latest else 0
         if self._edge is not None and self._edge.size == size:
             return
         self.tiles.remove_temporaries()
+        published = self._published()
+        if published is not None and published.size > size:
+            latest = self._adopt(published)
+            size = latest.size
+        elif latest is None and self.tiles.has_tiles():
+            raise IntegrityError(
+                f"{self.tiles.root} holds tiles but no checkpoint this station signed",
+                "restore the ledger folder's checkpoint (or the state folder) from backup",
+            )
+        self._edge = self._load_edge(size, latest.root if latest else None)
+        # Republish the checkpoint if a crash came between recording and publishing it.
+        if latest is not None and (published is None or published.size < latest.size):
+            self.tiles.write_checkpoint(latest.note)
+
+    def _published(self) -> Checkpoint | None:
+        """The published checkpoint if it is this station's; None if absent."""
+        assert self._checkpoint_signer is not None
+        try:
+            text = self.tiles.read_checkpoint()
+        except FileNotFoundError:
+            return None
+        try:
+            return open_checkpoint(
+                text, [self._checkpoint_signer.verifier()], self.origin
+            ).checkpoint
+        except CheckpointError as e:
+            raise IntegrityError(
+                f"the published checkpoint {self.tiles.root / 'checkpoint'} is not this "
+                f"station's ({e})",
+                "run 'custody ledger verify'; restore the ledger folder from backup",
+            ) from None
+
+    def _load_edge(self, size: int, root: bytes | None) -> Edge:
         tiles = {}
         for tid in edge_tiles(size):
             try:
@@ -324,20 +368,47 @@ class Ledger:
             edge = edge_from_tiles(size, tiles)
         except ValueError as e:
             raise IntegrityError(f"ledger tile is damaged: {e}") from e
-        if latest is not None and edge.root() != latest.root:
+        if root is not None and edge.root() != root:
             raise IntegrityError(
                 f"tiles at the right edge do not hash to the signed root of size {size}",
                 "run 'custody ledger verify' to see which tile is damaged",
             )
-        self._edge = edge
-        # Republish the checkpoint if a crash came between recording and publishing it.
-        if latest is not None:
-            try:
-                published = self.tiles.read_checkpoint().decode("utf-8")
-            except (FileNotFoundError, UnicodeDecodeError):
-                published = ""
-            if published != latest.note:
-                self.tiles.write_checkpoint(latest.note)
+        return edge
+
+    def _adopt(self, cp: Checkpoint) -> CheckpointRecord:
+        """Record a published checkpoint the database lost, after checking the tiles."""
+        assert self._checkpoint_signer is not None
+        self._load_edge(cp.size, cp.root)
+        note = self.tiles.read_checkpoint().decode("utf-8")
+        db = self._integ_db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for idx, leaf in db.execute(
+                "SELECT idx, leaf FROM pending WHERE idx < ? ORDER BY idx", (cp.size,)
+            ).fetchall():
+                tid = bundle_for_size(idx // TILE_WIDTH, cp.size)
+                if decode_bundle(self.tiles.read_tile(tid))[idx % TILE_WIDTH] != bytes(leaf):
+                    raise IntegrityError(
+                        f"entry {idx} in the state database differs from the published log",
+                        "the state folder is from another history; restore the matching one",
+                    )
+            db.execute(
+                "INSERT INTO checkpoints(size, root, note, signed_at) VALUES (?,?,?,?)",
+                (cp.size, cp.root, note, format_time(now_utc())),
+            )
+            db.execute("DELETE FROM pending WHERE idx < ?", (cp.size,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        log.warning(
+            "the state database was behind the published ledger; adopted its checkpoint "
+            "of size %d after checking the tiles",
+            cp.size,
+        )
+        rec = self._db_latest(db)
+        assert rec is not None
+        return rec
 
     def _integrate_batch(self, end: int) -> CheckpointRecord | None:
         assert self._edge is not None and self._checkpoint_signer is not None

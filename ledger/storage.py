@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ledger.durable import remove_temporaries, write_atomic, write_many_atomic
+from ledger.errors import IntegrityError
 from ledger.tiles import TileID
 
 
@@ -39,8 +40,22 @@ class FolderTiles:
             raise
 
     def write_tiles(self, tiles: Mapping[TileID, bytes]) -> None:
+        """Write tiles durably. A full tile that exists must already hold these bytes:
+        full tiles never change, so a difference means two histories (refused)."""
+        for t, data in tiles.items():
+            if t.full:
+                try:
+                    old = self.path(t).read_bytes()
+                except FileNotFoundError:
+                    continue
+                if old != data:
+                    raise IntegrityError(
+                        f"{t.path()} exists with different content; full tiles never change",
+                        "the state folder does not match the ledger folder: restore both "
+                        "from the same backup",
+                    )
         files = {self.path(t): (data, 0o444 if t.full else 0o644) for t, data in tiles.items()}
-        write_many_atomic(files)
+        write_many_atomic(files, self.root)
 
     def read_checkpoint(self) -> bytes:
         return (self.root / "checkpoint").read_bytes()
@@ -60,8 +75,9 @@ class FolderTiles:
             return 0
         return remove_temporaries(self.root)
 
-    def exists(self) -> bool:
-        return (self.root / "checkpoint").exists() or (self.root / "tile").exists()
+    def has_tiles(self) -> bool:
+        t = self.root / "tile"
+        return t.is_dir() and any(t.iterdir())
 
 
 def _prefix(tile: TileID, data: bytes) -> bytes:

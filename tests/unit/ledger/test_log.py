@@ -27,9 +27,11 @@ def open_ledger(tmp: Path, signer: Signer | None = SIGNER) -> Ledger:
     return Ledger(tmp / "ledger", tmp / "state", SIGNER.name, signer)
 
 
-def check_log(tmp: Path) -> None:
+def check_log(tmp: Path, entries: bool = True) -> None:
     src = FolderSource(tmp / "ledger")
-    rep = verify_log(src, src.read_checkpoint(), [SIGNER.verifier()], SIGNER.name)
+    rep = verify_log(
+        src, src.read_checkpoint(), [SIGNER.verifier()], SIGNER.name, check_entries=entries
+    )
     assert rep.ok, rep.lines()
 
 
@@ -143,10 +145,11 @@ def test_damaged_right_edge_is_an_integrity_error(tmp_path: Path) -> None:
     data = bytearray(tile.read_bytes())
     data[0] ^= 1
     tile.write_bytes(bytes(data))
-    with open_ledger(tmp_path) as led:
-        led.append_leaves([b"more"])
-        with pytest.raises(IntegrityError, match="do not hash to the signed root"):
-            led.integrate()
+    with pytest.raises(IntegrityError, match="do not hash to the signed root"):
+        open_ledger(tmp_path)
+    # Read-only access (a supervisor looking) still works and verify names the tile.
+    with open_ledger(tmp_path, signer=None) as led:
+        assert led.entry(3) == b"x3"
 
 
 def test_republishes_checkpoint_lost_after_recording(tmp_path: Path) -> None:
@@ -156,6 +159,8 @@ def test_republishes_checkpoint_lost_after_recording(tmp_path: Path) -> None:
     assert rec is not None
     (tmp_path / "ledger" / "checkpoint").unlink()
     with open_ledger(tmp_path) as led:
+        # Republished on open, before anything new arrives.
+        assert (tmp_path / "ledger" / "checkpoint").read_text() == rec.note
         led.append_leaves([b"c"])
         led.integrate()
         assert led.latest().size == 3  # type: ignore[union-attr]
@@ -188,3 +193,54 @@ def test_on_commit_runs_in_the_append_transaction(tmp_path: Path) -> None:
         assert dict(db.execute("SELECT name, entry FROM jobs")) == {"a": 0, "b": 1}
         assert led.next_index() == 2
         db.close()
+
+
+def test_lost_state_adopts_the_published_checkpoint(tmp_path: Path) -> None:
+    """State folder lost or restored from an old backup: never sign a fork."""
+    import shutil
+
+    with open_ledger(tmp_path) as led:
+        led.append_leaves([b"a%d" % i for i in range(300)])
+        rec = led.integrate()
+    assert rec is not None
+    shutil.rmtree(tmp_path / "state")
+    with open_ledger(tmp_path) as led:
+        assert led.latest().size == 300  # type: ignore[union-attr]
+        assert led.next_index() == 300
+        led.append_leaves([b"after"])
+        led.integrate()
+        assert led.entry(300) == b"after" and led.entry(5) == b"a5"
+    check_log(tmp_path, entries=False)
+
+
+def test_state_from_another_history_is_refused(tmp_path: Path) -> None:
+    import shutil
+
+    with open_ledger(tmp_path) as led:
+        led.append_leaves([b"a%d" % i for i in range(10)])
+        led.integrate()
+    shutil.copytree(tmp_path / "state", tmp_path / "old-state")
+    with open_ledger(tmp_path) as led:
+        led.append_leaves([b"b%d" % i for i in range(300)])
+        led.integrate()
+    # Restore the old state, then something appends different entries before anyone opens it.
+    shutil.rmtree(tmp_path / "state")
+    shutil.copytree(tmp_path / "old-state", tmp_path / "state")
+    db = sqlite3.connect(tmp_path / "state" / "ledger.sqlite")
+    db.executemany("INSERT INTO pending VALUES (?, ?)", [(10 + i, b"fork") for i in range(5)])
+    db.commit()
+    db.close()
+    with pytest.raises(IntegrityError, match="differs from the published log"):
+        open_ledger(tmp_path)
+
+
+def test_tiles_without_any_checkpoint_are_refused(tmp_path: Path) -> None:
+    with open_ledger(tmp_path) as led:
+        led.append_leaves([b"a"])
+        led.integrate()
+    (tmp_path / "ledger" / "checkpoint").unlink()
+    import shutil
+
+    shutil.rmtree(tmp_path / "state")
+    with pytest.raises(IntegrityError, match="no checkpoint this station signed"):
+        open_ledger(tmp_path)
