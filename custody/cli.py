@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -26,6 +27,27 @@ from ledger.note import NoteError, Verifier
 from verify.folder import FolderSource
 
 MAX_NOTE_CHARS = 8000
+MAX_INDEX = (1 << 63) - 1
+
+
+def _index(text: str) -> int:
+    """argparse type: a ledger index or size (0 .. 2^63-1)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= v <= MAX_INDEX:
+        raise argparse.ArgumentTypeError(f"{v} is outside 0..{MAX_INDEX}")
+    return v
+
+
+def _read_text(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise CustodyError(f"cannot read {what} {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise CustodyError(f"{what} {path} is not UTF-8 text") from None
 
 
 def _load(args: argparse.Namespace) -> cfg.Config:
@@ -68,9 +90,16 @@ def cmd_note(args: argparse.Namespace) -> int:
     who = args.operator or operator()
     with open_ledger(conf) as ledger:
         idx = ledger.append_entries([("note", {"text": ln, "operator": who}) for ln in lines])
-        rec = ledger.integrate()
-    for i in idx:
-        print(f"recorded note as entry {i}")
+        for i in idx:
+            print(f"recorded note as entry {i}", flush=True)
+        try:
+            rec = ledger.integrate()
+        except LedgerError as e:
+            raise type(e)(
+                f"the notes are recorded (entries {idx[0]}..{idx[-1]}) but no checkpoint "
+                f"covers them yet: {e.message}",
+                "do not record them again; the next checkpoint will include them",
+            ) from None
     if rec is not None:
         print(f"checkpoint size {rec.size}")
     return 0
@@ -128,7 +157,7 @@ def cmd_consistency(args: argparse.Namespace) -> int:
 
 def _parse_vkey(value: str) -> Verifier:
     p = Path(value)
-    text = p.read_text().strip() if p.is_file() else value
+    text = _read_text(value, "verifier key file").strip() if p.is_file() else value
     try:
         return Verifier.parse(text)
     except NoteError as e:
@@ -153,11 +182,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 history.extend(r.note for r in batch)
                 after = batch[-1].size
     for extra in args.known or []:
-        history.append(Path(extra).read_text(encoding="utf-8"))
+        history.append(_read_text(extra, "checkpoint file"))
+    if not folder.is_dir():
+        raise CustodyError(f"ledger folder {folder} does not exist")
     src = FolderSource(folder)
+    try:
+        checkpoint = src.read_checkpoint()
+    except ValueError as e:
+        raise CustodyError(str(e)) from None
     started = time.monotonic()
     progress = _progress() if sys.stderr.isatty() else None
-    rep = verify_log(src, src.read_checkpoint(), [verifier], None, history, progress=progress)
+    rep = verify_log(src, checkpoint, [verifier], None, history, progress=progress)
     if progress:
         sys.stderr.write("\n")
     elapsed = time.monotonic() - started
@@ -219,7 +254,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _ingest_status(conf: cfg.Config) -> dict[str, Any]:
-    import sqlite3
 
     db_path = conf.state_dir / "ledger.sqlite"
     out: dict[str, Any] = {"docks": {}, "daemon": None}
@@ -365,15 +399,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = lsub.add_parser("vkey", help="print the station's verifier key")
     s.set_defaults(func=cmd_vkey)
     s = lsub.add_parser("entry", help="print the entry (leaf bytes) at an index")
-    s.add_argument("--index", type=int, required=True)
+    s.add_argument("--index", type=_index, required=True)
     s.set_defaults(func=cmd_entry)
     s = lsub.add_parser("proof", help="print an offline inclusion proof (C2SP tlog-proof)")
-    s.add_argument("--index", type=int, required=True)
-    s.add_argument("--size", type=int, help="size of a signed checkpoint (default: latest)")
+    s.add_argument("--index", type=_index, required=True)
+    s.add_argument("--size", type=_index, help="size of a signed checkpoint (default: latest)")
     s.set_defaults(func=cmd_proof)
     s = lsub.add_parser("consistency", help="consistency proof between two tree sizes")
-    s.add_argument("--old-size", type=int, required=True)
-    s.add_argument("--new-size", type=int, help="default: the latest checkpoint size")
+    s.add_argument("--old-size", type=_index, required=True)
+    s.add_argument("--new-size", type=_index, help="default: the latest checkpoint size")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_consistency)
     s = lsub.add_parser(
@@ -403,6 +437,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LedgerError as e:
         print(f"custody: error: {e}", file=sys.stderr)
         return e.exit_code
+    except sqlite3.Error as e:
+        print(f"custody: error: the state database failed: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        where = f" {e.filename}" if e.filename else ""
+        print(f"custody: error:{where}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("custody: interrupted", file=sys.stderr)
         return 130

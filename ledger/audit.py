@@ -87,11 +87,16 @@ class Report:
         }
 
 
-def _read(source: TileSource, tid: TileID) -> bytes | None:
+def _read(rep: Report, source: TileSource, tid: TileID) -> bytes | None:
+    """The tile's bytes, or None after reporting it missing or unreadable."""
     try:
         return source.read_tile(tid)
-    except (KeyError, OSError):
-        return None
+    except (KeyError, FileNotFoundError):
+        kind = "bundle-missing" if tid.level == ENTRIES else "tile-missing"
+        rep.add(kind, tid.path(), "is missing")
+    except (OSError, ValueError) as e:
+        rep.add("tile-unreadable", tid.path(), f"cannot be read: {e}")
+    return None
 
 
 def verify_log(
@@ -199,9 +204,9 @@ class _Levels:
             self.push(level + 1, perfect_root(hashes))
 
     def _compare(self, tid: TileID, hashes: list[bytes]) -> None:
-        data = _read(self.source, tid)
+        _check_partials(self.rep, self.source, tid, b"".join(hashes), 32)
+        data = _read(self.rep, self.source, tid)
         if data is None:
-            self.rep.add("tile-missing", tid.path(), "tile is missing")
             return
         if len(data) != len(hashes) * 32:
             self.rep.add(
@@ -248,18 +253,14 @@ def _stream(
     if 0 in known and known[0] != edge_root([]):
         rep.add("history-root", "size 0", "recorded checkpoint of size 0 has a wrong root")
     index = 0
+    absent_run = 0
     for n in range((size + TILE_WIDTH - 1) // TILE_WIDTH):
         width = min(TILE_WIDTH, size - n * TILE_WIDTH)
         bid = TileID(ENTRIES, n, width)
         tid = TileID(0, n, width)
         leaves: list[bytes] | None
-        raw = _read(source, bid)
+        raw = _read(rep, source, bid)
         if raw is None:
-            rep.add(
-                "bundle-missing",
-                bid.path(),
-                f"entry bundle for entries {index}..{index + width - 1} is missing",
-            )
             leaves = None
         else:
             try:
@@ -273,10 +274,19 @@ def _stream(
                     bid.path(),
                     f"holds {len(leaves)} entries, expected {width}",
                 )
-        stored_data = _read(source, tid)
+        if raw is not None:
+            absent_run = 0
+        stored_data = _read(rep, source, tid)
         stored: list[bytes] | None = None
         if stored_data is None:
-            rep.add("tile-missing", tid.path(), "level-0 tile is missing")
+            absent_run += 1
+            if raw is None and absent_run >= 3:
+                rep.add(
+                    "log-ends",
+                    f"entry {n * TILE_WIDTH}",
+                    f"no entries or tiles from here on, but the checkpoint claims {size}",
+                )
+                return
         elif len(stored_data) != width * 32:
             rep.add(
                 "tile-size",
@@ -288,6 +298,7 @@ def _stream(
             stored = split_hashes(stored_data)
         mismatched = 0
         first_bad = -1
+        recomputed: list[bytes] = []
         for i in range(width):
             leaf = leaves[i] if leaves is not None and i < len(leaves) else None
             if leaf is not None:
@@ -304,6 +315,7 @@ def _stream(
             else:
                 h = b"\x00" * 32
             levels.push(0, h)
+            recomputed.append(h)
             index += 1
             while ki < len(pending_sizes) and pending_sizes[ki] == index:
                 if levels.root_now() != known[index]:
@@ -321,6 +333,9 @@ def _stream(
                 f"{mismatched} leaf hash(es) differ from the entries (first at index {first_bad}):"
                 " the tile or its entries were altered",
             )
+        _check_partials(rep, source, tid, b"".join(recomputed), 32)
+        if leaves is not None and len(leaves) == width:
+            _check_partials(rep, source, bid, leaves, 0)
         if progress:
             progress(index, size)
     root = levels.finish()
@@ -330,6 +345,41 @@ def _stream(
             "checkpoint",
             f"the entries hash to root {b64(root)}, but the checkpoint says {b64(cp.root)}",
         )
+
+
+def _check_partials(
+    rep: Report, source: TileSource, tid: TileID, content: bytes | list[bytes], unit: int
+) -> None:
+    """Partial tiles of earlier checkpoints are still served: each must be a prefix.
+
+    ``content`` is the recomputed tile (hashes joined, ``unit`` 32) or its entries
+    (a list; bundles are compared entry by entry). Widths beyond ``tid`` belong to no
+    signed checkpoint of this size and are not judged.
+    """
+    widths = getattr(source, "partial_widths", None)
+    if widths is None:
+        return
+    for w in widths(tid):
+        if w >= tid.width:
+            continue
+        pid = TileID(tid.level, tid.n, w)
+        data = _read(rep, source, pid)
+        if data is None:
+            continue
+        if isinstance(content, list):
+            try:
+                ok = decode_bundle(data) == content[:w]
+            except BundleError:
+                ok = False
+        else:
+            ok = data == content[: w * unit]
+        if not ok:
+            rep.add(
+                "partial-mismatch",
+                pid.path(),
+                "an older partial tile differs from the log: it was altered after it was "
+                "published, and clients of that checkpoint would be misled",
+            )
 
 
 def _check_entry(

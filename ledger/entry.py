@@ -37,7 +37,9 @@ SIG_PREFIX = b"custody-entry/v1\n"
 ENVELOPE = ("v", "type", "time", "station", "sig")
 MAX_SAFE_INT = (1 << 53) - 1
 
-_TIME_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z")
+_TIME_RE = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?Z"
+)
 _TYPE_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 
 
@@ -200,8 +202,10 @@ def decode_entry(leaf: bytes) -> Entry:
     """Parse a leaf as an entry; checks canonical form and the envelope fields."""
     try:
         fields = json.loads(leaf.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
         raise EntryError(f"leaf is not JSON: {e}") from e
+    except RecursionError:
+        raise EntryError("leaf is nested too deeply to be an entry") from None
     if not isinstance(fields, dict):
         raise EntryError("leaf is not a JSON object")
     try:
@@ -211,7 +215,7 @@ def decode_entry(leaf: bytes) -> Entry:
         raise EntryError(f"leaf holds a value outside the entry domain: {e}") from e
     if canon != leaf:
         raise EntryError("leaf is not in RFC 8785 canonical form")
-    if fields.get("v") != SCHEMA_VERSION:
+    if type(fields.get("v")) is not int or fields["v"] != SCHEMA_VERSION:
         raise EntryError(f"unknown entry schema version {fields.get('v')!r}")
     for k in ("type", "time", "station", "sig"):
         if not isinstance(fields.get(k), str):

@@ -97,6 +97,19 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
+def _connect_ro(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        raise LedgerError(f"no ledger state at {path}", "run 'custody init' first")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        db.execute("PRAGMA busy_timeout=60000")
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        # A WAL database in a folder we cannot write to: read it as it stands.
+        db = sqlite3.connect(f"file:{path}?immutable=1", uri=True, check_same_thread=False)
+    return db
+
+
 class Ledger:
     """One station's ledger. Thread-safe; several processes may append."""
 
@@ -112,16 +125,21 @@ class Ledger:
         self.state_dir = state_dir
         self._signer = signer.bound() if signer else None
         self._checkpoint_signer = signer
-        state_dir.mkdir(parents=True, exist_ok=True)
-        ledger_dir.mkdir(parents=True, exist_ok=True)
+        if signer is not None:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            ledger_dir.mkdir(parents=True, exist_ok=True)
         self._db_path = state_dir / "ledger.sqlite"
         self._lock_path = state_dir / "ledger.lock"
-        self._append_db = _connect(self._db_path)
-        self._read_db = _connect(self._db_path)
-        self._integ_db = _connect(self._db_path)
+        if signer is None:
+            # Read-only: a supervisor or court may look at a copy they cannot write to.
+            self._append_db = self._read_db = self._integ_db = _connect_ro(self._db_path)
+        else:
+            self._append_db = _connect(self._db_path)
+            self._read_db = _connect(self._db_path)
+            self._integ_db = _connect(self._db_path)
+            with self._append_db:
+                self._append_db.executescript(SCHEMA)
         self._read_lock = threading.Lock()
-        with self._append_db:
-            self._append_db.executescript(SCHEMA)
         self._check_origin()
         self._cv = threading.Condition()
         self._queue: list[_Queued] = []
@@ -142,6 +160,8 @@ class Ledger:
 
     def _check_origin(self) -> None:
         row = self._append_db.execute("SELECT value FROM meta WHERE key='origin'").fetchone()
+        if row is None and self._signer is None:
+            return
         if row is None:
             self._append_db.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('origin', ?)", (self.origin,)
@@ -154,9 +174,8 @@ class Ledger:
 
     def close(self) -> None:
         self.stop_integrator()
-        self._append_db.close()
-        self._read_db.close()
-        self._integ_db.close()
+        for db in {id(d): d for d in (self._append_db, self._read_db, self._integ_db)}.values():
+            db.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -521,17 +540,25 @@ class Ledger:
 
     def entry(self, index: int) -> bytes:
         """The leaf at ``index`` (integrated or still pending)."""
-        size = self._size()
-        if 0 <= index < size:
-            tid = bundle_for_size(index // TILE_WIDTH, size)
-            return decode_bundle(self.tiles.read_tile(tid))[index % TILE_WIDTH]
-        with self._read_lock:
-            row = self._read_db.execute(
-                "SELECT leaf FROM pending WHERE idx = ?", (index,)
-            ).fetchone()
-        if row is None:
-            raise LedgerError(f"no entry at index {index}; the ledger has {self.next_index()}")
-        return bytes(row[0])
+        for _ in range(2):
+            size = self._size()
+            if 0 <= index < size:
+                tid = bundle_for_size(index // TILE_WIDTH, size)
+                try:
+                    return decode_bundle(self.tiles.read_tile(tid))[index % TILE_WIDTH]
+                except (OSError, ValueError, IndexError) as e:
+                    raise IntegrityError(
+                        f"entry {index}: {tid.path()} is missing or damaged ({e})",
+                        "run 'custody ledger verify'",
+                    ) from e
+            with self._read_lock:
+                row = self._read_db.execute(
+                    "SELECT leaf FROM pending WHERE idx = ?", (index,)
+                ).fetchone()
+            if row is not None:
+                return bytes(row[0])
+            # Integrated between the two reads? Look once more.
+        raise LedgerError(f"no entry at index {index}; the ledger has {self.next_index()}")
 
     def reader(self) -> TileHashReader:
         """Stored hashes of the current tree; kept while the size stays the same, since

@@ -175,6 +175,7 @@ class NoteSignature:
     name: str
     key_id: bytes
     signature: bytes
+    canonical: bool = True  # False: the base64 had non-zero padding bits
 
     def line(self) -> str:
         return f"{EM_DASH} {self.name} {b64(self.key_id + self.signature)}\n"
@@ -242,10 +243,14 @@ def parse_note(note: str | bytes) -> Note:
         if not sep:
             raise NoteError(f"malformed signature line {line!r}")
         check_key_name(name)
-        raw = b64decode_strict(encoded)
+        try:
+            raw = base64.b64decode(encoded.encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError) as e:
+            raise NoteError(f"signature in line {line!r} is not base64") from e
+        canonical = base64.b64encode(raw).decode("ascii") == encoded
         if len(raw) < 5:
             raise NoteError(f"signature too short in line {line!r}")
-        sigs.append(NoteSignature(name, raw[:4], raw[4:]))
+        sigs.append(NoteSignature(name, raw[:4], raw[4:], canonical))
     return Note(text, tuple(sigs))
 
 
@@ -265,7 +270,7 @@ def open_note(note: str | bytes, verifiers: Sequence[Verifier]) -> tuple[Note, l
         if v is None:
             unknown.append(f"{s.name}+{s.key_id.hex()}")
             continue
-        if not v.verify(msg, s.signature):
+        if not s.canonical or not v.verify(msg, s.signature):
             raise NoteError(f"signature by {v.name}+{s.key_id.hex()} does not verify")
         good.append(v)
     if not good:

@@ -25,8 +25,19 @@ class FolderSource:
                 return encode_bundle(decode_bundle(full)[: tile.width])
             return full[: tile.width * 32]
 
+    def partial_widths(self, tile: TileID) -> list[int]:
+        """Widths of the partial versions of ``tile`` present in the folder."""
+        d = self.root / (TileID(tile.level, tile.n).path() + ".p")
+        try:
+            names = [p.name for p in d.iterdir()]
+        except OSError:
+            return []
+        return sorted(int(n) for n in names if n.isdigit() and 0 < int(n) < 256)
+
     def read_checkpoint(self) -> bytes | None:
         try:
             return (self.root / "checkpoint").read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as e:
+            raise ValueError(f"{self.root / 'checkpoint'} cannot be read: {e.strerror}") from e

@@ -212,3 +212,75 @@ def test_verify_reports_every_problem_at_once(station: Path) -> None:
     assert rc == 1
     kinds = json.loads(out.splitlines()[0])["problem_counts"]
     assert {"tile-size", "bundle-truncated", "bundle-count"} <= set(kinds)
+
+
+def test_verify_survives_hostile_input(station: Path, tmp_path: Path) -> None:
+    """Malformed folders get named problems, never a traceback or a hang."""
+    _grow(station, 300)
+    _grow(station, 5)  # a second checkpoint: tile/0/001.p/45 is now an older partial
+    led = station.parent / "ledger"
+    vkey = run_cli("ledger", "vkey", config=station).stdout.strip()
+    # An entry nested 30,000 deep and one with a 5,000-digit number.
+    bundle = led / "tile" / "entries" / "001.p" / "50"
+    from ledger.tiles import decode_bundle, encode_bundle
+
+    entries = decode_bundle(bundle.read_bytes())
+    entries[0] = b"[" * 30000
+    entries[1] = b'{"n":' + b"9" * 5000 + b"}"
+    bundle.write_bytes(encode_bundle(entries))
+    # An older partial tile altered after it was published.
+    old = led / "tile" / "0" / "001.p"
+    (old / "45").write_bytes(bytes(45 * 32))
+    rc, out = _verify(station)
+    assert rc == 1
+    assert "entry 256: not a valid custody entry" in out
+    assert "entry 257: not a valid custody entry" in out
+    assert "an older partial tile differs" in out
+    assert "Traceback" not in out
+    # An unsigned checkpoint claiming an absurd size ends quickly with a named problem.
+    fake = tmp_path / "fake"
+    shutil.copytree(led, fake)
+    (fake / "checkpoint").write_text(
+        "custody.test/unit/dock-01\n18446744073709551615\n" + "A" * 43 + "=\n\n— x AAAAAAA=\n"
+    )
+    p = run_cli("ledger", "verify", "--dir", str(fake), "--vkey", vkey, check=False)
+    assert p.returncode == 1 and "no entries or tiles from here on" in p.stdout
+    # A checkpoint that is a folder.
+    (fake / "checkpoint").unlink()
+    (fake / "checkpoint").mkdir()
+    p = run_cli("ledger", "verify", "--dir", str(fake), "--vkey", vkey, check=False)
+    assert p.returncode == 2 and "cannot be read" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_cli_errors_are_one_line(station: Path, tmp_path: Path) -> None:
+    cases = [
+        ("ledger", "entry", "--index", "99999999999999999999999"),
+        ("ledger", "proof", "--index", "0", "--size", "-1"),
+        ("ledger", "verify", "--known", str(tmp_path / "missing")),
+    ]
+    for args in cases:
+        p = run_cli(*args, config=station, check=False)
+        assert p.returncode == 2, args
+        assert "Traceback" not in p.stderr and p.stderr.strip(), args
+    bad = tmp_path / "latin1"
+    bad.write_bytes(b"\xff\xfe")
+    p = run_cli("ledger", "verify", "--vkey", str(bad), config=station, check=False)
+    assert p.returncode == 2 and "not UTF-8" in p.stderr
+
+
+def test_read_only_access_writes_nothing(station: Path) -> None:
+    import hashlib
+
+    def snapshot() -> dict[str, str]:
+        # SQLite may add its -wal/-shm companions for a reader; data must not change.
+        return {
+            str(p.relative_to(station.parent)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in station.parent.rglob("*")
+            if p.is_file() and not p.name.endswith(("-wal", "-shm"))
+        }
+
+    before = snapshot()
+    run_cli("ledger", "entry", "--index", "0", config=station)
+    run_cli("ledger", "proof", "--index", "0", config=station)
+    run_cli("status", config=station)
+    assert snapshot() == before
