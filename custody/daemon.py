@@ -26,7 +26,7 @@ from custody.station import open_ledger
 from ingest.objects import LocalObjects
 from ingest.pipeline import Capturer
 from ingest.settings import DockSettings
-from ingest.watch import DockWatcher
+from ingest.watch import DockWatcher, mount_table
 from ledger.durable import write_atomic
 
 log = logging.getLogger("custody")
@@ -107,6 +107,19 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
         next_run_time=None,
         max_instances=1,
         coalesce=True,
+    )
+    mounts = [mount_table()]
+
+    def watch_mounts() -> None:
+        now = mount_table()
+        if now != mounts[0]:
+            mounts[0] = now
+            log.info("mount table changed: watching the docks afresh and scanning them")
+            watcher.rewatch()
+            cap.scan()
+
+    scheduler.add_job(
+        watch_mounts, "interval", seconds=1, id="mounts", max_instances=1, coalesce=True
     )
     scheduler.add_job(
         _write_status,

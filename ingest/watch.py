@@ -1,6 +1,7 @@
 """inotify (watchdog) on the dock roots: every created, moved, written or closed
-file is handed to the capturer. Events may be lost (queue overflow, mounts
-appearing later); the periodic scan covers that."""
+file is handed to the capturer. Events may be lost (queue overflow) and a
+recorder mounted below a dock sends none; the daemon rewatches and scans when
+the mount table changes, and the periodic scan covers the rest."""
 
 from __future__ import annotations
 
@@ -22,6 +23,15 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 log = logging.getLogger("custody.ingest")
+
+
+def mount_table() -> bytes:
+    """The current mount table (changes when a recorder is mounted or unplugged)."""
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
 
 
 class _Handler(FileSystemEventHandler):
@@ -66,6 +76,13 @@ class DockWatcher:
                 log.info("watching dock %s", r)
             except OSError as e:
                 log.warning("cannot watch dock %s yet (%s); the periodic scan covers it", r, e)
+
+    def rewatch(self) -> None:
+        """Watch every dock afresh: after a mount appears below a dock, the old watches
+        still point at the folder underneath it."""
+        self.observer.unschedule_all()
+        self.watched.clear()
+        self.refresh()
 
     def stop(self) -> None:
         self.observer.stop()

@@ -227,3 +227,47 @@ def test_second_daemon_on_same_data_is_refused(tmp_path: Path) -> None:
         assert p.returncode == 2 and "already using" in p.stderr
     finally:
         assert d.stop() == 0
+
+
+def test_recorder_mounted_under_the_dock(tmp_path: Path, clip: Path) -> None:
+    """A recorder shows up as a mount with its files already on it: inotify sends
+    nothing, so the daemon must notice the mount table change (the periodic scan is
+    set far away here). Unplugging it mid-run is normal."""
+    import subprocess
+
+    dock = tmp_path / "dock"
+    conf = make_station(tmp_path, dock, scan_s=3600)
+    staging = tmp_path / "usb"
+    staging.mkdir()
+    slot = dock / "slot05"
+    slot.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(staging)], check=True)
+    mounted = [staging]
+    d = Daemon(conf)
+    try:
+        d.wait_ready()
+        (staging / "DCIM").mkdir()
+        shutil.copy(clip, staging / "DCIM" / "on-the-recorder.mp4")
+        (staging / "DCIM" / "sidecar.gps").write_text("$GPRMC")
+        subprocess.run(["mount", "--move", str(staging), str(slot)], check=True)
+        mounted = [slot]
+        wait_for(
+            lambda: (
+                {"slot05/DCIM/on-the-recorder.mp4", "slot05/DCIM/sidecar.gps"}
+                <= set(by_path(entries(conf)))
+            ),
+            30,
+            d.log,
+        )
+        # Files the recorder writes while docked arrive through the new watches.
+        (slot / "DCIM" / "later.txt").write_text("written while docked")
+        wait_for(lambda: "slot05/DCIM/later.txt" in by_path(entries(conf)), 30, d.log)
+        subprocess.run(["umount", str(slot)], check=True)
+        mounted = []
+        time.sleep(2)
+        assert d.alive()
+        assert b"mount table changed" in d.log.read_bytes()
+    finally:
+        for m in mounted:
+            subprocess.run(["umount", str(m)], check=False)
+        assert d.stop() == 0
