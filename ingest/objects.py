@@ -157,7 +157,10 @@ def capture_copy(
         if expect is not None and not _same_version(before, expect):
             raise SourceChanged(f"{src}: changed since it was found stable")
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        digests = _pipeline(fd, dst_fd, dst_path, sm3, verify, chunk)
+        if before.st_size < chunk:
+            digests = _small(fd, dst_fd, dst_path, sm3, verify, chunk)
+        else:
+            digests = _pipeline(fd, dst_fd, dst_path, sm3, verify, chunk)
         after = os.fstat(fd)
         if not _same_version(before, after) or digests.size != before.st_size:
             raise SourceChanged(f"{src}: changed while it was being read")
@@ -172,6 +175,44 @@ def capture_copy(
         return digests
     finally:
         os.close(fd)
+
+
+def _small(fd: int, dst_fd: int, dst_path: Path, sm3: bool, verify: bool, chunk: int) -> Digests:
+    """Files under one chunk: the same steps on the calling thread (threads cost more)."""
+    parts = []
+    while True:
+        try:
+            b = os.read(fd, chunk)
+        except OSError as e:
+            raise SourceUnreadable(f"read failed: {e.strerror}") from e
+        if not b:
+            break
+        parts.append(b)
+    data = b"".join(parts)
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(dst_fd, view)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull(f"local disk full while copying ({e.strerror})") from e
+            raise
+        view = view[n:]
+    os.fsync(dst_fd)
+    sha = hashlib.sha256(data).hexdigest()
+    if verify:
+        os.posix_fadvise(dst_fd, 0, len(data), os.POSIX_FADV_DONTNEED)
+        rfd = os.open(dst_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            back = os.pread(rfd, len(data) + 1, 0)
+        finally:
+            os.close(rfd)
+        if hashlib.sha256(back).hexdigest() != sha:
+            raise CopyMismatch(
+                f"{dst_path}: the stored copy does not read back identical; "
+                "check the local disk (dmesg, smartctl)"
+            )
+    return Digests(len(data), sha, hashlib.new("sm3", data).hexdigest() if sm3 else None)
 
 
 def _pipeline(fd: int, dst_fd: int, dst_path: Path, sm3: bool, verify: bool, chunk: int) -> Digests:

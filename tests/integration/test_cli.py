@@ -284,3 +284,42 @@ def test_read_only_access_writes_nothing(station: Path) -> None:
     run_cli("ledger", "proof", "--index", "0", config=station)
     run_cli("status", config=station)
     assert snapshot() == before
+
+
+def test_court_checks_a_proof_offline(station: Path, tmp_path: Path) -> None:
+    """python -m verify needs only the entry, the proof and the verifier key."""
+    import subprocess
+    import sys
+
+    run_cli("note", "evidence bag 12 sealed", config=station)
+    vkey = run_cli("ledger", "vkey", config=station).stdout.strip()
+    entry = tmp_path / "entry.json"
+    entry.write_text(run_cli("ledger", "entry", "--index", "1", config=station).stdout)
+    proof = tmp_path / "entry.tlog-proof"
+    proof.write_text(run_cli("ledger", "proof", "--index", "1", config=station).stdout)
+
+    def court(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "verify", *args], capture_output=True, text=True, timeout=60
+        )
+
+    ok = court("proof", str(entry), str(proof), "--vkey", vkey)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "number 1 of 2" in ok.stdout
+    forged = tmp_path / "forged.json"
+    forged.write_text(entry.read_text().replace("bag 12", "bag 13"))
+    bad = court("proof", str(forged), str(proof), "--vkey", vkey)
+    assert bad.returncode == 1
+    assert "inclusion proof does not verify" in bad.stdout
+    assert "signature does not verify" in bad.stdout
+    other = Verifier.parse(
+        run_cli("init", "--data", str(tmp_path / "x"), "--origin", "custody.test/unit/dock-01")
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    wrong_key = court("proof", str(entry), str(proof), "--vkey", other.vkey())
+    assert wrong_key.returncode == 1 and "no signature by a trusted key" in wrong_key.stdout
+    whole = court("ledger", str(station.parent / "ledger"), "--vkey", vkey)
+    assert whole.returncode == 0 and whole.stdout.startswith("OK")
+    missing = court("ledger", str(tmp_path / "nope"), "--vkey", vkey)
+    assert missing.returncode == 2
