@@ -174,18 +174,24 @@ def main() -> None:
             "",
             f"{size / (1 << 30):.1f} GiB of random bytes, read from disk each time.",
             "",
-            "| workload | seconds | MB/s | ratio to floor | peak RSS MB |",
-            "|---|---:|---:|---:|---:|",
-            f"| `openssl dgst -sha256` (hash floor) | {t_hash:.2f} | {mb / t_hash:.0f} | | |",
-            f"| `dd bs=8M conv=fsync` (durable write floor) | {t_dd:.2f} | {mb / t_dd:.0f} | | |",
-            f"| floor = slower of the two | {floor_t:.2f} | {floor:.0f} | 1.00 | |",
+            "| workload | seconds | MB/s | ratio to floor | ratio to hashing alone | peak RSS MB |",
+            "|---|---:|---:|---:|---:|---:|",
+            f"| `openssl dgst -sha256` (hash floor) | {t_hash:.2f} | {mb / t_hash:.0f} "
+            "| | 1.00 | |",
+            f"| `dd bs=8M conv=fsync` (durable write floor) | {t_dd:.2f} | {mb / t_dd:.0f} | | | |",
+            f"| floor = slower of the two | {floor_t:.2f} | {floor:.0f} | 1.00 | | |",
             f"| capture, copy verification off | {off['seconds']:.2f} | "
-            f"{mb / off['seconds']:.0f} | {floor_t / off['seconds']:.2f} | {off['rss_mb']:.0f} |",
+            f"{mb / off['seconds']:.0f} | {floor_t / off['seconds']:.2f} | "
+            f"{t_hash / off['seconds']:.2f} | {off['rss_mb']:.0f} |",
             f"| capture, verifying re-read from disk on | {on['seconds']:.2f} | "
-            f"{mb / on['seconds']:.0f} | {floor_t / on['seconds']:.2f} | {on['rss_mb']:.0f} |",
+            f"{mb / on['seconds']:.0f} | {floor_t / on['seconds']:.2f} | "
+            f"{t_hash / on['seconds']:.2f} | {on['rss_mb']:.0f} |",
             "",
             "Targets: >= 0.8x the floor with verification off, >= 0.6x with it on; "
-            "RSS under 150 MB whatever the file size.",
+            "RSS under 150 MB whatever the file size. The `dd` floor is the slower one "
+            "here, and capture beats it because `dd` reads and writes in turn with the "
+            "default readahead, while capture reads ahead sequentially on its own thread; "
+            "hashing alone is the real ceiling, so that ratio is shown as well.",
             "",
         ]
         src.unlink()
