@@ -177,6 +177,25 @@ def capture_copy(
         os.close(fd)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull(f"local disk full while copying ({e.strerror})") from e
+            raise
+        view = view[n:]
+
+
+def _mismatch(dst_path: Path) -> CopyMismatch:
+    return CopyMismatch(
+        f"{dst_path}: the stored copy does not read back identical; "
+        "check the local disk (dmesg, smartctl)"
+    )
+
+
 def _small(fd: int, dst_fd: int, dst_path: Path, sm3: bool, verify: bool, chunk: int) -> Digests:
     """Files under one chunk: the same steps on the calling thread (threads cost more)."""
     parts = []
@@ -189,15 +208,7 @@ def _small(fd: int, dst_fd: int, dst_path: Path, sm3: bool, verify: bool, chunk:
             break
         parts.append(b)
     data = b"".join(parts)
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.write(dst_fd, view)
-        except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise DiskFull(f"local disk full while copying ({e.strerror})") from e
-            raise
-        view = view[n:]
+    _write_all(dst_fd, data)
     os.fsync(dst_fd)
     sha = hashlib.sha256(data).hexdigest()
     if verify:
@@ -208,10 +219,7 @@ def _small(fd: int, dst_fd: int, dst_path: Path, sm3: bool, verify: bool, chunk:
         finally:
             os.close(rfd)
         if hashlib.sha256(back).hexdigest() != sha:
-            raise CopyMismatch(
-                f"{dst_path}: the stored copy does not read back identical; "
-                "check the local disk (dmesg, smartctl)"
-            )
+            raise _mismatch(dst_path)
     return Digests(len(data), sha, hashlib.new("sm3", data).hexdigest() if sm3 else None)
 
 
@@ -254,15 +262,7 @@ def _pipeline(fd: int, dst_fd: int, dst_path: Path, sm3: bool, verify: bool, chu
             synced[0] = written[0]
 
     def do_write(buf: bytes) -> None:
-        view = memoryview(buf)
-        while view:
-            try:
-                n = os.write(dst_fd, view)
-            except OSError as e:
-                if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise DiskFull(f"local disk full while copying ({e.strerror})") from e
-                raise
-            view = view[n:]
+        _write_all(dst_fd, buf)
         written[0] += len(buf)
         if verify and written[0] - synced[0] >= VERIFY_RANGE:
             sync_range()
@@ -308,8 +308,5 @@ def _pipeline(fd: int, dst_fd: int, dst_path: Path, sm3: bool, verify: bool, chu
         if verifier.error is not None:
             raise verifier.error
         if re_hash.hexdigest() != h256.hexdigest():
-            raise CopyMismatch(
-                f"{dst_path}: the stored copy does not read back identical; "
-                "check the local disk (dmesg, smartctl)"
-            )
+            raise _mismatch(dst_path)
     return Digests(size, h256.hexdigest(), hsm3.hexdigest() if hsm3 else None)

@@ -26,6 +26,14 @@ from ..integration.daemon import Daemon, entries, make_station, wait_for
 KILLS = int(os.environ.get("CUSTODY_CAPTURE_KILLS", "30"))
 
 
+def copying(tmp: Path, at_least: int = 1 << 20) -> bool:
+    """A capture copy is in progress (a temp file of at least ``at_least`` bytes)."""
+    try:
+        return any(p.stat().st_size >= at_least for p in tmp.iterdir())
+    except OSError:  # the folder does not exist yet, or a temp file just moved away
+        return False
+
+
 @pytest.mark.slow
 def test_sigkill_while_capturing(tmp_path: Path, clip: Path) -> None:
     rng = random.Random(int(os.environ.get("CUSTODY_CRASH_SEED", "4711")))
@@ -56,21 +64,23 @@ def test_sigkill_while_capturing(tmp_path: Path, clip: Path) -> None:
             dock_file(rng.choice([0, 1000, 200_000, 1_500_000]))
         dock_file(rng.choice([8, 24, 40]) << 20)
         d = Daemon(conf)
-        if rng.random() < 0.5:
+        if rng.random() < 0.4:
             time.sleep(rng.uniform(0.3, 2.5))  # anywhere: start-up, copies, appends
         else:
-            # Aim for the middle of a copy: wait until a temp copy exists.
+            # Aim for the middle of a copy: wait until a temp copy has grown past 1 MB
+            # (the large file of this round is being written), then kill.
             end = time.monotonic() + 5
-            while time.monotonic() < end and not any(tmp.iterdir() if tmp.exists() else ()):
-                time.sleep(0.002)
-            time.sleep(rng.uniform(0, 0.03))
-        mid_copy += bool(tmp.exists() and any(tmp.iterdir()))
+            while time.monotonic() < end and not copying(tmp):
+                time.sleep(0.001)
+            time.sleep(rng.uniform(0, 0.005))
+        mid_copy += copying(tmp, 0)
         log = d.log.read_bytes()
         d.kill()
         if b"custody running" in log:
             killed_with_work += 1
     assert killed_with_work >= KILLS // 2
     assert mid_copy >= KILLS // 5, f"only {mid_copy} kills landed during a copy"
+    print(f"{mid_copy} of {KILLS} kills landed during a copy")
 
     d = Daemon(conf)
     try:
