@@ -201,6 +201,7 @@ class Capturer:
         self._resolvers = {d.path: IdentityResolver(d) for d in self.docks}
         self._skipped: set[bytes] = set()
         self.paused: str = ""
+        self._resume_at = 0  # free bytes needed before a paused capture resumes
         self.stats = Stats()
         self._inflight = 0
         self._idle = threading.Condition(self._lock)
@@ -401,7 +402,7 @@ class Capturer:
     def _dispatch(self) -> None:
         if self._stopping:
             return
-        if self.paused and self.objects.free_bytes() >= self._floor():
+        if self.paused and self.objects.free_bytes() >= self._resume_at:
             log.info("capture resumed: local disk has free space again")
             self.paused = ""
         if self.paused:
@@ -463,11 +464,12 @@ class Capturer:
         except DiskFull as e:
             if not self.paused:
                 log.error(
-                    "capture paused: %s; free space on the local disk (nothing captured "
-                    "is removed until it is safely stored elsewhere)",
+                    "capture paused: %s; make room on the local disk (custody removes "
+                    "nothing it holds until it is safely stored elsewhere)",
                     e,
                 )
             self.paused = str(e)
+            self._resume_at = self._floor() + job.size
             return True
         except SourceChanged as e:
             state = "gone" if not job.path.exists() else "superseded"

@@ -271,3 +271,83 @@ def test_recorder_mounted_under_the_dock(tmp_path: Path, clip: Path) -> None:
         for m in mounted:
             subprocess.run(["umount", str(m)], check=False)
         assert d.stop() == 0
+
+
+def test_disk_full_mid_copy_pauses_and_recovers(tmp_path: Path) -> None:
+    """The store's disk fills up during copies (a real, tiny tmpfs): capture pauses with
+    one clear line, keeps no partial copy, loses nothing, and resumes when space returns."""
+    import subprocess
+
+    dock = tmp_path / "dock"
+    conf = make_station(tmp_path, dock, min_free_mb=0)
+    store = conf.parent / "store"
+    store.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(store)], check=True)
+    try:
+        d = Daemon(conf)
+        try:
+            d.wait_ready()
+            data = {f"slot0{i}/REC_{i}.MP4": os.urandom(4 << 20) for i in range(1, 4)}
+            for rel, b in data.items():
+                (dock / rel).parent.mkdir(parents=True, exist_ok=True)
+                (dock / rel).write_bytes(b)
+            wait_for(lambda: b"capture paused" in d.log.read_bytes(), 30, d.log)
+            time.sleep(1)
+            assert d.alive()
+            es = entries(conf)
+            recorded = {e["source"]["path"] for e in es if e["type"] == "ingest"}
+            assert len(recorded) < 3
+            for rel, b in data.items():
+                assert (dock / rel).read_bytes() == b  # nothing touched on the recorder
+            for p in (store / "objects").rglob("*"):
+                if p.is_file():
+                    assert sha(p) == p.name  # no partial object under a hash name
+            # Space returns: capture resumes on its own.
+            subprocess.run(["mount", "-o", "remount,size=64m", str(store)], check=True)
+            wait_for(
+                lambda: (
+                    {e["source"]["path"] for e in entries(conf) if e["type"] == "ingest"}
+                    == set(data)
+                ),
+                30,
+                d.log,
+            )
+            assert b"capture resumed" in d.log.read_bytes()
+            assert not list((store / "tmp").iterdir())
+        finally:
+            assert d.stop() == 0
+    finally:
+        subprocess.run(["umount", str(store)], check=False)
+
+
+def test_file_deleted_mid_copy_is_not_recorded(tmp_path: Path) -> None:
+    dock = tmp_path / "dock"
+    conf = make_station(tmp_path, dock)
+    tmp = conf.parent / "store" / "tmp"
+    d = Daemon(conf)
+    try:
+        d.wait_ready()
+        big = dock / "slot01" / "REC_big.MP4"
+        big.parent.mkdir(parents=True)
+        with open(big, "wb") as f:
+            for _ in range(48):
+                f.write(os.urandom(4 << 20))  # 192 MiB: long enough to catch mid-copy
+
+        def copying() -> bool:
+            try:
+                return any(p.stat().st_size > (8 << 20) for p in tmp.iterdir())
+            except OSError:
+                return False
+
+        wait_for(copying, 30, d.log)
+        big.unlink()  # the recorder is emptied (or pulled) while the dock reads it
+        wait_for(lambda: b"removed while it was being read" in d.log.read_bytes(), 30, d.log)
+        (dock / "slot01" / "after.txt").write_text("the daemon carries on")
+        wait_for(lambda: "slot01/after.txt" in by_path(entries(conf)), 30, d.log)
+        es = entries(conf)
+        assert "slot01/REC_big.MP4" not in by_path(es)
+        assert not any(e["type"] == "capture_failed" for e in es)
+        assert not list(tmp.iterdir())
+        assert len(store_files(conf)) == 1  # only after.txt
+    finally:
+        assert d.stop() == 0
