@@ -329,7 +329,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         daemon = capture["daemon"]
         if daemon:
             state = f"paused: {daemon['paused']}" if daemon["paused"] else "running"
-            print(f"daemon: pid {daemon['pid']}, {state}, {daemon['waiting']} file(s) settling")
+            print(f"daemon: pid {daemon['pid']}, {state}, {daemon['waiting']} file(s) waiting")
+            for c in daemon.get("copying", []):
+                print(f"  copying {c['file']} ({c['size']} bytes) for {c['recorder']}")
         else:
             print("daemon: not running")
         for dock, recs in sorted(capture["docks"].items()):
@@ -346,8 +348,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="custody",
-        description="Evidence integrity and archive appliance: a signed, append-only "
-        "Merkle ledger (C2SP tlog-tiles) for recorder footage.",
+        description="Evidence integrity and archive appliance for body-worn recorder docks: "
+        "captures every docked file exactly once and signs every event into an append-only "
+        "Merkle ledger (C2SP tlog-tiles) that verifies offline.",
     )
     p.add_argument(
         "-c",

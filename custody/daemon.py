@@ -71,6 +71,10 @@ def _write_status(conf: cfg.Config, cap: Capturer, started: float) -> None:
         "updated": time.time(),
         "paused": cap.paused,
         "waiting": cap.queued_count(),
+        "copying": [
+            {"recorder": r, "file": f, "size": n, "since": t}
+            for r, (f, n, t) in sorted(dict(cap.copying).items())
+        ],
         "captured": cap.stats.captured,
         "sightings": cap.stats.sightings,
         "failures": cap.stats.failed,

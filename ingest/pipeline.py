@@ -202,6 +202,7 @@ class Capturer:
         self._skipped: set[bytes] = set()
         self.paused: str = ""
         self._resume_at = 0  # free bytes needed before a paused capture resumes
+        self.copying: dict[str, tuple[str, int, float]] = {}  # recorder -> file, size, since
         self.stats = Stats()
         self._inflight = 0
         self._idle = threading.Condition(self._lock)
@@ -432,7 +433,11 @@ class Capturer:
                             q.append(cand)
                 if job is None:
                     return
-                requeue = self._run_job(job)
+                self.copying[rkey] = (shown(job.path), job.size, time.time())
+                try:
+                    requeue = self._run_job(job)
+                finally:
+                    self.copying.pop(rkey, None)
                 with self._lock:
                     if requeue:
                         self._queued.setdefault(rkey, deque()).append(job)
@@ -530,7 +535,10 @@ class Capturer:
             log.exception("could not record the capture failure of %s", job.path)
 
     def _capture(self, job: _Job) -> None:
-        st = os.lstat(job.path)
+        try:
+            st = os.lstat(job.path)
+        except FileNotFoundError:
+            raise SourceChanged(f"{job.path}: vanished before it could be read") from None
         if (st.st_size, st.st_mtime_ns, st.st_ino) != (job.size, job.mtime_ns, job.ino):
             raise SourceChanged(f"{job.path}: changed after it was queued")
         dock_time = datetime.now(UTC)
