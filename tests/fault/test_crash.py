@@ -102,6 +102,9 @@ def test_sigkill_campaign(tmp_path: Path) -> None:
                 cp = open_checkpoint(published, [SIGNER.verifier()]).checkpoint
                 rec = led.checkpoint_at(cp.size)
                 assert rec is not None and rec.root == cp.root, "published but never recorded"
+                # Opening finished the interrupted publication: nothing new needed.
+                latest = led.latest()
+                assert latest is not None and published.decode() == latest.note
             led.integrate()
             size = led.latest().size if led.latest() else 0  # type: ignore[union-attr]
             assert size >= (max(acked) + 1 if acked else 0), "acknowledged entries lost"
