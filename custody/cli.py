@@ -238,7 +238,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     conf = _load(args)
     setup_logging(args.log_level)
-    res = ingest_once(conf, [Path(p) for p in args.paths], args.settle_ms)
+    res = ingest_once(conf, [Path(p) for p in args.paths], args.settle_ms, args.wait_s)
     if args.json:
         print(json.dumps(res))
     else:
@@ -250,6 +250,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             print(f"failed: {e}")
         if res["paused"]:
             print(f"paused: {res['paused']}")
+        for f in res["still_changing"]:
+            print(f"not taken: {f} (still being written or changing; run again later)")
     return 0 if not res["failures"] and not res["paused"] and not res["still_queued"] else 2
 
 
@@ -386,6 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1000,
         help="a file must be unchanged this long before it is taken (default 1000)",
+    )
+    s.add_argument(
+        "--wait-s",
+        type=float,
+        default=300,
+        help="give up on files still changing after this long (default 300)",
     )
     s.add_argument("--json", action="store_true")
     s.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

@@ -164,6 +164,13 @@ def parse(path: Path, data: dict[str, Any]) -> Config:
         if not isinstance(d, dict):
             raise top.error(f"docks[{i}]", "must be a table ([[docks]])")
         docks.append(_parse_dock(_Table(path, d, f"docks[{i}]."), base))
+    for i, d in enumerate(docks):
+        if d.path == data_dir or d.path in data_dir.parents or data_dir in d.path.parents:
+            raise top.error(
+                f"docks[{i}].path",
+                f"{d.path} overlaps the data folder {data_dir}: the station would capture "
+                "its own store and key",
+            )
     labels = [d.label for d in docks]
     for lb in labels:
         if labels.count(lb) > 1:

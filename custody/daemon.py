@@ -8,6 +8,7 @@ are idempotent if cut short), integrate the ledger, exit 0.
 from __future__ import annotations
 
 import fcntl
+import glob
 import json
 import logging
 import os
@@ -44,7 +45,7 @@ def setup_logging(level: str = "INFO") -> None:
 
 
 class InstanceLock:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, what: str = "custody run") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.f = open(path, "a+")  # noqa: SIM115 - held for the life of the daemon
         try:
@@ -52,8 +53,10 @@ class InstanceLock:
         except BlockingIOError:
             self.f.close()
             raise CustodyError(
-                f"another 'custody run' is already using {path.parent.parent}",
-                "stop it first (systemctl stop custody) or use another data folder",
+                f"cannot start {what}: another custody process is capturing into "
+                f"{path.parent.parent}",
+                "with the daemon running, put the files on a dock instead; otherwise wait "
+                "for the other 'custody ingest' to finish",
             ) from None
         self.f.seek(0)
         self.f.truncate()
@@ -78,7 +81,7 @@ def _write_status(conf: cfg.Config, cap: Capturer, started: float) -> None:
         "captured": cap.stats.captured,
         "sightings": cap.stats.sightings,
         "failures": cap.stats.failed,
-        "last_errors": cap.stats.errors[-5:],
+        "last_errors": list(cap.stats.errors)[-5:],
     }
     write_atomic(conf.state_dir / "daemon.json", json.dumps(doc).encode(), sync_dir=False)
 
@@ -120,6 +123,7 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
             mounts[0] = now
             log.info("mount table changed: watching the docks afresh and scanning them")
             watcher.rewatch()
+            cap.forget_identities()
             cap.scan()
 
     scheduler.add_job(
@@ -179,19 +183,36 @@ def _on_dir(cap: Capturer) -> Any:
     return scan_dir
 
 
-def ingest_once(conf: cfg.Config, paths: list[Path], settle_ms: int) -> dict[str, Any]:
-    """Capture everything under ``paths`` now, with the same pipeline as the daemon."""
+def ingest_once(
+    conf: cfg.Config, paths: list[Path], settle_ms: int, wait_s: float = 300
+) -> dict[str, Any]:
+    """Capture everything under ``paths`` now, with the same pipeline as the daemon.
+
+    Refuses to run beside `custody run` on the same data folder (one capturer per
+    store, so a duplicate is always a sighting and no copy in progress is swept).
+    """
+    lock = InstanceLock(conf.state_dir / "daemon.lock", "custody ingest")
+    try:
+        return _ingest(conf, paths, settle_ms, wait_s)
+    finally:
+        lock.release()
+
+
+def _ingest(conf: cfg.Config, paths: list[Path], settle_ms: int, wait_s: float) -> dict[str, Any]:
     docks: list[DockSettings] = []
-    for p in paths:
-        p = p.resolve()
-        if p.is_symlink() or not p.exists():
-            raise CustodyError(f"{p}: not found (symlinks are not followed)")
+    files: dict[Path, list[str]] = {}
+    for given in paths:
+        if given.is_symlink() or not given.exists():
+            raise CustodyError(f"{given}: not found (symlinks are not followed)")
+        p = given.resolve()
         if p.is_dir():
             docks.append(DockSettings(path=p, name=f"ingest:{p.name or p}"))
         else:
-            docks.append(
-                DockSettings(path=p.parent, name=f"ingest:{p.parent.name}", include=(p.name,))
-            )
+            files.setdefault(p.parent, []).append(p.name)
+    for parent, names in files.items():
+        # Exact names: a file called "[1].txt" or "a*.txt" is not a pattern.
+        include = tuple(glob.escape(n) for n in names)
+        docks.append(DockSettings(path=parent, name=f"ingest:{parent.name}", include=include))
     settings = replace(conf.capture, settle_ms=settle_ms)
     ledger = open_ledger(conf)
     objects = LocalObjects(conf.store_dir)
@@ -199,16 +220,17 @@ def ingest_once(conf: cfg.Config, paths: list[Path], settle_ms: int) -> dict[str
     try:
         cap.recover()
         cap.scan()
-        cap.drain()
+        finished = cap.drain(timeout=wait_s)
         ledger.integrate()
         return {
             "captured": cap.stats.captured,
             "sightings": cap.stats.sightings,
             "failures": cap.stats.failed,
             "bytes": cap.stats.bytes,
-            "errors": cap.stats.errors,
+            "errors": list(cap.stats.errors),
             "paused": cap.paused,
             "still_queued": cap.queued_count(),
+            "still_changing": [] if finished else cap.waiting_files(),
         }
     finally:
         cap.close()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,6 +20,8 @@ from typing import Any
 from ingest.settings import DockSettings, RecorderInfo
 
 log = logging.getLogger("custody.ingest")
+
+COMMAND_CACHE_S = 60
 
 
 @dataclass(frozen=True)
@@ -41,14 +45,25 @@ class Identity:
 class IdentityResolver:
     def __init__(self, dock: DockSettings) -> None:
         self.dock = dock
-        self._command_cache: dict[tuple[str, int], dict[str, str]] = {}
+        # (folder, its device and inode) -> (answer, when). Short-lived: a slot folder
+        # can hold the next recorder a minute later, with the same numbers.
+        self._command_cache: dict[tuple[str, int, int], tuple[dict[str, str], float]] = {}
+
+    def forget(self) -> None:
+        """Drop cached answers (a recorder was plugged in or out)."""
+        self._command_cache.clear()
 
     def _from_command(self, recorder_dir: str, dev: int) -> dict[str, str]:
         if not self.dock.identity_command:
             return {}
-        key = (recorder_dir, dev)
-        if key in self._command_cache:
-            return self._command_cache[key]
+        try:
+            ino = os.stat(recorder_dir).st_ino
+        except OSError:
+            ino = 0
+        key = (recorder_dir, dev, ino)
+        hit = self._command_cache.get(key)
+        if hit is not None and time.monotonic() - hit[1] < COMMAND_CACHE_S:
+            return hit[0]
         argv = [a.replace("{recorder}", recorder_dir) for a in self.dock.identity_command]
         result: dict[str, str] = {}
         try:
@@ -67,7 +82,9 @@ class IdentityResolver:
                     result = {k: str(data[k]) for k in ("serial", "officer", "unit") if data.get(k)}
         except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError) as e:
             log.warning("identity command %s failed for %s: %s", argv[0], recorder_dir, e)
-        self._command_cache[key] = result
+        if len(self._command_cache) > 1000:
+            self._command_cache.clear()
+        self._command_cache[key] = (result, time.monotonic())
         return result
 
     def resolve(self, slot: str, recorder_dir: str, name: str, dev: int) -> Identity:

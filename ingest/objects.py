@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import queue
 import secrets
@@ -25,6 +26,8 @@ from typing import Any
 
 from ingest.errors import CopyMismatch, DiskFull, SourceChanged, SourceUnreadable
 from ledger.durable import fsync_dir
+
+log = logging.getLogger("custody.ingest")
 
 VERIFY_RANGE = 64 << 20  # fsync + re-read granularity
 _DONE = None
@@ -59,22 +62,37 @@ class LocalObjects:
         return p, fd
 
     def commit(self, temp: Path, sha256: str) -> bool:
-        """Move a verified, fsynced temp copy into place; False if the object existed."""
+        """Move a verified, fsynced temp copy into place; False if a sound object existed.
+
+        An existing object is trusted only after it is re-hashed: a damaged one is
+        replaced by the fresh copy rather than kept in its place.
+        """
         dest = self.path(sha256)
         if dest.exists():
-            temp.unlink()
-            return False
-        created = []
-        for d in (dest.parent.parent, dest.parent):
-            if not d.exists():
-                d.mkdir(exist_ok=True)
-                created.append(d)
+            if self.hash_of(sha256) == sha256:
+                temp.unlink()
+                return False
+            log.error(
+                "stored object %s was damaged; replaced with a fresh verified copy", sha256[:16]
+            )
+        dest.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(temp, 0o444)
         os.replace(temp, dest)
-        fsync_dir(dest.parent)
-        for d in reversed(created):
-            fsync_dir(d.parent)
+        # Every folder on the way, whoever made it: the entry must survive a power cut.
+        for d in (dest.parent, dest.parent.parent, self.objects):
+            fsync_dir(d)
         return True
+
+    def hash_of(self, sha256: str) -> str | None:
+        """SHA-256 of the stored object as it reads now (None if it is missing)."""
+        h = hashlib.sha256()
+        try:
+            with open(self.path(sha256), "rb") as f:
+                while b := f.read(4 << 20):
+                    h.update(b)
+        except FileNotFoundError:
+            return None
+        return h.hexdigest()
 
     def remove_temporaries(self) -> int:
         """Clear half-made copies left by a crash (none of them was ever recorded)."""
@@ -274,6 +292,29 @@ def _pipeline(fd: int, dst_fd: int, dst_path: Path, sm3: bool, verify: bool, chu
         verifier = _Stage("verify", do_verify)
     for s in [*stages, *([verifier] if verifier else [])]:
         s.start()
+    try:
+        return _run_pipeline(
+            fd, dst_fd, chunk, verify, stages, verifier, sync_range, h256, hsm3, re_hash, dst_path
+        )
+    finally:
+        if verifier is not None and verifier.is_alive():
+            verifier.q.put(_DONE)
+            verifier.join()
+
+
+def _run_pipeline(
+    fd: int,
+    dst_fd: int,
+    chunk: int,
+    verify: bool,
+    stages: list[_Stage],
+    verifier: _Stage | None,
+    sync_range: Callable[[], None],
+    h256: Any,
+    hsm3: Any,
+    re_hash: Any,
+    dst_path: Path,
+) -> Digests:
     size = 0
     try:
         while True:
@@ -293,9 +334,7 @@ def _pipeline(fd: int, dst_fd: int, dst_path: Path, sm3: bool, verify: bool, chu
             s.join()
     for s in stages:
         if s.error is not None:
-            if verifier:
-                verifier.q.put(_DONE)
-            raise s.error
+            raise s.error  # the caller stops the verifier
     try:
         os.fsync(dst_fd)
         if verify:

@@ -110,7 +110,7 @@ class Stats:
     sightings: int = 0
     failed: int = 0
     bytes: int = 0
-    errors: list[str] = field(default_factory=list)
+    errors: deque[str] = field(default_factory=lambda: deque(maxlen=20))
 
 
 def open_for_writing() -> set[tuple[int, int]]:
@@ -193,7 +193,8 @@ class Capturer:
         self._queued: dict[str, deque[_Job]] = {}  # recorder key -> jobs
         self._job_paths: set[bytes] = set()
         self._active: set[str] = set()
-        self._sha_locks: dict[str, threading.Lock] = {}
+        # Striped locks: one capture at a time per SHA-256 prefix (ingest vs sighting).
+        self._sha_locks = [threading.Lock() for _ in range(64)]
         self._pool = ThreadPoolExecutor(
             max_workers=settings.max_parallel_recorders, thread_name_prefix="capture"
         )
@@ -227,8 +228,11 @@ class Capturer:
 
     @staticmethod
     def _recorder(dock: DockSettings, path: Path) -> str:
+        """The recorder folder's name as text (bytes that are not UTF-8 escaped)."""
         rel = path.relative_to(dock.path)
-        return rel.parts[0] if len(rel.parts) > 1 else ""
+        if len(rel.parts) < 2:
+            return ""
+        return os.fsencode(rel.parts[0]).decode("utf-8", "backslashreplace")
 
     def _wanted(self, dock: DockSettings, path: Path) -> bool:
         rel = str(path.relative_to(dock.path))
@@ -278,6 +282,11 @@ class Capturer:
                 (key, st.st_size, st.st_mtime_ns),
             ).fetchone()
         return row is not None and row[0] in ("recorded", "releasing", "released")
+
+    def forget_identities(self) -> None:
+        """A mount came or went: ask identity commands afresh."""
+        for r in self._resolvers.values():
+            r.forget()
 
     def scan(self) -> int:
         """Walk every dock (inotify misses events on overflow and on new mounts)."""
@@ -338,35 +347,13 @@ class Capturer:
         jobs: list[tuple[bytes, _Job]] = []
         done: list[bytes] = []
         with self._db_lock:
-            for key, path, w in items:
-                recorder = self._recorder(w.dock, path)
-                cur = self.db.execute(
-                    "INSERT OR IGNORE INTO ingest_files "
-                    "(dock, recorder, path, size, mtime_ns, ino, state, first_seen) "
-                    "VALUES (?,?,?,?,?,?,'queued',?)",
-                    (w.dock.label, recorder, key, w.size, w.mtime_ns, w.ino, _now()),
-                )
-                if cur.rowcount == 1:
-                    job_id, attempts, failure_entry = cur.lastrowid, 0, None
-                else:
-                    row = self.db.execute(
-                        "SELECT id, state, attempts, failure_entry FROM ingest_files "
-                        "WHERE path=? AND size=? AND mtime_ns=?",
-                        (key, w.size, w.mtime_ns),
-                    ).fetchone()
-                    if row[1] not in ("queued", "gone", "superseded"):
-                        done.append(key)
-                        continue
-                    if row[1] != "queued":
-                        self.db.execute(
-                            "UPDATE ingest_files SET state='queued' WHERE id=?", (row[0],)
-                        )
-                    job_id, attempts, failure_entry = row[0], row[2], row[3]
-                assert job_id is not None
-                job = _Job(job_id, w.dock, recorder, path, w.size, w.mtime_ns, w.ino, attempts)
-                job.failure_entry = failure_entry
-                jobs.append((key, job))
-            self.db.commit()
+            try:
+                self._enqueue_rows(items, jobs, done)
+                self.db.commit()
+            except Exception:
+                self.db.rollback()
+                log.exception("could not queue %d stable file(s); will try again", len(items))
+                return
         with self._lock:
             for key in done:
                 self._watch.pop(key, None)
@@ -374,6 +361,39 @@ class Capturer:
                 self._watch.pop(key, None)
                 self._job_paths.add(key)
                 self._queued.setdefault(f"{job.dock.label}/{job.recorder}", deque()).append(job)
+
+    def _enqueue_rows(
+        self,
+        items: list[tuple[bytes, Path, _Watch]],
+        jobs: list[tuple[bytes, _Job]],
+        done: list[bytes],
+    ) -> None:
+        for key, path, w in items:
+            recorder = self._recorder(w.dock, path)
+            cur = self.db.execute(
+                "INSERT OR IGNORE INTO ingest_files "
+                "(dock, recorder, path, size, mtime_ns, ino, state, first_seen) "
+                "VALUES (?,?,?,?,?,?,'queued',?)",
+                (w.dock.label, recorder, key, w.size, w.mtime_ns, w.ino, _now()),
+            )
+            if cur.rowcount == 1:
+                job_id, attempts, failure_entry = cur.lastrowid, 0, None
+            else:
+                row = self.db.execute(
+                    "SELECT id, state, attempts, failure_entry FROM ingest_files "
+                    "WHERE path=? AND size=? AND mtime_ns=?",
+                    (key, w.size, w.mtime_ns),
+                ).fetchone()
+                if row[1] not in ("queued", "gone", "superseded"):
+                    done.append(key)
+                    continue
+                if row[1] != "queued":
+                    self.db.execute("UPDATE ingest_files SET state='queued' WHERE id=?", (row[0],))
+                job_id, attempts, failure_entry = row[0], row[2], row[3]
+            assert job_id is not None
+            job = _Job(job_id, w.dock, recorder, path, w.size, w.mtime_ns, w.ino, attempts)
+            job.failure_entry = failure_entry
+            jobs.append((key, job))
 
     def recover(self) -> None:
         """After a restart: clear half-made copies, requeue queued jobs, finish probes/releases."""
@@ -497,6 +517,18 @@ class Capturer:
             self.stats.failed += 1
             self.stats.errors.append(msg)
             return True
+        except Exception as e:
+            # Not the file's fault (database busy, a bug): keep the job, try again later.
+            job.attempts += 1
+            delay = min(MAX_BACKOFF_S, 2 ** min(job.attempts, 10))
+            job.not_before = self.clock() + delay
+            log.exception(
+                "internal error while capturing %s; it stays queued and is retried in %d s",
+                shown(job.path),
+                delay,
+            )
+            self.stats.errors.append(f"{shown(job.path)}: internal error: {e}")
+            return True
 
     def _set_state(self, job: _Job, state: str, error: str | None = None) -> None:
         with self._db_lock:
@@ -565,8 +597,7 @@ class Capturer:
         self._record(job, st, digests, sniff(head, job.path.name), dock_time, stored_new)
 
     def _sha_lock(self, sha: str) -> threading.Lock:
-        with self._lock:
-            return self._sha_locks.setdefault(sha, threading.Lock())
+        return self._sha_locks[int(sha[:2], 16) % len(self._sha_locks)]
 
     def _record(
         self,
@@ -713,7 +744,7 @@ class Capturer:
         """Remove the source from the recorder: only after the capture is durable."""
         with self._db_lock:
             row = self.db.execute(
-                "SELECT dock, recorder, path, size, mtime_ns, sha256, entry, state "
+                "SELECT dock, recorder, path, size, mtime_ns, sha256, entry, state, ino "
                 "FROM ingest_files WHERE id=?",
                 (job_id,),
             ).fetchone()
@@ -722,13 +753,19 @@ class Capturer:
             self.db.execute("UPDATE ingest_files SET state='releasing' WHERE id=?", (job_id,))
             self.db.commit()
         path = Path(os.fsdecode(bytes(row[2])))
-        if not self.objects.exists(row[5]):
-            log.error("not releasing %s: its stored copy %s is missing", shown(path), row[5][:16])
+        if self.objects.hash_of(row[5]) != row[5]:
+            log.error(
+                "not releasing %s: its stored copy %s is missing or damaged; the source stays "
+                "on the recorder",
+                shown(path),
+                row[5][:16],
+            )
+            self._set_state_id(job_id, "recorded")
             return
         absent = False
         try:
             st = os.lstat(path)
-            if (st.st_size, st.st_mtime_ns) != (row[3], row[4]):
+            if (st.st_size, st.st_mtime_ns, st.st_ino) != (row[3], row[4], row[8]):
                 log.warning("not releasing %s: it changed since it was captured", shown(path))
                 self._set_state_id(job_id, "recorded")
                 return
@@ -769,6 +806,13 @@ class Capturer:
             self.db.commit()
 
     # -- one-shot ------------------------------------------------------------------
+
+    def waiting_files(self) -> list[str]:
+        """Files not captured yet: still changing, open for writing, or queued."""
+        with self._lock:
+            out = [shown(os.fsdecode(k)) for k in self._watch]
+            out += [shown(j.path) for q in self._queued.values() for j in q]
+        return sorted(out)
 
     def queued_count(self) -> int:
         with self._lock:

@@ -5,9 +5,11 @@ the mount table changes, and the periodic scan covers the rest."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -60,19 +62,40 @@ class DockWatcher:
         self.roots = roots
         self.handler = _Handler(on_file, on_dir)
         self.observer: BaseObserver = Observer()
-        self.watched: set[Path] = set()
+        self.watched: dict[Path, tuple[Any, int]] = {}  # root -> (watch, inode)
+        self.missing_logged: set[Path] = set()
 
     def start(self) -> None:
         self.refresh()
         self.observer.start()
 
     def refresh(self) -> None:
+        """Watch docks that exist; rewatch one that was removed and made again."""
         for r in self.roots:
-            if r in self.watched or not r.is_dir():
+            try:
+                ino = r.stat().st_ino if r.is_dir() else 0
+            except OSError:
+                ino = 0
+            current = self.watched.get(r)
+            if current is not None and current[1] == ino:
+                continue
+            if current is not None:
+                with contextlib.suppress(KeyError, OSError):
+                    self.observer.unschedule(current[0])
+                del self.watched[r]
+            if not ino:
+                if r not in self.missing_logged:
+                    self.missing_logged.add(r)
+                    log.warning(
+                        "dock %s does not exist (yet); it is watched once it appears "
+                        "(check the path in the config if it never does)",
+                        r,
+                    )
                 continue
             try:
-                self.observer.schedule(self.handler, str(r), recursive=True)
-                self.watched.add(r)
+                watch = self.observer.schedule(self.handler, str(r), recursive=True)
+                self.watched[r] = (watch, ino)
+                self.missing_logged.discard(r)
                 log.info("watching dock %s", r)
             except OSError as e:
                 log.warning("cannot watch dock %s yet (%s); the periodic scan covers it", r, e)

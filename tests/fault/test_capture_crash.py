@@ -92,7 +92,7 @@ def test_sigkill_while_capturing(tmp_path: Path, clip: Path) -> None:
             return all(got[k] >= 1 for k in expected)
 
         wait_for(all_captured, 180, d.log)
-        time.sleep(1.5)
+        time.sleep(2.5)  # longer than the scan interval: a duplicate would show up now
     finally:
         assert d.stop() == 0
 

@@ -20,10 +20,18 @@ def sha(p: Path | bytes) -> str:
     return hashlib.sha256(p if isinstance(p, bytes) else p.read_bytes()).hexdigest()
 
 
+def src_path(e: dict[str, Any]) -> str:
+    """The entry's source path (names that are not UTF-8 are recorded as path_b64)."""
+    import base64
+
+    s = e["source"]
+    return str(s["path"]) if "path" in s else os.fsdecode(base64.b64decode(s["path_b64"]))
+
+
 def by_path(
     es: list[dict[str, Any]], types: tuple[str, ...] = ("ingest", "sighting")
 ) -> Counter[str]:
-    return Counter(e["source"]["path"] for e in es if e["type"] in types)
+    return Counter(src_path(e) for e in es if e["type"] in types)
 
 
 def store_files(conf: Path) -> list[Path]:
@@ -57,20 +65,27 @@ def test_daemon_captures_docked_recorders(tmp_path: Path, ffmpeg: str, clip: Pat
         put("slot03/执法记录仪 录像.mp4", other[: len(other) // 3])  # truncated
         put("slot03/odd\nname.txt", b"a newline in the name")
         (dock / "slot03" / "link-out").symlink_to(outside)
+        # A recorder folder whose name is not UTF-8 (an odd vendor tool): still captured.
+        odd = Path(os.fsdecode(bytes(dock) + b"/slot\xff"))
+        odd.mkdir()
+        (odd / "a.txt").write_bytes(b"from a folder with a non-UTF-8 name")
+        expected["slot\udcff/a.txt"] = sha(b"from a folder with a non-UTF-8 name")
         locked = dock / "slot01" / "locked.MP4"
         locked.write_bytes(b"unreadable footage")
         locked.chmod(0)
 
-        # A recorder still writing a file: the dock must wait until it is finished.
+        # A recorder still writing a file, pausing longer than the settle window while it
+        # holds the file open: only the open-for-writing check keeps the dock from taking
+        # a partial copy (which would show up as a second entry for this path).
         growing = dock / "slot02" / "DCIM" / "growing.MP4"
-        chunks = [os.urandom(64 * 1024) for _ in range(20)]
+        chunks = [os.urandom(64 * 1024) for _ in range(4)]
 
         def write_slowly() -> None:
             with open(growing, "wb") as f:
                 for c in chunks:
                     f.write(c)
                     f.flush()
-                    time.sleep(0.1)
+                    time.sleep(0.8)
 
         w = threading.Thread(target=write_slowly)
         w.start()
@@ -84,14 +99,18 @@ def test_daemon_captures_docked_recorders(tmp_path: Path, ffmpeg: str, clip: Pat
         wait_for(done, 60, d.log)
         wait_for(lambda: any(e["type"] == "capture_failed" for e in entries(conf)), 30, d.log)
         wait_for(lambda: sum(e["type"] == "probe" for e in entries(conf)) >= 3, 60, d.log)
-        time.sleep(1)  # any duplicate capture would show up now
+        time.sleep(2.5)  # longer than the scan interval: a duplicate would show up now
         es = entries(conf)
         got = by_path(es)
         assert all(n == 1 for n in got.values()), got
         assert set(got) == set(expected), set(got) ^ set(expected)
         for e in es:
             if e["type"] in ("ingest", "sighting"):
-                assert e["sha256"] == expected[e["source"]["path"]]
+                assert e["sha256"] == expected[src_path(e)]
+        odd_entry = next(
+            e for e in es if e["type"] == "ingest" and src_path(e) == "slot\udcff/a.txt"
+        )
+        assert odd_entry["source"]["recorder"] == "slot\\xff"
         # The same clip on two recorders: stored once, one ingest and one sighting.
         same = [e for e in es if e.get("sha256") == sha(media)]
         assert sorted(e["type"] for e in same if e["type"] != "probe") == ["ingest", "sighting"]
@@ -102,8 +121,7 @@ def test_daemon_captures_docked_recorders(tmp_path: Path, ffmpeg: str, clip: Pat
         first = next(
             e
             for e in es
-            if e["type"] in ("ingest", "sighting")
-            and e["source"]["path"].startswith("slot01/DCIM/ABC")
+            if e["type"] in ("ingest", "sighting") and src_path(e).startswith("slot01/DCIM/ABC")
         )
         assert first["recorder"]["serial"] == "ABC1234"
         assert first["recorder"]["officer"] == "010203"
@@ -224,7 +242,13 @@ def test_second_daemon_on_same_data_is_refused(tmp_path: Path) -> None:
     try:
         d.wait_ready()
         p = run_cli("run", config=conf, check=False)
-        assert p.returncode == 2 and "already using" in p.stderr
+        assert p.returncode == 2 and "another custody process is capturing" in p.stderr
+        # A one-shot import beside the daemon is refused too (one capturer per store).
+        card = tmp_path / "card"
+        card.mkdir()
+        (card / "x.txt").write_text("x")
+        p = run_cli("ingest", str(card), config=conf, check=False)
+        assert p.returncode == 2 and "put the files on a dock" in p.stderr
     finally:
         assert d.stop() == 0
 
@@ -339,7 +363,9 @@ def test_file_deleted_mid_copy_is_not_recorded(tmp_path: Path) -> None:
             except OSError:
                 return False
 
-        wait_for(copying, 30, d.log)
+        end = time.monotonic() + 30
+        while not copying() and time.monotonic() < end:
+            time.sleep(0.001)
         big.unlink()  # the recorder is emptied (or pulled) while the dock reads it
         wait_for(lambda: b"removed while it was being read" in d.log.read_bytes(), 30, d.log)
         (dock / "slot01" / "after.txt").write_text("the daemon carries on")
@@ -351,3 +377,37 @@ def test_file_deleted_mid_copy_is_not_recorded(tmp_path: Path) -> None:
         assert len(store_files(conf)) == 1  # only after.txt
     finally:
         assert d.stop() == 0
+
+
+def test_ingest_takes_exact_names_and_gives_up_on_files_being_written(tmp_path: Path) -> None:
+    conf = make_station(tmp_path, tmp_path / "dock")
+    card = tmp_path / "card"
+    card.mkdir()
+    (card / "[1].txt").write_text("bracket")
+    (card / "1.txt").write_text("one")
+    (card / "a*.txt").write_text("star")
+    (card / "abc.txt").write_text("abc")
+    res = json.loads(
+        run_cli(
+            "ingest",
+            "--json",
+            "--settle-ms",
+            "0",
+            str(card / "[1].txt"),
+            str(card / "a*.txt"),
+            config=conf,
+        ).stdout
+    )
+    assert res["captured"] == 2
+    got = set(by_path(entries(conf)))
+    assert got == {"[1].txt", "a*.txt"}
+    # A file some process still has open for writing is not taken; ingest says so.
+    busy = card / "busy.MP4"
+    with open(busy, "wb") as f:
+        f.write(b"recording...")
+        f.flush()
+        p = run_cli(
+            "ingest", "--settle-ms", "0", "--wait-s", "2", str(busy), config=conf, check=False
+        )
+    assert p.returncode == 2
+    assert "not taken" in p.stdout and "busy.MP4" in p.stdout

@@ -79,6 +79,8 @@ def test_full_config(tmp_path: Path) -> None:
             "docks[0].recorders.s1.officer",
         ),
         ('[[docks]]\npath = "/a/x"\n[[docks]]\npath = "/b/x"\n', "docks"),
+        ('[[docks]]\npath = ""\n', "docks[0].path"),  # the config's folder holds the data
+        ('[[docks]]\npath = "d/store"\n', "docks[0].path"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, extra: str, key: str) -> None:

@@ -48,6 +48,13 @@ def test_identity_command(tmp_path: Path) -> None:
     i = r.resolve("slot01", str(tmp_path / "slot01"), "x.mp4", 5)
     assert (i.serial, i.officer) == ("CMD0001", "123456")
     assert "command" in i.sources
+    # The next recorder in the same slot: after a mount change the command is asked again.
+    tool.write_text(
+        f"#!{sys.executable}\nimport json\nprint(json.dumps({{'serial': 'CMD0002'}}))\n"
+    )
+    assert r.resolve("slot01", str(tmp_path / "slot01"), "x.mp4", 5).serial == "CMD0001"
+    r.forget()
+    assert r.resolve("slot01", str(tmp_path / "slot01"), "x.mp4", 5).serial == "CMD0002"
     bad = tmp_path / "broken"
     bad.write_text("#!/bin/sh\necho not json\n")
     bad.chmod(0o755)

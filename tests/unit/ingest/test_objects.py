@@ -68,8 +68,6 @@ def test_source_replaced_during_copy_is_not_recorded(tmp_path: Path) -> None:
         finally:
             os.close(fd)
             t.join()
-            # The copy did not finish first: it is still replaced, so nothing matches.
-            assert os.stat(src).st_ino != before.st_ino
 
 
 def test_source_changed_since_stable(tmp_path: Path) -> None:
