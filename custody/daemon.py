@@ -89,6 +89,15 @@ def _write_status(conf: cfg.Config, cap: Capturer, started: float) -> None:
 def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
     lock = InstanceLock(conf.state_dir / "daemon.lock")
     stop = stop or threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s: finishing in-flight work and stopping", signal.Signals(signum).name)
+        stop.set()
+
+    # First thing: a stop request during start-up (recovery can take a while) is honoured
+    # once start-up is done, not by dying half-way.
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     ledger = open_ledger(conf)
     objects = LocalObjects(conf.store_dir)
     cap = Capturer(ledger, objects, conf.docks, conf.capture)
@@ -141,12 +150,6 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
     scheduler.start()
     reconcile()  # everything already on the docks at start
 
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("received %s: finishing in-flight work and stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     log.info(
         "custody running: origin %s, %d dock(s), data %s",
         conf.origin,

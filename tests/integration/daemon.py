@@ -61,11 +61,14 @@ class Daemon:
             cmd = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", *cmd]
         self.log = conf.parent / "daemon.log"
         self.logf = open(self.log, "ab")  # noqa: SIM115
+        self.log_start = self.logf.tell()  # the log is shared by restarts: read only ours
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, env=env)
 
     def wait_ready(self, timeout: float = 30) -> None:
-        wait_for(lambda: b"custody running" in self.log.read_bytes(), timeout, self.log)
+        wait_for(
+            lambda: b"custody running" in self.log.read_bytes()[self.log_start :], timeout, self.log
+        )
 
     def stop(self, timeout: float = 30) -> int:
         self.proc.send_signal(signal.SIGTERM)
