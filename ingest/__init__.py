@@ -1,5 +1,7 @@
-"""Dock watching, capture (copy + hash), probe, fingerprint and derive.
+"""Capture from recorder docks: discovery, stability, one-pass copy, identity, probe.
 
-Not built yet: the capture daemon arrives with the capture issue. Importing
-this package is safe; it exposes nothing.
+`pipeline.Capturer` is the capture pipeline used by `custody run` (with
+`watch.DockWatcher`) and `custody ingest`; `objects` holds the local
+content-addressed store and the pipelined copy; `identity`, `media` and
+`probe` describe what was captured. Depends on `ledger` only.
 """
