@@ -9,10 +9,9 @@ folder so a rename is atomic and a static file server never serves them;
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 TMP_MARK = ".tmp-"
@@ -95,10 +94,3 @@ def remove_temporaries(root: Path) -> int:
                 os.unlink(os.path.join(dirpath, name))
                 n += 1
     return n
-
-
-def remove_files(paths: Iterable[Path]) -> None:
-    """Best-effort unlink (for garbage that is safe to leave behind)."""
-    for p in paths:
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()

@@ -611,10 +611,3 @@ class Ledger:
                 "new_root": tree_root(r, new),
                 "proof": consistency_proof(r, old_size, new),
             }
-
-    def verify_published(self) -> None:
-        """Check the published checkpoint against the station key (cheap health check)."""
-        rec = self.latest()
-        if rec is None or self._checkpoint_signer is None:
-            return
-        open_checkpoint(self.tiles.read_checkpoint(), [self._checkpoint_signer.verifier()])
