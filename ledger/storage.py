@@ -8,14 +8,13 @@ wider versions and removed once their full tile exists.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ledger.durable import remove_temporaries, write_atomic, write_many_atomic
 from ledger.errors import IntegrityError
-from ledger.tiles import TileID
+from ledger.tiles import TileID, tile_prefix
 
 
 class FolderTiles:
@@ -35,8 +34,7 @@ class FolderTiles:
                 # A full tile holds every prefix of itself; partials may be collected.
                 full = self.root / TileID(tile.level, tile.n).path()
                 if full.exists():
-                    data = full.read_bytes()
-                    return _prefix(tile, data)
+                    return tile_prefix(tile, full.read_bytes())
             raise
 
     def write_tiles(self, tiles: Mapping[TileID, bytes]) -> None:
@@ -78,16 +76,3 @@ class FolderTiles:
     def has_tiles(self) -> bool:
         t = self.root / "tile"
         return t.is_dir() and any(t.iterdir())
-
-
-def _prefix(tile: TileID, data: bytes) -> bytes:
-    from ledger.tiles import ENTRIES, decode_bundle, encode_bundle
-
-    if tile.level == ENTRIES:
-        return encode_bundle(decode_bundle(data)[: tile.width])
-    return data[: tile.width * 32]
-
-
-def ensure_dir(path: Path, mode: int = 0o755) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=mode)
-    os.chmod(path, mode)

@@ -154,6 +154,14 @@ def decode_bundle(data: bytes) -> list[bytes]:
     return out
 
 
+def tile_prefix(tile: TileID, full: bytes) -> bytes:
+    """Partial ``tile`` cut from the bytes of its full tile (a full tile holds every
+    prefix of itself, so a collected partial can still be served)."""
+    if tile.level == ENTRIES:
+        return encode_bundle(decode_bundle(full)[: tile.width])
+    return full[: tile.width * HASH_SIZE]
+
+
 def split_hashes(data: bytes) -> list[bytes]:
     """Split a hash tile into its 32-byte hashes."""
     if len(data) % HASH_SIZE:

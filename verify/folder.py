@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ledger.tiles import ENTRIES, TileID, decode_bundle, encode_bundle
+from ledger.tiles import TileID, tile_prefix
 
 
 class FolderSource:
@@ -21,9 +21,7 @@ class FolderSource:
             if tile.full:
                 raise
             full = (self.root / TileID(tile.level, tile.n).path()).read_bytes()
-            if tile.level == ENTRIES:
-                return encode_bundle(decode_bundle(full)[: tile.width])
-            return full[: tile.width * 32]
+            return tile_prefix(tile, full)
 
     def partial_widths(self, tile: TileID) -> list[int]:
         """Widths of the partial versions of ``tile`` present in the folder."""
