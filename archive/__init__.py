@@ -1,5 +1,9 @@
-"""Object stores (local folder, S3), replication, tiering and export.
+"""Object stores (local folder, S3) and replication to them.
 
-Not built yet: the cold-store issue fills this package. Importing it is safe;
-it exposes nothing.
+- `archive.store`: the port (`ObjectStore`, `LockControl`), key layout, values.
+- `archive.local`: the local-folder store (embedded default).
+- `archive.s3`: S3-compatible stores through boto3.
+- `archive.replicate`: the durable upload queue and the ledger mirror.
+- `archive.retrieve`: get an object by hash, verified while it streams.
+- `archive.tiles`: read a ledger mirrored into a store (for verification).
 """

@@ -13,7 +13,7 @@ import hashlib
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,21 @@ class StoreConfig:
     endpoint_url: str = ""
     region: str = "us-east-1"
     lock_mode: str = "COMPLIANCE"
+    path_style: bool = True
+    verify_tls: bool | str = True
+    checksums: str = "when_required"
+    conditional_writes: bool = True
+    profile: str = ""
+    access_key_id: str = ""
+    secret_access_key: str = ""
+    multipart_threshold_mb: int = 32
+    part_size_mb: int = 16
+    concurrency: int = 4
+    storage_class: str = ""
+    retain_days: int = 180
+    ledger_retain_days: int = 3650
+    retry_max_s: int = 600
+    stale_upload_hours: int = 24
 
 
 @dataclass(frozen=True)
@@ -100,7 +115,9 @@ class _Table:
     def error(self, key: str, problem: str) -> ConfigError:
         return ConfigError(self.path, self.name(key), problem)
 
-    def get(self, key: str, kind: type, default: Any = None, required: bool = False) -> Any:
+    def get(
+        self, key: str, kind: type | tuple[type, ...], default: Any = None, required: bool = False
+    ) -> Any:
         self.used.add(key)
         if key not in self.data:
             if required:
@@ -108,7 +125,8 @@ class _Table:
             return default
         v = self.data[key]
         if (kind is int and isinstance(v, bool)) or not isinstance(v, kind):
-            raise self.error(key, f"must be a {kind.__name__}, not {type(v).__name__} {v!r}")
+            names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise self.error(key, f"must be a {names}, not {type(v).__name__} {v!r}")
         return v
 
     def finish(self) -> None:
@@ -176,7 +194,7 @@ def parse(path: Path, data: dict[str, Any]) -> Config:
         if labels.count(lb) > 1:
             raise top.error("docks", f"two docks are named {lb!r}; give each a distinct name")
 
-    capture = CaptureSettings()
+    capture = CaptureSettings(release="")
     ct = top.get("capture", dict)
     if ct is not None:
         capture = _parse_capture(_Table(path, ct, "capture."))
@@ -185,6 +203,12 @@ def parse(path: Path, data: dict[str, Any]) -> Config:
     st = top.get("store", dict)
     if st is not None:
         store = _parse_store(_Table(path, st, "store."), base)
+    if capture.release == "":
+        capture = replace(capture, release="after_replication" if store else "never")
+    elif capture.release == "after_replication" and store is None:
+        raise ConfigError(
+            path, "capture.release", "is after_replication but there is no [store] to replicate to"
+        )
     top.finish()
     return Config(path, data_dir, origin, ledger, tuple(docks), store, capture)
 
@@ -214,8 +238,8 @@ def _parse_capture(t: _Table) -> CaptureSettings:
         raise t.error("hashes", "must include sha256 (content addresses are SHA-256)")
     if "sm3" in hashes and "sm3" not in hashlib.algorithms_available:
         raise t.error("hashes", "sm3 is not offered by this system's OpenSSL")
-    release = t.get("release", str, "never")
-    if release not in RELEASE_MODES:
+    release = t.get("release", str, "")  # "": after_replication with a [store], else never
+    if release and release not in RELEASE_MODES:
         raise t.error("release", f"must be one of {', '.join(RELEASE_MODES)}, not {release!r}")
     cs = CaptureSettings(
         settle_ms=_int(t, "settle_ms", 5000, 0, 3_600_000),
@@ -286,19 +310,51 @@ def _parse_store(t: _Table, base: Path) -> StoreConfig:
     lock = t.get("lock_mode", str, "COMPLIANCE")
     if lock not in LOCK_MODES:
         raise t.error("lock_mode", f"must be one of {', '.join(LOCK_MODES)}, not {lock!r}")
+    common: dict[str, Any] = {
+        "lock_mode": lock,
+        "retain_days": _int(t, "retain_days", 180, 1, 36500),
+        "ledger_retain_days": _int(t, "ledger_retain_days", 3650, 1, 36500),
+        "retry_max_s": _int(t, "retry_max_s", 600, 1, 86400),
+    }
     if kind == "local":
         p = t.get("path", str, required=True)
         t.finish()
-        return StoreConfig("local", path=(base / p).resolve(), lock_mode=lock)
+        return StoreConfig("local", path=(base / p).resolve(), **common)
     bucket = t.get("bucket", str, required=True)
+    if not 3 <= len(bucket) <= 63:
+        raise t.error("bucket", f"must be 3 to 63 characters long, not {bucket!r}")
+    prefix = t.get("prefix", str, "")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    verify = t.get("verify_tls", (bool, str), True)
+    checksums = t.get("checksums", str, "when_required")
+    if checksums not in ("when_required", "when_supported"):
+        raise t.error("checksums", f"must be when_required or when_supported, not {checksums!r}")
+    part = _int(t, "part_size_mb", 16, 5, 5120)
     sc = StoreConfig(
         "s3",
         bucket=bucket,
-        prefix=t.get("prefix", str, ""),
+        prefix=prefix,
         endpoint_url=t.get("endpoint_url", str, ""),
         region=t.get("region", str, "us-east-1"),
-        lock_mode=lock,
+        path_style=t.get("path_style", bool, True),
+        verify_tls=verify,
+        checksums=checksums,
+        conditional_writes=t.get("conditional_writes", bool, True),
+        profile=t.get("profile", str, ""),
+        access_key_id=t.get("access_key_id", str, ""),
+        secret_access_key=t.get("secret_access_key", str, ""),
+        multipart_threshold_mb=_int(t, "multipart_threshold_mb", 32, part, 5 << 20),
+        part_size_mb=part,
+        concurrency=_int(t, "concurrency", 4, 1, 64),
+        storage_class=t.get("storage_class", str, ""),
+        stale_upload_hours=_int(t, "stale_upload_hours", 24, 1, 24 * 365),
+        **common,
     )
+    if bool(sc.access_key_id) != bool(sc.secret_access_key):
+        raise t.error(
+            "secret_access_key", "give both access_key_id and secret_access_key, or neither"
+        )
     t.finish()
     return sc
 
@@ -322,8 +378,20 @@ def render(data_dir: Path, origin: str) -> str:
         "max_parallel_recorders = 4\n"
         "verify_copy = true\n"
         'hashes = ["sha256"]            # add "sm3" where OpenSSL offers it\n'
-        'release = "never"              # or "after_capture": delete from the recorder\n'
+        "# release: after_replication (the default with a [store]: delete from the\n"
+        "# recorder once the cold store confirmed its copy), after_capture, or never\n"
+        "# (the default without a [store]).\n"
+        '# release = "after_replication"\n'
         "min_free_mb = 1024             # pause capture below this much free space\n"
+        "\n"
+        "# The cold store (absent: the dock's own disk only). S3-compatible:\n"
+        "# [store]\n"
+        '# kind = "s3"                   # or "local" with path = "/srv/cold"\n'
+        '# bucket = "evidence"           # created with object lock enabled\n'
+        '# endpoint_url = "https://s3.county.example"\n'
+        '# lock_mode = "COMPLIANCE"      # or "GOVERNANCE", or "none"\n'
+        "# retain_days = 180             # lock period until retention rules set one\n"
+        "# Credentials: the standard AWS chain (AWS_ACCESS_KEY_ID, ~/.aws, profile = ...).\n"
         "\n"
         "# One [[docks]] table per dock root (one folder per docked recorder below it).\n"
         "# [[docks]]\n"

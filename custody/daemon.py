@@ -21,7 +21,10 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from archive.errors import StoreError, StoreUnavailable
+from archive.replicate import Replicator
 from custody import config as cfg
+from custody.cold import open_store, replication_settings
 from custody.errors import CustodyError
 from custody.station import open_ledger
 from ingest.objects import LocalObjects
@@ -67,7 +70,9 @@ class InstanceLock:
         self.f.close()
 
 
-def _write_status(conf: cfg.Config, cap: Capturer, started: float) -> None:
+def _write_status(
+    conf: cfg.Config, cap: Capturer, started: float, rep: Replicator | None = None
+) -> None:
     doc: dict[str, Any] = {
         "pid": os.getpid(),
         "started": started,
@@ -83,6 +88,8 @@ def _write_status(conf: cfg.Config, cap: Capturer, started: float) -> None:
         "failures": cap.stats.failed,
         "last_errors": list(cap.stats.errors)[-5:],
     }
+    if rep is not None:
+        doc["replication"] = rep.status()
     write_atomic(conf.state_dir / "daemon.json", json.dumps(doc).encode(), sync_dir=False)
 
 
@@ -100,12 +107,15 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     ledger = open_ledger(conf)
     objects = LocalObjects(conf.store_dir)
-    cap = Capturer(ledger, objects, conf.docks, conf.capture)
+    rep = make_replicator(conf, ledger, objects, at_start=True)
+    cap = make_capturer(ledger, objects, conf.docks, conf.capture, rep)
     started = time.time()
     if not conf.docks:
         log.warning("no [[docks]] in %s: nothing to watch", conf.path)
     ledger.start_integrator(conf.ledger.checkpoint_interval_ms / 1000)
     cap.recover()
+    if rep is not None:
+        rep.start()
     watcher = DockWatcher([d.path for d in conf.docks], cap.discover, _on_dir(cap))
     watcher.start()
     scheduler = BackgroundScheduler(timezone="UTC")
@@ -142,11 +152,15 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
         _write_status,
         "interval",
         seconds=2,
-        args=(conf, cap, started),
+        args=(conf, cap, started, rep),
         id="status",
         max_instances=1,
         coalesce=True,
     )
+    if rep is not None:
+        scheduler.add_job(
+            _clean_uploads, "interval", hours=1, args=(rep,), id="stale-uploads", coalesce=True
+        )
     scheduler.start()
     reconcile()  # everything already on the docks at start
 
@@ -166,6 +180,8 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
         scheduler.shutdown(wait=False)
         watcher.stop()
         cap.close(wait=True)
+        if rep is not None:
+            rep.stop(timeout=10)
         ledger.stop_integrator()
         ledger.integrate()
         ledger.close()
@@ -174,6 +190,75 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
         lock.release()
         log.info("custody stopped")
     return 0
+
+
+def make_replicator(
+    conf: cfg.Config, ledger: Any, objects: LocalObjects, at_start: bool = False
+) -> Replicator | None:
+    """The upload queue for the configured cold store (None without one).
+
+    Refuses a bucket without object lock when locking is required; a store that
+    cannot be reached now is no reason not to capture: the queue waits for it.
+    """
+    store = open_store(conf)
+    if store is None:
+        return None
+    settings = replication_settings(conf)
+    try:
+        store.check_locking(settings.locking)
+    except StoreUnavailable as e:
+        log.warning("cold store not reachable at start (%s); uploads wait for it", e)
+    except StoreError as e:
+        raise CustodyError(e.message, e.hint) from None
+    rep = Replicator(ledger, store, objects.path, settings)
+    n = backfill(rep)
+    if n:
+        log.info("queued %d captured object(s) for %s that were never queued", n, store.id)
+    if at_start:
+        _clean_uploads(rep)
+    return rep
+
+
+def backfill(rep: Replicator) -> int:
+    """Queue captured objects that this store has no row for (a store added later)."""
+    with rep.db:
+        cur = rep.db.execute(
+            "INSERT OR IGNORE INTO archive_queue (store, sha256, size, role, enqueued, "
+            "enqueued_at, state) SELECT ?, o.sha256, o.size, 'original', "
+            "strftime('%Y-%m-%dT%H:%M:%SZ','now'), CAST(strftime('%s','now') AS REAL), 'queued' "
+            "FROM ingest_objects o WHERE NOT EXISTS (SELECT 1 FROM archive_queue q "
+            "WHERE q.store=? AND q.sha256=o.sha256)",
+            (rep.store_id, rep.store_id),
+        )
+    return cur.rowcount
+
+
+def _clean_uploads(rep: Replicator) -> None:
+    try:
+        rep.clean_stale_uploads()
+    except StoreError as e:
+        log.info("stale-upload cleanup skipped: %s", e)
+
+
+def make_capturer(
+    ledger: Any,
+    objects: LocalObjects,
+    docks: list[DockSettings] | tuple[DockSettings, ...],
+    settings: Any,
+    rep: Replicator | None,
+) -> Capturer:
+    if rep is None:
+        return Capturer(ledger, objects, docks, settings)
+    cap = Capturer(
+        ledger,
+        objects,
+        docks,
+        settings,
+        on_new_object=lambda conn, sha, size: rep.enqueue_in(conn, sha, size, "original"),
+        replicated=rep.stored_entry,
+    )
+    rep.on_stored = cap.release_replicated
+    return cap
 
 
 def _on_dir(cap: Capturer) -> Any:
@@ -219,13 +304,27 @@ def _ingest(conf: cfg.Config, paths: list[Path], settle_ms: int, wait_s: float) 
     settings = replace(conf.capture, settle_ms=settle_ms)
     ledger = open_ledger(conf)
     objects = LocalObjects(conf.store_dir)
-    cap = Capturer(ledger, objects, docks, settings)
+    rep = make_replicator(conf, ledger, objects)
+    cap = make_capturer(ledger, objects, docks, settings, rep)
     try:
         cap.recover()
         cap.scan()
         finished = cap.drain(timeout=wait_s)
+        replication: dict[str, Any] | None = None
+        if rep is not None:
+            # One pass: what the store takes now is replicated (and released); the rest
+            # stays queued for the daemon.
+            rep.run_due(limit=1_000_000)
+            ledger.integrate()
+            try:
+                rep.sync_ledger()
+            except StoreError as e:
+                log.warning("ledger not mirrored to the cold store now: %s", e)
+            replication = rep.status()
+            rep.close()
         ledger.integrate()
         return {
+            "replication": replication,
             "captured": cap.stats.captured,
             "sightings": cap.stats.sightings,
             "failures": cap.stats.failed,

@@ -176,7 +176,16 @@ class Capturer:
         docks: Iterable[DockSettings],
         settings: CaptureSettings,
         clock: Callable[[], float] = time.monotonic,
+        on_new_object: Callable[[sqlite3.Connection, str, int], None] | None = None,
+        replicated: Callable[[str], int | None] | None = None,
     ) -> None:
+        """``on_new_object(conn, sha256, size)`` runs inside the transaction of each new
+        object's `ingest` entry (the cold-store queue); ``replicated(sha256)`` gives the
+        `store` entry of a replicated object, for release after replication."""
+        if settings.release == "after_replication" and replicated is None:
+            raise ValueError("release after replication needs a cold store")
+        self.on_new_object = on_new_object
+        self.replicated = replicated
         self.ledger = ledger
         self.objects = objects
         self.docks = list(docks)
@@ -655,11 +664,13 @@ class Capturer:
                 )
                 if cur.rowcount != 1:
                     raise RuntimeError(f"job {job.id} is no longer queued")
-                conn.execute(
+                new = conn.execute(
                     "INSERT OR IGNORE INTO ingest_objects (sha256, size, media_type, first_entry)"
                     " VALUES (?,?,?,?)",
                     (d.sha256, d.size, media_type, idx[0]),
                 )
+                if new.rowcount == 1 and self.on_new_object is not None:
+                    self.on_new_object(conn, d.sha256, d.size)
 
             index = self.ledger.append(kind, payload, mark)
         if kind == "ingest":
@@ -685,6 +696,23 @@ class Capturer:
             )
         if self.settings.release == "after_capture":
             self._release(job.id)
+        elif self.settings.release == "after_replication":
+            assert self.replicated is not None
+            store_entry = self.replicated(d.sha256)  # a duplicate of a replicated object
+            if store_entry is not None:
+                self._release(job.id, store_entry)
+
+    def release_replicated(self, sha256: str, store_entry: int) -> None:
+        """The cold store confirmed ``sha256``: release every recorder file that holds it."""
+        if self.settings.release != "after_replication":
+            return
+        with self._db_lock:
+            rows = self.db.execute(
+                "SELECT id FROM ingest_files WHERE sha256=? AND state IN ('recorded','releasing')",
+                (sha256,),
+            ).fetchall()
+        for (job_id,) in rows:
+            self._release(job_id, store_entry)
 
     # -- probe -----------------------------------------------------------------
 
@@ -732,16 +760,27 @@ class Capturer:
     # -- release -----------------------------------------------------------------
 
     def _resume_releases(self) -> None:
+        mode = self.settings.release
+        if mode == "never":
+            return
         with self._db_lock:
             rows = self.db.execute(
-                "SELECT id FROM ingest_files WHERE state='releasing' OR (state='recorded' AND ?)",
-                (self.settings.release == "after_capture",),
+                "SELECT id, sha256 FROM ingest_files WHERE state IN ('recorded','releasing')"
             ).fetchall()
-        for (job_id,) in rows:
-            self._release(job_id)
+        for job_id, sha in rows:
+            if mode == "after_capture":
+                self._release(job_id)
+                continue
+            assert self.replicated is not None
+            store_entry = self.replicated(sha)
+            if store_entry is not None:
+                self._release(job_id, store_entry)
 
-    def _release(self, job_id: int) -> None:
-        """Remove the source from the recorder: only after the capture is durable."""
+    def _release(self, job_id: int, store_entry: int | None = None) -> None:
+        """Remove the source from the recorder: only after the capture is durable and,
+        with ``after_replication``, the cold store confirmed its copy (``store_entry``)."""
+        if self.settings.release == "after_replication" and store_entry is None:
+            return
         with self._db_lock:
             row = self.db.execute(
                 "SELECT dock, recorder, path, size, mtime_ns, sha256, entry, state, ino "
@@ -786,8 +825,10 @@ class Capturer:
             "sha256": row[5],
             "ingest_entry": row[6],
             "source": {"dock": row[0], "recorder": row[1], **_path_payload(rel)},
-            "rule": "after_capture",
+            "rule": self.settings.release,
         }
+        if store_entry is not None:
+            payload["store_entry"] = store_entry
         if absent:
             payload["source_already_absent"] = True
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-RELEASE_MODES = ("never", "after_capture")
+RELEASE_MODES = ("never", "after_capture", "after_replication")
 
 
 @dataclass(frozen=True)

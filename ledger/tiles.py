@@ -101,6 +101,31 @@ def tiles_for_size(size: int) -> Iterator[TileID]:
         level += 1
 
 
+def tiles_to_publish(old: int, new: int) -> list[TileID]:
+    """Tiles and entry bundles a mirror at tree size ``old`` lacks for size ``new``.
+
+    The full tiles and bundles completed between the two sizes, then the partial
+    ones at the right edge of ``new``; the mirror's earlier partials are not needed
+    again (they are prefixes of what is listed).
+    """
+    if not 0 <= old <= new:
+        raise ValueError(f"cannot publish from size {old} to {new}")
+    out: list[TileID] = []
+    level = 0
+    while (new >> (TILE_HEIGHT * level)) > 0:
+        count_new = new >> (TILE_HEIGHT * level)
+        count_old = old >> (TILE_HEIGHT * level)
+        levels = (ENTRIES, 0) if level == 0 else (level,)
+        for lv in levels:
+            out.extend(
+                TileID(lv, n) for n in range(count_old // TILE_WIDTH, count_new // TILE_WIDTH)
+            )
+            if count_new % TILE_WIDTH and count_new != count_old:
+                out.append(TileID(lv, count_new // TILE_WIDTH, count_new % TILE_WIDTH))
+        level += 1
+    return out
+
+
 def tile_for_hashes(level: int, n: int, size: int) -> TileID:
     """The tile (level, n) at its width for a tree of ``size``."""
     count = size >> (TILE_HEIGHT * level)
