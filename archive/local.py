@@ -21,7 +21,14 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from archive.errors import LockRefused, NotFound, ObjectConflict, ObjectCorrupt, StoreError
+from archive.errors import (
+    LocalCopyCorrupt,
+    LockRefused,
+    NotFound,
+    ObjectConflict,
+    ObjectCorrupt,
+    StoreError,
+)
 from archive.store import Lock, Stored
 from ledger.durable import fsync_dir, write_atomic
 
@@ -85,9 +92,9 @@ class LocalFolderStore:
         try:
             size, got = _copy_hashing(source, tmp)
             if got != sha256:
-                raise ObjectCorrupt(
+                raise LocalCopyCorrupt(
                     f"{key}: the bytes given hash to {got[:16]}, not {sha256[:16]}",
-                    "the source changed or is damaged; nothing was stored",
+                    "the dock's copy is damaged: check the disk; nothing was stored",
                 )
             os.chmod(tmp, 0o444)
             dest.parent.mkdir(parents=True, exist_ok=True)

@@ -101,3 +101,13 @@ def make_clip(
 @pytest.fixture(scope="session")
 def clip(ffmpeg: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_clip(ffmpeg, tmp_path_factory.mktemp("media") / "clip.mp4")
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One SeaweedFS S3 server for the session (tests make their own buckets)."""
+    from tests.s3server import SeaweedFS
+
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs")).start()
+    yield server
+    server.stop()
