@@ -164,32 +164,72 @@ def _parse_vkey(value: str) -> Verifier:
         raise CustodyError(f"--vkey: {e}") from None
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    conf = _load(args) if not args.dir or args.config else None
-    history: list[str] = []
-    if args.dir:
-        folder = Path(args.dir)
-        if not args.vkey and conf is None:
-            raise CustodyError("--dir needs --vkey (the verifier key you trust)")
+def _bucket_source(args: argparse.Namespace, conf: cfg.Config | None, origin: str) -> Any:
+    """The ledger mirrored in a bucket: from --s3 (no station needed) or the configured store."""
+    from archive.s3 import S3Settings, S3Store
+    from archive.tiles import StoreTileSource
+    from custody.cold import open_store
+
+    if args.s3:
+        url = args.s3
+        if not url.startswith("s3://") or len(url) <= 5:
+            raise CustodyError(f"--s3 {url!r}: give s3://BUCKET or s3://BUCKET/PREFIX")
+        bucket, _, prefix = url[5:].partition("/")
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        store: Any = S3Store(
+            S3Settings(
+                bucket=bucket,
+                prefix=prefix,
+                endpoint_url=args.endpoint_url or "",
+                region=args.region,
+                verify_tls=not args.no_verify_tls,
+            )
+        )
+        where = url
     else:
         assert conf is not None
-        folder = conf.ledger_dir
+        store = open_store(conf)
+        if store is None:
+            raise CustodyError(f"--store: {conf.path} has no [store]")
+        where = store.id
+    return StoreTileSource(store, origin), where
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    remote = bool(args.s3) or args.store
+    needs_conf = (not args.dir and not args.s3) or bool(args.config)
+    conf = _load(args) if needs_conf else None
+    history: list[str | bytes] = []
+    if (args.dir or args.s3) and not args.vkey and conf is None:
+        raise CustodyError("--dir and --s3 need --vkey (the verifier key you trust)")
     verifier = _parse_vkey(args.vkey) if args.vkey else station_verifier(conf)  # type: ignore[arg-type]
-    if conf is not None and not args.dir:
-        with open_ledger(conf, writable=False) as ledger:
-            after = -1
-            while batch := ledger.checkpoints(after, 10000):
-                history.extend(r.note for r in batch)
-                after = batch[-1].size
+    src: Any
+    if remote:
+        src, where = _bucket_source(args, conf, verifier.name)
+        try:
+            history.extend(src.checkpoints())
+            checkpoint = src.read_checkpoint()
+        except LedgerError as e:
+            raise CustodyError(f"cannot read the ledger in {where}: {e}") from None
+    else:
+        folder = Path(args.dir) if args.dir else conf.ledger_dir  # type: ignore[union-attr]
+        where = str(folder)
+        if conf is not None and not args.dir:
+            with open_ledger(conf, writable=False) as ledger:
+                after = -1
+                while batch := ledger.checkpoints(after, 10000):
+                    history.extend(r.note for r in batch)
+                    after = batch[-1].size
+        if not folder.is_dir():
+            raise CustodyError(f"ledger folder {folder} does not exist")
+        src = FolderSource(folder)
+        try:
+            checkpoint = src.read_checkpoint()
+        except ValueError as e:
+            raise CustodyError(str(e)) from None
     for extra in args.known or []:
         history.append(_read_text(extra, "checkpoint file"))
-    if not folder.is_dir():
-        raise CustodyError(f"ledger folder {folder} does not exist")
-    src = FolderSource(folder)
-    try:
-        checkpoint = src.read_checkpoint()
-    except ValueError as e:
-        raise CustodyError(str(e)) from None
     started = time.monotonic()
     progress = _progress() if sys.stderr.isatty() else None
     rep = verify_log(src, checkpoint, [verifier], None, history, progress=progress)
@@ -199,17 +239,73 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.json:
         out: dict[str, Any] = rep.to_json()
         out["seconds"] = round(elapsed, 3)
+        out["source"] = where
         print(json.dumps(out, ensure_ascii=False))
     else:
         for line in rep.lines():
             print(line)
         state = "OK" if rep.ok else f"FAILED ({sum(rep.counts.values())} problems)"
         print(
-            f"ledger {folder}: {state}; size {rep.size}, {rep.entries_checked} entries, "
+            f"ledger {where}: {state}; size {rep.size}, {rep.entries_checked} entries, "
             f"{rep.signatures_checked} signatures, {rep.checkpoints_checked} recorded "
             f"checkpoints checked in {elapsed:.1f} s"
         )
     return 0 if rep.ok else 1
+
+
+def _cold(conf: cfg.Config) -> Any:
+    from custody.cold import open_store
+
+    store = open_store(conf)
+    if store is None:
+        raise CustodyError(f"{conf.path} has no [store]", "add a [store] table (see README)")
+    return store
+
+
+def _sha_arg(value: str) -> str:
+    v = value.lower()
+    if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+        raise CustodyError(f"{value!r} is not a SHA-256 (64 hex digits)")
+    return v
+
+
+def cmd_store_check(args: argparse.Namespace) -> int:
+    from custody.cold import replication_settings
+
+    conf = _load(args)
+    store = _cold(conf)
+    locking = replication_settings(conf).locking
+    enabled = store.check_locking(locking)
+    print(
+        f"cold store {store.id}: reachable; object lock "
+        f"{'enabled' if enabled else 'not enabled'}"
+        f"{'' if locking else ' (lock_mode = none)'}"
+    )
+    return 0
+
+
+def cmd_store_fetch(args: argparse.Namespace) -> int:
+    from archive.retrieve import Retriever
+    from ingest.objects import LocalObjects
+
+    conf = _load(args)
+    sha = _sha_arg(args.sha256)
+    store = None if conf.store is None else _cold(conf)
+    local = None if args.cold else LocalObjects(conf.store_dir).path
+    if args.cold and store is None:
+        raise CustodyError("--cold: no [store] is configured")
+    got = Retriever(local, store).fetch(sha, Path(args.out))
+    print(f"{args.out}: {got.size} bytes, SHA-256 {got.sha256} verified (from {got.source})")
+    return 0
+
+
+def cmd_store_restore(args: argparse.Namespace) -> int:
+    from archive.retrieve import Retriever
+
+    conf = _load(args)
+    status = Retriever(None, _cold(conf)).restore(_sha_arg(args.sha256), args.days)
+    print(f"{args.sha256}: {status}")
+    return 0
 
 
 def _progress() -> Any:
@@ -305,7 +401,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     conf = _load(args)
     with open_ledger(conf, writable=False) as ledger:
         latest = ledger.latest()
-        out = {
+        out: dict[str, Any] = {
             "origin": conf.origin,
             "data_dir": str(conf.data_dir),
             "ledger": {
@@ -316,6 +412,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             },
         }
     out["capture"] = _ingest_status(conf)
+    out["cold_store"] = _cold_status(conf, out["capture"])
     if args.json:
         print(json.dumps(out))
     else:
@@ -344,7 +441,50 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print(f"  {dock} / {rec}: {parts}")
         for e in capture["recent_errors"]:
             print(f"  error: {e}")
+        cold = out["cold_store"]
+        if isinstance(cold, dict):
+            print(
+                f"cold store {cold['store']}: {cold['replicated']} replicated, backlog "
+                f"{cold['backlog']} ({cold['backlog_bytes']} bytes), oldest unreplicated "
+                f"{cold['oldest_unreplicated'] or '-'}; ledger mirrored to size "
+                f"{cold['ledger_mirrored_size']}"
+            )
+            if cold.get("last_error"):
+                print(f"  last error: {cold['last_error']}")
+        else:
+            print("cold store: none configured (the dock's disk holds the only copy)")
     return 0
+
+
+def _cold_status(conf: cfg.Config, capture: Any) -> dict[str, Any] | None:
+    from archive.replicate import queue_status
+    from custody.cold import open_store
+
+    store = open_store(conf)
+    if store is None:
+        return None
+    db = sqlite3.connect(f"file:{conf.state_dir / 'ledger.sqlite'}?mode=ro", uri=True)
+    try:
+        try:
+            out = queue_status(db, store.id)
+        except sqlite3.OperationalError:  # nothing captured yet: no queue table
+            out = {
+                "store": store.id,
+                "backlog": 0,
+                "backlog_bytes": 0,
+                "replicated": 0,
+                "oldest_unreplicated": None,
+                "queue_error": None,
+                "ledger_mirrored_size": 0,
+            }
+    finally:
+        db.close()
+    daemon = capture.get("daemon") if isinstance(capture, dict) else None
+    live = (daemon or {}).get("replication") or {}
+    out["last_error"] = live.get("last_error") or (
+        out["queue_error"]["error"] if out["queue_error"] else ""
+    )
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -432,8 +572,38 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CHECKPOINT",
         help="a checkpoint file seen earlier; it must be consistent (repeatable)",
     )
+    s.add_argument(
+        "--s3",
+        metavar="s3://BUCKET[/PREFIX]",
+        help="verify the copy in a bucket alone (ledger/<origin>/ named by --vkey); "
+        "credentials from the standard AWS chain",
+    )
+    s.add_argument("--endpoint-url", help="S3 endpoint for --s3 (default: AWS)")
+    s.add_argument("--region", default="us-east-1", help="region for --s3")
+    s.add_argument("--no-verify-tls", action="store_true", help="for --s3 with a test endpoint")
+    s.add_argument(
+        "--store", action="store_true", help="verify the copy in the configured cold store"
+    )
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_verify)
+
+    st = sub.add_parser("store", help="the cold store: check it, fetch or restore objects")
+    ssub = st.add_subparsers(dest="store_command", required=True, metavar="SUBCOMMAND")
+    s = ssub.add_parser(
+        "check", help="reach the configured store and check it has object lock if required"
+    )
+    s.set_defaults(func=cmd_store_check)
+    s = ssub.add_parser(
+        "fetch", help="write an object to a file, verified by its SHA-256 (dock copy first)"
+    )
+    s.add_argument("sha256")
+    s.add_argument("--out", required=True, help="file to write")
+    s.add_argument("--cold", action="store_true", help="read from the cold store only")
+    s.set_defaults(func=cmd_store_fetch)
+    s = ssub.add_parser("restore", help="ask for a cold-class object to be made readable")
+    s.add_argument("sha256")
+    s.add_argument("--days", type=int, default=7)
+    s.set_defaults(func=cmd_store_restore)
     return p
 
 

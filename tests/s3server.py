@@ -8,6 +8,7 @@ and ports brings the same buckets back.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -144,10 +145,8 @@ class SeaweedFS:
     def stop(self) -> None:
         if self.proc is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         try:
             self.proc.wait(20)
         except subprocess.TimeoutExpired:

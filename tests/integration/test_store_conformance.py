@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -173,5 +172,3 @@ def test_unlocked_object_can_be_deleted(store: ColdStore) -> None:
 
 def test_locking_check(store: ColdStore) -> None:
     assert store.check_locking(required=True) is True
-
-
