@@ -21,6 +21,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import re
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -217,6 +218,11 @@ class S3Store:
     def _accept_existing(
         self, key: str, existing: Stored, source: Path | bytes, sha256: str, size: int
     ) -> Stored:
+        """An object already under ``key``: accepted only if its checksum shows our bytes.
+
+        Metadata alone proves nothing (anyone who can write can set it): without a
+        checksum the store can vouch for, the object is read back and hashed.
+        """
         ok = existing.size == size and existing.sha256 in (sha256, None)
         if ok and existing.checksum:
             parts = existing.checksum.partition("-")[2]
@@ -225,9 +231,9 @@ class S3Store:
             elif isinstance(source, Path) and int(parts) == -(-size // self.part_size):
                 ok = existing.checksum == composite_checksum(source, self.part_size)
             else:
-                ok = existing.sha256 == sha256  # other part size: only the recorded hash
+                ok = self._hash_stored(key) == sha256
         elif ok:
-            ok = existing.sha256 == sha256
+            ok = self._hash_stored(key) == sha256
         if not ok:
             raise ObjectConflict(
                 f"{self._where(key)} already holds an object that is not SHA-256 "
@@ -235,6 +241,12 @@ class S3Store:
                 "the bucket holds different bytes under a content address; audit the store",
             )
         return existing
+
+    def _hash_stored(self, key: str) -> str:
+        h = hashlib.sha256()
+        for c in self.get(key):
+            h.update(c)
+        return h.hexdigest()
 
     def _put_single(
         self, key: str, source: Path | bytes, sha256: str, extra: dict[str, Any], replace: bool
@@ -253,6 +265,7 @@ class S3Store:
             Bucket=self.bucket,
             Key=self.prefix + key,
             Body=body,
+            ChecksumAlgorithm="SHA256",
             ChecksumSHA256=_b64(digest),
             **extra,
         )
@@ -364,7 +377,14 @@ class S3Store:
         restore = None
         if "Restore" in h:
             r = h["Restore"]
-            restore = "ongoing" if 'ongoing-request="true"' in r else f"available ({r})"
+            m = re.search(r'expiry-date="([^"]+)"', r)
+            restore = (
+                "ongoing"
+                if 'ongoing-request="true"' in r
+                else f"available until {m.group(1)}"
+                if m
+                else "available"
+            )
         return Stored(
             key=key,
             size=int(h["ContentLength"]),

@@ -37,7 +37,7 @@ unit = "530822000000"
 """
 
 
-def make_station(tmp: Path, dock: Path, **opts: Any) -> Path:
+def make_station(tmp: Path, dock: Path, extra: str = "", **opts: Any) -> Path:
     data = tmp / "station"
     run_cli("init", "--data", str(data), "--origin", "custody.test/capture/dock-01")
     conf = data / "custody.toml"
@@ -45,7 +45,7 @@ def make_station(tmp: Path, dock: Path, **opts: Any) -> Path:
     text = text[: text.index("[capture]")]  # replace the generated defaults
     values = {"settle_ms": 300, "scan_s": 2, "release": "never", "min_free_mb": 1, "dock": dock}
     values.update(opts)
-    conf.write_text(text + CAPTURE_CONF.format(**values))
+    conf.write_text(text + CAPTURE_CONF.format(**values) + extra)
     dock.mkdir(parents=True, exist_ok=True)
     return conf
 
@@ -100,6 +100,16 @@ def entries(conf: Path) -> list[dict[str, Any]]:
     data = conf.parent
     with Ledger(data / "ledger", data / "state", "custody.test/capture/dock-01", None) as led:
         return [dict(decode_entry(led.entry(i)).fields) for i in range(led.next_index())]
+
+
+def s3_store_conf(endpoint: str, bucket: str, **opts: Any) -> str:
+    """A [store] table for an S3 server in a test (fast retries)."""
+    values: dict[str, Any] = {"retry_max_s": 2, "retain_days": 1, "lock_mode": "COMPLIANCE"}
+    values.update(opts)
+    lines = ["", "[store]", 'kind = "s3"', f'bucket = "{bucket}"', f'endpoint_url = "{endpoint}"']
+    for k, v in values.items():
+        lines.append(f"{k} = {json.dumps(v)}")
+    return "\n".join(lines) + "\n"
 
 
 def status(conf: Path) -> dict[str, Any]:
