@@ -188,7 +188,9 @@ class Replicator:
                 log.exception("replication worker error; retrying shortly")
                 n, wait = 0, 5.0
             if n == 0:
-                self._wake.wait(min(wait, 30.0))
+                # Rows are queued inside other transactions: a wake-up can come before
+                # their commit, so look again within a second whatever happens.
+                self._wake.wait(min(max(wait, 0.05), 1.0))
                 self._wake.clear()
 
     def run_due(self, limit: int = 100) -> tuple[int, float]:

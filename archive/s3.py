@@ -368,9 +368,9 @@ class S3Store:
         except bx.ClientError as e:
             if _status(e) == 404 or _code(e) in ("404", "NoSuchKey", "NotFound"):
                 return None
-            raise self._error(e, key, "read-back") from e
+            raise self._error(e, key, "lookup") from e
         except bx.BotoCoreError as e:
-            raise self._error(e, key, "read-back") from e
+            raise self._error(e, key, "lookup") from e
         lock = None
         if h.get("ObjectLockMode") and h.get("ObjectLockRetainUntilDate"):
             lock = Lock(h["ObjectLockMode"], h["ObjectLockRetainUntilDate"].astimezone(UTC))

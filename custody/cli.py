@@ -348,6 +348,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             print(f"paused: {res['paused']}")
         for f in res["still_changing"]:
             print(f"not taken: {f} (still being written or changing; run again later)")
+        rep = res.get("replication")
+        if rep:
+            print(
+                f"cold store {rep['store']}: {rep['replicated']} replicated, "
+                f"{rep['backlog']} waiting (the daemon uploads them)"
+                + (f"; last error: {rep['last_error']}" if rep["last_error"] else "")
+            )
     return 0 if not res["failures"] and not res["paused"] and not res["still_queued"] else 2
 
 

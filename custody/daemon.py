@@ -45,6 +45,8 @@ def setup_logging(level: str = "INFO") -> None:
     )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("watchdog").setLevel(logging.WARNING)
+    for quiet in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(quiet).setLevel(logging.WARNING)
 
 
 class InstanceLock:
@@ -211,9 +213,6 @@ def make_replicator(
     except StoreError as e:
         raise CustodyError(e.message, e.hint) from None
     rep = Replicator(ledger, store, objects.path, settings)
-    n = backfill(rep)
-    if n:
-        log.info("queued %d captured object(s) for %s that were never queued", n, store.id)
     if at_start:
         _clean_uploads(rep)
     return rep
@@ -258,6 +257,9 @@ def make_capturer(
         replicated=rep.stored_entry,
     )
     rep.on_stored = cap.release_replicated
+    n = backfill(rep)  # after the capturer made its tables
+    if n:
+        log.info("queued %d captured object(s) for %s that were never queued", n, rep.store_id)
     return cap
 
 
