@@ -139,3 +139,31 @@ def test_release_waits_for_replication_by_default(tmp_path: Path, clip: Path, se
     ]
     assert not (dock / "slot01" / "x.mp4").exists()
     check_replication_invariants(es, seaweed, bucket, {sha(clip)})
+
+
+def test_local_folder_cold_store_end_to_end(tmp_path: Path, clip: Path) -> None:
+    """The embedded default: a folder (e.g. a second disk) as the cold store."""
+    dock = tmp_path / "dock"
+    cold = tmp_path / "cold"
+    conf = make_station(tmp_path, dock, extra=f'\n[store]\nkind = "local"\npath = "{cold}"\n')
+    conf.write_text(conf.read_text().replace('release = "never"\n', ""))
+    (dock / "slot01").mkdir()
+    shutil.copy(clip, dock / "slot01" / "x.mp4")
+    run_cli("ingest", str(dock), "--settle-ms", "0", config=conf)
+    es = entries(conf)
+    (store,) = of_type(es, "store")
+    assert store["store"] == f"file://{cold}" and store["lock_mode"] == "COMPLIANCE"
+    assert (cold / object_key(sha(clip))).read_bytes() == clip.read_bytes()
+    assert of_type(es, "wipe")[0]["store_entry"] == es.index(store)
+    v = run_cli(
+        "ledger",
+        "verify",
+        "--dir",
+        str(cold / "ledger" / "custody.test/capture/dock-01"),
+        "--vkey",
+        str(conf.parent / "keys" / "station.vkey"),
+    )
+    assert ": OK;" in v.stdout
+    out = tmp_path / "fetched.mp4"
+    got = run_cli("store", "fetch", sha(clip), "--out", str(out), "--cold", config=conf)
+    assert "verified (from file://" in got.stdout and out.read_bytes() == clip.read_bytes()

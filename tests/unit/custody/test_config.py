@@ -81,6 +81,13 @@ def test_full_config(tmp_path: Path) -> None:
         ('[[docks]]\npath = "/a/x"\n[[docks]]\npath = "/b/x"\n', "docks"),
         ('[[docks]]\npath = ""\n', "docks[0].path"),  # the config's folder holds the data
         ('[[docks]]\npath = "d/store"\n', "docks[0].path"),
+        ('[store]\nkind = "s3"\nbucket = "ab"\n', "store.bucket"),
+        ('[store]\nkind = "s3"\nbucket = "abc"\nchecksums = "always"\n', "store.checksums"),
+        ('[store]\nkind = "s3"\nbucket = "abc"\npart_size_mb = 1\n', "store.part_size_mb"),
+        ('[store]\nkind = "s3"\nbucket = "abc"\naccess_key_id = "k"\n', "store.secret_access_key"),
+        ('[store]\nkind = "s3"\nbucket = "abc"\nverify_tls = 1\n', "store.verify_tls"),
+        ('[store]\nkind = "local"\npath = "/c"\nlock_mode = "strict"\n', "store.lock_mode"),
+        ('[capture]\nrelease = "after_replication"\n', "capture.release"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, extra: str, key: str) -> None:
@@ -91,3 +98,32 @@ def test_errors_name_the_key(tmp_path: Path, extra: str, key: str) -> None:
         parse(tmp_path / "c.toml", tomllib.loads(text))
     assert f"key '{key}'" in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_release_defaults_follow_the_cold_store(tmp_path: Path) -> None:
+    import tomllib
+
+    base = 'data_dir = "d"\norigin = "o/x"\n'
+    without = parse(tmp_path / "c.toml", tomllib.loads(base))
+    assert without.capture.release == "never"
+    with_store = parse(
+        tmp_path / "c.toml", tomllib.loads(base + '[store]\nkind = "local"\npath = "/cold"\n')
+    )
+    assert with_store.capture.release == "after_replication"
+    assert with_store.store is not None and with_store.store.retain_days == 180
+    chosen = parse(
+        tmp_path / "c.toml",
+        tomllib.loads(
+            base + '[capture]\nrelease = "never"\n[store]\nkind = "local"\npath = "/cold"\n'
+        ),
+    )
+    assert chosen.capture.release == "never"
+    s3 = parse(
+        tmp_path / "c.toml",
+        tomllib.loads(
+            base + '[store]\nkind = "s3"\nbucket = "evidence"\nprefix = "unit7"\n'
+            'verify_tls = "/etc/ssl/county-ca.pem"\nchecksums = "when_supported"\n'
+        ),
+    )
+    assert s3.store is not None
+    assert s3.store.prefix == "unit7/" and s3.store.verify_tls == "/etc/ssl/county-ca.pem"
