@@ -20,9 +20,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import itertools
 import os
 import re
 import threading
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -398,8 +400,23 @@ class S3Store:
         )
 
     def get(self, key: str, chunk: int = 8 << 20) -> Iterator[bytes]:
+        """Stream an object. Large ones come as parallel ranged GETs of one pinned version,
+        yielded in order (at most ``concurrency`` parts in memory)."""
+        st = self.head(key)
+        if st is None:
+            raise NotFound(f"{self._where(key)}: not in the store")
+        if st.storage_class in COLD_CLASSES and not (st.restore or "").startswith("available"):
+            raise RestoreRequired(
+                f"{self._where(key)}: in {st.storage_class}; request a restore "
+                "('custody store restore') and read it once it is available"
+            )
+        if st.size > self.threshold:
+            return self._ranged(key, st.size, st.version_id)
         try:
-            r = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+            args: dict[str, Any] = {"Bucket": self.bucket, "Key": self.prefix + key}
+            if st.version_id and st.version_id != "null":
+                args["VersionId"] = st.version_id
+            r = self.client.get_object(**args)
         except (bx.ClientError, bx.BotoCoreError) as e:
             raise self._error(e, key, "download") from e
         return self._stream(r["Body"], key, chunk)
@@ -411,6 +428,47 @@ class S3Store:
             raise self._error(e, key, "download") from e
         finally:
             body.close()
+
+    def _ranged(self, key: str, size: int, version_id: str | None) -> Iterator[bytes]:
+        ps = self.part_size
+        ranges = iter([(o, min(o + ps, size) - 1) for o in range(0, size, ps)])
+
+        def fetch(r: tuple[int, int]) -> bytes:
+            args: dict[str, Any] = {
+                "Bucket": self.bucket,
+                "Key": self.prefix + key,
+                "Range": f"bytes={r[0]}-{r[1]}",
+            }
+            if version_id and version_id != "null":
+                args["VersionId"] = version_id
+            try:
+                body = self.client.get_object(**args)["Body"]
+                try:
+                    data: bytes = body.read()
+                finally:
+                    body.close()
+            except (bx.ClientError, bx.BotoCoreError) as e:
+                raise self._error(e, key, "download") from e
+            if len(data) != r[1] - r[0] + 1:
+                raise StoreUnavailable(
+                    f"{self._where(key)}: short read of bytes {r[0]}-{r[1]} ({len(data)} bytes)"
+                )
+            return data
+
+        with ThreadPoolExecutor(self.s.concurrency, thread_name_prefix="download") as pool:
+            pending: deque[Future[bytes]] = deque(
+                pool.submit(fetch, r) for r in itertools.islice(ranges, self.s.concurrency)
+            )
+            try:
+                while pending:
+                    data = pending.popleft().result()
+                    nxt = next(ranges, None)
+                    if nxt is not None:
+                        pending.append(pool.submit(fetch, nxt))
+                    yield data
+            finally:
+                for f in pending:
+                    f.cancel()
 
     def delete(self, key: str, version_id: str | None = None) -> None:
         st = self.head(key)
