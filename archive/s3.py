@@ -122,6 +122,9 @@ class S3Store:
                 max_pool_connections=settings.concurrency + 4,
             ),
         )
+        # We already hold each body's SHA-256: give it to SigV4 rather than hash it again.
+        for op in ("PutObject", "UploadPart"):
+            self.client.meta.events.register(f"before-sign.s3.{op}", _payload_hash_from_checksum)
         self.part_size = settings.part_size_mb * MiB
         self.threshold = settings.multipart_threshold_mb * MiB
 
@@ -604,6 +607,14 @@ class S3Store:
         except (bx.ClientError, bx.BotoCoreError) as e:
             raise self._error(e, "", "stale-upload cleanup") from e
         return n
+
+
+def _payload_hash_from_checksum(request: Any, **_: Any) -> None:
+    """SigV4 over plain HTTP hashes every body; the SHA-256 we send as the checksum is that
+    very hash, so it is the payload hash (the server checks both against the body)."""
+    c = request.headers.get("x-amz-checksum-sha256")
+    if c and "X-Amz-Content-SHA256" not in request.headers:
+        request.headers["X-Amz-Content-SHA256"] = base64.b64decode(c).hex()
 
 
 def _read_full(f: Any, n: int) -> bytes:
