@@ -170,6 +170,9 @@ class Replicator:
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
         self._wake.set()
+        stopping = getattr(self.store, "stopping", None)
+        if stopping is not None:
+            stopping.set()  # a large upload in flight gives up between parts
         for t in self._threads:
             t.join(timeout)
         self._threads = []
@@ -244,6 +247,8 @@ class Replicator:
                 )
             st = self.store.put(key, path, sha, self._lock(self.settings.retain_days))
         except (StoreError, IntegrityError, OSError) as e:
+            if self._stop.is_set() and isinstance(e, StoreUnavailable):
+                return False  # cut short by shutdown: not a failure of the store
             self._failed(sha, size, attempts + 1, e, failure_entry)
             return False
         self._down_count = 0

@@ -126,6 +126,7 @@ class S3Store:
         for op in ("PutObject", "UploadPart"):
             self.client.meta.events.register(f"before-sign.s3.{op}", _payload_hash_from_checksum)
         self.part_size = settings.part_size_mb * MiB
+        self.stopping = threading.Event()  # set on shutdown: a multipart upload stops early
         self.threshold = settings.multipart_threshold_mb * MiB
 
     # -- errors ---------------------------------------------------------------------
@@ -340,6 +341,11 @@ class S3Store:
                     n = 0
                     while True:
                         slots.acquire()
+                        if self.stopping.is_set():
+                            raise StoreUnavailable(
+                                f"{self._where(k[len(self.prefix) :])}: upload interrupted by "
+                                "shutdown; it starts again at the next run"
+                            )
                         data = _read_full(f, self.part_size)
                         if not data:
                             slots.release()

@@ -7,7 +7,9 @@ appends a signed ``ingest`` entry (or ``sighting`` when the same SHA-256 was
 captured before) in the same SQLite transaction that marks the job recorded,
 so a crash leaves either no entry and a queued job, or one entry and a
 recorded job, never two entries. Probing and releasing follow, each with
-its own entry.
+its own entry. A new object is handed to ``on_new_object`` inside that same
+transaction (the cold-store queue), and with ``release = after_replication``
+a source is released only once ``replicated`` names its `store` entry.
 
 Job states (table ``ingest_files``, in the ledger's database):
 ``queued`` → ``recorded`` → (``releasing`` → ``released``);

@@ -164,6 +164,7 @@ def test_local_folder_cold_store_end_to_end(tmp_path: Path, clip: Path) -> None:
         str(conf.parent / "keys" / "station.vkey"),
     )
     assert ": OK;" in v.stdout
+    assert ": OK;" in run_cli("ledger", "verify", "--store", config=conf).stdout
     out = tmp_path / "fetched.mp4"
     got = run_cli("store", "fetch", sha(clip), "--out", str(out), "--cold", config=conf)
     assert "verified (from file://" in got.stdout and out.read_bytes() == clip.read_bytes()
