@@ -223,6 +223,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
                     after = batch[-1].size
         if not folder.is_dir():
             raise CustodyError(f"ledger folder {folder} does not exist")
+        kept = folder / "checkpoints"  # a copy of a cold-store mirror keeps every checkpoint
+        if args.dir and kept.is_dir():
+            history.extend(p.read_bytes() for p in sorted(kept.iterdir()) if p.name.isdigit())
         src = FolderSource(folder)
         try:
             checkpoint = src.read_checkpoint()
@@ -352,7 +355,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if rep:
             print(
                 f"cold store {rep['store']}: {rep['replicated']} replicated, "
-                f"{rep['backlog']} waiting (the daemon uploads them)"
+                f"{rep['backlog']} waiting"
+                + (" (the daemon uploads them)" if rep["backlog"] else "")
                 + (f"; last error: {rep['last_error']}" if rep["last_error"] else "")
             )
     return 0 if not res["failures"] and not res["paused"] and not res["still_queued"] else 2
