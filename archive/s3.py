@@ -122,7 +122,7 @@ class S3Store:
                 max_pool_connections=settings.concurrency + 4,
             ),
         )
-        # We already hold each body's SHA-256: give it to SigV4 rather than hash it again.
+        # Each body's integrity rides on its signed SHA-256 checksum header (see below).
         for op in ("PutObject", "UploadPart"):
             self.client.meta.events.register(f"before-sign.s3.{op}", _payload_hash_from_checksum)
         self.part_size = settings.part_size_mb * MiB
@@ -334,7 +334,11 @@ class S3Store:
                 slots.release()
             return {"PartNumber": n, "ETag": r["ETag"], "ChecksumSHA256": _b64(digest)}
 
-        with ThreadPoolExecutor(self.s.concurrency, thread_name_prefix="upload") as pool:
+        # The whole-file hash runs on its own thread, in part order, beside the part hashes.
+        with (
+            ThreadPoolExecutor(self.s.concurrency, thread_name_prefix="upload") as pool,
+            ThreadPoolExecutor(1, thread_name_prefix="upload-hash") as hasher,
+        ):
             try:
                 with open(source, "rb", buffering=0) as f:
                     os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
@@ -351,13 +355,14 @@ class S3Store:
                             slots.release()
                             break
                         n += 1
-                        full.update(data)
+                        hasher.submit(full.update, data)
                         d = hashlib.sha256(data).digest()
                         digests.append(d)
                         futures.append(pool.submit(send, n, data, d))
                         failed = [x for x in futures if x.done() and x.exception()]
                         if failed:
                             failed[0].result()
+                hasher.shutdown(wait=True)
                 if full.hexdigest() != sha256:
                     raise LocalCopyCorrupt(
                         f"{source}: reads as SHA-256 {full.hexdigest()[:16]}, not "
@@ -616,11 +621,15 @@ class S3Store:
 
 
 def _payload_hash_from_checksum(request: Any, **_: Any) -> None:
-    """SigV4 over plain HTTP hashes every body; the SHA-256 we send as the checksum is that
-    very hash, so it is the payload hash (the server checks both against the body)."""
-    c = request.headers.get("x-amz-checksum-sha256")
-    if c and "X-Amz-Content-SHA256" not in request.headers:
-        request.headers["X-Amz-Content-SHA256"] = base64.b64decode(c).hex()
+    """Bodies that carry our SHA-256 checksum go as UNSIGNED-PAYLOAD, as botocore sends S3
+    bodies over HTTPS: the checksum header is signed and the server checks the body
+    against it. Over plain HTTP botocore would otherwise hash every body again for the
+    signature, and the server would hash it twice (a third and fourth pass on a dock whose
+    two cores also run the upload)."""
+    if request.headers.get("x-amz-checksum-sha256") and "X-Amz-Content-SHA256" not in (
+        request.headers
+    ):
+        request.headers["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
 
 
 def _read_full(f: Any, n: int) -> bytes:

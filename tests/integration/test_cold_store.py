@@ -270,3 +270,34 @@ def test_cold_class_restore_with_moto(tmp_path: Path) -> None:
         assert (tmp_path / "x").read_bytes() == data and got.source == store.id
     finally:
         server.stop()
+
+
+def test_corrupted_part_is_rejected_and_the_upload_abandoned(seaweed: Any, tmp_path: Path) -> None:
+    """A part whose bytes do not match its SHA-256 is refused by the server; the multipart
+    upload is aborted (nothing half-made stays) and the next attempt stores the object."""
+    from archive.errors import TransferCorrupted
+
+    bucket = new_bucket(seaweed)
+    store = s3(seaweed, bucket, multipart_threshold_mb=5, part_size_mb=5, concurrency=2)
+    hits = {"n": 0}
+
+    def corrupt_one_part(request: Any, **_: Any) -> None:
+        if hits["n"] == 0:
+            hits["n"] += 1
+            body = request.body
+            b = bytearray(body.read() if hasattr(body, "read") else body)
+            b[7] ^= 0x80
+            request.body = bytes(b)
+
+    store.client.meta.events.register("before-send.s3.UploadPart", corrupt_one_part)
+    f = tmp_path / "big"
+    data = bytes(range(256)) * (12 * 4096)  # 12 MiB: three parts
+    f.write_bytes(data)
+    with pytest.raises(TransferCorrupted):
+        store.put(object_key(sha(data)), f, sha(data))
+    raw = seaweed.client()
+    assert not raw.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert store.head(object_key(sha(data))) is None
+    st = store.put(object_key(sha(data)), f, sha(data))
+    assert st.checksum.endswith("-3") and hits["n"] == 1
+    assert len(versions(seaweed, bucket, object_key(sha(data)))) == 1
