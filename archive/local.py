@@ -108,7 +108,14 @@ class LocalFolderStore:
                     existing = self.head(key)
                     assert existing is not None
                     return self._accept_existing(key, existing, sha256, lock)
-            fsync_dir(dest.parent)
+            # Every folder on the way, whoever made it: the store entry must survive a
+            # power cut, and so must the path to the object.
+            d = dest.parent
+            while True:
+                fsync_dir(d)
+                if d == self.root or self.root not in d.parents:
+                    break
+                d = d.parent
         finally:
             tmp.unlink(missing_ok=True)
         if _hash_file(dest) != sha256:

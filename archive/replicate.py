@@ -32,7 +32,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from archive.errors import NotFound, StoreError, StoreUnavailable, TransferCorrupted
+from archive.errors import (
+    LockingNotEnabled,
+    NotFound,
+    StoreError,
+    StoreUnavailable,
+    TransferCorrupted,
+)
 from archive.store import ColdStore, Lock, Stored, ledger_prefix, object_key
 from ledger.entry import format_time
 from ledger.errors import IntegrityError
@@ -139,6 +145,11 @@ class Replicator:
         self.on_stored: Callable[[str, int], None] | None = None
         self._ledger_next = 0.0
         self._ledger_attempts = 0
+        self._locking_checked = False
+        self._mirror_integrity_reported = False
+        clean = getattr(store, "remove_temporaries", None)
+        if clean is not None:
+            clean()  # a folder store's half-written copies from a crash
 
     # -- wiring ----------------------------------------------------------------------
 
@@ -162,6 +173,9 @@ class Replicator:
 
     def start(self) -> None:
         self._stop.clear()
+        stopping = getattr(self.store, "stopping", None)
+        if stopping is not None:
+            stopping.clear()
         for name, fn in (("replicate", self._object_loop), ("ledger-mirror", self._ledger_loop)):
             t = threading.Thread(target=fn, name=name, daemon=True)
             t.start()
@@ -173,12 +187,16 @@ class Replicator:
         stopping = getattr(self.store, "stopping", None)
         if stopping is not None:
             stopping.set()  # a large upload in flight gives up between parts
+        end = time.monotonic() + timeout
         for t in self._threads:
-            t.join(timeout)
-        self._threads = []
+            t.join(max(0.0, end - time.monotonic()))
+        self._threads = [t for t in self._threads if t.is_alive()]
 
-    def close(self) -> None:
-        self.stop()
+    def close(self, timeout: float = 30.0) -> None:
+        self.stop(timeout)
+        if any(t.is_alive() for t in self._threads):
+            log.warning("replication still busy after %d s; it resumes at the next start", timeout)
+            return  # the thread still uses the database; the process exit closes it
         self.db.close()
 
     # -- objects -----------------------------------------------------------------------
@@ -213,7 +231,12 @@ class Replicator:
             if self._stop.is_set():
                 break
             n += 1
-            stored = self.replicate_one(sha, size, role, attempts, failure_entry)
+            try:
+                stored = self.replicate_one(sha, size, role, attempts, failure_entry)
+            except Exception as e:  # a bug or a database error: back off this row only
+                log.exception("replication of %s failed unexpectedly", sha[:16])
+                self._failed(sha, size, attempts + 1, e, failure_entry)
+                stored = False
             if not stored and self.clock() < self._pause_until:
                 break
         return n, self._next_due() - self.clock()
@@ -241,11 +264,27 @@ class Replicator:
         try:
             path = self.local_path(sha)
             if not path.exists():
-                raise NotFound(
+                raise LocalObjectMissing(
                     f"local copy of {sha[:16]} is missing from the dock's store",
                     "restore it from backup; it stays queued",
                 )
-            st = self.store.put(key, path, sha, self._lock(self.settings.retain_days))
+            if not self._locking_checked:
+                # Also when the store was away at start: never upload unlocked by mistake.
+                self.store.check_locking(self.settings.locking)
+                self._locking_checked = True
+            lock = self._lock(self.settings.retain_days)
+            st = self.store.put(key, path, sha, lock)
+            if lock is not None and (st.lock is None or st.lock.retain_until < lock.retain_until):
+                # Found already stored (another dock, an earlier run) under a shorter lock:
+                # extend it, then record what the store says holds.
+                self.store.extend_retention(key, lock)
+                st = self.store.head(key) or st
+                if st.lock is None or st.lock.retain_until < lock.retain_until:
+                    raise LockingNotEnabled(
+                        f"{self.store_id}: {key} is not locked until "
+                        f"{format_time(lock.retain_until)} after the upload",
+                        "the store ignores object lock; check the bucket and the store",
+                    )
         except (StoreError, IntegrityError, OSError) as e:
             if self._stop.is_set() and isinstance(e, StoreUnavailable):
                 return False  # cut short by shutdown: not a failure of the store
@@ -320,9 +359,10 @@ class Replicator:
             self._pause_until = now + backoff(self._down_count, s.retry_base_s, s.retry_max_s)
             delay = self._pause_until - now
         entry = failure_entry
-        if isinstance(e, IntegrityError) and failure_entry is None:
+        if isinstance(e, IntegrityError | LocalObjectMissing) and failure_entry is None:
             entry = self._record_failure(sha, size, msg)
-        level = logging.ERROR if isinstance(e, IntegrityError) else logging.WARNING
+        serious = (IntegrityError, LockingNotEnabled, LocalObjectMissing)
+        level = logging.ERROR if isinstance(e, serious) else logging.WARNING
         kind = "retrying" if isinstance(e, TransferCorrupted | StoreUnavailable) else "will retry"
         log.log(
             level,
@@ -372,6 +412,15 @@ class Replicator:
             except Exception:
                 log.exception("ledger mirror error; retrying shortly")
                 self._ledger_next = self.clock() + 30
+
+    def _record_mirror_failure(self, msg: str) -> None:
+        try:
+            self.ledger.append(
+                "store_failed",
+                {"store": self.store_id, "what": "ledger mirror", "error": msg[:1000]},
+            )
+        except Exception:
+            log.exception("could not record the ledger mirror failure")
 
     def ledger_mirrored_size(self) -> int:
         with self._db_lock:
@@ -441,6 +490,10 @@ class Replicator:
 
 class _AlreadyStored(Exception):
     pass
+
+
+class LocalObjectMissing(NotFound):
+    """The dock's own copy of a queued object is gone: it cannot be uploaded."""
 
 
 def queue_status(

@@ -113,18 +113,26 @@ class S3Store:
             region_name=settings.region,
             verify=settings.verify_tls,
             config=BotoConfig(
-                s3={"addressing_style": "path" if settings.path_style else "auto"},
+                s3={
+                    "addressing_style": "path" if settings.path_style else "auto",
+                    # Bodies carry a signed x-amz-checksum-sha256 the server checks (what
+                    # botocore does for S3 over HTTPS anyway); signing the payload as well
+                    # costs one SHA-256 pass on the dock and one on the server per byte.
+                    "payload_signing_enabled": False,
+                },
                 request_checksum_calculation=settings.checksums,
                 response_checksum_validation=settings.checksums,
-                retries={"max_attempts": 2, "mode": "standard"},
+                # Without If-None-Match a blind retry could write a second version; the
+                # upload queue retries after a HEAD instead.
+                retries={
+                    "total_max_attempts": 3 if settings.conditional_writes else 1,
+                    "mode": "standard",
+                },
                 connect_timeout=settings.connect_timeout_s,
                 read_timeout=settings.read_timeout_s,
                 max_pool_connections=settings.concurrency + 4,
             ),
         )
-        # Each body's integrity rides on its signed SHA-256 checksum header (see below).
-        for op in ("PutObject", "UploadPart"):
-            self.client.meta.events.register(f"before-sign.s3.{op}", _payload_hash_from_checksum)
         self.part_size = settings.part_size_mb * MiB
         self.stopping = threading.Event()  # set on shutdown: a multipart upload stops early
         self.threshold = settings.multipart_threshold_mb * MiB
@@ -183,14 +191,20 @@ class S3Store:
     ) -> Stored:
         size = len(source) if isinstance(source, bytes) else os.stat(source).st_size
         if not replace:
-            existing = self.head(key)
+            try:
+                existing = self.head(key)
+            except _Forbidden:
+                # Without s3:ListBucket a missing key answers 403; If-None-Match still
+                # keeps the write from replacing anything.
+                existing = None
             if existing is not None:
                 return self._accept_existing(key, existing, source, sha256, size)
         extra: dict[str, Any] = {"Metadata": {"sha256": sha256}}
         if lock is not None and not replace:
             extra["ObjectLockMode"] = lock.mode
             extra["ObjectLockRetainUntilDate"] = lock.retain_until
-        if self.s.storage_class:
+        if self.s.storage_class and key.startswith("objects/"):
+            # Evidence only: the ledger's tiles and checkpoints must stay readable.
             extra["StorageClass"] = self.s.storage_class
         try:
             if size <= self.threshold:
@@ -213,7 +227,7 @@ class S3Store:
         st = self.head(key)
         if st is None:
             raise StoreUnavailable(f"{self._where(key)}: written but not found on read-back")
-        if st.checksum != expected or st.size != size or st.sha256 != sha256:
+        if not self._holds(key, st, sha256, size, expected):
             raise ObjectCorrupt(
                 f"{self._where(key)}: read-back does not match what was sent (checksum "
                 f"{st.checksum or 'none'} vs {expected}, size {st.size} vs {size})",
@@ -221,32 +235,41 @@ class S3Store:
             )
         return st
 
+    def _holds(self, key: str, st: Stored, sha256: str, size: int, expected: str | None) -> bool:
+        """Whether the stored object is the bytes named by ``sha256``: one rule for the
+        read-back after an upload and for an object found already there.
+
+        A checksum the store reports must match; so must our metadata where it is kept.
+        Without a checksum to compare (a store that keeps none, a part layout we cannot
+        recompute) the object is read back and hashed: metadata alone can be forged.
+        """
+        if st.size != size or st.sha256 not in (sha256, None):
+            return False
+        if st.checksum and expected is not None:
+            return st.checksum == expected
+        return self._hash_stored(key) == sha256
+
     def _accept_existing(
         self, key: str, existing: Stored, source: Path | bytes, sha256: str, size: int
     ) -> Stored:
-        """An object already under ``key``: accepted only if its checksum shows our bytes.
-
-        Metadata alone proves nothing (anyone who can write can set it): without a
-        checksum the store can vouch for, the object is read back and hashed.
-        """
-        ok = existing.size == size and existing.sha256 in (sha256, None)
-        if ok and existing.checksum:
-            parts = existing.checksum.partition("-")[2]
-            if not parts:
-                ok = existing.checksum == _b64(bytes.fromhex(sha256))
-            elif isinstance(source, Path) and int(parts) == -(-size // self.part_size):
-                ok = existing.checksum == composite_checksum(source, self.part_size)
-            else:
-                ok = self._hash_stored(key) == sha256
-        elif ok:
-            ok = self._hash_stored(key) == sha256
-        if not ok:
+        """An object already under ``key``: accepted only if it holds our bytes."""
+        expected: str | None = None
+        parts = existing.checksum.partition("-")[2]
+        if not parts:
+            expected = _b64(bytes.fromhex(sha256))
+        elif isinstance(source, Path) and int(parts) == -(-size // self._part_size(size)):
+            expected = composite_checksum(source, self._part_size(size))
+        if not self._holds(key, existing, sha256, size, expected):
             raise ObjectConflict(
                 f"{self._where(key)} already holds an object that is not SHA-256 "
                 f"{sha256[:16]} (size {existing.size}, checksum {existing.checksum or 'none'})",
                 "the bucket holds different bytes under a content address; audit the store",
             )
         return existing
+
+    def _part_size(self, size: int) -> int:
+        """The configured part size, grown in whole MiB to stay within 10,000 parts."""
+        return max(self.part_size, -(-size // (10_000 * MiB)) * MiB)
 
     def _hash_stored(self, key: str) -> str:
         h = hashlib.sha256()
@@ -316,6 +339,7 @@ class S3Store:
         At most ``concurrency`` + 1 parts are in memory at a time, whatever the file size.
         """
         full = hashlib.sha256()
+        part_size = self._part_size(size)
         digests: list[bytes] = []
         futures: list[Future[dict[str, Any]]] = []
         slots = threading.BoundedSemaphore(self.s.concurrency + 1)
@@ -350,7 +374,7 @@ class S3Store:
                                 f"{self._where(k[len(self.prefix) :])}: upload interrupted by "
                                 "shutdown; it starts again at the next run"
                             )
-                        data = _read_full(f, self.part_size)
+                        data = _read_full(f, part_size)
                         if not data:
                             slots.release()
                             break
@@ -384,6 +408,11 @@ class S3Store:
         except bx.ClientError as e:
             if _status(e) == 404 or _code(e) in ("404", "NoSuchKey", "NotFound"):
                 return None
+            if _status(e) == 403:
+                raise _Forbidden(
+                    f"{self._where(key)}: the store refused a HEAD (403)",
+                    "check the credentials' permissions (s3:GetObject, s3:ListBucket)",
+                ) from e
             raise self._error(e, key, "lookup") from e
         except bx.BotoCoreError as e:
             raise self._error(e, key, "lookup") from e
@@ -620,16 +649,8 @@ class S3Store:
         return n
 
 
-def _payload_hash_from_checksum(request: Any, **_: Any) -> None:
-    """Bodies that carry our SHA-256 checksum go as UNSIGNED-PAYLOAD, as botocore sends S3
-    bodies over HTTPS: the checksum header is signed and the server checks the body
-    against it. Over plain HTTP botocore would otherwise hash every body again for the
-    signature, and the server would hash it twice (a third and fourth pass on a dock whose
-    two cores also run the upload)."""
-    if request.headers.get("x-amz-checksum-sha256") and "X-Amz-Content-SHA256" not in (
-        request.headers
-    ):
-        request.headers["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
+class _Forbidden(StoreError):
+    pass
 
 
 def _read_full(f: Any, n: int) -> bytes:

@@ -330,7 +330,7 @@ def _parse_store(t: _Table, base: Path) -> StoreConfig:
     checksums = t.get("checksums", str, "when_required")
     if checksums not in ("when_required", "when_supported"):
         raise t.error("checksums", f"must be when_required or when_supported, not {checksums!r}")
-    part = _int(t, "part_size_mb", 16, 5, 5120)
+    part = _int(t, "part_size_mb", 16, 5, 512)  # (concurrency + 1) parts are held in memory
     sc = StoreConfig(
         "s3",
         bucket=bucket,
@@ -344,7 +344,7 @@ def _parse_store(t: _Table, base: Path) -> StoreConfig:
         profile=t.get("profile", str, ""),
         access_key_id=t.get("access_key_id", str, ""),
         secret_access_key=t.get("secret_access_key", str, ""),
-        multipart_threshold_mb=_int(t, "multipart_threshold_mb", 32, part, 5 << 20),
+        multipart_threshold_mb=_int(t, "multipart_threshold_mb", 32, 5, 512),
         part_size_mb=part,
         concurrency=_int(t, "concurrency", 4, 1, 64),
         storage_class=t.get("storage_class", str, ""),

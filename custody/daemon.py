@@ -21,7 +21,7 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from archive.errors import StoreError, StoreUnavailable
+from archive.errors import LockingNotEnabled, StoreError
 from archive.replicate import Replicator
 from custody import config as cfg
 from custody.cold import open_store, replication_settings
@@ -181,9 +181,9 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
     finally:
         scheduler.shutdown(wait=False)
         watcher.stop()
-        cap.close(wait=True)
         if rep is not None:
-            rep.stop(timeout=10)
+            rep.close(timeout=60)  # before the capturer: it may still be releasing for us
+        cap.close(wait=True)
         ledger.stop_integrator()
         ledger.integrate()
         ledger.close()
@@ -208,10 +208,12 @@ def make_replicator(
     settings = replication_settings(conf)
     try:
         store.check_locking(settings.locking)
-    except StoreUnavailable as e:
-        log.warning("cold store not reachable at start (%s); uploads wait for it", e)
-    except StoreError as e:
+    except LockingNotEnabled as e:
         raise CustodyError(e.message, e.hint) from None
+    except StoreError as e:
+        # Unreachable, a clock the store finds skewed, expired credentials: capture goes on
+        # and uploads wait (the lock check runs again before the first upload).
+        log.warning("cold store not usable at start (%s); uploads wait for it", e)
     rep = Replicator(ledger, store, objects.path, settings)
     if at_start:
         _clean_uploads(rep)
@@ -317,6 +319,7 @@ def _ingest(conf: cfg.Config, paths: list[Path], settle_ms: int, wait_s: float) 
             # One pass: what the store takes now is replicated (and released); the rest
             # stays queued for the daemon.
             rep.run_due(limit=1_000_000)
+            cap.finish_releases()
             ledger.integrate()
             try:
                 rep.sync_ledger()

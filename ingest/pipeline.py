@@ -146,6 +146,10 @@ def open_for_writing() -> set[tuple[int, int]]:
     return out
 
 
+class _AlreadyReleased(Exception):
+    pass
+
+
 _CONTROL = {c: f"\\x{c:02x}" for c in range(0x20)} | {0x7F: "\\x7f"}
 
 
@@ -210,6 +214,7 @@ class Capturer:
             max_workers=settings.max_parallel_recorders, thread_name_prefix="capture"
         )
         self._probe_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe")
+        self._release_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="release")
         self._resolvers = {d.path: IdentityResolver(d) for d in self.docks}
         self._skipped: set[bytes] = set()
         self.paused: str = ""
@@ -217,6 +222,7 @@ class Capturer:
         self.copying: dict[str, tuple[str, int, float]] = {}  # recorder -> file, size, since
         self.stats = Stats()
         self._inflight = 0
+        self._releasing: set[int] = set()
         self._idle = threading.Condition(self._lock)
         self._stopping = False
 
@@ -226,6 +232,7 @@ class Capturer:
         self._stopping = True
         self._pool.shutdown(wait=wait, cancel_futures=True)
         self._probe_pool.shutdown(wait=wait, cancel_futures=True)
+        self._release_pool.shutdown(wait=wait, cancel_futures=True)
         self.db.close()
 
     def _dock_for(self, path: Path) -> DockSettings | None:
@@ -714,7 +721,10 @@ class Capturer:
                 (sha256,),
             ).fetchall()
         for (job_id,) in rows:
-            self._release(job_id, store_entry)
+            # On the release worker: a release re-hashes the stored copy first, which must
+            # not hold up the uploads that called us.
+            with contextlib.suppress(RuntimeError):  # shutting down: resumed at next start
+                self._release_pool.submit(self._release, job_id, store_entry)
 
     # -- probe -----------------------------------------------------------------
 
@@ -783,6 +793,19 @@ class Capturer:
         with ``after_replication``, the cold store confirmed its copy (``store_entry``)."""
         if self.settings.release == "after_replication" and store_entry is None:
             return
+        # One release per job at a time: the capture thread (a duplicate of a replicated
+        # object) and the replicator (its store entry) can ask for the same job at once.
+        with self._lock:
+            if job_id in self._releasing:
+                return
+            self._releasing.add(job_id)
+        try:
+            self._release_claimed(job_id, store_entry)
+        finally:
+            with self._lock:
+                self._releasing.discard(job_id)
+
+    def _release_claimed(self, job_id: int, store_entry: int | None) -> None:
         with self._db_lock:
             row = self.db.execute(
                 "SELECT dock, recorder, path, size, mtime_ns, sha256, entry, state, ino "
@@ -791,6 +814,9 @@ class Capturer:
             ).fetchone()
             if row is None or row[7] not in ("recorded", "releasing"):
                 return
+            # 'releasing' already: an earlier release was cut short (crash or shutdown);
+            # the source may have been removed by it before its entry was signed.
+            interrupted = row[7] == "releasing"
             self.db.execute("UPDATE ingest_files SET state='releasing' WHERE id=?", (job_id,))
             self.db.commit()
         path = Path(os.fsdecode(bytes(row[2])))
@@ -817,7 +843,9 @@ class Capturer:
             absent = True
         except OSError as e:
             log.error(
-                "cannot release %s from the recorder: %s (will retry)", shown(path), e.strerror
+                "cannot release %s from the recorder: %s (tried again at the next start)",
+                shown(path),
+                e.strerror,
             )
             return
         dock = next((d for d in self.docks if d.label == row[0]), None)
@@ -832,15 +860,22 @@ class Capturer:
         if store_entry is not None:
             payload["store_entry"] = store_entry
         if absent:
-            payload["source_already_absent"] = True
+            key = "release_interrupted" if interrupted else "source_already_absent"
+            payload[key] = True
 
         def mark(conn: sqlite3.Connection, idx: list[int]) -> None:
-            conn.execute(
-                "UPDATE ingest_files SET state='released', wipe_entry=? WHERE id=?",
+            cur = conn.execute(
+                "UPDATE ingest_files SET state='released', wipe_entry=? "
+                "WHERE id=? AND state='releasing'",
                 (idx[0], job_id),
             )
+            if cur.rowcount != 1:
+                raise _AlreadyReleased()
 
-        index = self.ledger.append("wipe", payload, mark)
+        try:
+            index = self.ledger.append("wipe", payload, mark)
+        except _AlreadyReleased:
+            return
         log.info("released %s from the recorder (entry %d)", shown(path), index)
 
     def _set_state_id(self, job_id: int, state: str) -> None:
@@ -880,3 +915,8 @@ class Capturer:
         self._probe_pool.shutdown(wait=True)
         self._probe_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe")
         return True
+
+    def finish_releases(self) -> None:
+        """Wait for the releases handed to the release worker (one-shot ingest)."""
+        self._release_pool.shutdown(wait=True)
+        self._release_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="release")

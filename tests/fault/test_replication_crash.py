@@ -97,6 +97,7 @@ def test_sigkill_while_replicating(tmp_path: Path, seaweed: Any) -> None:
     store_at = {e["sha256"]: index[id(e)] for e in es if e["type"] == "store"}
     wipes = [e for e in es if e["type"] == "wipe"]
     assert {e["source"]["path"] for e in wipes} == set(expected)
+    assert len(wipes) == len(expected), "a recorder file was wiped twice"
     for w in wipes:
         assert index[id(w)] > store_at[w["sha256"]]
     for h in shas:

@@ -301,3 +301,32 @@ def test_corrupted_part_is_rejected_and_the_upload_abandoned(seaweed: Any, tmp_p
     st = store.put(object_key(sha(data)), f, sha(data))
     assert st.checksum.endswith("-3") and hits["n"] == 1
     assert len(versions(seaweed, bucket, object_key(sha(data)))) == 1
+
+
+def test_object_already_stored_under_a_shorter_lock_is_extended(
+    seaweed: Any, station: Path
+) -> None:
+    """Another dock (or an earlier policy) stored the same bytes with a shorter lock: the
+    store entry must not claim a lock the store does not hold, so it is extended first."""
+    bucket = new_bucket(seaweed)
+    conf = cfg.load(station)
+    store = s3(seaweed, bucket)
+    objects = LocalObjects(conf.store_dir)
+    data = b"docked twice, at two stations"
+    h = put_local(objects, data)
+    short = Lock("COMPLIANCE", datetime.now(UTC).replace(microsecond=0) + timedelta(days=1))
+    store.put(object_key(h), data, h, short)
+    with open_ledger(conf) as ledger:
+        rep = Replicator(ledger, store, objects.path, ReplicationSettings(retain_days=30))
+        with rep.db:
+            enqueue(rep.db, store.id, h, len(data), "original")
+        rep.run_due()
+        idx = rep.stored_entry(h)
+        assert idx is not None
+        e = dict(decode_entry(ledger.entry(idx)).fields)
+        rep.close()
+    st = store.head(object_key(h))
+    assert st is not None and st.lock is not None
+    assert st.lock.retain_until > short.retain_until + timedelta(days=28)
+    assert e["retain_until"] == st.lock.retain_until.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    assert len(versions(seaweed, bucket, object_key(h))) == 1

@@ -44,6 +44,8 @@ def check_replication_invariants(
         body = c.get_object(Bucket=bucket, Key=key)["Body"].read()
         assert hashlib.sha256(body).hexdigest() == h
     store_at = {e["sha256"]: index[id(e)] for e in stores}
+    wiped = [e["source"]["path"] for e in of_type(es, "wipe")]
+    assert len(wiped) == len(set(wiped)), "a recorder file was wiped twice"
     for w in of_type(es, "wipe"):
         assert w["rule"] == "after_replication"
         assert index[id(w)] > store_at[w["sha256"]], "wiped before its copy was confirmed"
