@@ -413,6 +413,15 @@ class Replicator:
                 log.exception("ledger mirror error; retrying shortly")
                 self._ledger_next = self.clock() + 30
 
+    def _drop_partials(self, prefix: str) -> None:
+        """Partial tiles whose full tile is mirrored are no longer needed (tidying only:
+        a failure leaves small unlocked objects behind, nothing more)."""
+        try:
+            for k in list(self.store.list(prefix)):
+                self.store.delete(k)
+        except (StoreError, OSError) as e:
+            log.debug("partial tiles under %s stay for now: %s", prefix, e)
+
     def _record_mirror_failure(self, msg: str) -> None:
         try:
             self.ledger.append(
@@ -440,11 +449,14 @@ class Replicator:
             return done
         prefix = ledger_prefix(self.ledger.origin)
         lock = self._lock(self.settings.ledger_retain_days)
+        completed = []
         for tid in tiles_to_publish(done, latest.size):
             data = self.ledger.tiles.read_tile(tid)
             # Partials are small and superseded once their tile is full: never locked.
             sha = hashlib.sha256(data).hexdigest()
             self.store.put(prefix + tid.path(), data, sha, lock if tid.full else None)
+            if tid.full:
+                completed.append(tid)
         after = done
         while True:
             batch = [r for r in self.ledger.checkpoints(after, 1000) if r.size <= latest.size]
@@ -464,6 +476,8 @@ class Replicator:
                 (self._meta_name(), str(latest.size)),
             )
             self.db.commit()
+        for tid in completed:
+            self._drop_partials(prefix + tid.path() + ".p/")
         log.debug("ledger mirrored to %s up to size %d", self.store_id, latest.size)
         return latest.size
 

@@ -221,7 +221,27 @@ class S3Store:
             raise self._error(e, key, "upload") from e
         except bx.BotoCoreError as e:
             raise self._error(e, key, "upload") from e
-        return self._confirm(key, sha256, size, expected)
+        st = self._confirm(key, sha256, size, expected)
+        if replace:
+            self._drop_older_versions(key, st.version_id)
+        return st
+
+    def _drop_older_versions(self, key: str, keep: str | None) -> None:
+        """A key that moves on (the latest checkpoint) keeps one version in a versioned
+        bucket, not one per update; versions a default retention locked stay."""
+        if not keep or keep == "null":
+            return
+        k = self.prefix + key
+        try:
+            r = self.client.list_object_versions(Bucket=self.bucket, Prefix=k)
+            for v in r.get("Versions", []):
+                if v["Key"] == k and v["VersionId"] != keep:
+                    with contextlib.suppress(bx.ClientError):
+                        self.client.delete_object(
+                            Bucket=self.bucket, Key=k, VersionId=v["VersionId"]
+                        )
+        except (bx.ClientError, bx.BotoCoreError):
+            pass  # tidying only; the next update tries again
 
     def _confirm(self, key: str, sha256: str, size: int, expected: str) -> Stored:
         st = self.head(key)

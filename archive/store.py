@@ -80,8 +80,8 @@ class ObjectStore(Protocol):
         """Store ``source`` under ``key`` and confirm the stored SHA-256 before returning.
 
         An existing object is accepted (and returned) only when its checksum matches;
-        otherwise `ObjectConflict`. ``replace=True`` is for the few keys that move on
-        (the latest ``checkpoint``, partial tiles): never locked, overwritten in place.
+        otherwise `ObjectConflict`. ``replace=True`` is for the key that moves on (the
+        latest ``checkpoint``): never locked, overwritten in place, one version kept.
         """
         ...
 

@@ -190,6 +190,11 @@ def test_ledger_verifies_from_the_bucket_alone(seaweed: Any, station: Path) -> N
     pre = ledger_prefix(conf.origin)
     assert {f"{pre}tile/0/000", f"{pre}tile/entries/000", f"{pre}checkpoint"} <= keys
     assert {f"{pre}checkpoints/{n}" for n in sizes} <= keys
+    # Partials of tiles that are now full are gone; the moving checkpoint keeps one version.
+    assert not [k for k in keys if k.startswith(f"{pre}tile/0/000.p/")], keys
+    assert not [k for k in keys if k.startswith(f"{pre}tile/entries/000.p/")], keys
+    assert f"{pre}tile/0/001.p/57" in keys  # the right edge at 313 entries
+    assert len(versions(seaweed, bucket, f"{pre}checkpoint")) == 1
     # Full tiles are locked like evidence; the moving checkpoint is not.
     tile = s3(seaweed, bucket).head(f"{pre}tile/0/000")
     assert tile is not None and tile.lock is not None
@@ -217,7 +222,9 @@ def test_ledger_verifies_from_the_bucket_alone(seaweed: Any, station: Path) -> N
         check=False,
     )
     assert bad.returncode == 1, bad.stdout + bad.stderr
-    assert "tile/entries/000" in bad.stdout
+    # The altered entry is named, and the tile whose leaf hash no longer matches it.
+    assert "entry 0: signature does not verify" in bad.stdout, bad.stdout
+    assert "tile/0/000: 1 leaf hash(es) differ" in bad.stdout, bad.stdout
 
 
 def test_stale_multipart_uploads_are_cleaned(seaweed: Any) -> None:
