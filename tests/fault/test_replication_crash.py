@@ -53,10 +53,14 @@ def test_sigkill_while_replicating(tmp_path: Path, seaweed: Any) -> None:
         return len(client.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
 
     for _ in range(KILLS):
-        for _ in range(rng.randint(1, 4)):
+        # One file per round goes up in parts, so an aimed kill has an upload to land in.
+        sizes = [13_000_000] + [
+            rng.choice([0, 4000, 600_000, 7_000_000]) for _ in range(rng.randint(0, 3))
+        ]
+        for size in sizes:
             rel = f"slot{rng.randint(1, 3):02d}/R{n:04d}.bin"
             n += 1
-            data = rng.randbytes(rng.choice([0, 4000, 600_000, 7_000_000, 13_000_000]))
+            data = rng.randbytes(size)
             (dock / rel).parent.mkdir(parents=True, exist_ok=True)
             (dock / rel).write_bytes(data)
             expected[rel] = hashlib.sha256(data).hexdigest()

@@ -204,12 +204,12 @@ def test_ledger_verifies_from_the_bucket_alone(seaweed: Any, station: Path) -> N
     )
     assert f"size {sizes[-1]}" in ok.stdout and "OK" in ok.stdout, ok.stdout
     assert "4 recorded checkpoints" in ok.stdout, ok.stdout  # the key entry's, and three
-    # A flipped bit in an entry bundle of the unlocked copy is named.
+    # One altered letter in an entry bundle of the unlocked copy is named: entry 1 is the
+    # first note, "remark 0".
     raw = seaweed.client()
     k = f"{pre}tile/entries/000"
-    b = bytearray(raw.get_object(Bucket=loose, Key=k)["Body"].read())
-    b[100] ^= 0x04
-    raw.put_object(Bucket=loose, Key=k, Body=bytes(b))
+    b = raw.get_object(Bucket=loose, Key=k)["Body"].read()
+    raw.put_object(Bucket=loose, Key=k, Body=b.replace(b'"remark 0"', b'"remarK 0"', 1))
     bad = run_cli(
         "ledger",
         "verify",
@@ -223,8 +223,9 @@ def test_ledger_verifies_from_the_bucket_alone(seaweed: Any, station: Path) -> N
     )
     assert bad.returncode == 1, bad.stdout + bad.stderr
     # The altered entry is named, and the tile whose leaf hash no longer matches it.
-    assert "entry 0: signature does not verify" in bad.stdout, bad.stdout
+    assert "entry 1: signature does not verify" in bad.stdout, bad.stdout
     assert "tile/0/000: 1 leaf hash(es) differ" in bad.stdout, bad.stdout
+    assert "FAILED" in bad.stdout
 
 
 def test_stale_multipart_uploads_are_cleaned(seaweed: Any) -> None:
