@@ -255,7 +255,7 @@ def make_capturer(
         objects,
         docks,
         settings,
-        on_new_object=lambda conn, sha, size: rep.enqueue_in(conn, sha, size, "original"),
+        on_new_object=rep.enqueue_in,
         replicated=rep.stored_entry,
     )
     rep.on_stored = cap.release_replicated

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.errors import CaptureError, DiskFull, SourceChanged, SourceUnreadable
+from ingest.fingerprinter import Fingerprinter, lower_priority
 from ingest.identity import IdentityResolver
 from ingest.media import is_media, sniff
 from ingest.objects import Digests, LocalObjects, capture_copy
@@ -182,11 +183,12 @@ class Capturer:
         docks: Iterable[DockSettings],
         settings: CaptureSettings,
         clock: Callable[[], float] = time.monotonic,
-        on_new_object: Callable[[sqlite3.Connection, str, int], None] | None = None,
+        on_new_object: Callable[[sqlite3.Connection, str, int, str], None] | None = None,
         replicated: Callable[[str], int | None] | None = None,
     ) -> None:
-        """``on_new_object(conn, sha256, size)`` runs inside the transaction of each new
-        object's `ingest` entry (the cold-store queue); ``replicated(sha256)`` gives the
+        """``on_new_object(conn, sha256, size, role)`` runs inside the transaction of each
+        new object's entry (`ingest` for originals, `fingerprint` for sidecars: the
+        cold-store queue); ``replicated(sha256)`` gives the
         `store` entry of a replicated object, for release after replication."""
         if settings.release == "after_replication" and replicated is None:
             raise ValueError("release after replication needs a cold store")
@@ -203,6 +205,7 @@ class Capturer:
         self.db.executescript(SCHEMA)
         self.db.commit()
         self._db_lock = threading.Lock()
+        self.fingerprinter = Fingerprinter(ledger, objects, self.db, self._db_lock, on_new_object)
         self._lock = threading.Lock()
         self._watch: dict[bytes, _Watch] = {}
         self._queued: dict[str, deque[_Job]] = {}  # recorder key -> jobs
@@ -213,7 +216,9 @@ class Capturer:
         self._pool = ThreadPoolExecutor(
             max_workers=settings.max_parallel_recorders, thread_name_prefix="capture"
         )
-        self._probe_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe")
+        self._probe_pool = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="media", initializer=lower_priority
+        )
         self._release_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="release")
         self._resolvers = {d.path: IdentityResolver(d) for d in self.docks}
         self._skipped: set[bytes] = set()
@@ -679,7 +684,7 @@ class Capturer:
                     (d.sha256, d.size, media_type, idx[0]),
                 )
                 if new.rowcount == 1 and self.on_new_object is not None:
-                    self.on_new_object(conn, d.sha256, d.size)
+                    self.on_new_object(conn, d.sha256, d.size, "original")
 
             index = self.ledger.append(kind, payload, mark)
         if kind == "ingest":
@@ -694,6 +699,7 @@ class Capturer:
             )
             if is_media(media_type):
                 self._probe_pool.submit(self._probe, d.sha256)
+                self._probe_pool.submit(self._fingerprint, d.sha256)
         else:
             self.stats.sightings += 1
             log.info(
@@ -736,6 +742,16 @@ class Capturer:
         for sha, mt in rows:
             if is_media(mt):
                 self._probe_pool.submit(self._probe, sha)
+        for sha in self.fingerprinter.pending():
+            self._probe_pool.submit(self._fingerprint, sha)
+
+    def _fingerprint(self, sha: str) -> None:
+        if self._stopping:
+            return
+        try:
+            self.fingerprinter.run(sha)
+        except Exception:  # never let media work take the daemon down; retried at start
+            log.exception("fingerprinting %s failed; it is tried again at the next start", sha[:16])
 
     def _probe(self, sha: str) -> None:
         if self._stopping:
@@ -913,7 +929,9 @@ class Capturer:
             if end is not None and self.clock() > end:
                 return False
         self._probe_pool.shutdown(wait=True)
-        self._probe_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe")
+        self._probe_pool = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="media", initializer=lower_priority
+        )
         return True
 
     def finish_releases(self) -> None:
