@@ -311,6 +311,103 @@ def cmd_store_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify_clip(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from archive.retrieve import Retriever
+    from ingest.fingerprint import (
+        FingerprintError,
+        keyframe_hashes,
+        match_clip,
+        parse_sidecar,
+        read_packets,
+    )
+    from ingest.fingerprinter import candidates
+    from ingest.objects import LocalObjects
+
+    conf = _load(args)
+    clip = Path(args.clip)
+    if not clip.is_file():
+        raise CustodyError(f"{clip}: not found")
+    try:
+        fp = read_packets(clip)
+    except FingerprintError as e:
+        raise CustodyError(f"{clip}: ffmpeg cannot read it as media ({e})") from None
+    store = None if conf.store is None else _cold(conf)
+    fetch = Retriever(LocalObjects(conf.store_dir).path, store)
+    db = sqlite3.connect(f"file:{conf.state_dir / 'ledger.sqlite'}?mode=ro", uri=True)
+    best: tuple[str, Any, int, int] | None = None
+    try:
+        try:
+            found = candidates(db, keyframe_hashes(fp, 50))[:10]
+        except sqlite3.OperationalError:
+            found = []
+        for sha in found:
+            row = db.execute(
+                "SELECT f.sidecar, f.entry, o.first_entry FROM ingest_fingerprints f "
+                "JOIN ingest_objects o ON o.sha256 = f.sha256 WHERE f.sha256=?",
+                (sha,),
+            ).fetchone()
+            if row is None or row[0] is None:
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                dest = Path(tmp) / "sidecar"
+                fetch.fetch(row[0], dest)
+                original = parse_sidecar(dest.read_bytes())
+            m = match_clip(fp, original)
+            if best is None or m.matched > best[1].matched:
+                best = (sha, m, int(row[1]), int(row[2]))
+    finally:
+        db.close()
+    exact = best is not None and best[1].exact
+    if args.json:
+        out: dict[str, Any] = {"clip": str(clip), "exact": exact, "packets": len(fp.packets)}
+        if best is not None:
+            sha, m, fp_entry, ingest_entry = best
+            rng = m.range_ms()
+            out.update(
+                original=sha,
+                ingest_entry=ingest_entry,
+                fingerprint_entry=fp_entry,
+                matched=m.matched,
+                total=m.total,
+                range_ms=list(rng) if rng else None,
+                streams=[
+                    {
+                        "clip_stream": x.clip_stream,
+                        "original_stream": x.original_stream,
+                        "matched": x.matched,
+                        "total": x.total,
+                    }
+                    for x in m.streams
+                ],
+            )
+        print(json.dumps(out))
+        return 0 if exact else 1
+    if best is None or best[1].matched == 0:
+        print(
+            f"{clip}: no docked original shares its packets "
+            f"({len(fp.packets)} packets; a re-encoded clip matches nothing exactly)"
+        )
+        return 1
+    sha, m, fp_entry, ingest_entry = best
+    print(f"{clip}: {'cut from' if exact else 'closest'} original {sha}")
+    print(f"  ingest entry {ingest_entry}, fingerprint entry {fp_entry}")
+    rng = m.range_ms()
+    if rng:
+        print(f"  time range in the original: {rng[0] / 1000:.3f} s to {rng[1] / 1000:.3f} s")
+    for x in m.streams:
+        print(
+            f"  clip stream {x.clip_stream} -> original stream {x.original_stream}: "
+            f"{x.matched} of {x.total} packets match, in order"
+        )
+    if exact:
+        print("result: every packet of the clip is in the original, in order (a stream copy)")
+        return 0
+    print(f"result: NOT an exact cut: {m.matched} of {m.total} packets match")
+    return 1
+
+
 def _progress() -> Any:
     last = [0.0]
 
@@ -597,6 +694,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser(
+        "verify-clip",
+        help="trace a clip back to the docked original it was cut from (by packet hashes)",
+    )
+    s.add_argument("clip")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_verify_clip)
 
     st = sub.add_parser("store", help="the cold store: check it, fetch or restore objects")
     ssub = st.add_subparsers(dest="store_command", required=True, metavar="SUBCOMMAND")

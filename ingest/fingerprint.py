@@ -297,6 +297,20 @@ def read_packets(path: Path) -> Fingerprint:
                 )
         except Exception as e:  # a file cut short: keep what was readable
             error = f"{type(e).__name__}: {e}"[:500]
+        if not error:
+            # An indexed container (MP4/MOV) whose data was cut off ends quietly: compare
+            # with the number of packets its index promises.
+            got: dict[int, int] = {}
+            for p in packets:
+                got[p.stream] = got.get(p.stream, 0) + 1
+            for s in c.streams:
+                promised = int(s.frames or 0)
+                if promised and got.get(s.index, 0) < promised:
+                    error = (
+                        f"the file ends after {got.get(s.index, 0)} of the {promised} packets "
+                        f"its index lists for stream {s.index} (cut short)"
+                    )
+                    break
     return Fingerprint(streams, tuple(packets), complete=not error, error=error)
 
 

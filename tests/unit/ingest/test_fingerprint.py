@@ -1,0 +1,103 @@
+"""The custody-packets/v1 format and clip matching (pure)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ingest.fingerprint import (
+    Fingerprint,
+    FingerprintError,
+    Packet,
+    StreamInfo,
+    format_sidecar,
+    keyframe_hashes,
+    match_clip,
+    parse_sidecar,
+)
+
+STREAMS = (StreamInfo(0, "video", "h264", "1/12800"), StreamInfo(1, "audio", "aac", "1/44100"))
+
+
+def h(i: int) -> bytes:
+    return hashlib.sha256(str(i).encode()).digest()
+
+
+packets = st.lists(
+    st.builds(
+        Packet,
+        stream=st.sampled_from([0, 1]),
+        pts=st.one_of(st.none(), st.integers(-(2**40), 2**40)),
+        dts=st.one_of(st.none(), st.integers(-(2**40), 2**40)),
+        size=st.integers(0, 2**31),
+        key=st.booleans(),
+        sha256=st.binary(min_size=32, max_size=32),
+    ),
+    max_size=50,
+)
+
+
+@given(packets)
+def test_round_trip(ps: list[Packet]) -> None:
+    fp = Fingerprint(STREAMS, tuple(ps))
+    assert parse_sidecar(format_sidecar(fp)) == fp
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"",
+        b"# custody-packets/v2\n",
+        b"# custody-packets/v1\nS\t0\tvideo\th264\t1/1\nP\t1\t0\t0\t5\tK\t" + b"ab" * 32 + b"\n",
+        b"# custody-packets/v1\nS\t0\tvideo\th264\t1/1\nP\t0\t0\t0\t5\tK\t" + b"AB" * 32 + b"\n",
+        b"# custody-packets/v1\nS\t0\tvideo\th264\t1/1\nP\t0\tx\t0\t5\tK\t" + b"ab" * 32 + b"\n",
+        b"# custody-packets/v1\nS\t0\tvideo\th264\t1/1\nP\t0\t0\t0\t5\tK\t" + b"ab" * 32,
+        b"# custody-packets/v1\nS\t0\tvideo\th264\t1/1\nS\t0\taudio\taac\t1/1\n",
+        b"# custody-packets/v1\nQ\n",
+    ],
+)
+def test_malformed_sidecars_are_refused(bad: bytes) -> None:
+    with pytest.raises(FingerprintError):
+        parse_sidecar(bad)
+
+
+def original(n: int = 100) -> Fingerprint:
+    ps = []
+    for i in range(n):
+        ps.append(Packet(0, i * 512, i * 512, 1000, i % 25 == 0, h(i)))
+        ps.append(Packet(1, i * 1024, i * 1024, 300, True, h(10_000 + i)))
+    return Fingerprint(STREAMS, tuple(ps))
+
+
+def test_a_stream_copied_cut_matches_with_its_time_range() -> None:
+    o = original()
+    # A cut from the keyframe at packet 25 for 30 video packets, re-timed from zero.
+    cut = [Packet(0, (i - 25) * 512, None, 1000, i % 25 == 0, h(i)) for i in range(25, 55)]
+    cut += [Packet(1, (i - 25) * 1024, None, 300, True, h(10_000 + i)) for i in range(25, 60)]
+    m = match_clip(Fingerprint(STREAMS, tuple(cut)), o)
+    assert m.exact and m.matched == 65
+    assert m.range_ms() == (int(25 * 512 / 12.8), int(54 * 512 / 12.8))
+
+
+def test_an_altered_packet_breaks_the_match() -> None:
+    o = original()
+    cut = [Packet(0, 0, None, 1000, i % 25 == 0, h(i)) for i in range(25, 55)]
+    cut[10] = Packet(0, 0, None, 1000, False, h(-1))
+    m = match_clip(Fingerprint(STREAMS[:1], tuple(cut)), o)
+    assert not m.exact and m.matched == 10 and m.total == 30
+
+
+def test_a_reencoded_clip_matches_nothing() -> None:
+    o = original()
+    cut = [Packet(0, i, None, 900, i == 0, h(-i - 2)) for i in range(30)]
+    m = match_clip(Fingerprint(STREAMS[:1], tuple(cut)), o)
+    assert m.matched == 0 and not m.exact and m.range_ms() is None
+
+
+def test_keyframe_index_uses_video_keyframes() -> None:
+    assert keyframe_hashes(original()) == [h(i) for i in range(0, 100, 25)]
+    audio_only = Fingerprint(STREAMS[1:], tuple(p for p in original().packets if p.stream == 1))
+    assert len(keyframe_hashes(audio_only)) == 100
