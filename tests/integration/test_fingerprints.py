@@ -42,7 +42,7 @@ def test_fingerprints_and_clips(tmp_path: Path, ffmpeg: str) -> None:
     slot = dock / "slot01"
     h264 = source(ffmpeg, slot / "A_h264.mp4", "libx264")
     hevc = source(ffmpeg, slot / "B_hevc.mov", "libx265", seconds=6)
-    mute = source(ffmpeg, slot / "C_mute.mp4", "libx264", seconds=3, audio=False)
+    source(ffmpeg, slot / "C_mute.mp4", "libx264", seconds=3, audio=False)
     whole = h264.read_bytes()
     (slot / "D_cut_short.mp4").write_bytes(whole[: len(whole) * 2 // 3])
     (slot / "E_notes.mp4").write_text("not a video at all\n")
