@@ -521,6 +521,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         }
     out["capture"] = _ingest_status(conf)
     out["cold_store"] = _cold_status(conf, out["capture"])
+    out["media"] = _media_status(conf)
     if args.json:
         print(json.dumps(out))
     else:
@@ -549,6 +550,16 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print(f"  {dock} / {rec}: {parts}")
         for e in capture["recent_errors"]:
             print(f"  error: {e}")
+        m = out["media"]
+        waiting = (
+            f"; {m['transcodes_waiting']} transcode(s) wait for a request"
+            if m["mode"] == "remux"
+            else ""
+        )
+        print(
+            f"media: {m['fingerprinted']} fingerprinted, {m['access_copies']} access copies, "
+            f"{m['posters']} posters (access_copies = {m['mode']}){waiting}"
+        )
         cold = out["cold_store"]
         if isinstance(cold, dict):
             print(
@@ -562,6 +573,34 @@ def cmd_status(args: argparse.Namespace) -> int:
         else:
             print("cold store: none configured (the dock's disk holds the only copy)")
     return 0
+
+
+def _media_status(conf: cfg.Config) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "mode": conf.media.access_copies,
+        "fingerprinted": 0,
+        "access_copies": 0,
+        "posters": 0,
+        "transcodes_waiting": 0,
+    }
+    db = sqlite3.connect(f"file:{conf.state_dir / 'ledger.sqlite'}?mode=ro", uri=True)
+    try:
+        out["fingerprinted"] = db.execute(
+            "SELECT COUNT(*) FROM ingest_fingerprints WHERE sidecar IS NOT NULL"
+        ).fetchone()[0]
+        for kind, key in (("access_copy", "access_copies"), ("poster", "posters")):
+            out[key] = db.execute(
+                "SELECT COUNT(*) FROM ingest_derivatives WHERE kind=? AND output IS NOT NULL",
+                (kind,),
+            ).fetchone()[0]
+        out["transcodes_waiting"] = db.execute(
+            "SELECT COUNT(*) FROM ingest_derivatives WHERE entry < 0"
+        ).fetchone()[0]
+    except sqlite3.OperationalError:
+        pass  # nothing captured yet
+    finally:
+        db.close()
+    return out
 
 
 def _cold_status(conf: cfg.Config, capture: Any) -> dict[str, Any] | None:

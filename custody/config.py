@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from custody.errors import ConfigError
+from ingest.derive import ACCESS_MODES, MediaSettings
 from ingest.settings import (
     RELEASE_MODES,
     CaptureSettings,
@@ -73,6 +74,7 @@ class Config:
     docks: tuple[DockSettings, ...] = ()
     store: StoreConfig | None = None
     capture: CaptureSettings = field(default_factory=CaptureSettings)
+    media: MediaSettings = field(default_factory=MediaSettings)
 
     @property
     def ledger_dir(self) -> Path:
@@ -209,8 +211,33 @@ def parse(path: Path, data: dict[str, Any]) -> Config:
         raise ConfigError(
             path, "capture.release", "is after_replication but there is no [store] to replicate to"
         )
+    media = MediaSettings()
+    mt = top.get("media", dict)
+    if mt is not None:
+        media = _parse_media(_Table(path, mt, "media."), base)
     top.finish()
-    return Config(path, data_dir, origin, ledger, tuple(docks), store, capture)
+    return Config(path, data_dir, origin, ledger, tuple(docks), store, capture, media)
+
+
+def _parse_media(t: _Table, base: Path) -> MediaSettings:
+    exe = t.get("ffmpeg", str, "")
+    mode = t.get("access_copies", str, "remux")
+    if mode not in ACCESS_MODES:
+        raise t.error("access_copies", f"must be one of {', '.join(ACCESS_MODES)}, not {mode!r}")
+    preset = t.get("preset", str, "veryfast")
+    if preset not in ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"):
+        raise t.error("preset", f"is not an x264 preset: {preset!r}")
+    ms = MediaSettings(
+        ffmpeg=str((base / exe).resolve()) if exe else "",
+        access_copies=mode,
+        preset=preset,
+        crf=_int(t, "crf", 23, 0, 51),
+        posters=t.get("posters", bool, True),
+        timeout_s=_int(t, "timeout_s", 3600, 10, 86400),
+        memory_mb=_int(t, "memory_mb", 2048, 256, 1 << 20),
+    )
+    t.finish()
+    return ms
 
 
 def _int(t: _Table, key: str, default: int, lo: int, hi: int) -> int:
@@ -383,6 +410,16 @@ def render(data_dir: Path, origin: str) -> str:
         "# (the default without a [store]).\n"
         '# release = "after_replication"\n'
         "min_free_mb = 1024             # pause capture below this much free space\n"
+        "\n"
+        "[media]\n"
+        "# Access copies (MP4, H.264 + AAC, <= 1080p): remux = only those that need no\n"
+        "# video transcode (H.264 already), the rest on request; all = transcode too\n"
+        "# (about a quarter of real time on two cores); off.\n"
+        'access_copies = "remux"\n'
+        'preset = "veryfast"\n'
+        "crf = 23\n"
+        "posters = true\n"
+        '# ffmpeg = "/usr/bin/ffmpeg"     # default: ffmpeg on PATH, else the imageio-ffmpeg one\n'
         "\n"
         "# The cold store (absent: the dock's own disk only). S3-compatible:\n"
         "# [store]\n"

@@ -27,6 +27,7 @@ from custody import config as cfg
 from custody.cold import open_store, replication_settings
 from custody.errors import CustodyError
 from custody.station import open_ledger
+from ingest.derive import MediaSettings
 from ingest.objects import LocalObjects
 from ingest.pipeline import Capturer
 from ingest.settings import DockSettings
@@ -110,7 +111,7 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
     ledger = open_ledger(conf)
     objects = LocalObjects(conf.store_dir)
     rep = make_replicator(conf, ledger, objects, at_start=True)
-    cap = make_capturer(ledger, objects, conf.docks, conf.capture, rep)
+    cap = make_capturer(ledger, objects, conf.docks, conf.capture, rep, conf.media)
     started = time.time()
     if not conf.docks:
         log.warning("no [[docks]] in %s: nothing to watch", conf.path)
@@ -247,9 +248,10 @@ def make_capturer(
     docks: list[DockSettings] | tuple[DockSettings, ...],
     settings: Any,
     rep: Replicator | None,
+    media: MediaSettings | None = None,
 ) -> Capturer:
     if rep is None:
-        return Capturer(ledger, objects, docks, settings)
+        return Capturer(ledger, objects, docks, settings, media=media)
     cap = Capturer(
         ledger,
         objects,
@@ -257,6 +259,7 @@ def make_capturer(
         settings,
         on_new_object=rep.enqueue_in,
         replicated=rep.stored_entry,
+        media=media,
     )
     rep.on_stored = cap.release_replicated
     n = backfill(rep)  # after the capturer made its tables
@@ -309,7 +312,7 @@ def _ingest(conf: cfg.Config, paths: list[Path], settle_ms: int, wait_s: float) 
     ledger = open_ledger(conf)
     objects = LocalObjects(conf.store_dir)
     rep = make_replicator(conf, ledger, objects)
-    cap = make_capturer(ledger, objects, docks, settings, rep)
+    cap = make_capturer(ledger, objects, docks, settings, rep, conf.media)
     try:
         cap.recover()
         cap.scan()

@@ -304,7 +304,8 @@ def read_packets(path: Path) -> Fingerprint:
             for p in packets:
                 got[p.stream] = got.get(p.stream, 0) + 1
             for s in c.streams:
-                promised = int(s.frames or 0)
+                # Video only: for PCM audio an MP4/MOV index counts samples, not packets.
+                promised = int(s.frames or 0) if s.type == "video" else 0
                 if promised and got.get(s.index, 0) < promised:
                     error = (
                         f"the file ends after {got.get(s.index, 0)} of the {promised} packets "

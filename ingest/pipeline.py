@@ -35,6 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ingest.derive import MediaSettings
+from ingest.deriver import Deriver
 from ingest.errors import CaptureError, DiskFull, SourceChanged, SourceUnreadable
 from ingest.fingerprinter import Fingerprinter, lower_priority
 from ingest.identity import IdentityResolver
@@ -185,6 +187,7 @@ class Capturer:
         clock: Callable[[], float] = time.monotonic,
         on_new_object: Callable[[sqlite3.Connection, str, int, str], None] | None = None,
         replicated: Callable[[str], int | None] | None = None,
+        media: MediaSettings | None = None,
     ) -> None:
         """``on_new_object(conn, sha256, size, role)`` runs inside the transaction of each
         new object's entry (`ingest` for originals, `fingerprint` for sidecars: the
@@ -206,6 +209,9 @@ class Capturer:
         self.db.commit()
         self._db_lock = threading.Lock()
         self.fingerprinter = Fingerprinter(ledger, objects, self.db, self._db_lock, on_new_object)
+        self.deriver = Deriver(
+            ledger, objects, self.db, self._db_lock, media or MediaSettings(), on_new_object
+        )
         self._lock = threading.Lock()
         self._watch: dict[bytes, _Watch] = {}
         self._queued: dict[str, deque[_Job]] = {}  # recorder key -> jobs
@@ -700,6 +706,7 @@ class Capturer:
             if is_media(media_type):
                 self._probe_pool.submit(self._probe, d.sha256)
                 self._probe_pool.submit(self._fingerprint, d.sha256)
+                self._probe_pool.submit(self._derive, d.sha256)
         else:
             self.stats.sightings += 1
             log.info(
@@ -744,6 +751,16 @@ class Capturer:
                 self._probe_pool.submit(self._probe, sha)
         for sha in self.fingerprinter.pending():
             self._probe_pool.submit(self._fingerprint, sha)
+        for sha in self.deriver.pending():
+            self._probe_pool.submit(self._derive, sha)
+
+    def _derive(self, sha: str) -> None:
+        if self._stopping:
+            return
+        try:
+            self.deriver.run(sha)
+        except Exception:  # never let media work take the daemon down; retried at start
+            log.exception("making copies of %s failed; tried again at the next start", sha[:16])
 
     def _fingerprint(self, sha: str) -> None:
         if self._stopping:

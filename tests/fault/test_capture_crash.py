@@ -108,8 +108,9 @@ def test_sigkill_while_capturing(tmp_path: Path, clip: Path) -> None:
         if e["type"] in ("ingest", "sighting"):
             assert e["sha256"] == expected[e["source"]["path"]]
     objects = [p for p in (conf.parent / "store" / "objects").rglob("*") if p.is_file()]
-    sidecars = {e["sidecar"]["sha256"] for e in es if e["type"] == "fingerprint" and "sidecar" in e}
-    assert sorted(p.name for p in objects) == sorted(set(shas) | sidecars)
+    made = {e["sidecar"]["sha256"] for e in es if e["type"] == "fingerprint" and "sidecar" in e}
+    made |= {e["output"]["sha256"] for e in es if e["type"] == "derive" and "output" in e}
+    assert sorted(p.name for p in objects) == sorted(set(shas) | made)
     for p in objects:
         assert hashlib.sha256(p.read_bytes()).hexdigest() == p.name, f"{p} is not byte-identical"
     assert not list((conf.parent / "store" / "tmp").iterdir()), "half-made copies left behind"

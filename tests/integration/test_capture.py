@@ -113,15 +113,15 @@ def test_daemon_captures_docked_recorders(tmp_path: Path, ffmpeg: str, clip: Pat
         assert odd_entry["source"]["recorder"] == "slot\\xff"
         # The same clip on two recorders: stored once, one ingest and one sighting.
         same = [e for e in es if e.get("sha256") == sha(media)]
-        media_work = ("probe", "fingerprint")
+        media_work = ("probe", "fingerprint", "derive")
         assert sorted(e["type"] for e in same if e["type"] not in media_work) == [
             "ingest",
             "sighting",
         ]
-        sidecars = {
+        made = {
             e["sidecar"]["sha256"] for e in es if e["type"] == "fingerprint" and "sidecar" in e
-        }
-        assert {p.name for p in store_files(conf)} == set(expected.values()) | sidecars
+        } | {e["output"]["sha256"] for e in es if e["type"] == "derive" and "output" in e}
+        assert {p.name for p in store_files(conf)} == set(expected.values()) | made
         for p in store_files(conf):
             assert sha(p) == p.name
         # Identity from the vendor filename pattern and the site's table.

@@ -1,0 +1,209 @@
+"""The derive job: an access copy and a poster frame per captured recording, each a
+stored object linked to its original by a signed `derive` entry (the exact ffmpeg
+arguments, the FFmpeg version, the method). Runs on the low-priority media worker.
+
+A failure (ffmpeg refuses the file, times out, warns) is a `derive` entry with the
+error; it is not retried by itself. Transcodes the settings leave for later are not
+recorded: `pending` lists them, and `status` says they wait for a request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from ingest.derive import (
+    FfmpegFailed,
+    MediaSettings,
+    access_copy_command,
+    ffmpeg_version,
+    find_ffmpeg,
+    plan,
+    poster_command,
+    public_args,
+    run_ffmpeg,
+)
+from ingest.fingerprinter import OnNewObject
+from ingest.objects import LocalObjects
+from ingest.probe import ProbeFailed, probe
+from ledger.log import Ledger
+
+log = logging.getLogger("custody.ingest")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS ingest_derivatives (
+    original TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    entry INTEGER NOT NULL,
+    output TEXT,
+    PRIMARY KEY (original, kind)
+);
+"""
+
+
+class Deriver:
+    def __init__(
+        self,
+        ledger: Ledger,
+        objects: LocalObjects,
+        db: sqlite3.Connection,
+        db_lock: threading.Lock,
+        settings: MediaSettings,
+        on_new_object: OnNewObject | None = None,
+    ) -> None:
+        self.ledger, self.objects, self.db, self.db_lock = ledger, objects, db, db_lock
+        self.settings = settings
+        self.on_new_object = on_new_object
+        self.deferred = 0  # transcodes left for a request (access_copies = "remux")
+        with db_lock:
+            db.executescript(SCHEMA)
+            db.commit()
+
+    def pending(self) -> list[str]:
+        """Recordings still owed a poster or an access copy under the current settings (a
+        transcode left for later, entry -1, is owed only with ``access_copies = "all"``)."""
+        mode, posters = self.settings.access_copies, self.settings.posters
+        with self.db_lock:
+            rows = self.db.execute(
+                "SELECT o.sha256 FROM ingest_objects o WHERE o.media_type LIKE 'video/%' AND ("
+                "(? AND NOT EXISTS (SELECT 1 FROM ingest_derivatives d WHERE d.original = "
+                "o.sha256 AND d.kind = 'poster')) OR "
+                "(? AND NOT EXISTS (SELECT 1 FROM ingest_derivatives d WHERE d.original = "
+                "o.sha256 AND d.kind = 'access_copy' AND (d.entry >= 0 OR ?))))",
+                (posters, mode != "off", mode != "all"),
+            ).fetchall()
+        return [sha for (sha,) in rows]
+
+    def _done(self, sha: str, kind: str) -> bool:
+        """Made (or failed) already; a deferred transcode counts as done unless mode is all."""
+        with self.db_lock:
+            row = self.db.execute(
+                "SELECT entry FROM ingest_derivatives WHERE original=? AND kind=?", (sha, kind)
+            ).fetchone()
+        if row is None:
+            return False
+        return bool(row[0] >= 0 or self.settings.access_copies != "all")
+
+    def _defer(self, sha: str) -> None:
+        with self.db_lock:
+            self.db.execute(
+                "INSERT OR IGNORE INTO ingest_derivatives (original, kind, entry, output) "
+                "VALUES (?, 'access_copy', -1, NULL)",
+                (sha,),
+            )
+            self.db.commit()
+
+    def run(self, sha: str) -> list[int]:
+        """Make what the settings ask for of one stored recording; returns new entries."""
+        src = self.objects.path(sha)
+        try:
+            summary = probe(src)
+        except ProbeFailed:
+            return []  # not media, or unreadable: the probe entry already says so
+        p = plan(summary)
+        if p is None or not p.has_video:
+            return []
+        made: list[int] = []
+        mode = self.settings.access_copies
+        if mode != "off" and not self._done(sha, "access_copy"):
+            if p.method == "remux" or mode == "all":
+                e = self._make(
+                    sha,
+                    "access_copy",
+                    p.method,
+                    src,
+                    ".mp4",
+                    "video/mp4",
+                    lambda exe, dst: access_copy_command(exe, src, dst, p, self.settings),
+                )
+                if e is not None:
+                    made.append(e)
+            else:
+                self.deferred += 1
+                self._defer(sha)
+        if self.settings.posters and not self._done(sha, "poster"):
+            e = self._make(
+                sha,
+                "poster",
+                "frame",
+                src,
+                ".jpg",
+                "image/jpeg",
+                lambda exe, dst: poster_command(exe, src, dst),
+            )
+            if e is not None:
+                made.append(e)
+        return made
+
+    def _make(
+        self,
+        sha: str,
+        kind: str,
+        method: str,
+        src: Path,
+        suffix: str,
+        media_type: str,
+        build: Any,
+    ) -> int | None:
+        exe = find_ffmpeg(self.settings.ffmpeg)
+        dst = self.objects.tmp / f"derive-{os.getpid()}-{sha[:16]}-{kind}{suffix}"
+        cmd: list[str] = build(exe, dst)
+        payload: dict[str, Any] = {
+            "sha256": sha,
+            "kind": kind,
+            "method": method,
+            "args": public_args(cmd, src, dst),
+            "tool": ffmpeg_version(exe),
+        }
+        out_sha: str | None = None
+        size = 0
+        try:
+            run_ffmpeg(cmd, self.settings)
+            h = hashlib.sha256()
+            with open(dst, "rb") as f:
+                while b := f.read(8 << 20):
+                    h.update(b)
+                os.fsync(f.fileno())
+            out_sha, size = h.hexdigest(), dst.stat().st_size
+            if size == 0:
+                raise FfmpegFailed("ffmpeg wrote an empty file")
+            if self.objects.exists(out_sha):
+                dst.unlink()
+            else:
+                self.objects.commit(dst, out_sha)
+            payload["output"] = {"sha256": out_sha, "size": size, "media_type": media_type}
+        except (FfmpegFailed, OSError) as e:
+            dst.unlink(missing_ok=True)
+            payload["error"] = str(e)[:1000]
+            out_sha = None
+
+        def mark(conn: sqlite3.Connection, idx: list[int]) -> None:
+            cur = conn.execute(
+                "INSERT INTO ingest_derivatives (original, kind, entry, output) VALUES (?,?,?,?) "
+                "ON CONFLICT (original, kind) DO UPDATE SET entry = excluded.entry, "
+                "output = excluded.output WHERE ingest_derivatives.entry < 0",
+                (sha, kind, idx[0], out_sha),
+            )
+            if cur.rowcount != 1:
+                raise _Done()
+            if out_sha and self.on_new_object is not None:
+                self.on_new_object(conn, out_sha, size, "derivative")
+
+        try:
+            index = self.ledger.append("derive", payload, mark)
+        except _Done:
+            return None
+        if out_sha is None:
+            log.warning("no %s of %s (entry %d): %s", kind, sha[:16], index, payload["error"])
+        else:
+            log.info("%s of %s by %s: %s (entry %d)", kind, sha[:16], method, out_sha[:16], index)
+        return index
+
+
+class _Done(Exception):
+    pass
