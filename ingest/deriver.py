@@ -31,6 +31,7 @@ from ingest.derive import (
 from ingest.fingerprinter import OnNewObject
 from ingest.objects import LocalObjects
 from ingest.probe import ProbeFailed, probe
+from ledger.entry import decode_entry
 from ledger.log import Ledger
 
 log = logging.getLogger("custody.ingest")
@@ -89,6 +90,22 @@ class Deriver:
             return False
         return bool(row[0] >= 0 or self.settings.access_copies != "all")
 
+    def _probe_summary(self, sha: str) -> dict[str, Any] | None:
+        """The summary in the object's signed `probe` entry (no second pass over the file);
+        None when there is none yet, or when the probe failed."""
+        with self.db_lock:
+            row = self.db.execute(
+                "SELECT probe_entry FROM ingest_objects WHERE sha256=?", (sha,)
+            ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        try:
+            fields = decode_entry(self.ledger.entry(int(row[0]))).fields
+        except Exception:
+            return None
+        summary = fields.get("summary")
+        return summary if isinstance(summary, dict) else None
+
     def _defer(self, sha: str) -> None:
         with self.db_lock:
             self.db.execute(
@@ -101,10 +118,12 @@ class Deriver:
     def run(self, sha: str) -> list[int]:
         """Make what the settings ask for of one stored recording; returns new entries."""
         src = self.objects.path(sha)
-        try:
-            summary = probe(src)
-        except ProbeFailed:
-            return []  # not media, or unreadable: the probe entry already says so
+        summary = self._probe_summary(sha)
+        if summary is None:
+            try:
+                summary = probe(src)
+            except ProbeFailed:
+                return []  # not media, or unreadable: the probe entry says so
         p = plan(summary)
         if p is None or not p.has_video:
             return []
