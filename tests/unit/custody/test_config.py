@@ -88,6 +88,9 @@ def test_full_config(tmp_path: Path) -> None:
         ('[store]\nkind = "s3"\nbucket = "abc"\nverify_tls = 1\n', "store.verify_tls"),
         ('[store]\nkind = "local"\npath = "/c"\nlock_mode = "strict"\n', "store.lock_mode"),
         ('[capture]\nrelease = "after_replication"\n', "capture.release"),
+        ('[media]\naccess_copies = "some"\n', "media.access_copies"),
+        ("[media]\ncrf = 70\n", "media.crf"),
+        ('[media]\npreset = "placebo2"\n', "media.preset"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, extra: str, key: str) -> None:
