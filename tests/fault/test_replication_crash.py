@@ -25,7 +25,14 @@ import pytest
 from archive.store import object_key
 
 from ..conftest import run_cli
-from ..integration.daemon import Daemon, entries, make_station, s3_store_conf, wait_for
+from ..integration.daemon import (
+    Daemon,
+    entries,
+    make_station,
+    s3_store_conf,
+    status,
+    wait_for,
+)
 
 KILLS = int(os.environ.get("CUSTODY_REPLICATION_KILLS", "16"))
 
@@ -90,7 +97,13 @@ def test_sigkill_while_replicating(tmp_path: Path, seaweed: Any) -> None:
     try:
         d.wait_ready()
         wait_for(lambda: not any(p.is_file() for p in dock.rglob("*")), 180, d.log)
-        time.sleep(6)  # let the ledger mirror catch up
+
+        # The mirror runs every few seconds: wait until it has caught up with the log.
+        def mirrored() -> bool:
+            st = status(conf)
+            return bool(st["cold_store"]["ledger_mirrored_size"] >= st["ledger"]["checkpoint_size"])
+
+        wait_for(mirrored, 60, d.log)
     finally:
         assert d.stop() == 0
     es = entries(conf)

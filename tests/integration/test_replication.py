@@ -100,6 +100,8 @@ def test_outage_delays_uploads_and_loses_nothing(tmp_path: Path, ffmpeg: str, cl
         wait_for(lambda: len(of_type(entries(conf), "wipe")) == 3, 120, d.log)
         assert not any(slot.iterdir())
         wait_for(lambda: status(conf)["cold_store"]["backlog"] == 0, 30, d.log)
+        # The mirror runs every few seconds; the server may have been away at each run so far.
+        wait_for(lambda: status(conf)["cold_store"]["ledger_mirrored_size"] > 1, 60, d.log)
     finally:
         if d.alive():
             assert d.stop() == 0
