@@ -333,39 +333,64 @@ def cmd_verify_clip(args: argparse.Namespace) -> int:
         fp = read_packets(clip)
     except FingerprintError as e:
         raise CustodyError(f"{clip}: ffmpeg cannot read it as media ({e})") from None
+    from archive.errors import StoreError
+    from ledger.entry import decode_entry
+
     store = None if conf.store is None else _cold(conf)
     fetch = Retriever(LocalObjects(conf.store_dir).path, store)
     db = sqlite3.connect(f"file:{conf.state_dir / 'ledger.sqlite'}?mode=ro", uri=True)
     best: tuple[str, Any, int, int] | None = None
+    skipped: list[str] = []
     try:
         try:
             found = candidates(db, keyframe_hashes(fp, 50))[:10]
-        except sqlite3.OperationalError:
-            found = []
-        for sha in found:
-            row = db.execute(
-                "SELECT f.sidecar, f.entry, o.first_entry FROM ingest_fingerprints f "
-                "JOIN ingest_objects o ON o.sha256 = f.sha256 WHERE f.sha256=?",
-                (sha,),
-            ).fetchone()
-            if row is None or row[0] is None:
-                continue
-            with tempfile.TemporaryDirectory() as tmp:
-                dest = Path(tmp) / "sidecar"
-                fetch.fetch(row[0], dest)
-                original = parse_sidecar(dest.read_bytes())
-            m = match_clip(fp, original)
-            if best is None or m.matched > best[1].matched:
-                best = (sha, m, int(row[1]), int(row[2]))
+        except sqlite3.OperationalError as e:
+            if "no such table" not in str(e):
+                raise CustodyError(f"cannot read the fingerprint index: {e}") from None
+            found = []  # nothing fingerprinted yet
+        with open_ledger(conf, writable=False) as ledger:
+            for sha in found:
+                row = db.execute(
+                    "SELECT f.sidecar, f.entry, o.first_entry FROM ingest_fingerprints f "
+                    "JOIN ingest_objects o ON o.sha256 = f.sha256 WHERE f.sha256=?",
+                    (sha,),
+                ).fetchone()
+                if row is None or row[0] is None:
+                    continue
+                # The sidecar named by the signed entry, not only by the index.
+                signed = decode_entry(ledger.entry(int(row[1]))).fields
+                side = signed.get("sidecar", {}).get("sha256")
+                if signed.get("sha256") != sha or side != row[0]:
+                    skipped.append(
+                        f"{sha[:16]}: the index disagrees with fingerprint entry {row[1]}"
+                    )
+                    continue
+                try:
+                    with tempfile.TemporaryDirectory() as tmp:
+                        dest = Path(tmp) / "sidecar"
+                        fetch.fetch(side, dest)
+                        original = parse_sidecar(dest.read_bytes())
+                except (StoreError, FingerprintError) as e:
+                    skipped.append(f"{sha[:16]}: its fingerprint cannot be read ({e})")
+                    continue
+                m = match_clip(fp, original)
+                if best is None or m.matched > best[1].matched:
+                    best = (sha, m, int(row[1]), int(row[2]))
     finally:
         db.close()
+    for line in skipped:
+        print(f"custody: warning: candidate {line}", file=sys.stderr)
     exact = best is not None and best[1].exact
     if args.json:
         out: dict[str, Any] = {"clip": str(clip), "exact": exact, "packets": len(fp.packets)}
+        if skipped:
+            out["skipped"] = skipped
         if best is not None:
             sha, m, fp_entry, ingest_entry = best
             rng = m.range_ms()
             out.update(
+                aligned=m.aligned,
+                timing_ok=all(x.timing_ok for x in m.streams),
                 original=sha,
                 ingest_entry=ingest_entry,
                 fingerprint_entry=fp_entry,
@@ -404,7 +429,15 @@ def cmd_verify_clip(args: argparse.Namespace) -> int:
     if exact:
         print("result: every packet of the clip is in the original, in order (a stream copy)")
         return 0
-    print(f"result: NOT an exact cut: {m.matched} of {m.total} packets match")
+    if m.matched == m.total:
+        why = (
+            "its streams come from different moments of the original"
+            if not m.aligned
+            else "its timing differs from the original's (retimed)"
+        )
+        print(f"result: NOT an exact cut: every packet is there, but {why}")
+    else:
+        print(f"result: NOT an exact cut: {m.matched} of {m.total} packets match")
     return 1
 
 

@@ -234,7 +234,7 @@ def _parse_media(t: _Table, base: Path) -> MediaSettings:
         crf=_int(t, "crf", 23, 0, 51),
         posters=t.get("posters", bool, True),
         timeout_s=_int(t, "timeout_s", 3600, 10, 86400),
-        memory_mb=_int(t, "memory_mb", 2048, 256, 1 << 20),
+        memory_mb=_int(t, "memory_mb", 4096, 1024, 1 << 20),
     )
     t.finish()
     return ms

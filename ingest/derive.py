@@ -10,7 +10,8 @@ quarter of real time, so by default transcodes are left for when a copy is asked
 idle priority.
 
 The ffmpeg command is built with ffmpeg-python and runs with ``-xerror`` (a damaged
-input is an error, not a warning), a timeout, an address-space limit and nice 10;
+input is an error, not a warning), a timeout that grows with the recording, an
+address-space limit, and the media worker's nice 10;
 any line on stderr counts as a failure too, since ffmpeg can exit 0 on a damaged file.
 """
 
@@ -35,7 +36,7 @@ class MediaSettings:
     crf: int = 23
     posters: bool = True
     timeout_s: int = 3600
-    memory_mb: int = 2048
+    memory_mb: int = 4096
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,12 @@ class Plan:
 
 
 class FfmpegFailed(Exception):
-    pass
+    """ffmpeg refused or damaged the job; ``transient`` ones (time, space) are tried again
+    later rather than recorded as the file's fault."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 def find_ffmpeg(configured: str = "") -> str:
@@ -114,6 +120,7 @@ def access_copy_command(
 
 
 def poster_command(exe: str, src: Path, dst: Path, at_s: float = 1.0) -> list[str]:
+    """A JPEG of the frame at ``at_s`` seconds (callers pass less for short clips)."""
     import ffmpeg
 
     out = ffmpeg.input(str(src), ss=at_s).output(
@@ -123,25 +130,33 @@ def poster_command(exe: str, src: Path, dst: Path, at_s: float = 1.0) -> list[st
     return [cmd[0], "-nostdin", "-hide_banner", "-v", "error", "-xerror", *cmd[1:]]
 
 
-def run_ffmpeg(cmd: list[str], settings: MediaSettings) -> None:
-    """Run ffmpeg at low priority with a timeout and memory limit; any stderr is a failure."""
+def run_ffmpeg(cmd: list[str], settings: MediaSettings, timeout_s: int | None = None) -> None:
+    """Run ffmpeg with a timeout and a memory limit; any stderr is a failure.
+
+    It inherits the media worker's nice 10. The limit is on the address space; glibc's
+    per-thread arenas count against it, so they are capped (MALLOC_ARENA_MAX).
+    """
     limit = settings.memory_mb << 20
+    timeout = timeout_s or settings.timeout_s
 
-    def child() -> None:
-        os.nice(10)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    def child() -> None:  # async-signal-safe enough: one system call, no locks
+        resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
 
+    env = dict(os.environ, MALLOC_ARENA_MAX="2")
     try:
         p = subprocess.run(
             cmd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            timeout=settings.timeout_s,
+            timeout=timeout,
             preexec_fn=child,
+            env=env,
         )
     except subprocess.TimeoutExpired:
-        raise FfmpegFailed(f"ffmpeg did not finish within {settings.timeout_s} s") from None
+        raise FfmpegFailed(f"ffmpeg did not finish within {timeout} s", transient=True) from None
+    except (OSError, subprocess.SubprocessError) as e:
+        raise FfmpegFailed(f"ffmpeg could not be started: {e}", transient=True) from None
     err = p.stderr.decode("utf-8", "replace").strip()
     if p.returncode != 0 or err:
         last = " | ".join(err.splitlines()[-3:]) if err else "no message"

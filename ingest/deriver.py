@@ -56,11 +56,14 @@ class Deriver:
         db_lock: threading.Lock,
         settings: MediaSettings,
         on_new_object: OnNewObject | None = None,
+        min_free_mb: int = 1024,
     ) -> None:
         self.ledger, self.objects, self.db, self.db_lock = ledger, objects, db, db_lock
         self.settings = settings
         self.on_new_object = on_new_object
         self.deferred = 0  # transcodes left for a request (access_copies = "remux")
+        self.min_free = min_free_mb << 20
+        self._timeout = settings.timeout_s
         with db_lock:
             db.executescript(SCHEMA)
             db.commit()
@@ -127,6 +130,10 @@ class Deriver:
         p = plan(summary)
         if p is None or not p.has_video:
             return []
+        duration_s = int(summary.get("duration_ms", 0)) / 1000
+        # A transcode runs at about a quarter of real time here, slower at low priority.
+        self._timeout = max(self.settings.timeout_s, int(duration_s * 8))
+        poster_at = min(1.0, duration_s / 2) if duration_s else 0.0
         made: list[int] = []
         mode = self.settings.access_copies
         if mode != "off" and not self._done(sha, "access_copy"):
@@ -153,7 +160,7 @@ class Deriver:
                 src,
                 ".jpg",
                 "image/jpeg",
-                lambda exe, dst: poster_command(exe, src, dst),
+                lambda exe, dst: poster_command(exe, src, dst, poster_at),
             )
             if e is not None:
                 made.append(e)
@@ -181,8 +188,13 @@ class Deriver:
         }
         out_sha: str | None = None
         size = 0
+        free = os.statvfs(self.objects.root)
+        if free.f_bavail * free.f_frsize < src.stat().st_size + self.min_free:
+            # The space kept free for capture is not ours to fill: try again later.
+            log.info("not making the %s of %s now: too little free space", kind, sha[:16])
+            return None
         try:
-            run_ffmpeg(cmd, self.settings)
+            run_ffmpeg(cmd, self.settings, self._timeout)
             h = hashlib.sha256()
             with open(dst, "rb") as f:
                 while b := f.read(8 << 20):
@@ -198,6 +210,10 @@ class Deriver:
             payload["output"] = {"sha256": out_sha, "size": size, "media_type": media_type}
         except (FfmpegFailed, OSError) as e:
             dst.unlink(missing_ok=True)
+            if isinstance(e, OSError) or e.transient:
+                # Time, space or the system, not the file: no entry; tried at the next start.
+                log.warning("%s of %s not made now (tried again later): %s", kind, sha[:16], e)
+                return None
             payload["error"] = str(e)[:1000]
             out_sha = None
 

@@ -135,7 +135,18 @@ def parse_sidecar(data: bytes) -> Fingerprint:
             raise FingerprintError(f"line {n}: not a stream or packet line")
     if not text.endswith("\n"):
         raise FingerprintError("last line is cut short")
-    return Fingerprint(tuple(streams), tuple(packets))
+    for si in streams:
+        try:
+            tb = Fraction(si.time_base)
+        except (ValueError, ZeroDivisionError):
+            raise FingerprintError(f"stream {si.index}: time base {si.time_base!r}") from None
+        if tb <= 0:
+            raise FingerprintError(f"stream {si.index}: time base {si.time_base!r}")
+    fp = Fingerprint(tuple(streams), tuple(packets))
+    if format_sidecar(fp) != data:
+        # One text per fingerprint: "+1", " 1", blank lines and the like are refused.
+        raise FingerprintError("not in canonical custody-packets/v1 form")
+    return fp
 
 
 # -- matching a clip against an original ----------------------------------------------
@@ -145,11 +156,12 @@ def parse_sidecar(data: bytes) -> Fingerprint:
 class StreamMatch:
     clip_stream: int
     original_stream: int
-    matched: int  # clip packets matched, in order, contiguously
+    matched: int  # clip packets equal to the original's at one alignment
     total: int
-    start_pts: int | None  # first and last matched packet in the original
-    end_pts: int | None
-    time_base: str
+    start_s: Fraction | None  # where the matched run lies in the original, from its start
+    end_s: Fraction | None
+    type: str = ""
+    timing_ok: bool = True  # the clip keeps the original's packet timing (one constant shift)
 
 
 @dataclass
@@ -165,42 +177,88 @@ class ClipMatch:
         return sum(s.total for s in self.streams)
 
     @property
+    def aligned(self) -> bool:
+        """All streams come from one stretch of the original (within two seconds), so the
+        clip is not spliced from different moments."""
+        starts = [s.start_s for s in self.streams if s.start_s is not None]
+        return not starts or max(starts) - min(starts) <= 2
+
+    @property
     def exact(self) -> bool:
-        return self.total > 0 and self.matched == self.total
+        return (
+            self.total > 0
+            and self.matched == self.total
+            and all(s.timing_ok for s in self.streams)
+            and self.aligned
+        )
 
     def range_ms(self) -> tuple[int, int] | None:
-        """Where in the original the clip lies (from its first video or first stream)."""
-        for s in sorted(self.streams, key=lambda s: s.clip_stream):
-            if s.start_pts is not None and s.end_pts is not None:
-                tb = Fraction(s.time_base)
-                return int(s.start_pts * tb * 1000), int(s.end_pts * tb * 1000)
+        """Where in the original the clip lies: its video stream, else its first stream."""
+        ordered = sorted(self.streams, key=lambda s: (s.type != "video", s.clip_stream))
+        for s in ordered:
+            if s.start_s is not None and s.end_s is not None:
+                return int(s.start_s * 1000), int(s.end_s * 1000)
         return None
 
 
-def _best_run(clip: Sequence[bytes], orig: Sequence[bytes]) -> tuple[int, int]:
-    """(start in orig, length) of the longest in-order contiguous run of ``clip``'s hashes
-    starting at clip position 0 (a stream copy keeps every packet from its first one)."""
-    if not clip:
-        return -1, 0
+MAX_ANCHOR_USES = 1000  # a hash this common (silence, a static scene) is no anchor
+
+
+def _alignment(clip: Sequence[bytes], orig: Sequence[bytes]) -> tuple[int, int]:
+    """(shift, matches): the placement of ``clip`` in ``orig`` (clip[i] at orig[shift + i])
+    that matches the most packets.
+
+    Candidates come from the clip's rarest hashes in the original, so repeated packets
+    (silent audio frames, an unchanging scene) do not make this quadratic.
+    """
+    if not clip or not orig:
+        return 0, 0
     where: dict[bytes, list[int]] = {}
     for i, h in enumerate(orig):
         where.setdefault(h, []).append(i)
-    best = (-1, 0)
-    # The clip's first packet may be one the cut re-made (rare); try the first few.
-    for offset in range(min(3, len(clip))):
-        for start in where.get(clip[offset], []):
-            n = 0
-            while (
-                offset + n < len(clip)
-                and start + n < len(orig)
-                and clip[offset + n] == orig[start + n]
-            ):
-                n += 1
-            if n > best[1]:
-                best = (start, n)
-        if best[1]:
+    found = [(len(where[h]), i) for i, h in enumerate(clip) if h in where]
+    if not found:
+        return 0, 0
+    found.sort()
+    shifts: set[int] = set()
+    for uses, i in found[:8]:
+        if uses > MAX_ANCHOR_USES and shifts:
             break
+        shifts.update(j - i for j in where[clip[i]][:MAX_ANCHOR_USES])
+    best = (0, 0)
+    for shift in sorted(shifts):
+        lo, hi = max(0, -shift), min(len(clip), len(orig) - shift)
+        n = sum(1 for i in range(lo, hi) if clip[i] == orig[shift + i])
+        if n > best[1]:
+            best = (shift, n)
     return best
+
+
+def _seconds(pts: int | None, tb: str) -> Fraction | None:
+    if pts is None:
+        return None
+    return pts * Fraction(tb)
+
+
+def _timing_ok(
+    cpk: Sequence[Packet], ctb: str, opk: Sequence[Packet], otb: str, shift: int
+) -> bool:
+    """Whether the clip's timestamps are the original's shifted by one constant (a stream
+    copy keeps the timing; a retimed copy, -itsscale or setts, does not)."""
+    tol = max(Fraction(ctb), Fraction(otb)) + Fraction(1, 1000)
+    base: Fraction | None = None
+    for i, p in enumerate(cpk):
+        j = shift + i
+        if not 0 <= j < len(opk) or p.sha256 != opk[j].sha256:
+            continue
+        a, b = _seconds(p.pts, ctb), _seconds(opk[j].pts, otb)
+        if a is None or b is None:
+            continue
+        if base is None:
+            base = b - a
+        elif abs((b - a) - base) > tol:
+            return False
+    return True
 
 
 def match_clip(clip: Fingerprint, original: Fingerprint) -> ClipMatch:
@@ -209,25 +267,39 @@ def match_clip(clip: Fingerprint, original: Fingerprint) -> ClipMatch:
     used: set[int] = set()
     for cs in clip.streams:
         cpk = clip.by_stream(cs.index)
+        ch = [p.sha256 for p in cpk]
         best: StreamMatch | None = None
         for os_ in original.streams:
             if os_.type != cs.type or os_.index in used:
                 continue
             opk = original.by_stream(os_.index)
-            start, n = _best_run([p.sha256 for p in cpk], [p.sha256 for p in opk])
+            shift, n = _alignment(ch, [p.sha256 for p in opk])
+            start_s = end_s = None
+            if n:
+                first = next((p.pts for p in opk if p.pts is not None), 0)
+                hits = [
+                    opk[shift + i]
+                    for i in range(len(cpk))
+                    if 0 <= shift + i < len(opk) and opk[shift + i].sha256 == ch[i]
+                ]
+                times = [p.pts for p in hits if p.pts is not None]
+                if times:
+                    start_s = _seconds(min(times) - first, os_.time_base)
+                    end_s = _seconds(max(times) - first, os_.time_base)
             m = StreamMatch(
                 cs.index,
                 os_.index,
                 n,
                 len(cpk),
-                opk[start].pts if n else None,
-                opk[start + n - 1].pts if n else None,
-                os_.time_base,
+                start_s,
+                end_s,
+                cs.type,
+                _timing_ok(cpk, cs.time_base, opk, os_.time_base, shift) if n else True,
             )
             if best is None or m.matched > best.matched:
                 best = m
         if best is None:
-            best = StreamMatch(cs.index, -1, 0, len(cpk), None, None, cs.time_base)
+            best = StreamMatch(cs.index, -1, 0, len(cpk), None, None, cs.type)
         elif best.matched:
             used.add(best.original_stream)
         out.streams.append(best)
@@ -328,7 +400,7 @@ def summary(fp: Fingerprint, sidecar: bytes) -> dict[str, object]:
         "complete": fp.complete,
     }
     if fp.error:
-        out["error"] = fp.error
+        out["damage"] = fp.error  # what stopped the reading; the sidecar covers what came before
     return out
 
 

@@ -4,7 +4,8 @@ and a signed `fingerprint` entry. Runs after capture on the low-priority media w
 The sidecar is stored content-addressed in the dock's store and queued for the cold
 store (role ``sidecar``) in the same transaction as its entry, which also fills a
 small index of video keyframe hashes (first 16 bytes) so `custody verify-clip` finds
-the candidate originals of a clip without reading every sidecar.
+the candidate originals of a clip without reading every sidecar (every packet is
+indexed for a recording without video, e.g. audio only).
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ class Fingerprinter:
                 "packet fingerprint of %s covers the readable part only (entry %d): %s",
                 sha[:16],
                 index,
-                payload.get("error", ""),
+                payload.get("damage", ""),
             )
         return index
 

@@ -210,7 +210,13 @@ class Capturer:
         self._db_lock = threading.Lock()
         self.fingerprinter = Fingerprinter(ledger, objects, self.db, self._db_lock, on_new_object)
         self.deriver = Deriver(
-            ledger, objects, self.db, self._db_lock, media or MediaSettings(), on_new_object
+            ledger,
+            objects,
+            self.db,
+            self._db_lock,
+            media or MediaSettings(),
+            on_new_object,
+            min_free_mb=settings.min_free_mb,
         )
         self._lock = threading.Lock()
         self._watch: dict[bytes, _Watch] = {}

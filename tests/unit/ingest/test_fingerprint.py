@@ -57,6 +57,9 @@ def test_round_trip(ps: list[Packet]) -> None:
         b"# custody-packets/v1\nS\t0\tvideo\th264\t1/1\nP\t0\t0\t0\t5\tK\t" + b"ab" * 32,
         b"# custody-packets/v1\nS\t0\tvideo\th264\t1/1\nS\t0\taudio\taac\t1/1\n",
         b"# custody-packets/v1\nQ\n",
+        b"# custody-packets/v1\nS\t0\tvideo\th264\t0/0\n",
+        b"# custody-packets/v1\nS\t0\tvideo\th264\t1/1\nP\t0\t+1\t0\t5\tK\t" + b"ab" * 32 + b"\n",
+        b"# custody-packets/v1\n\nS\t0\tvideo\th264\t1/1\n",
     ],
 )
 def test_malformed_sidecars_are_refused(bad: bytes) -> None:
@@ -80,14 +83,42 @@ def test_a_stream_copied_cut_matches_with_its_time_range() -> None:
     m = match_clip(Fingerprint(STREAMS, tuple(cut)), o)
     assert m.exact and m.matched == 65
     assert m.range_ms() == (int(25 * 512 / 12.8), int(54 * 512 / 12.8))
+    assert m.aligned
 
 
 def test_an_altered_packet_breaks_the_match() -> None:
     o = original()
-    cut = [Packet(0, 0, None, 1000, i % 25 == 0, h(i)) for i in range(25, 55)]
-    cut[10] = Packet(0, 0, None, 1000, False, h(-1))
+    cut = [Packet(0, (i - 25) * 512, None, 1000, i % 25 == 0, h(i)) for i in range(25, 55)]
+    cut[10] = Packet(0, 10 * 512, None, 1000, False, h(-1))
     m = match_clip(Fingerprint(STREAMS[:1], tuple(cut)), o)
-    assert not m.exact and m.matched == 10 and m.total == 30
+    assert not m.exact and m.matched == 29 and m.total == 30
+
+
+def test_a_retimed_copy_is_not_exact() -> None:
+    o = original()
+    cut = [Packet(0, (i - 25) * 1024, None, 1000, i % 25 == 0, h(i)) for i in range(25, 55)]
+    m = match_clip(Fingerprint(STREAMS[:1], tuple(cut)), o)
+    assert m.matched == m.total == 30 and not m.exact
+
+
+def test_streams_spliced_from_different_moments_are_not_exact() -> None:
+    o = original(1000)  # 40 s of video, 23 s of audio
+    video = [Packet(0, (i - 25) * 512, None, 1000, i % 25 == 0, h(i)) for i in range(25, 50)]
+    audio = [Packet(1, (i - 600) * 1024, None, 300, True, h(10_000 + i)) for i in range(600, 640)]
+    m = match_clip(Fingerprint(STREAMS, tuple(video + audio)), o)
+    assert m.matched == m.total and not m.aligned and not m.exact
+
+
+def test_repeated_packets_do_not_make_matching_quadratic() -> None:
+    silence = hashlib.sha256(b"silent frame").digest()
+    o = Fingerprint(
+        STREAMS[1:], tuple(Packet(1, i * 1024, None, 10, True, silence) for i in range(200_000))
+    )
+    clip = Fingerprint(
+        STREAMS[1:], tuple(Packet(1, i * 1024, None, 10, True, silence) for i in range(5_000))
+    )
+    m = match_clip(clip, o)  # bounded by the anchor limit, not 200,000 x 5,000
+    assert m.matched == 5_000
 
 
 def test_a_reencoded_clip_matches_nothing() -> None:
