@@ -41,7 +41,7 @@ from archive.errors import (
 )
 from archive.store import ColdStore, Lock, Stored, ledger_prefix, object_key
 from ledger.entry import format_time
-from ledger.errors import IntegrityError
+from ledger.errors import IntegrityError, Withdrawn
 from ledger.log import Ledger
 from ledger.tiles import tiles_to_publish
 
@@ -338,11 +338,11 @@ class Replicator:
                 (idx[0], self.store_id, sha),
             )
             if cur.rowcount != 1:
-                raise _AlreadyStored()
+                raise Withdrawn()
 
         try:
             return self.ledger.append("store", payload, mark)
-        except _AlreadyStored:
+        except Withdrawn:
             return None
 
     def _failed(
@@ -500,10 +500,6 @@ class Replicator:
             "uploaded_bytes": self.uploaded_bytes,
             "paused_until": self._pause_until if self._pause_until > self.clock() else None,
         }
-
-
-class _AlreadyStored(Exception):
-    pass
 
 
 class LocalObjectMissing(NotFound):

@@ -32,6 +32,7 @@ from ingest.fingerprinter import OnNewObject
 from ingest.objects import LocalObjects
 from ingest.probe import ProbeFailed, probe
 from ledger.entry import decode_entry
+from ledger.errors import Withdrawn
 from ledger.log import Ledger
 
 log = logging.getLogger("custody.ingest")
@@ -225,20 +226,16 @@ class Deriver:
                 (sha, kind, idx[0], out_sha),
             )
             if cur.rowcount != 1:
-                raise _Done()
+                raise Withdrawn()
             if out_sha and self.on_new_object is not None:
                 self.on_new_object(conn, out_sha, size, "derivative")
 
         try:
             index = self.ledger.append("derive", payload, mark)
-        except _Done:
+        except Withdrawn:
             return None
         if out_sha is None:
             log.warning("no %s of %s (entry %d): %s", kind, sha[:16], index, payload["error"])
         else:
             log.info("%s of %s by %s: %s (entry %d)", kind, sha[:16], method, out_sha[:16], index)
         return index
-
-
-class _Done(Exception):
-    pass

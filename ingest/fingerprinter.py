@@ -27,6 +27,7 @@ from ingest.fingerprint import (
 )
 from ingest.objects import LocalObjects
 from ingest.probe import ffmpeg_version
+from ledger.errors import Withdrawn
 from ledger.log import Ledger
 
 log = logging.getLogger("custody.ingest")
@@ -106,7 +107,7 @@ class Fingerprinter:
                 (sha, idx[0], sidecar_sha),
             )
             if cur.rowcount != 1:
-                raise _Done()
+                raise Withdrawn()
             conn.executemany(
                 "INSERT INTO fingerprint_keys (hash, sha256) VALUES (?,?)",
                 [(k[:KEY_PREFIX], sha) for k in dict.fromkeys(keys)],
@@ -116,7 +117,7 @@ class Fingerprinter:
 
         try:
             index = self.ledger.append("fingerprint", payload, mark)
-        except _Done:
+        except Withdrawn:
             return None
         if "error" in payload:
             log.warning(
@@ -147,10 +148,6 @@ class Fingerprinter:
             os.close(fd)
         self.objects.commit(temp, sha)
         return sha
-
-
-class _Done(Exception):
-    pass
 
 
 def candidates(db: sqlite3.Connection, hashes: list[bytes]) -> list[str]:

@@ -46,6 +46,7 @@ from ingest.probe import ProbeFailed, ffmpeg_version, probe
 from ingest.settings import CaptureSettings, DockSettings
 from ledger.durable import fsync_dir
 from ledger.entry import format_time
+from ledger.errors import Withdrawn
 from ledger.log import Ledger
 
 log = logging.getLogger("custody.ingest")
@@ -147,10 +148,6 @@ def open_for_writing() -> set[tuple[int, int]]:
             if stat.S_ISREG(st.st_mode):
                 out.add((st.st_dev, st.st_ino))
     return out
-
-
-class _AlreadyReleased(Exception):
-    pass
 
 
 _CONTROL = {c: f"\\x{c:02x}" for c in range(0x20)} | {0x7F: "\\x7f"}
@@ -794,11 +791,11 @@ class Capturer:
                 (idx[0], sha),
             )
             if cur.rowcount != 1:
-                raise RuntimeError("already probed")
+                raise Withdrawn()  # probed already
 
         try:
             index = self.ledger.append("probe", payload, mark)
-        except RuntimeError:
+        except Withdrawn:
             return
         if "error" in payload:
             log.warning(
@@ -909,11 +906,11 @@ class Capturer:
                 (idx[0], job_id),
             )
             if cur.rowcount != 1:
-                raise _AlreadyReleased()
+                raise Withdrawn()
 
         try:
             index = self.ledger.append("wipe", payload, mark)
-        except _AlreadyReleased:
+        except Withdrawn:
             return
         log.info("released %s from the recorder (entry %d)", shown(path), index)
 

@@ -22,6 +22,12 @@ class LedgerError(Exception):
         return f"{self.message}. {self.hint}" if self.hint else self.message
 
 
+class Withdrawn(Exception):
+    """Raised by an ``on_commit`` hook to withdraw its append, not an error: the state the
+    entry would record is already recorded (another thread or an earlier run got there
+    first), so the entry must not be written twice."""
+
+
 class IntegrityError(LedgerError):
     """The stored log contradicts what the station signed."""
 

@@ -193,7 +193,8 @@ class Ledger:
         ``on_commit(conn, indexes)`` runs inside the same SQLite transaction,
         so a caller can record its own state (in its own tables of the same
         database, see `db_path`) atomically with the append. If it raises, this
-        append alone is rolled back and the error is raised here.
+        append alone is rolled back and the error is raised here; a hook that finds
+        its work already recorded raises `ledger.errors.Withdrawn`.
         """
         for leaf in leaves:
             if len(leaf) > MAX_ENTRY_SIZE:
