@@ -708,8 +708,12 @@ class Capturer:
             )
             if is_media(media_type):
                 self._probe_pool.submit(self._probe, d.sha256)
-                self._probe_pool.submit(self._fingerprint, d.sha256)
-                self._probe_pool.submit(self._derive, d.sha256)
+                self._probe_pool.submit(
+                    self._media_job, "fingerprinting", self.fingerprinter.run, d.sha256
+                )
+                self._probe_pool.submit(
+                    self._media_job, "making copies", self.deriver.run, d.sha256
+                )
         else:
             self.stats.sightings += 1
             log.info(
@@ -753,25 +757,19 @@ class Capturer:
             if is_media(mt):
                 self._probe_pool.submit(self._probe, sha)
         for sha in self.fingerprinter.pending():
-            self._probe_pool.submit(self._fingerprint, sha)
+            self._probe_pool.submit(self._media_job, "fingerprinting", self.fingerprinter.run, sha)
         for sha in self.deriver.pending():
-            self._probe_pool.submit(self._derive, sha)
+            self._probe_pool.submit(self._media_job, "making copies", self.deriver.run, sha)
 
-    def _derive(self, sha: str) -> None:
+    def _media_job(self, what: str, job: Callable[[str], object], sha: str) -> None:
+        """One media step for one object on the media worker; a failure never takes the
+        daemon down, and the step is found pending again at the next start."""
         if self._stopping:
             return
         try:
-            self.deriver.run(sha)
-        except Exception:  # never let media work take the daemon down; retried at start
-            log.exception("making copies of %s failed; tried again at the next start", sha[:16])
-
-    def _fingerprint(self, sha: str) -> None:
-        if self._stopping:
-            return
-        try:
-            self.fingerprinter.run(sha)
-        except Exception:  # never let media work take the daemon down; retried at start
-            log.exception("fingerprinting %s failed; it is tried again at the next start", sha[:16])
+            job(sha)
+        except Exception:
+            log.exception("%s of %s failed; it is tried again at the next start", what, sha[:16])
 
     def _probe(self, sha: str) -> None:
         if self._stopping:
