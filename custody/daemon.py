@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,7 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     ledger = open_ledger(conf)
     objects = LocalObjects(conf.store_dir)
-    rep = make_replicator(conf, ledger, objects, at_start=True)
+    rep = make_replicator(conf, ledger, objects)
     cap = make_capturer(ledger, objects, conf.docks, conf.capture, rep, conf.media)
     started = time.time()
     if not conf.docks:
@@ -162,7 +163,15 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
     )
     if rep is not None:
         scheduler.add_job(
-            _clean_uploads, "interval", hours=1, args=(rep,), id="stale-uploads", coalesce=True
+            _clean_uploads,
+            "interval",
+            hours=1,
+            args=(rep,),
+            id="stale-uploads",
+            coalesce=True,
+            # First sweep right away, on the scheduler's thread: a slow or unreachable store
+            # must not hold up the start of capture.
+            next_run_time=datetime.now(UTC),
         )
     scheduler.start()
     reconcile()  # everything already on the docks at start
@@ -195,9 +204,7 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
     return 0
 
 
-def make_replicator(
-    conf: cfg.Config, ledger: Any, objects: LocalObjects, at_start: bool = False
-) -> Replicator | None:
+def make_replicator(conf: cfg.Config, ledger: Any, objects: LocalObjects) -> Replicator | None:
     """The upload queue for the configured cold store (None without one).
 
     Refuses a bucket without object lock when locking is required; a store that
@@ -215,10 +222,7 @@ def make_replicator(
         # Unreachable, a clock the store finds skewed, expired credentials: capture goes on
         # and uploads wait (the lock check runs again before the first upload).
         log.warning("cold store not usable at start (%s); uploads wait for it", e)
-    rep = Replicator(ledger, store, objects.path, settings)
-    if at_start:
-        _clean_uploads(rep)
-    return rep
+    return Replicator(ledger, store, objects.path, settings)
 
 
 def backfill(rep: Replicator) -> int:
