@@ -31,6 +31,7 @@ from ..integration.daemon import (
     make_station,
     s3_store_conf,
     status,
+    verify_bucket,
     wait_for,
 )
 
@@ -121,14 +122,5 @@ def test_sigkill_while_replicating(tmp_path: Path, seaweed: Any) -> None:
         vs = client.list_object_versions(Bucket=bucket, Prefix=object_key(h)).get("Versions", [])
         assert len(vs) == 1, f"{h[:16]} has {len(vs)} versions"
     assert "OK" in run_cli("ledger", "verify", config=conf).stdout
-    v = run_cli(
-        "ledger",
-        "verify",
-        "--s3",
-        f"s3://{bucket}",
-        "--endpoint-url",
-        seaweed.endpoint,
-        "--vkey",
-        str(conf.parent / "keys" / "station.vkey"),
-    )
+    v = verify_bucket(seaweed.endpoint, bucket, conf.parent / "keys" / "station.vkey")
     assert ": OK;" in v.stdout, v.stdout

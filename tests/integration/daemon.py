@@ -112,6 +112,23 @@ def s3_store_conf(endpoint: str, bucket: str, **opts: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
+def verify_bucket(
+    endpoint: str, bucket: str, vkey: Path, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """`custody ledger verify` of the ledger mirrored in a bucket, from the bucket alone."""
+    return run_cli(
+        "ledger",
+        "verify",
+        "--s3",
+        f"s3://{bucket}",
+        "--endpoint-url",
+        endpoint,
+        "--vkey",
+        str(vkey),
+        check=check,
+    )
+
+
 def status(conf: Path) -> dict[str, Any]:
     out: dict[str, Any] = json.loads(run_cli("status", "--json", config=conf).stdout)
     return out

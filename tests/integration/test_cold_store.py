@@ -25,6 +25,7 @@ from ledger.log import Ledger
 
 from ..conftest import run_cli
 from ..s3server import MotoServer
+from .daemon import verify_bucket
 
 
 def sha(b: bytes) -> str:
@@ -199,9 +200,7 @@ def test_ledger_verifies_from_the_bucket_alone(seaweed: Any, station: Path) -> N
     tile = s3(seaweed, bucket).head(f"{pre}tile/0/000")
     assert tile is not None and tile.lock is not None
     ep = seaweed.endpoint
-    ok = run_cli(
-        "ledger", "verify", "--s3", f"s3://{bucket}", "--endpoint-url", ep, "--vkey", str(vkey)
-    )
+    ok = verify_bucket(ep, bucket, vkey)
     assert f"size {sizes[-1]}" in ok.stdout and "OK" in ok.stdout, ok.stdout
     assert "4 recorded checkpoints" in ok.stdout, ok.stdout  # the key entry's, and three
     # One altered letter in an entry bundle of the unlocked copy is named: entry 1 is the
@@ -210,17 +209,7 @@ def test_ledger_verifies_from_the_bucket_alone(seaweed: Any, station: Path) -> N
     k = f"{pre}tile/entries/000"
     b = raw.get_object(Bucket=loose, Key=k)["Body"].read()
     raw.put_object(Bucket=loose, Key=k, Body=b.replace(b'"remark 0"', b'"remarK 0"', 1))
-    bad = run_cli(
-        "ledger",
-        "verify",
-        "--s3",
-        f"s3://{loose}",
-        "--endpoint-url",
-        ep,
-        "--vkey",
-        str(vkey),
-        check=False,
-    )
+    bad = verify_bucket(ep, loose, vkey, check=False)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     # The altered entry is named, and the tile whose leaf hash no longer matches it.
     assert "entry 1: signature does not verify" in bad.stdout, bad.stdout
