@@ -27,7 +27,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from archive.errors import (
     StoreUnavailable,
     TransferCorrupted,
 )
+from archive.settings import ReplicationSettings
 from archive.store import ColdStore, Lock, Stored, ledger_prefix, object_key
 from ledger.entry import format_time
 from ledger.errors import IntegrityError, Withdrawn
@@ -68,21 +68,6 @@ CREATE TABLE IF NOT EXISTS archive_meta (name TEXT PRIMARY KEY, value TEXT NOT N
 """
 
 ROLES = ("original", "sidecar", "derivative")
-
-
-@dataclass(frozen=True)
-class ReplicationSettings:
-    lock_mode: str = "COMPLIANCE"  # or GOVERNANCE, or none
-    retain_days: int = 180  # default keep period until retention rules set it per object
-    ledger_retain_days: int = 3650
-    retry_base_s: float = 2.0
-    retry_max_s: float = 600.0
-    ledger_interval_s: float = 5.0
-    stale_upload_hours: int = 24
-
-    @property
-    def locking(self) -> bool:
-        return self.lock_mode != "none"
 
 
 def ensure_schema(db: sqlite3.Connection) -> None:

@@ -27,7 +27,6 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,38 +47,13 @@ from archive.errors import (
     StoreUnavailable,
     TransferCorrupted,
 )
+from archive.settings import S3Settings
 from archive.store import Lock, Stored
 
 MiB = 1 << 20
 COLD_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
 _CORRUPT = ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "InvalidChecksum")
 _UNAVAILABLE = ("InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "503", "500")
-
-
-@dataclass(frozen=True)
-class S3Settings:
-    bucket: str
-    prefix: str = ""
-    endpoint_url: str = ""
-    region: str = "us-east-1"
-    path_style: bool = True
-    verify_tls: bool | str = True  # False, True, or a CA bundle path
-    checksums: str = "when_required"  # botocore's own: when_required | when_supported
-    conditional_writes: bool = True
-    profile: str = ""
-    access_key_id: str = ""
-    secret_access_key: str = ""
-    multipart_threshold_mb: int = 32
-    part_size_mb: int = 16
-    concurrency: int = 4
-    storage_class: str = ""
-    connect_timeout_s: int = 5
-    read_timeout_s: int = 60
-
-    @property
-    def store_id(self) -> str:
-        where = self.endpoint_url.split("://", 1)[-1].rstrip("/") if self.endpoint_url else "aws"
-        return f"s3:{where}/{self.bucket}" + (f"/{self.prefix.rstrip('/')}" if self.prefix else "")
 
 
 def _b64(digest: bytes) -> str:

@@ -73,7 +73,8 @@ def child(op: str, endpoint: str, bucket: str, path: str, key: str, sha: str) ->
     from botocore.config import Config
 
     from archive.retrieve import Retriever
-    from archive.s3 import S3Settings, S3Store
+    from archive.s3 import S3Store
+    from archive.settings import S3Settings
     from archive.store import Lock
 
     t0 = time.perf_counter()

@@ -166,7 +166,8 @@ def _parse_vkey(value: str) -> Verifier:
 
 def _bucket_source(args: argparse.Namespace, conf: cfg.Config | None, origin: str) -> Any:
     """The ledger mirrored in a bucket: from --s3 (no station needed) or the configured store."""
-    from archive.s3 import S3Settings, S3Store
+    from archive.s3 import S3Store
+    from archive.settings import S3Settings
     from archive.tiles import StoreTileSource
     from custody.cold import open_store
 

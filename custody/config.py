@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from archive.settings import ReplicationSettings, S3Settings
 from custody.errors import ConfigError
 from ingest.derive import ACCESS_MODES, MediaSettings
 from ingest.settings import (
@@ -41,28 +42,12 @@ class LedgerSettings:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    kind: str
-    path: Path | None = None
-    bucket: str = ""
-    prefix: str = ""
-    endpoint_url: str = ""
-    region: str = "us-east-1"
-    lock_mode: str = "COMPLIANCE"
-    path_style: bool = True
-    verify_tls: bool | str = True
-    checksums: str = "when_required"
-    conditional_writes: bool = True
-    profile: str = ""
-    access_key_id: str = ""
-    secret_access_key: str = ""
-    multipart_threshold_mb: int = 32
-    part_size_mb: int = 16
-    concurrency: int = 4
-    storage_class: str = ""
-    retain_days: int = 180
-    ledger_retain_days: int = 3650
-    retry_max_s: int = 600
-    stale_upload_hours: int = 24
+    """``[store]``: which cold store, and the replication rules for it."""
+
+    kind: str  # local | s3
+    replication: ReplicationSettings
+    path: Path | None = None  # kind = "local"
+    s3: S3Settings | None = None  # kind = "s3"
 
 
 @dataclass(frozen=True)
@@ -337,16 +322,17 @@ def _parse_store(t: _Table, base: Path) -> StoreConfig:
     lock = t.get("lock_mode", str, "COMPLIANCE")
     if lock not in LOCK_MODES:
         raise t.error("lock_mode", f"must be one of {', '.join(LOCK_MODES)}, not {lock!r}")
-    common: dict[str, Any] = {
-        "lock_mode": lock,
-        "retain_days": _int(t, "retain_days", 180, 1, 36500),
-        "ledger_retain_days": _int(t, "ledger_retain_days", 3650, 1, 36500),
-        "retry_max_s": _int(t, "retry_max_s", 600, 1, 86400),
-    }
+    replication = ReplicationSettings(
+        lock_mode=lock,
+        retain_days=_int(t, "retain_days", 180, 1, 36500),
+        ledger_retain_days=_int(t, "ledger_retain_days", 3650, 1, 36500),
+        retry_max_s=float(_int(t, "retry_max_s", 600, 1, 86400)),
+        stale_upload_hours=_int(t, "stale_upload_hours", 24, 1, 24 * 365) if kind == "s3" else 24,
+    )
     if kind == "local":
         p = t.get("path", str, required=True)
         t.finish()
-        return StoreConfig("local", path=(base / p).resolve(), **common)
+        return StoreConfig("local", replication, path=(base / p).resolve())
     bucket = t.get("bucket", str, required=True)
     if not 3 <= len(bucket) <= 63:
         raise t.error("bucket", f"must be 3 to 63 characters long, not {bucket!r}")
@@ -358,8 +344,7 @@ def _parse_store(t: _Table, base: Path) -> StoreConfig:
     if checksums not in ("when_required", "when_supported"):
         raise t.error("checksums", f"must be when_required or when_supported, not {checksums!r}")
     part = _int(t, "part_size_mb", 16, 5, 512)  # (concurrency + 1) parts are held in memory
-    sc = StoreConfig(
-        "s3",
+    s3 = S3Settings(
         bucket=bucket,
         prefix=prefix,
         endpoint_url=t.get("endpoint_url", str, ""),
@@ -375,15 +360,13 @@ def _parse_store(t: _Table, base: Path) -> StoreConfig:
         part_size_mb=part,
         concurrency=_int(t, "concurrency", 4, 1, 64),
         storage_class=t.get("storage_class", str, ""),
-        stale_upload_hours=_int(t, "stale_upload_hours", 24, 1, 24 * 365),
-        **common,
     )
-    if bool(sc.access_key_id) != bool(sc.secret_access_key):
+    if bool(s3.access_key_id) != bool(s3.secret_access_key):
         raise t.error(
             "secret_access_key", "give both access_key_id and secret_access_key, or neither"
         )
     t.finish()
-    return sc
+    return StoreConfig("s3", replication, s3=s3)
 
 
 def render(data_dir: Path, origin: str) -> str:

@@ -13,9 +13,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 from archive.errors import LockingNotEnabled, ObjectConflict, ObjectCorrupt, RestoreRequired
-from archive.replicate import ReplicationSettings, Replicator, enqueue
+from archive.replicate import Replicator, enqueue
 from archive.retrieve import Retriever
-from archive.s3 import S3Settings, S3Store
+from archive.s3 import S3Store
+from archive.settings import ReplicationSettings, S3Settings
 from archive.store import Lock, ledger_prefix, object_key
 from custody import config as cfg
 from custody.station import open_ledger

@@ -24,7 +24,8 @@ from archive.errors import (
     ObjectConflict,
 )
 from archive.local import LocalFolderStore
-from archive.s3 import S3Settings, S3Store
+from archive.s3 import S3Store
+from archive.settings import S3Settings
 from archive.store import ColdStore, Lock, object_key
 
 

@@ -54,7 +54,10 @@ def test_full_config(tmp_path: Path) -> None:
     assert dock.patterns[0].regex.match("ABC1234_010203_20261125083000")
     assert dock.recorders["slot01"].officer == "010203"
     assert (
-        c.store is not None and c.store.bucket == "evidence" and c.store.lock_mode == "COMPLIANCE"
+        c.store is not None
+        and c.store.s3 is not None
+        and c.store.s3.bucket == "evidence"
+        and c.store.replication.lock_mode == "COMPLIANCE"
     )
 
 
@@ -113,7 +116,7 @@ def test_release_defaults_follow_the_cold_store(tmp_path: Path) -> None:
         tmp_path / "c.toml", tomllib.loads(base + '[store]\nkind = "local"\npath = "/cold"\n')
     )
     assert with_store.capture.release == "after_replication"
-    assert with_store.store is not None and with_store.store.retain_days == 180
+    assert with_store.store is not None and with_store.store.replication.retain_days == 180
     chosen = parse(
         tmp_path / "c.toml",
         tomllib.loads(
@@ -129,4 +132,5 @@ def test_release_defaults_follow_the_cold_store(tmp_path: Path) -> None:
         ),
     )
     assert s3.store is not None
-    assert s3.store.prefix == "unit7/" and s3.store.verify_tls == "/etc/ssl/county-ca.pem"
+    assert s3.store.s3 is not None
+    assert s3.store.s3.prefix == "unit7/" and s3.store.s3.verify_tls == "/etc/ssl/county-ca.pem"
