@@ -95,7 +95,7 @@ class Fingerprinter:
             fp = read_packets(self.objects.path(sha))
             data = format_sidecar(fp)
             payload.update(summary(fp, data))
-            sidecar_sha = self._store(data)
+            sidecar_sha = self.objects.put_bytes(data)
             keys = keyframe_hashes(fp)
         except FingerprintError as e:
             payload["error"] = str(e)[:1000]
@@ -131,23 +131,6 @@ class Fingerprinter:
                 payload.get("damage", ""),
             )
         return index
-
-    def _store(self, data: bytes) -> str:
-        import hashlib
-
-        sha = hashlib.sha256(data).hexdigest()
-        if self.objects.exists(sha):
-            return sha
-        temp, fd = self.objects.new_temp()
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self.objects.commit(temp, sha)
-        return sha
 
 
 def candidates(db: sqlite3.Connection, hashes: list[bytes]) -> list[str]:

@@ -83,6 +83,20 @@ class LocalObjects:
             fsync_dir(d)
         return True
 
+    def put_bytes(self, data: bytes) -> str:
+        """Store a small object made here (a sidecar) by its SHA-256; returns the hash."""
+        sha = hashlib.sha256(data).hexdigest()
+        if self.exists(sha):
+            return sha
+        temp, fd = self.new_temp()
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.commit(temp, sha)
+        return sha
+
     def hash_of(self, sha256: str) -> str | None:
         """SHA-256 of the stored object as it reads now (None if it is missing)."""
         h = hashlib.sha256()
