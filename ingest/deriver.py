@@ -62,9 +62,7 @@ class Deriver:
         self.ledger, self.objects, self.db, self.db_lock = ledger, objects, db, db_lock
         self.settings = settings
         self.on_new_object = on_new_object
-        self.deferred = 0  # transcodes left for a request (access_copies = "remux")
         self.min_free = min_free_mb << 20
-        self._timeout = settings.timeout_s
         with db_lock:
             db.executescript(SCHEMA)
             db.commit()
@@ -133,7 +131,7 @@ class Deriver:
             return []
         duration_s = int(summary.get("duration_ms", 0)) / 1000
         # A transcode runs at about a quarter of real time here, slower at low priority.
-        self._timeout = max(self.settings.timeout_s, int(duration_s * 8))
+        timeout_s = max(self.settings.timeout_s, int(duration_s * 8))
         poster_at = min(1.0, duration_s / 2) if duration_s else 0.0
         made: list[int] = []
         mode = self.settings.access_copies
@@ -147,11 +145,11 @@ class Deriver:
                     ".mp4",
                     "video/mp4",
                     lambda exe, dst: access_copy_command(exe, src, dst, p, self.settings),
+                    timeout_s,
                 )
                 if e is not None:
                     made.append(e)
             else:
-                self.deferred += 1
                 self._defer(sha)
         if self.settings.posters and not self._done(sha, "poster"):
             e = self._make(
@@ -162,6 +160,7 @@ class Deriver:
                 ".jpg",
                 "image/jpeg",
                 lambda exe, dst: poster_command(exe, src, dst, poster_at),
+                timeout_s,
             )
             if e is not None:
                 made.append(e)
@@ -176,6 +175,7 @@ class Deriver:
         suffix: str,
         media_type: str,
         build: Any,
+        timeout_s: int,
     ) -> int | None:
         exe = find_ffmpeg(self.settings.ffmpeg)
         dst = self.objects.tmp / f"derive-{os.getpid()}-{sha[:16]}-{kind}{suffix}"
@@ -195,7 +195,7 @@ class Deriver:
             log.info("not making the %s of %s now: too little free space", kind, sha[:16])
             return None
         try:
-            run_ffmpeg(cmd, self.settings, self._timeout)
+            run_ffmpeg(cmd, self.settings, timeout_s)
             h = hashlib.sha256()
             with open(dst, "rb") as f:
                 while b := f.read(8 << 20):
