@@ -312,6 +312,74 @@ def cmd_store_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    """Decoded-frame hashes (and the MPEG-7 signature) of stored videos, on request."""
+    import threading
+    from dataclasses import replace
+
+    from archive.replicate import enqueue
+    from custody.cold import open_store
+    from ingest.fingerprinter import Fingerprinter
+    from ingest.objects import LocalObjects
+    from ledger.entry import decode_entry
+
+    conf = _load(args)
+    shas = [_sha_arg(v) for v in args.sha256]
+    objects = LocalObjects(conf.store_dir)
+    store = open_store(conf)
+    media = replace(conf.media, signature=args.signature or conf.media.signature)
+    failed = 0
+    with open_ledger(conf) as ledger:
+        db = sqlite3.connect(ledger.db_path, timeout=60)
+        db.execute("PRAGMA busy_timeout=60000")
+        try:
+            for sha in shas:
+                row = db.execute(
+                    "SELECT media_type FROM ingest_objects WHERE sha256=?", (sha,)
+                ).fetchone()
+                if row is None or not str(row[0]).startswith("video/"):
+                    print(f"{sha}: not a captured video", file=sys.stderr)
+                    failed += 1
+                    continue
+                if not objects.exists(sha):
+                    print(
+                        f"{sha}: not on this dock's disk (fetch it back first: "
+                        "custody store fetch)",
+                        file=sys.stderr,
+                    )
+                    failed += 1
+                    continue
+
+                def hook(conn: sqlite3.Connection, obj: str, size: int, role: str) -> None:
+                    if store is not None:
+                        enqueue(conn, store.id, obj, size, role)
+
+                fp = Fingerprinter(ledger, objects, db, threading.Lock(), hook, media)
+                done = db.execute(
+                    "SELECT entry FROM ingest_frames WHERE sha256=?", (sha,)
+                ).fetchone()
+                idx = done[0] if done else fp.run_frames(sha, media.signature)
+                if idx is None:
+                    print(f"{sha}: not hashed now (see the log line above)", file=sys.stderr)
+                    failed += 1
+                    continue
+                fields = decode_entry(ledger.entry(int(idx))).fields
+                if "error" in fields:
+                    print(f"{sha}: no frame hashes (entry {idx}): {fields['error']}")
+                    failed += 1
+                else:
+                    print(
+                        f"{sha}: {fields['frames']} frames hashed"
+                        + ("" if fields.get("complete") else " (the readable part only)")
+                        + (", with MPEG-7 signature" if "signature" in fields else "")
+                        + f" ({'entry' if done is None else 'already in entry'} {idx})"
+                    )
+            ledger.integrate()
+        finally:
+            db.close()
+    return 1 if failed else 0
+
+
 def cmd_verify_clip(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -341,6 +409,7 @@ def cmd_verify_clip(args: argparse.Namespace) -> int:
     fetch = Retriever(LocalObjects(conf.store_dir).path, store)
     db = sqlite3.connect(f"file:{conf.state_dir / 'ledger.sqlite'}?mode=ro", uri=True)
     best: tuple[str, Any, int, int] | None = None
+    frames: tuple[str, Any, int] | None = None
     skipped: list[str] = []
     try:
         try:
@@ -377,6 +446,9 @@ def cmd_verify_clip(args: argparse.Namespace) -> int:
                 m = match_clip(fp, original)
                 if best is None or m.matched > best[1].matched:
                     best = (sha, m, int(row[1]), int(row[2]))
+            has_video = any(st.type == "video" for st in fp.streams)
+            if has_video and not args.no_frames and not (best is not None and best[1].exact):
+                frames = _frame_match(conf, clip, db, ledger, fetch, skipped)
     finally:
         db.close()
     for line in skipped:
@@ -386,6 +458,17 @@ def cmd_verify_clip(args: argparse.Namespace) -> int:
         out: dict[str, Any] = {"clip": str(clip), "exact": exact, "packets": len(fp.packets)}
         if skipped:
             out["skipped"] = skipped
+        if frames is not None:
+            fsha, fm, fentry = frames
+            out["frames"] = {
+                "original": fsha,
+                "fingerprint_entry": fentry,
+                "matched": fm.matched,
+                "total": fm.total,
+                "range_ms": [int(fm.start_s * 1000), int(fm.end_s * 1000)]
+                if fm.start_s is not None and fm.end_s is not None
+                else None,
+            }
         if best is not None:
             sha, m, fp_entry, ingest_entry = best
             rng = m.range_ms()
@@ -410,6 +493,8 @@ def cmd_verify_clip(args: argparse.Namespace) -> int:
             )
         print(json.dumps(out))
         return 0 if exact else 1
+    if frames is not None:
+        _print_frames(clip, frames)
     if best is None or best[1].matched == 0:
         print(
             f"{clip}: no docked original shares its packets "
@@ -440,6 +525,77 @@ def cmd_verify_clip(args: argparse.Namespace) -> int:
     else:
         print(f"result: NOT an exact cut: {m.matched} of {m.total} packets match")
     return 1
+
+
+def _frame_match(
+    conf: cfg.Config,
+    clip: Path,
+    db: sqlite3.Connection,
+    ledger: Any,
+    fetch: Any,
+    skipped: list[str],
+) -> tuple[str, Any, int] | None:
+    """The docked original whose decoded frames best match the clip's (for a clip whose
+    packets differ: re-muxed into another container). None when nothing shares a frame."""
+    import tempfile
+
+    from archive.errors import StoreError
+    from ingest.derive import FfmpegFailed, find_ffmpeg, run_ffmpeg_tolerant
+    from ingest.fingerprint import FingerprintError
+    from ingest.fingerprinter import candidates
+    from ingest.frames import frames_command, match_frames, parse_frames, read_framehash, sampled
+    from ledger.entry import decode_entry
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "frames.txt"
+        try:
+            exe = find_ffmpeg(conf.media.ffmpeg)
+            run_ffmpeg_tolerant(frames_command(exe, clip, out), conf.media)
+            with open(out, encoding="ascii", errors="replace") as f:
+                clip_frames = read_framehash(f)
+        except (FfmpegFailed, FingerprintError, OSError) as e:
+            skipped.append(f"(frames) the clip's frames cannot be decoded: {e}")
+            return None
+        try:
+            found = candidates(db, sampled(clip_frames.hashes), "frame_keys")[:10]
+        except sqlite3.OperationalError:
+            return None  # no frame hashes made yet
+        best: tuple[str, Any, int] | None = None
+        for sha in found:
+            row = db.execute(
+                "SELECT sidecar, entry FROM ingest_frames WHERE sha256=?", (sha,)
+            ).fetchone()
+            if row is None or row[0] is None:
+                continue
+            signed = decode_entry(ledger.entry(int(row[1]))).fields
+            side = signed.get("sidecar", {}).get("sha256")
+            if signed.get("sha256") != sha or signed.get("kind") != "frames" or side != row[0]:
+                skipped.append(f"{sha[:16]}: the index disagrees with frames entry {row[1]}")
+                continue
+            try:
+                dest = Path(tmp) / f"{sha}.frames"
+                fetch.fetch(side, dest)
+                original = parse_frames(dest.read_bytes())
+            except (StoreError, FingerprintError) as e:
+                skipped.append(f"{sha[:16]}: its frame hashes cannot be read ({e})")
+                continue
+            m = match_frames(clip_frames, original)
+            if m.matched and (best is None or m.matched > best[1].matched):
+                best = (sha, m, int(row[1]))
+        return best
+
+
+def _print_frames(clip: Path, frames: tuple[str, Any, int]) -> None:
+    sha, m, entry = frames
+    print(f"{clip}: decoded pictures match original {sha} (frames entry {entry})")
+    if m.start_s is not None:
+        print(f"  time range in the original: {float(m.start_s):.3f} s to {float(m.end_s):.3f} s")
+    print(f"  {m.matched} of {m.total} decoded video frames match, in order")
+    if m.exact:
+        print(
+            "  every picture is the original's: a re-mux into another container "
+            "(the packets and the audio are not proven by this)"
+        )
 
 
 def _progress() -> Any:
@@ -774,7 +930,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("clip")
     s.add_argument("--json", action="store_true")
+    s.add_argument(
+        "--no-frames",
+        action="store_true",
+        help="do not fall back to decoded-frame hashes when the packets differ (a re-mux)",
+    )
     s.set_defaults(func=cmd_verify_clip)
+
+    s = sub.add_parser(
+        "fingerprint",
+        help="hash the decoded frames of captured videos now (survives a re-mux; slow)",
+    )
+    s.add_argument("sha256", nargs="+", help="SHA-256 of a captured video")
+    s.add_argument(
+        "--frames",
+        action="store_true",
+        required=True,
+        help="decoded-frame hashes (packet hashes are made for every file already)",
+    )
+    s.add_argument("--signature", action="store_true", help="also the MPEG-7 video signature")
+    s.set_defaults(func=cmd_fingerprint)
 
     st = sub.add_parser("store", help="the cold store: check it, fetch or restore objects")
     ssub = st.add_subparsers(dest="store_command", required=True, metavar="SUBCOMMAND")

@@ -220,6 +220,8 @@ def _parse_media(t: _Table, base: Path) -> MediaSettings:
         posters=t.get("posters", bool, True),
         timeout_s=_int(t, "timeout_s", 3600, 10, 86400),
         memory_mb=_int(t, "memory_mb", 4096, 1024, 1 << 20),
+        frame_hashes=t.get("frame_hashes", bool, False),
+        signature=t.get("signature", bool, False),
     )
     t.finish()
     return ms
@@ -402,6 +404,10 @@ def render(data_dir: Path, origin: str) -> str:
         'preset = "veryfast"\n'
         "crf = 23\n"
         "posters = true\n"
+        "# Decoded-frame hashes (survive a re-mux; about a fifth of real time to make) for\n"
+        "# every video, not only on request (custody fingerprint --frames SHA256).\n"
+        "frame_hashes = false\n"
+        "signature = false              # the MPEG-7 video signature in the same pass\n"
         '# ffmpeg = "/usr/bin/ffmpeg"     # default: ffmpeg on PATH, else the imageio-ffmpeg one\n'
         "\n"
         "# The cold store (absent: the dock's own disk only). S3-compatible:\n"

@@ -37,6 +37,8 @@ class MediaSettings:
     posters: bool = True
     timeout_s: int = 3600
     memory_mb: int = 4096
+    frame_hashes: bool = False  # decoded-frame hashes of every video (else on request)
+    signature: bool = False  # the MPEG-7 video signature alongside frame hashes
 
 
 @dataclass(frozen=True)
@@ -131,10 +133,25 @@ def poster_command(exe: str, src: Path, dst: Path, at_s: float = 1.0) -> list[st
 
 
 def run_ffmpeg(cmd: list[str], settings: MediaSettings, timeout_s: int | None = None) -> None:
-    """Run ffmpeg with a timeout and a memory limit; any stderr is a failure.
+    """Run ffmpeg with a timeout and a memory limit; any stderr is a failure."""
+    code, err = run_ffmpeg_tolerant(cmd, settings, timeout_s)
+    if code != 0 or err:
+        last = " | ".join(err.splitlines()[-3:]) if err else "no message"
+        raise FfmpegFailed(f"ffmpeg exited {code}: {last}"[:1000])
 
-    It inherits the media worker's nice 10. The limit is on the address space; glibc's
-    per-thread arenas count against it, so they are capped (MALLOC_ARENA_MAX).
+
+def run_ffmpeg_tolerant(
+    cmd: list[str],
+    settings: MediaSettings,
+    timeout_s: int | None = None,
+    cwd: Path | None = None,
+) -> tuple[int, str]:
+    """Run ffmpeg with a timeout and a memory limit; (exit code, stderr) for callers that
+    keep what ffmpeg made of a damaged file. Time and start failures raise (transient).
+
+    It inherits the media worker's nice and I/O priority. The limit is on the address
+    space; glibc's per-thread arenas count against it, so they are capped
+    (MALLOC_ARENA_MAX).
     """
     limit = settings.memory_mb << 20
     timeout = timeout_s or settings.timeout_s
@@ -152,15 +169,13 @@ def run_ffmpeg(cmd: list[str], settings: MediaSettings, timeout_s: int | None = 
             timeout=timeout,
             preexec_fn=child,
             env=env,
+            cwd=cwd,
         )
     except subprocess.TimeoutExpired:
         raise FfmpegFailed(f"ffmpeg did not finish within {timeout} s", transient=True) from None
     except (OSError, subprocess.SubprocessError) as e:
         raise FfmpegFailed(f"ffmpeg could not be started: {e}", transient=True) from None
-    err = p.stderr.decode("utf-8", "replace").strip()
-    if p.returncode != 0 or err:
-        last = " | ".join(err.splitlines()[-3:]) if err else "no message"
-        raise FfmpegFailed(f"ffmpeg exited {p.returncode}: {last}"[:1000])
+    return p.returncode, p.stderr.decode("utf-8", "replace").strip()[-4000:]
 
 
 def public_args(cmd: list[str], src: Path, dst: Path) -> list[str]:

@@ -6,6 +6,12 @@ store (role ``sidecar``) in the same transaction as its entry, which also fills 
 small index of video keyframe hashes (first 16 bytes) so `custody verify-clip` finds
 the candidate originals of a clip without reading every sidecar (every packet is
 indexed for a recording without video, e.g. audio only).
+
+Decoded-frame hashes (`ingest.frames`) are a second, costlier job with its own
+`fingerprint` entry (kind ``frames``), run on request (`custody fingerprint --frames`)
+or for every video when ``[media] frame_hashes`` is set; a content-chosen sample of
+them is indexed the same way. With ``signature`` the same ffmpeg pass writes the MPEG-7
+video signature as a further sidecar.
 """
 
 from __future__ import annotations
@@ -16,8 +22,19 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from ingest.derive import (
+    FfmpegFailed,
+    MediaSettings,
+    find_ffmpeg,
+    public_args,
+    run_ffmpeg_tolerant,
+)
+from ingest.derive import (
+    ffmpeg_version as ffmpeg_cli_version,
+)
 from ingest.fingerprint import (
     FingerprintError,
     format_sidecar,
@@ -25,8 +42,19 @@ from ingest.fingerprint import (
     read_packets,
     summary,
 )
+from ingest.frames import (
+    FORMAT as FRAMES_FORMAT,
+)
+from ingest.frames import (
+    SIGNATURE_FORMAT,
+    format_frames,
+    frames_command,
+    read_framehash,
+    sampled,
+)
 from ingest.objects import LocalObjects
 from ingest.probe import ffmpeg_version
+from ledger.entry import decode_entry
 from ledger.errors import Withdrawn
 from ledger.log import Ledger
 
@@ -43,6 +71,17 @@ CREATE TABLE IF NOT EXISTS fingerprint_keys (
     sha256 TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS fingerprint_keys_hash ON fingerprint_keys (hash);
+CREATE TABLE IF NOT EXISTS ingest_frames (
+    sha256 TEXT PRIMARY KEY,
+    entry INTEGER NOT NULL,
+    sidecar TEXT,
+    signature TEXT
+);
+CREATE TABLE IF NOT EXISTS frame_keys (
+    hash BLOB NOT NULL,
+    sha256 TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS frame_keys_hash ON frame_keys (hash);
 """
 
 KEY_PREFIX = 16  # bytes of a keyframe hash kept in the index (candidates are checked in full)
@@ -64,9 +103,11 @@ class Fingerprinter:
         db: sqlite3.Connection,
         db_lock: threading.Lock,
         on_new_object: OnNewObject | None = None,
+        media: MediaSettings | None = None,
     ) -> None:
         self.ledger, self.objects, self.db, self.db_lock = ledger, objects, db, db_lock
         self.on_new_object = on_new_object
+        self.media = media or MediaSettings()
         with db_lock:
             db.executescript(SCHEMA)
             db.commit()
@@ -132,13 +173,152 @@ class Fingerprinter:
             )
         return index
 
+    def frames_pending(self) -> list[str]:
+        """Videos with no frame-hash entry yet (owed only when ``frame_hashes`` is set)."""
+        if not self.media.frame_hashes:
+            return []
+        with self.db_lock:
+            rows = self.db.execute(
+                "SELECT o.sha256 FROM ingest_objects o WHERE o.media_type LIKE 'video/%' "
+                "AND NOT EXISTS (SELECT 1 FROM ingest_frames f WHERE f.sha256 = o.sha256)"
+            ).fetchall()
+        return [sha for (sha,) in rows]
 
-def candidates(db: sqlite3.Connection, hashes: list[bytes]) -> list[str]:
-    """Originals whose fingerprints share a keyframe hash with ``hashes``, most shared first."""
+    def run_frames(self, sha: str, signature: bool | None = None) -> int | None:
+        """Hash the decoded frames of one stored video (and its MPEG-7 signature when
+        asked or configured); returns the entry, None if done before or not now.
+
+        A damaged file keeps the frames decoded before the damage (``complete`` false);
+        a file with no decodable video gets an entry with the error."""
+        with self.db_lock:
+            done = self.db.execute("SELECT 1 FROM ingest_frames WHERE sha256=?", (sha,)).fetchone()
+        if done:
+            return None
+        want_sig = self.media.signature if signature is None else signature
+        exe = find_ffmpeg(self.media.ffmpeg)
+        src = self.objects.path(sha)
+        stem = self.objects.tmp / f"frames-{os.getpid()}-{threading.get_native_id()}-{sha[:16]}"
+        out, sig = stem.with_suffix(".txt"), stem.with_suffix(".sig")
+        # The signature filter takes a file name inside a filter argument: a plain name,
+        # relative to ffmpeg's working folder, needs no escaping.
+        cmd = frames_command(exe, src, out, Path(sig.name) if want_sig else None)
+        args = [a.replace(sig.name, "{signature}") for a in public_args(cmd, src, out)]
+        payload: dict[str, Any] = {
+            "sha256": sha,
+            "kind": "frames",
+            "format": FRAMES_FORMAT,
+            "args": args,
+            "tool": ffmpeg_cli_version(exe),
+        }
+        new: list[tuple[str, int]] = []
+        keys: list[bytes] = []
+        sidecar_sha: str | None = None
+        sig_sha: str | None = None
+        # A decode runs at about five times real time here, slower at low priority.
+        duration_s = self._duration_s(sha)
+        timeout_s = max(self.media.timeout_s, int(duration_s * 2))
+        try:
+            code, err = run_ffmpeg_tolerant(cmd, self.media, timeout_s, cwd=self.objects.tmp)
+            if not out.exists():
+                last = err.splitlines()[-1] if err else "no message"
+                raise FingerprintError(f"ffmpeg exited {code} and decoded nothing: {last}")
+            with open(out, encoding="ascii", errors="replace") as f:
+                fh = read_framehash(f)
+            if not fh.frames:
+                raise FingerprintError(
+                    f"ffmpeg decoded no frame (exit {code}): {err.splitlines()[-1] if err else ''}"
+                )
+            data = format_frames(fh)
+            sidecar_sha = self.objects.put_bytes(data)
+            new.append((sidecar_sha, len(data)))
+            keys = sampled(fh.hashes)
+            payload.update(
+                sidecar={"sha256": sidecar_sha, "size": len(data)},
+                frames=len(fh.frames),
+                time_base=fh.time_base,
+                size=fh.size,
+                complete=code == 0 and not err,
+            )
+            if code != 0 or err:
+                payload["damage"] = " | ".join(err.splitlines()[-3:])[:500] or f"exit {code}"
+            if want_sig and sig.exists() and sig.stat().st_size:
+                sdata = sig.read_bytes()
+                sig_sha = self.objects.put_bytes(sdata)
+                new.append((sig_sha, len(sdata)))
+                payload["signature"] = {
+                    "sha256": sig_sha,
+                    "size": len(sdata),
+                    "format": SIGNATURE_FORMAT,
+                }
+        except FfmpegFailed as e:
+            log.warning("frame hashes of %s not made now (tried again later): %s", sha[:16], e)
+            return None
+        except OSError as e:  # the dock's disk, not the file: tried again later
+            log.warning("frame hashes of %s not made now: %s", sha[:16], e)
+            return None
+        except FingerprintError as e:
+            payload["error"] = str(e)[:1000]
+        finally:
+            out.unlink(missing_ok=True)
+            sig.unlink(missing_ok=True)
+
+        def mark(conn: sqlite3.Connection, idx: list[int]) -> None:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO ingest_frames (sha256, entry, sidecar, signature) "
+                "VALUES (?,?,?,?)",
+                (sha, idx[0], sidecar_sha, sig_sha),
+            )
+            if cur.rowcount != 1:
+                raise Withdrawn()
+            conn.executemany(
+                "INSERT INTO frame_keys (hash, sha256) VALUES (?,?)",
+                [(k[:KEY_PREFIX], sha) for k in keys],
+            )
+            if self.on_new_object is not None:
+                for obj, size in new:
+                    self.on_new_object(conn, obj, size, "sidecar")
+
+        try:
+            index = self.ledger.append("fingerprint", payload, mark)
+        except Withdrawn:
+            return None
+        if "error" in payload:
+            log.warning("no frame hashes for %s (entry %d): %s", sha[:16], index, payload["error"])
+        else:
+            log.info(
+                "frame hashes of %s: %d frames%s (entry %d)",
+                sha[:16],
+                payload["frames"],
+                "" if payload["complete"] else ", the readable part only",
+                index,
+            )
+        return index
+
+    def _duration_s(self, sha: str) -> float:
+        with self.db_lock:
+            row = self.db.execute(
+                "SELECT probe_entry FROM ingest_objects WHERE sha256=?", (sha,)
+            ).fetchone()
+        if row is None or row[0] is None:
+            return 0.0
+        try:
+            summary = decode_entry(self.ledger.entry(int(row[0]))).fields.get("summary") or {}
+            return int(summary.get("duration_ms", 0)) / 1000
+        except Exception:
+            return 0.0
+
+
+def candidates(
+    db: sqlite3.Connection, hashes: list[bytes], table: str = "fingerprint_keys"
+) -> list[str]:
+    """Originals whose fingerprints share an indexed hash with ``hashes`` (keyframe packets
+    in ``fingerprint_keys``, sampled decoded frames in ``frame_keys``), most shared first."""
+    if table not in ("fingerprint_keys", "frame_keys"):
+        raise ValueError(table)
     counts: dict[str, int] = {}
     for h in dict.fromkeys(hashes):
         for (sha,) in db.execute(
-            "SELECT DISTINCT sha256 FROM fingerprint_keys WHERE hash=?", (h[:KEY_PREFIX],)
+            f"SELECT DISTINCT sha256 FROM {table} WHERE hash=?", (h[:KEY_PREFIX],)
         ):
             counts[sha] = counts.get(sha, 0) + 1
     return sorted(counts, key=lambda s: -counts[s])

@@ -205,7 +205,9 @@ class Capturer:
         self.db.executescript(SCHEMA)
         self.db.commit()
         self._db_lock = threading.Lock()
-        self.fingerprinter = Fingerprinter(ledger, objects, self.db, self._db_lock, on_new_object)
+        self.fingerprinter = Fingerprinter(
+            ledger, objects, self.db, self._db_lock, on_new_object, media
+        )
         self.deriver = Deriver(
             ledger,
             objects,
@@ -714,6 +716,10 @@ class Capturer:
                 self._probe_pool.submit(
                     self._media_job, "making copies", self.deriver.run, d.sha256
                 )
+                if self.fingerprinter.media.frame_hashes and media_type.startswith("video/"):
+                    self._probe_pool.submit(
+                        self._media_job, "hashing frames", self.fingerprinter.run_frames, d.sha256
+                    )
         else:
             self.stats.sightings += 1
             log.info(
@@ -760,6 +766,10 @@ class Capturer:
             self._probe_pool.submit(self._media_job, "fingerprinting", self.fingerprinter.run, sha)
         for sha in self.deriver.pending():
             self._probe_pool.submit(self._media_job, "making copies", self.deriver.run, sha)
+        for sha in self.fingerprinter.frames_pending():
+            self._probe_pool.submit(
+                self._media_job, "hashing frames", self.fingerprinter.run_frames, sha
+            )
 
     def _media_job(self, what: str, job: Callable[[str], object], sha: str) -> None:
         """One media step for one object on the media worker; a failure never takes the
