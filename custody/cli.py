@@ -380,6 +380,80 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_derive(args: argparse.Namespace) -> int:
+    """Make the access copy (and poster) of captured videos now: a transcode too, whatever
+    the settings and the day's budget."""
+    import threading
+
+    from archive.replicate import enqueue
+    from custody.cold import open_store
+    from ingest.deriver import Deriver
+    from ingest.objects import LocalObjects
+    from ledger.entry import decode_entry
+
+    conf = _load(args)
+    shas = [_sha_arg(v) for v in args.sha256]
+    objects = LocalObjects(conf.store_dir)
+    store = open_store(conf)
+
+    def hook(conn: sqlite3.Connection, obj: str, size: int, role: str) -> None:
+        if store is not None:
+            enqueue(conn, store.id, obj, size, role)
+
+    failed = 0
+    with open_ledger(conf) as ledger:
+        db = sqlite3.connect(ledger.db_path, timeout=60)
+        db.execute("PRAGMA busy_timeout=60000")
+        try:
+            deriver = Deriver(
+                ledger,
+                objects,
+                db,
+                threading.Lock(),
+                conf.media,
+                hook,
+                min_free_mb=conf.capture.min_free_mb,
+            )
+            for sha in shas:
+                row = db.execute(
+                    "SELECT media_type FROM ingest_objects WHERE sha256=?", (sha,)
+                ).fetchone()
+                if row is None or not str(row[0]).startswith("video/"):
+                    print(f"{sha}: not a captured video", file=sys.stderr)
+                    failed += 1
+                    continue
+                if not objects.exists(sha):
+                    print(
+                        f"{sha}: not on this dock's disk (custody store fetch it first)",
+                        file=sys.stderr,
+                    )
+                    failed += 1
+                    continue
+                deriver.run(sha, force=True)
+                made = db.execute(
+                    "SELECT kind, entry, output FROM ingest_derivatives WHERE original=? "
+                    "ORDER BY kind",
+                    (sha,),
+                ).fetchall()
+                copy = [m for m in made if m[0] == "access_copy" and m[1] >= 0]
+                if not copy:
+                    print(f"{sha}: no access copy made (see the log line above)")
+                    failed += 1
+                for kind, entry, output in made:
+                    if entry < 0:
+                        continue
+                    fields = decode_entry(ledger.entry(int(entry))).fields
+                    if output:
+                        print(f"{sha}: {kind} {output} by {fields.get('method')} (entry {entry})")
+                    else:
+                        print(f"{sha}: no {kind} (entry {entry}): {fields.get('error')}")
+                        failed += kind == "access_copy"
+            ledger.integrate()
+        finally:
+            db.close()
+    return 1 if failed else 0
+
+
 def cmd_verify_clip(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -741,15 +815,25 @@ def cmd_status(args: argparse.Namespace) -> int:
         for e in capture["recent_errors"]:
             print(f"  error: {e}")
         m = out["media"]
-        waiting = (
-            f"; {m['transcodes_waiting']} transcode(s) wait for a request"
-            if m["mode"] == "remux"
-            else ""
-        )
         print(
-            f"media: {m['fingerprinted']} fingerprinted, {m['access_copies']} access copies, "
-            f"{m['posters']} posters (access_copies = {m['mode']}){waiting}"
+            f"media: {m['fingerprinted']} fingerprinted, {m['frames_hashed']} with frame "
+            f"hashes, {m['access_copies']} access copies, {m['posters']} posters"
         )
+        if m["mode"] == "remux":
+            print(
+                "  transcodes: on request (custody derive, export); "
+                f"{m['transcodes_waiting']} recording(s) would need one"
+            )
+        elif m["mode"] == "all":
+            cap = m["transcode_budget_min"]
+            print(
+                "  transcodes: on the dock at idle priority, "
+                + (f"at most {cap} min of footage a day" if cap else "no daily cap")
+                + f"; {m['transcoded_today_s'] / 60:.1f} min today, "
+                f"{m['transcodes_waiting']} waiting"
+            )
+        else:
+            print("  access copies: off (custody derive makes one on request)")
         cold = out["cold_store"]
         if isinstance(cold, dict):
             print(
@@ -772,6 +856,10 @@ def _media_status(conf: cfg.Config) -> dict[str, Any]:
         "access_copies": 0,
         "posters": 0,
         "transcodes_waiting": 0,
+        "transcode_budget_min": conf.media.transcode_budget_min,
+        "transcoded_today_s": 0,
+        "frame_hashes": conf.media.frame_hashes,
+        "frames_hashed": 0,
     }
     db = sqlite3.connect(f"file:{conf.state_dir / 'ledger.sqlite'}?mode=ro", uri=True)
     try:
@@ -785,6 +873,12 @@ def _media_status(conf: cfg.Config) -> dict[str, Any]:
             ).fetchone()[0]
         out["transcodes_waiting"] = db.execute(
             "SELECT COUNT(*) FROM ingest_derivatives WHERE entry < 0"
+        ).fetchone()[0]
+        today = time.strftime("%Y-%m-%d")
+        row = db.execute("SELECT transcoded_s FROM media_budget WHERE day=?", (today,)).fetchone()
+        out["transcoded_today_s"] = int(row[0]) if row else 0
+        out["frames_hashed"] = db.execute(
+            "SELECT COUNT(*) FROM ingest_frames WHERE sidecar IS NOT NULL"
         ).fetchone()[0]
     except sqlite3.OperationalError:
         pass  # nothing captured yet
@@ -936,6 +1030,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not fall back to decoded-frame hashes when the packets differ (a re-mux)",
     )
     s.set_defaults(func=cmd_verify_clip)
+
+    s = sub.add_parser(
+        "derive",
+        help="make the access copy and poster of captured videos now (transcodes too)",
+    )
+    s.add_argument("sha256", nargs="+", help="SHA-256 of a captured video")
+    s.set_defaults(func=cmd_derive)
 
     s = sub.add_parser(
         "fingerprint",

@@ -220,6 +220,7 @@ def _parse_media(t: _Table, base: Path) -> MediaSettings:
         posters=t.get("posters", bool, True),
         timeout_s=_int(t, "timeout_s", 3600, 10, 86400),
         memory_mb=_int(t, "memory_mb", 4096, 1024, 1 << 20),
+        transcode_budget_min=_int(t, "transcode_budget_min", 0, 0, 24 * 60),
         frame_hashes=t.get("frame_hashes", bool, False),
         signature=t.get("signature", bool, False),
     )
@@ -401,6 +402,9 @@ def render(data_dir: Path, origin: str) -> str:
         "# video transcode (H.264 already), the rest on request; all = transcode too\n"
         "# (about a quarter of real time on two cores); off.\n"
         'access_copies = "remux"\n'
+        "# With all: minutes of footage transcoded per day at most (0: no cap); the rest\n"
+        "# waits for the next day. One hour takes about 16 minutes of both cores.\n"
+        "transcode_budget_min = 0\n"
         'preset = "veryfast"\n'
         "crf = 23\n"
         "posters = true\n"

@@ -173,6 +173,16 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
             # must not hold up the start of capture.
             next_run_time=datetime.now(UTC),
         )
+    if conf.media.access_copies == "all" or conf.media.frame_hashes:
+        # Media steps left waiting (a spent transcode budget) are queued again.
+        scheduler.add_job(
+            cap.schedule_media,
+            "interval",
+            minutes=30,
+            id="media",
+            max_instances=1,
+            coalesce=True,
+        )
     scheduler.start()
     reconcile()  # everything already on the docks at start
 

@@ -6,8 +6,9 @@ most 1080 lines it is copied and only the audio is re-encoded where it is not AA
 (recorders pair H.264 with G.711 or ADPCM): a remux, about a second for three minutes.
 Anything else needs a full transcode (libx264), which on a two-core dock costs about a
 quarter of real time, so by default transcodes are left for when a copy is asked for
-(export) and only remuxes run on the dock; ``access_copies = "all"`` transcodes too, at
-idle priority.
+(`custody derive`, export) and only remuxes run on the dock; ``access_copies = "all"``
+transcodes too, at idle priority, up to ``transcode_budget_min`` minutes of footage a
+day (the rest waits for the next day's budget).
 
 The ffmpeg command is built with ffmpeg-python and runs with ``-xerror`` (a damaged
 input is an error, not a warning), a timeout that grows with the recording, an
@@ -37,6 +38,7 @@ class MediaSettings:
     posters: bool = True
     timeout_s: int = 3600
     memory_mb: int = 4096
+    transcode_budget_min: int = 0  # minutes of footage transcoded per day with "all"; 0 = no cap
     frame_hashes: bool = False  # decoded-frame hashes of every video (else on request)
     signature: bool = False  # the MPEG-7 video signature alongside frame hashes
 

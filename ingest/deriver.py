@@ -4,7 +4,8 @@ arguments, the FFmpeg version, the method). Runs on the low-priority media worke
 
 A failure (ffmpeg refuses the file, times out, warns) is a `derive` entry with the
 error; it is not retried by itself. Transcodes the settings leave for later are not
-recorded: `pending` lists them, and `status` says they wait for a request.
+recorded: `pending` lists them, and `status` says they wait for a request or for the
+next day's transcode budget. `custody derive SHA256` makes one now, whatever the budget.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import logging
 import os
 import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,10 @@ CREATE TABLE IF NOT EXISTS ingest_derivatives (
     output TEXT,
     PRIMARY KEY (original, kind)
 );
+CREATE TABLE IF NOT EXISTS media_budget (
+    day TEXT PRIMARY KEY,          -- local date at the dock
+    transcoded_s INTEGER NOT NULL  -- seconds of footage transcoded (or started) that day
+);
 """
 
 
@@ -58,9 +65,11 @@ class Deriver:
         settings: MediaSettings,
         on_new_object: OnNewObject | None = None,
         min_free_mb: int = 1024,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.ledger, self.objects, self.db, self.db_lock = ledger, objects, db, db_lock
         self.settings = settings
+        self.clock = clock
         self.on_new_object = on_new_object
         self.min_free = min_free_mb << 20
         with db_lock:
@@ -82,15 +91,48 @@ class Deriver:
             ).fetchall()
         return [sha for (sha,) in rows]
 
-    def _done(self, sha: str, kind: str) -> bool:
-        """Made (or failed) already; a deferred transcode counts as done unless mode is all."""
+    def _done(self, sha: str, kind: str, force: bool = False) -> bool:
+        """Made (or failed) already; a deferred transcode counts as done unless mode is all
+        (or a copy is asked for now)."""
         with self.db_lock:
             row = self.db.execute(
                 "SELECT entry FROM ingest_derivatives WHERE original=? AND kind=?", (sha, kind)
             ).fetchone()
         if row is None:
             return False
-        return bool(row[0] >= 0 or self.settings.access_copies != "all")
+        return bool(row[0] >= 0 or (self.settings.access_copies != "all" and not force))
+
+    def _today(self) -> str:
+        return time.strftime("%Y-%m-%d", time.localtime(self.clock()))
+
+    def budget_used_s(self) -> int:
+        with self.db_lock:
+            row = self.db.execute(
+                "SELECT transcoded_s FROM media_budget WHERE day=?", (self._today(),)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def _take_budget(self, seconds: int) -> bool:
+        """Count ``seconds`` of footage against today's transcode budget; False (nothing
+        counted) when it does not fit. The first transcode of a day always fits, so a
+        recording longer than the whole budget is not left waiting for ever."""
+        cap = self.settings.transcode_budget_min * 60
+        day = self._today()
+        with self.db_lock:
+            row = self.db.execute(
+                "SELECT transcoded_s FROM media_budget WHERE day=?", (day,)
+            ).fetchone()
+            used = int(row[0]) if row else 0
+            if cap and used and used + seconds > cap:
+                return False
+            self.db.execute(
+                "INSERT INTO media_budget (day, transcoded_s) VALUES (?, ?) ON CONFLICT (day) "
+                "DO UPDATE SET transcoded_s = transcoded_s + excluded.transcoded_s",
+                (day, seconds),
+            )
+            self.db.execute("DELETE FROM media_budget WHERE day < date(?, '-30 days')", (day,))
+            self.db.commit()
+        return True
 
     def _probe_summary(self, sha: str) -> dict[str, Any] | None:
         """The summary in the object's signed `probe` entry (no second pass over the file);
@@ -117,8 +159,10 @@ class Deriver:
             )
             self.db.commit()
 
-    def run(self, sha: str) -> list[int]:
-        """Make what the settings ask for of one stored recording; returns new entries."""
+    def run(self, sha: str, force: bool = False) -> list[int]:
+        """Make what the settings ask for of one stored recording; returns new entries.
+        ``force`` makes the access copy now, transcode or not, outside the budget (a
+        request: `custody derive`, an export)."""
         src = self.objects.path(sha)
         summary = self._probe_summary(sha)
         if summary is None:
@@ -135,8 +179,12 @@ class Deriver:
         poster_at = min(1.0, duration_s / 2) if duration_s else 0.0
         made: list[int] = []
         mode = self.settings.access_copies
-        if mode != "off" and not self._done(sha, "access_copy"):
-            if p.method == "remux" or mode == "all":
+        if (mode != "off" or force) and not self._done(sha, "access_copy", force):
+            if (
+                p.method == "remux"
+                or force
+                or (mode == "all" and self._take_budget(max(1, int(duration_s))))
+            ):
                 e = self._make(
                     sha,
                     "access_copy",

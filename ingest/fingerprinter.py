@@ -89,10 +89,38 @@ KEY_PREFIX = 16  # bytes of a keyframe hash kept in the index (candidates are ch
 OnNewObject = Callable[[sqlite3.Connection, str, int, str], None]
 
 
+IOPRIO_CLASS_IDLE = 3
+_IOPRIO_SYSCALLS = {"x86_64": (251, 252), "aarch64": (30, 31), "i686": (289, 290)}
+
+
+def _ioprio(op: int, value: int = 0) -> int:
+    """ioprio_set/ioprio_get for the calling thread (no wrapper in Python or glibc)."""
+    import ctypes
+
+    nums = _IOPRIO_SYSCALLS.get(os.uname().machine)
+    if nums is None:
+        return -1
+    libc = ctypes.CDLL(None, use_errno=True)
+    tid = threading.get_native_id()
+    if op == 0:
+        return int(libc.syscall(nums[0], 1, tid, value))  # IOPRIO_WHO_PROCESS: a thread id
+    return int(libc.syscall(nums[1], 1, tid))
+
+
+def io_priority() -> int:
+    """The calling thread's I/O priority (class << 13 | level), or -1 where unknown."""
+    return _ioprio(1)
+
+
 def lower_priority() -> None:
-    """Thread initializer: media work yields the CPU to capture (Linux nice is per thread)."""
+    """Thread initializer: media work yields the CPU and the disk to capture. Linux nice
+    and I/O priority are per thread, and the ffmpeg processes it starts inherit both;
+    the idle I/O class gets the disk only when nothing else wants it (honoured by the
+    BFQ scheduler; others ignore it)."""
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    if _ioprio(0, IOPRIO_CLASS_IDLE << 13) != 0:
+        log.debug("could not lower the media worker's I/O priority")
 
 
 class Fingerprinter:

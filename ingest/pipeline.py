@@ -231,6 +231,8 @@ class Capturer:
             max_workers=1, thread_name_prefix="media", initializer=lower_priority
         )
         self._release_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="release")
+        self._media_queued: set[tuple[str, str]] = set()
+        self._media_lock = threading.Lock()
         self._resolvers = {d.path: IdentityResolver(d) for d in self.docks}
         self._skipped: set[bytes] = set()
         self.paused: str = ""
@@ -710,16 +712,10 @@ class Capturer:
             )
             if is_media(media_type):
                 self._probe_pool.submit(self._probe, d.sha256)
-                self._probe_pool.submit(
-                    self._media_job, "fingerprinting", self.fingerprinter.run, d.sha256
-                )
-                self._probe_pool.submit(
-                    self._media_job, "making copies", self.deriver.run, d.sha256
-                )
+                self._submit_media("fingerprinting", d.sha256)
+                self._submit_media("making copies", d.sha256)
                 if self.fingerprinter.media.frame_hashes and media_type.startswith("video/"):
-                    self._probe_pool.submit(
-                        self._media_job, "hashing frames", self.fingerprinter.run_frames, d.sha256
-                    )
+                    self._submit_media("hashing frames", d.sha256)
         else:
             self.stats.sightings += 1
             log.info(
@@ -762,24 +758,46 @@ class Capturer:
         for sha, mt in rows:
             if is_media(mt):
                 self._probe_pool.submit(self._probe, sha)
-        for sha in self.fingerprinter.pending():
-            self._probe_pool.submit(self._media_job, "fingerprinting", self.fingerprinter.run, sha)
-        for sha in self.deriver.pending():
-            self._probe_pool.submit(self._media_job, "making copies", self.deriver.run, sha)
-        for sha in self.fingerprinter.frames_pending():
-            self._probe_pool.submit(
-                self._media_job, "hashing frames", self.fingerprinter.run_frames, sha
-            )
+        self.schedule_media()
 
-    def _media_job(self, what: str, job: Callable[[str], object], sha: str) -> None:
+    def schedule_media(self) -> None:
+        """Queue every media step still owed (at start, and from the daemon's scheduler:
+        transcodes waiting for the next day's budget)."""
+        for sha in self.fingerprinter.pending():
+            self._submit_media("fingerprinting", sha)
+        for sha in self.deriver.pending():
+            self._submit_media("making copies", sha)
+        for sha in self.fingerprinter.frames_pending():
+            self._submit_media("hashing frames", sha)
+
+    def _submit_media(self, what: str, sha: str) -> None:
+        """One media step on the media worker, unless the same step is queued already."""
+        with self._media_lock:
+            if (what, sha) in self._media_queued:
+                return
+            self._media_queued.add((what, sha))
+        try:
+            self._probe_pool.submit(self._media_job, what, sha)
+        except RuntimeError:  # shutting down: found pending at the next start
+            with self._media_lock:
+                self._media_queued.discard((what, sha))
+
+    def _media_job(self, what: str, sha: str) -> None:
         """One media step for one object on the media worker; a failure never takes the
         daemon down, and the step is found pending again at the next start."""
-        if self._stopping:
-            return
+        jobs: dict[str, Callable[[str], object]] = {
+            "fingerprinting": self.fingerprinter.run,
+            "making copies": self.deriver.run,
+            "hashing frames": self.fingerprinter.run_frames,
+        }
         try:
-            job(sha)
+            if not self._stopping:
+                jobs[what](sha)
         except Exception:
             log.exception("%s of %s failed; it is tried again at the next start", what, sha[:16])
+        finally:
+            with self._media_lock:
+                self._media_queued.discard((what, sha))
 
     def _probe(self, sha: str) -> None:
         if self._stopping:

@@ -84,7 +84,13 @@ def test_remux_when_the_video_is_h264_transcode_only_when_asked(
         "access_copies": 2,
         "posters": 3,
         "transcodes_waiting": 1,
+        "transcode_budget_min": 0,
+        "transcoded_today_s": 0,
+        "frame_hashes": False,
+        "frames_hashed": 0,
     }
+    text = run_cli("status", config=conf).stdout
+    assert "transcodes: on request (custody derive, export); 1 recording(s)" in text, text
     # With access_copies = "all" the transcode runs (next start picks it up).
     conf.write_text(conf.read_text() + '\n[media]\naccess_copies = "all"\npreset = "ultrafast"\n')
     run_cli("ingest", str(dock), "--settle-ms", "0", config=conf)
@@ -93,5 +99,73 @@ def test_remux_when_the_video_is_h264_transcode_only_when_asked(
     names, dur = codecs(stored(conf, e["output"]["sha256"]))
     assert names == {"video": "h264", "audio": "aac"} and abs(dur - 3) < 0.3
     # Each derivative is one object, one entry: nothing was made twice.
+    kinds = [(x["sha256"], x["kind"]) for x in entries(conf) if x["type"] == "derive"]
+    assert len(kinds) == len(set(kinds)) == 6
+
+
+def test_transcode_budget_and_requests(tmp_path: Path, ffmpeg: str) -> None:
+    """With access_copies = "all" and a daily budget, transcodes stop at the budget and
+    wait for the next day; `custody derive` makes one now whatever the budget."""
+    import sqlite3
+    import threading
+    import time
+
+    from custody import config as cfg
+    from custody.station import open_ledger
+    from ingest.deriver import Deriver
+    from ingest.objects import LocalObjects
+
+    dock = tmp_path / "dock"
+    media = '\n[media]\naccess_copies = "all"\npreset = "ultrafast"\ntranscode_budget_min = 1\n'
+    conf = make_station(tmp_path, dock, extra=media)
+    slot = dock / "slot01"
+    clips = [
+        source(ffmpeg, slot / f"{n}.mov", "libx265", seconds=s)
+        for n, s in zip("ABC", (35, 36, 37), strict=True)
+    ]
+    run_cli("ingest", str(dock), "--settle-ms", "0", config=conf)
+    made = [c for c in clips if (sha(c), "access_copy") in derives(conf)]
+    assert len(made) == 1, "about 36 s fit in a 60 s budget once; the other two wait"
+    used = 35 + clips.index(made[0])
+    st = json.loads(run_cli("status", "--json", config=conf).stdout)["media"]
+    assert st["transcodes_waiting"] == 2 and st["transcoded_today_s"] == used
+    assert f"at most 1 min of footage a day; {used / 60:.1f} min today, 2 waiting" in (
+        run_cli("status", config=conf).stdout
+    )
+    # Another pass the same day transcodes nothing more.
+    run_cli("ingest", str(dock), "--settle-ms", "0", config=conf)
+    assert sum((sha(c), "access_copy") in derives(conf) for c in clips) == 1
+
+    waiting = [c for c in clips if c not in made]
+    p = run_cli("derive", sha(waiting[0]), config=conf)
+    assert "access_copy" in p.stdout and "by transcode" in p.stdout, p.stdout
+    e = derives(conf)[(sha(waiting[0]), "access_copy")]
+    names, dur = codecs(stored(conf, e["output"]["sha256"]))
+    assert names == {"video": "h264", "audio": "aac"}
+    assert abs(dur - (35 + clips.index(waiting[0]))) < 0.5
+    assert (
+        json.loads(run_cli("status", "--json", config=conf).stdout)["media"]["transcodes_waiting"]
+        == 1
+    )
+    bad = run_cli("derive", "f" * 64, config=conf, check=False)
+    assert bad.returncode == 1 and "not a captured video" in bad.stderr
+
+    # The next day's budget takes the last one (the dock's clock, injected).
+    c = cfg.load(conf)
+    with open_ledger(c) as ledger:
+        db = sqlite3.connect(ledger.db_path, timeout=60)
+        tomorrow = Deriver(
+            ledger,
+            LocalObjects(c.store_dir),
+            db,
+            threading.Lock(),
+            c.media,
+            clock=lambda: time.time() + 86400,
+        )
+        assert sha(waiting[1]) in tomorrow.pending()
+        assert tomorrow.run(sha(waiting[1]))
+        assert tomorrow.budget_used_s() == 35 + clips.index(waiting[1])
+        db.close()
+    assert (sha(waiting[1]), "access_copy") in derives(conf)
     kinds = [(x["sha256"], x["kind"]) for x in entries(conf) if x["type"] == "derive"]
     assert len(kinds) == len(set(kinds)) == 6
