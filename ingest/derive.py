@@ -123,6 +123,25 @@ def access_copy_command(
     return [cmd[0], "-nostdin", "-hide_banner", "-v", "error", "-xerror", *cmd[1:]]
 
 
+def salvage_command(
+    exe: str, raw: Path, dst: Path, codec: str, rate: str, settings: MediaSettings
+) -> list[str]:
+    """An MP4 access copy of a salvaged elementary stream (``ingest.salvage``) at the
+    reference's frame rate: H.264 is copied, H.265 transcoded."""
+    import ffmpeg
+
+    inp = ffmpeg.input(str(raw), f=codec, framerate=rate)
+    opts: dict[str, Any] = {"f": "mp4", "movflags": "+faststart"}
+    v = inp["v:0"]
+    if codec == "h264":
+        opts["vcodec"] = "copy"
+    else:
+        v = v.filter("scale", -2, "min(ih,1080)")
+        opts.update(vcodec="libx264", preset=settings.preset, crf=settings.crf, pix_fmt="yuv420p")
+    cmd: list[str] = ffmpeg.output(v, str(dst), **opts).compile(cmd=exe)
+    return [cmd[0], "-nostdin", "-hide_banner", "-v", "error", "-xerror", *cmd[1:]]
+
+
 def poster_command(exe: str, src: Path, dst: Path, at_s: float = 1.0) -> list[str]:
     """A JPEG of the frame at ``at_s`` seconds (callers pass less for short clips)."""
     import ffmpeg

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import mmap
 import os
 import sqlite3
 import threading
@@ -30,10 +31,12 @@ from ingest.derive import (
     poster_command,
     public_args,
     run_ffmpeg,
+    salvage_command,
 )
 from ingest.fingerprinter import OnNewObject
 from ingest.objects import LocalObjects
 from ingest.probe import ProbeFailed, probe
+from ingest.salvage import Codec, SalvageError, layout, reference_codec, salvage
 from ledger.entry import decode_entry
 from ledger.errors import Withdrawn
 from ledger.log import Ledger
@@ -169,7 +172,9 @@ class Deriver:
             try:
                 summary = probe(src)
             except ProbeFailed:
-                return []  # not media, or unreadable: the probe entry says so
+                # Not media, or unreadable (the probe entry says so); an MP4/MOV whose
+                # index was never written may still give up its video.
+                return self._salvage(sha, src, force)
         p = plan(summary)
         if p is None or not p.has_video:
             return []
@@ -212,7 +217,114 @@ class Deriver:
             )
             if e is not None:
                 made.append(e)
+        if self.settings.access_copies != "off":
+            # A healthy recording may be the reference a cut one of its recorder waited for.
+            for other in self._waiting_for_reference(sha):
+                made += self._salvage(other, self.objects.path(other), False)
         return made
+
+    def _waiting_for_reference(self, sha: str) -> list[str]:
+        """Recordings of the same recorder slot that ffmpeg could not read and that have
+        no access copy yet (each is looked at by `_salvage`, which keeps the rest)."""
+        with self.db_lock:
+            rows = self.db.execute(
+                "SELECT DISTINCT o.sha256 FROM ingest_files f "
+                "JOIN ingest_files g ON g.dock = f.dock AND g.recorder = f.recorder "
+                "JOIN ingest_objects o ON o.sha256 = g.sha256 "
+                "WHERE f.sha256 = ? AND o.sha256 != ? AND o.media_type LIKE 'video/%' "
+                "AND o.probe_entry IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "
+                "ingest_derivatives d WHERE d.original = o.sha256 AND d.kind = 'access_copy')",
+                (sha, sha),
+            ).fetchall()
+        return [o for (o,) in rows if self._probe_summary(o) is None]
+
+    def _reference(self, sha: str) -> tuple[str, Codec, str] | None:
+        """A healthy recording from the same recorder slot to take the codec set-up from
+        (the newest first): its SHA-256, the codec and its frame rate."""
+        with self.db_lock:
+            rows = self.db.execute(
+                "SELECT DISTINCT o.sha256 FROM ingest_files f "
+                "JOIN ingest_files g ON g.dock = f.dock AND g.recorder = f.recorder "
+                "JOIN ingest_objects o ON o.sha256 = g.sha256 "
+                "WHERE f.sha256 = ? AND o.sha256 != ? AND o.media_type LIKE 'video/%' "
+                "AND o.probe_entry IS NOT NULL ORDER BY o.first_entry DESC LIMIT 10",
+                (sha, sha),
+            ).fetchall()
+        for (ref,) in rows:
+            summary = self._probe_summary(ref)
+            if summary is None or not self.objects.exists(ref):
+                continue
+            try:
+                codec, rate = reference_codec(self.objects.path(ref))
+            except SalvageError:
+                continue
+            return ref, codec, rate
+        return None
+
+    def _salvage(self, sha: str, src: Path, force: bool) -> list[int]:
+        """An access copy of the video of an MP4/MOV cut off before its index (see
+        `ingest.salvage`); [] when the file is not one, or no reference exists yet."""
+        mode = self.settings.access_copies
+        if (mode == "off" and not force) or self._done(sha, "access_copy", force):
+            return []
+        try:
+            with open(src, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                lay = layout(m)
+        except (SalvageError, OSError, ValueError):
+            return []  # not an MP4/MOV: nothing to salvage
+        if lay.has_moov:
+            return []  # its index is there: damaged elsewhere, not salvageable this way
+        ref = self._reference(sha)
+        if ref is None:
+            log.info(
+                "cannot salvage %s yet: no healthy recording of the same recorder to take "
+                "the codec set-up from (tried again at the next start)",
+                sha[:16],
+            )
+            return []
+        ref_sha, codec, rate = ref
+        transcode = codec.name != "h264"
+        if (
+            transcode
+            and not force
+            and (
+                mode != "all"
+                or not self._take_budget(max(1, (lay.mdat_end - lay.mdat_start) >> 20))
+            )
+        ):
+            self._defer(sha)
+            return []
+        raw = self.objects.tmp / f"salvage-{os.getpid()}-{sha[:16]}.{codec.name}"
+        info: dict[str, Any] = {"reference": ref_sha, "codec": codec.name, "frame_rate": rate}
+
+        def build(exe: str, dst: Path) -> list[str]:
+            try:
+                res = salvage(src, raw, codec)
+            except SalvageError as e:
+                raise FfmpegFailed(f"salvage: {e}") from None
+            info.update(
+                pictures=res.pictures,
+                video_bytes=res.video_bytes,
+                skipped_bytes=res.skipped_bytes,
+                audio="not recovered",
+            )
+            return salvage_command(exe, raw, dst, codec.name, rate, self.settings)
+
+        try:
+            e = self._make(
+                sha,
+                "access_copy",
+                "salvage",
+                raw,
+                ".mp4",
+                "video/mp4",
+                build,
+                self.settings.timeout_s,
+                {"salvage": info},
+            )
+        finally:
+            raw.unlink(missing_ok=True)
+        return [] if e is None else [e]
 
     def _make(
         self,
@@ -224,17 +336,25 @@ class Deriver:
         media_type: str,
         build: Any,
         timeout_s: int,
+        extra: dict[str, Any] | None = None,
     ) -> int | None:
         exe = find_ffmpeg(self.settings.ffmpeg)
         dst = self.objects.tmp / f"derive-{os.getpid()}-{sha[:16]}-{kind}{suffix}"
-        cmd: list[str] = build(exe, dst)
+        try:
+            cmd: list[str] = build(exe, dst)
+        except FfmpegFailed as e:
+            cmd = []
+            extra = dict(extra or {}, error=str(e)[:1000])
         payload: dict[str, Any] = {
             "sha256": sha,
             "kind": kind,
             "method": method,
-            "args": public_args(cmd, src, dst),
+            "args": public_args(cmd, src, dst) if cmd else [],
             "tool": ffmpeg_version(exe),
         }
+        payload.update(extra or {})
+        if not cmd:
+            return self._record(sha, kind, method, payload, None, 0)
         out_sha: str | None = None
         size = 0
         free = os.statvfs(self.objects.root)
@@ -266,6 +386,17 @@ class Deriver:
             payload["error"] = str(e)[:1000]
             out_sha = None
 
+        return self._record(sha, kind, method, payload, out_sha, size)
+
+    def _record(
+        self,
+        sha: str,
+        kind: str,
+        method: str,
+        payload: dict[str, Any],
+        out_sha: str | None,
+        size: int,
+    ) -> int | None:
         def mark(conn: sqlite3.Connection, idx: list[int]) -> None:
             cur = conn.execute(
                 "INSERT INTO ingest_derivatives (original, kind, entry, output) VALUES (?,?,?,?) "
