@@ -173,7 +173,7 @@ class LocalFolderStore:
             sha,
             checksum,
             version_id=None,
-            storage_class="LOCAL",
+            storage_class=str(meta.get("storage_class", "LOCAL")) if meta else "LOCAL",
             lock=lock,
             legal_hold=bool(meta and meta.get("legal_hold")),
         )
@@ -241,6 +241,17 @@ class LocalFolderStore:
             raise NotFound(f"{key}: not in the store {self.root}")
         meta["legal_hold"] = on
         self._write_meta(key, meta)
+
+    def set_storage_class(self, key: str, storage_class: str) -> Stored:
+        """A folder has one class of storage: the class is recorded, nothing moves."""
+        meta = self._read_meta(key)
+        if meta is None:
+            raise NotFound(f"{key}: not in the store {self.root}")
+        meta["storage_class"] = storage_class
+        self._write_meta(key, meta)
+        st = self.head(key)
+        assert st is not None
+        return st
 
     def restore(self, key: str, days: int) -> str:
         if self.head(key) is None:

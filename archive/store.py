@@ -115,6 +115,11 @@ class LockControl(Protocol):
 
     def set_legal_hold(self, key: str, on: bool) -> None: ...
 
+    def set_storage_class(self, key: str, storage_class: str) -> Stored:
+        """Move the object to another storage class, keeping its lock; returns the new
+        state (a new version in a versioned bucket)."""
+        ...
+
     def restore(self, key: str, days: int) -> str:
         """Ask for a cold-class object to be readable for ``days``; returns its restore status."""
         ...

@@ -51,6 +51,15 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """``[retention]``: where the policy people edit lives, and how sweeps run."""
+
+    policy: Path | None = None  # the editable policy file; the applied copy is in state/
+    sweep_interval_min: int = 60
+    max_clock_jump_days: int = 7
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     data_dir: Path
@@ -60,6 +69,7 @@ class Config:
     store: StoreConfig | None = None
     capture: CaptureSettings = field(default_factory=CaptureSettings)
     media: MediaSettings = field(default_factory=MediaSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
 
     @property
     def ledger_dir(self) -> Path:
@@ -200,8 +210,19 @@ def parse(path: Path, data: dict[str, Any]) -> Config:
     mt = top.get("media", dict)
     if mt is not None:
         media = _parse_media(_Table(path, mt, "media."), base)
+    retention = RetentionSettings()
+    rt = top.get("retention", dict)
+    if rt is not None:
+        t = _Table(path, rt, "retention.")
+        pol = t.get("policy", str, "")
+        retention = RetentionSettings(
+            policy=(base / pol).resolve() if pol else None,
+            sweep_interval_min=_int(t, "sweep_interval_min", 60, 1, 24 * 60),
+            max_clock_jump_days=_int(t, "max_clock_jump_days", 7, 1, 3650),
+        )
+        t.finish()
     top.finish()
-    return Config(path, data_dir, origin, ledger, tuple(docks), store, capture, media)
+    return Config(path, data_dir, origin, ledger, tuple(docks), store, capture, media, retention)
 
 
 def _parse_media(t: _Table, base: Path) -> MediaSettings:
@@ -413,6 +434,12 @@ def render(data_dir: Path, origin: str) -> str:
         "frame_hashes = false\n"
         "signature = false              # the MPEG-7 video signature in the same pass\n"
         '# ffmpeg = "/usr/bin/ffmpeg"     # default: ffmpeg on PATH, else the imageio-ffmpeg one\n'
+        "\n"
+        "[retention]\n"
+        "# The policy to edit; it takes effect through `custody retention apply`.\n"
+        'policy = "retention.toml"\n'
+        "sweep_interval_min = 60\n"
+        "max_clock_jump_days = 7        # no deletion after a larger clock jump until confirmed\n"
         "\n"
         "# The cold store (absent: the dock's own disk only). S3-compatible:\n"
         "# [store]\n"

@@ -173,6 +173,16 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
             # must not hold up the start of capture.
             next_run_time=datetime.now(UTC),
         )
+    scheduler.add_job(
+        _retention_sweep,
+        "interval",
+        minutes=conf.retention.sweep_interval_min,
+        args=(conf, ledger),
+        id="retention",
+        max_instances=1,
+        coalesce=True,
+        next_run_time=datetime.now(UTC),
+    )
     if conf.media.access_copies == "all" or conf.media.frame_hashes:
         # Media steps left waiting (a spent transcode budget) are queued again.
         scheduler.add_job(
@@ -212,6 +222,34 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
         lock.release()
         log.info("custody stopped")
     return 0
+
+
+def _retention_sweep(conf: cfg.Config, ledger: Any) -> None:
+    """The scheduled sweep: what the applied policy allows now, each move an entry."""
+    from custody.retain import index_db, make_sweeper, sweep_lock
+
+    db = index_db(ledger)
+    try:
+        with sweep_lock(conf):
+            res = make_sweeper(conf, ledger, db).sweep()
+        if res.clock:
+            log.warning("retention: deletions held back: %s", res.clock)
+        for line in res.refused:
+            log.warning("retention: refused by the store: %s", line)
+        for line in res.failed:
+            log.warning("retention: not done now: %s", line)
+        if res.done:
+            log.info("retention sweep: %d done (%s)", len(res.done), "; ".join(res.done[:5]))
+        db.execute(
+            "INSERT INTO retention_meta VALUES ('last_result', ?) ON CONFLICT (key) DO UPDATE "
+            "SET value=excluded.value",
+            (json.dumps(dict(res.to_json(), at=int(time.time()))),),
+        )
+        db.commit()
+    except Exception:
+        log.exception("retention sweep failed; it runs again at the next interval")
+    finally:
+        db.close()
 
 
 def make_replicator(conf: cfg.Config, ledger: Any, objects: LocalObjects) -> Replicator | None:

@@ -97,6 +97,17 @@ class LocalObjects:
         self.commit(temp, sha)
         return sha
 
+    def remove(self, sha256: str) -> bool:
+        """Delete the dock's copy (retention: evicted after the cold store confirmed its
+        copy, or deleted by rule); False if it was not here."""
+        p = self.path(sha256)
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            return False
+        fsync_dir(p.parent)
+        return True
+
     def hash_of(self, sha256: str) -> str | None:
         """SHA-256 of the stored object as it reads now (None if it is missing)."""
         h = hashlib.sha256()

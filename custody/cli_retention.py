@@ -1,0 +1,403 @@
+"""`custody annotate | hold | release` and `custody retention plan | apply | sweep`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from custody import config as cfg
+from custody.errors import CustodyError
+from custody.retain import (
+    applied_policy,
+    apply_policy,
+    difference,
+    index_db,
+    make_sweeper,
+    read_policy,
+    sweep_lock,
+)
+from custody.station import open_ledger, operator
+from ledger.log import Ledger
+from retention.index import item, refresh, states
+from retention.plan import Action, plan
+from retention.policy import PolicyError, category_key
+from retention.sweep import SweepResult
+
+
+def _iso(t: int | None) -> str:
+    if t is None:
+        return "never"
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
+
+
+def _date(value: str) -> int:
+    try:
+        d = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=UTC)
+    return int(d.timestamp())
+
+
+def _sha(value: str) -> str:
+    v = value.lower()
+    if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+        raise CustodyError(f"{value!r} is not a SHA-256 (64 hex digits)")
+    return v
+
+
+def _originals(db: sqlite3.Connection, shas: list[str]) -> None:
+    for sha in shas:
+        it = item(db, sha)
+        if it is None:
+            raise CustodyError(f"{sha}: no captured original has this SHA-256")
+        if it["deleted_entry"] is not None:
+            raise CustodyError(f"{sha}: deleted by retention (entry {it['deleted_entry']})")
+
+
+def _report_sync(res: SweepResult) -> None:
+    for line in res.done:
+        print(f"  {line}")
+    for line in res.refused + res.failed:
+        print(f"  not done now (the next sweep tries again): {line}")
+
+
+def _with_store(conf: cfg.Config, ledger: Ledger, db: sqlite3.Connection, who: str) -> Any:
+    return make_sweeper(conf, ledger, db, operator=who)
+
+
+def cmd_annotate(args: argparse.Namespace, conf: cfg.Config) -> int:
+    sha = _sha(args.sha256)
+    who = args.operator or operator()
+    payload: dict[str, Any] = {"sha256": sha, "operator": who}
+    try:
+        if args.category:
+            payload["category"] = category_key(args.category)
+    except PolicyError as e:
+        raise CustodyError(str(e)) from None
+    if args.case:
+        payload["cases_added"] = sorted(set(args.case))
+    if args.important is not None:
+        payload["important"] = args.important
+    if len(payload) == 2:
+        raise CustodyError("nothing to record: give --category, --case or --important")
+    if args.reason:
+        payload["reason"] = args.reason
+    with open_ledger(conf) as ledger:
+        db = index_db(ledger)
+        try:
+            refresh(ledger, db)
+            _originals(db, [sha])
+            idx = ledger.append("annotate", payload)
+            print(f"recorded annotation as entry {idx}")
+            with sweep_lock(conf):
+                res = _with_store(conf, ledger, db, who).sync([sha])
+            _report_sync(res)
+            policy, _ = applied_policy(conf)
+            if policy is not None:
+                st = states(db, only=sha)[0]
+                from retention.plan import schedule
+
+                s = schedule(policy, st.facts)
+                print(
+                    f"rule {s.rule.name!r}: kept {s.rule.describe_keep()}"
+                    + (f", until {_iso(s.delete_at)}" if s.delete_at else "")
+                )
+            ledger.integrate()
+        finally:
+            db.close()
+    return 0
+
+
+def _hold_targets(db: sqlite3.Connection, args: argparse.Namespace) -> tuple[str, str, list[str]]:
+    if args.case:
+        shas = [
+            r[0]
+            for r in db.execute("SELECT sha256 FROM retention_cases WHERE case_no=?", (args.case,))
+        ]
+        return "case", args.case, shas
+    if not args.sha256:
+        raise CustodyError("name a SHA-256 or --case NUMBER")
+    sha = _sha(args.sha256)
+    _originals(db, [sha])
+    return "object", sha, [sha]
+
+
+def cmd_hold(args: argparse.Namespace, conf: cfg.Config) -> int:
+    who = args.operator or operator()
+    with open_ledger(conf) as ledger:
+        db = index_db(ledger)
+        try:
+            refresh(ledger, db)
+            scope, target, shas = _hold_targets(db, args)
+            idx = ledger.append(
+                "hold", {"scope": scope, "target": target, "reason": args.reason, "operator": who}
+            )
+            print(
+                f"hold recorded as entry {idx}: {scope} {target} "
+                f"({len(shas)} item(s) now; footage linked to the case later is held too)"
+                if scope == "case"
+                else f"hold recorded as entry {idx}: {target}"
+            )
+            with sweep_lock(conf):
+                _report_sync(_with_store(conf, ledger, db, who).sync(shas))
+            ledger.integrate()
+        finally:
+            db.close()
+    return 0
+
+
+def cmd_release(args: argparse.Namespace, conf: cfg.Config) -> int:
+    who = args.operator or operator()
+    with open_ledger(conf) as ledger:
+        db = index_db(ledger)
+        try:
+            refresh(ledger, db)
+            scope, target, shas = _hold_targets(db, args)
+            open_holds = db.execute(
+                "SELECT entry FROM retention_holds WHERE scope=? AND target=? AND "
+                "released_entry IS NULL",
+                (scope, target),
+            ).fetchall()
+            if not open_holds:
+                raise CustodyError(f"no hold in force on {scope} {target}")
+            idx = ledger.append(
+                "hold_release",
+                {
+                    "scope": scope,
+                    "target": target,
+                    "reason": args.reason,
+                    "operator": who,
+                    "holds": [int(h[0]) for h in open_holds],
+                },
+            )
+            print(
+                f"release recorded as entry {idx} (ends hold entries "
+                f"{', '.join(str(h[0]) for h in open_holds)})"
+            )
+            with sweep_lock(conf):
+                _report_sync(_with_store(conf, ledger, db, who).sync(shas))
+            ledger.integrate()
+        finally:
+            db.close()
+    return 0
+
+
+def _action_line(a: Action) -> str:
+    what = {
+        "delete": "delete",
+        "evict_local": "evict dock copy",
+        "tier": f"move to {a.detail}",
+        "lock": f"extend lock to {_iso(int(a.detail)) if a.detail.isdigit() else a.detail}",
+    }[a.kind]
+    line = f"{_iso(a.due)}  {what:<28} {a.sha256[:16]}  rule {a.rule}"
+    return line + (f"  BLOCKED: {a.blocked}" if a.blocked else "")
+
+
+def cmd_plan(args: argparse.Namespace, conf: cfg.Config) -> int:
+    as_of = args.as_of if args.as_of is not None else int(time.time())
+    current, _ = applied_policy(conf)
+    new = read_policy(Path(args.policy))[0] if args.policy else None
+    use = new or current
+    if use is None:
+        raise CustodyError(
+            "no retention policy has been applied",
+            "apply one: custody retention apply --policy FILE",
+        )
+    started = time.monotonic()
+    with open_ledger(conf, writable=False) as ledger:
+        db = index_db(ledger)
+        try:
+            refresh(ledger, db)
+            sts = list(states(db))
+            actions = plan(use, sts, as_of)
+            diff = difference(conf, ledger, new) if new is not None else None
+        finally:
+            db.close()
+    counts: dict[str, int] = {}
+    blocked = 0
+    for a in actions:
+        counts[a.kind] = counts.get(a.kind, 0) + 1
+        blocked += bool(a.blocked)
+    out: dict[str, Any] = {
+        "as_of": _iso(as_of),
+        "policy": args.policy or "applied",
+        "items": len(sts),
+        "due": counts,
+        "blocked": blocked,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    if diff is not None:
+        out["compare"] = {
+            "items": diff.items,
+            "deleted_earlier": len(diff.deleted_earlier),
+            "deleted_later": diff.deleted_later,
+            "evicted_earlier": diff.evicted_earlier,
+            "tier_changes": diff.tier_changes,
+            "rule_changes": [
+                {"from": a, "to": b, "items": n} for (a, b), n in sorted(diff.rule_changes.items())
+            ],
+            "earlier": [
+                {"sha256": s, "current": _iso(old), "new": _iso(nw)}
+                for s, old, nw in diff.deleted_earlier
+            ],
+        }
+    if args.json:
+        out["actions"] = [
+            {
+                "date": _iso(a.due),
+                "kind": a.kind,
+                "sha256": a.sha256,
+                "rule": a.rule,
+                "detail": a.detail,
+                "blocked": a.blocked,
+            }
+            for a in actions
+        ]
+        print(json.dumps(out, ensure_ascii=False))
+        return 0
+    print(
+        f"retention plan as of {out['as_of']} under "
+        f"{'policy ' + args.policy if args.policy else 'the applied policy'}: "
+        f"{len(sts)} original(s)"
+    )
+    if not actions:
+        print("  nothing is due")
+    names = {
+        "delete": "deletions",
+        "evict_local": "dock-copy evictions",
+        "tier": "storage-class moves",
+        "lock": "lock extensions",
+    }
+    for k, n in sorted(counts.items()):
+        print(f"  {names[k]}: {n}")
+    if blocked:
+        print(f"  of which blocked (held, locked, or not yet in the cold store): {blocked}")
+    for a in actions[: args.limit]:
+        print("  " + _action_line(a))
+    if len(actions) > args.limit:
+        print(f"  ... {len(actions) - args.limit} more (--limit N, or --json)")
+    if diff is not None:
+        c = out["compare"]
+        print(f"compared with the applied policy, over {c['items']} original(s):")
+        print(f"  deleted EARLIER: {c['deleted_earlier']}")
+        print(f"  deleted later or no longer: {c['deleted_later']}")
+        print(f"  dock copies evicted earlier: {c['evicted_earlier']}")
+        print(f"  storage-class changes: {c['tier_changes']}")
+        for rc in c["rule_changes"]:
+            print(f"  rule {rc['from']} -> {rc['to']}: {rc['items']}")
+        for e in c["earlier"][: args.limit]:
+            print(f"  earlier: {e['sha256'][:16]}  {e['current']} -> {e['new']}")
+        if c["deleted_earlier"]:
+            print(
+                f"applying it needs: custody retention apply --policy {args.policy} "
+                f"--confirm {c['deleted_earlier']}"
+            )
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace, conf: cfg.Config) -> int:
+    path = Path(args.policy) if args.policy else conf.retention.policy
+    if path is None:
+        raise CustodyError("name the policy: --policy FILE (or [retention] policy in the config)")
+    _, text = read_policy(path)
+    with open_ledger(conf) as ledger:
+        idx, diff = apply_policy(
+            conf, ledger, text, args.operator or operator(), str(path), args.confirm
+        )
+        ledger.integrate()
+    earlier = len(diff.deleted_earlier) if diff else 0
+    print(
+        f"policy {path} applied (entry {idx})"
+        + (f"; {earlier} item(s) now deleted earlier" if earlier else "")
+    )
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace, conf: cfg.Config) -> int:
+    with open_ledger(conf) as ledger:
+        db = index_db(ledger)
+        try:
+            with sweep_lock(conf):
+                res = make_sweeper(conf, ledger, db, operator=args.operator or operator()).sweep(
+                    dry_run=args.dry_run, accept_clock=args.accept_clock
+                )
+            ledger.integrate()
+        finally:
+            db.close()
+    if args.json:
+        print(json.dumps(res.to_json(), ensure_ascii=False))
+    else:
+        if res.clock:
+            print(f"deletions and evictions held back: {res.clock}")
+        for line in res.done:
+            print(line)
+        for line in res.refused:
+            print(f"refused by the store: {line}")
+        for line in res.failed:
+            print(f"failed (tried again later): {line}")
+        print(
+            f"sweep: {len(res.done)} done, {len(res.refused)} refused, {len(res.failed)} failed, "
+            f"{res.blocked} blocked"
+        )
+    return 1 if res.refused or res.failed else 0
+
+
+def add_parsers(sub: Any, load: Any) -> None:
+    def run(fn: Any) -> Any:
+        return lambda args: fn(args, load(args))
+
+    s = sub.add_parser("annotate", help="record category, case link or importance of footage")
+    s.add_argument("sha256")
+    s.add_argument(
+        "--category",
+        help="行政处罚 (administrative_penalty), 行政强制, 行政检查, 行政征收征用, 行政许可, other",
+    )
+    s.add_argument("--case", action="append", metavar="NUMBER", help="link to a case (repeatable)")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--important", dest="important", action="store_const", const=True)
+    g.add_argument("--not-important", dest="important", action="store_const", const=False)
+    s.add_argument("--reason")
+    s.add_argument("--operator", help="who records it (default: the login user)")
+    s.set_defaults(func=run(cmd_annotate), important=None)
+
+    for name, fn, what in (
+        ("hold", cmd_hold, "hold footage: nothing held is deleted"),
+        ("release", cmd_release, "end a hold"),
+    ):
+        s = sub.add_parser(name, help=what)
+        s.add_argument("sha256", nargs="?")
+        s.add_argument("--case", metavar="NUMBER", help="every item linked to this case")
+        s.add_argument("--reason", required=True)
+        s.add_argument("--operator")
+        s.set_defaults(func=run(fn))
+
+    rt = sub.add_parser("retention", help="preview, apply and run the retention policy")
+    rsub = rt.add_subparsers(dest="retention_command", required=True, metavar="SUBCOMMAND")
+    s = rsub.add_parser("plan", help="what would move or be deleted, when, by which rule")
+    s.add_argument("--as-of", type=_date, help="date to plan to (default: now)")
+    s.add_argument("--policy", help="compare a new policy file against the applied one")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--limit", type=int, default=50, help="lines of items to show")
+    s.set_defaults(func=run(cmd_plan))
+    s = rsub.add_parser("apply", help="make a policy file the one in force (a signed entry)")
+    s.add_argument("--policy", help="default: [retention] policy in the config")
+    s.add_argument("--confirm", type=int, help="the number of items it deletes earlier")
+    s.add_argument("--operator")
+    s.set_defaults(func=run(cmd_apply))
+    s = rsub.add_parser("sweep", help="carry out what is due now (the daemon does this hourly)")
+    s.add_argument("--dry-run", action="store_true")
+    s.add_argument(
+        "--accept-clock",
+        action="store_true",
+        help="the clock jump since the last sweep is right; go ahead",
+    )
+    s.add_argument("--operator")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=run(cmd_sweep))

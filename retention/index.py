@@ -1,0 +1,264 @@
+"""The retention index: the state of every original, rebuilt from the ledger's entries.
+
+Nothing here is a second source of truth. `refresh` reads the entries appended since
+it last ran (ingest, store, annotate, hold, hold_release, lock, tier, delete) and
+updates a few tables in the ledger's SQLite database; dropping them and refreshing
+from entry 0 gives the same state. Annotations, holds and moves are only ever made as
+signed entries, so the index cannot hold anything the ledger does not say.
+"""
+# (lock, legal_hold, tier and delete entries are written by sweeps; annotate, hold and
+# hold_release by people, through the command line.)
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+from ledger.entry import decode_entry, parse_time
+from ledger.log import Ledger
+from retention.plan import State
+from retention.policy import Facts
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS retention_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS retention_items (
+    sha256 TEXT PRIMARY KEY,
+    ingest_entry INTEGER NOT NULL,
+    captured INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    media_type TEXT NOT NULL,
+    unit TEXT NOT NULL DEFAULT '',
+    recorder TEXT NOT NULL DEFAULT '',
+    officer TEXT NOT NULL DEFAULT '',
+    category TEXT NOT NULL DEFAULT '',
+    important INTEGER NOT NULL DEFAULT 0,
+    local INTEGER NOT NULL DEFAULT 1,
+    store_entry INTEGER,
+    store TEXT,
+    key TEXT,
+    version_id TEXT,
+    storage_class TEXT NOT NULL DEFAULT '',
+    retain_until INTEGER,
+    legal_hold INTEGER NOT NULL DEFAULT 0,
+    deleted_entry INTEGER
+);
+CREATE TABLE IF NOT EXISTS retention_cases (
+    sha256 TEXT NOT NULL,
+    case_no TEXT NOT NULL,
+    PRIMARY KEY (sha256, case_no)
+);
+CREATE INDEX IF NOT EXISTS retention_cases_case ON retention_cases (case_no);
+CREATE TABLE IF NOT EXISTS retention_holds (
+    entry INTEGER PRIMARY KEY,
+    scope TEXT NOT NULL,         -- object | case
+    target TEXT NOT NULL,        -- a SHA-256 or a case number
+    reason TEXT NOT NULL,
+    operator TEXT NOT NULL,
+    released_entry INTEGER
+);
+CREATE INDEX IF NOT EXISTS retention_holds_target ON retention_holds (target);
+"""
+
+TYPES = (
+    "ingest",
+    "store",
+    "annotate",
+    "hold",
+    "hold_release",
+    "lock",
+    "legal_hold",
+    "tier",
+    "delete",
+)
+
+
+def open_index(db: sqlite3.Connection) -> None:
+    db.executescript(SCHEMA)
+    db.commit()
+
+
+def _epoch(t: str) -> int:
+    return int(parse_time(t).timestamp())
+
+
+def apply_entry(db: sqlite3.Connection, index: int, f: dict[str, Any]) -> None:
+    """Fold one entry into the index (inside the caller's transaction)."""
+    ty = f.get("type")
+    sha = f.get("sha256")
+    if ty == "ingest" and isinstance(sha, str):
+        rec = f.get("recorder") or {}
+        db.execute(
+            "INSERT OR IGNORE INTO retention_items (sha256, ingest_entry, captured, size, "
+            "media_type, unit, recorder, officer) VALUES (?,?,?,?,?,?,?,?)",
+            (
+                sha,
+                index,
+                _epoch(f["time"]),
+                int(f.get("size", 0)),
+                str(f.get("media_type", "")),
+                str(rec.get("unit", "")),
+                str(rec.get("serial", "")),
+                str(rec.get("officer", "")),
+            ),
+        )
+    elif ty == "store" and f.get("role") == "original":
+        ru = f.get("retain_until")
+        db.execute(
+            "UPDATE retention_items SET store_entry=?, store=?, key=?, version_id=?, "
+            "storage_class=?, retain_until=? WHERE sha256=?",
+            (
+                index,
+                f.get("store"),
+                f.get("key"),
+                f.get("version_id"),
+                str(f.get("storage_class", "")),
+                _epoch(ru) if isinstance(ru, str) else None,
+                sha,
+            ),
+        )
+    elif ty == "annotate":
+        if "category" in f:
+            db.execute("UPDATE retention_items SET category=? WHERE sha256=?", (f["category"], sha))
+        if "important" in f:
+            db.execute(
+                "UPDATE retention_items SET important=? WHERE sha256=?",
+                (int(bool(f["important"])), sha),
+            )
+        for c in f.get("cases_added", []):
+            db.execute("INSERT OR IGNORE INTO retention_cases VALUES (?,?)", (sha, c))
+        for c in f.get("cases_removed", []):
+            db.execute("DELETE FROM retention_cases WHERE sha256=? AND case_no=?", (sha, c))
+    elif ty == "hold":
+        db.execute(
+            "INSERT OR IGNORE INTO retention_holds (entry, scope, target, reason, operator) "
+            "VALUES (?,?,?,?,?)",
+            (index, f["scope"], f["target"], f.get("reason", ""), f.get("operator", "")),
+        )
+    elif ty == "hold_release":
+        db.execute(
+            "UPDATE retention_holds SET released_entry=? WHERE released_entry IS NULL AND "
+            "scope=? AND target=?",
+            (index, f["scope"], f["target"]),
+        )
+    elif ty == "lock" and isinstance(f.get("retain_until"), str):
+        db.execute(
+            "UPDATE retention_items SET retain_until=MAX(COALESCE(retain_until, 0), ?) "
+            "WHERE sha256=?",
+            (_epoch(f["retain_until"]), sha),
+        )
+    elif ty == "legal_hold":
+        db.execute(
+            "UPDATE retention_items SET legal_hold=? WHERE sha256=?", (int(bool(f["on"])), sha)
+        )
+    elif ty == "tier":
+        if f.get("action") == "evict_local":
+            db.execute("UPDATE retention_items SET local=0 WHERE sha256=?", (sha,))
+        elif f.get("action") == "storage_class":
+            db.execute(
+                "UPDATE retention_items SET storage_class=?, version_id=COALESCE(?, version_id) "
+                "WHERE sha256=?",
+                (f.get("to"), f.get("version_id"), sha),
+            )
+    elif ty == "delete":
+        db.execute(
+            "UPDATE retention_items SET deleted_entry=?, local=0 WHERE sha256=?", (index, sha)
+        )
+
+
+def refresh(ledger: Ledger, db: sqlite3.Connection) -> int:
+    """Fold every entry appended since the last refresh; returns how many were read."""
+    open_index(db)
+    row = db.execute("SELECT value FROM retention_meta WHERE key='next'").fetchone()
+    start = int(row[0]) if row else 0
+    end = ledger.next_index()
+    i = start
+    while i < end:
+        stop = min(end, i + 5000)
+        for j in range(i, stop):
+            fields = dict(decode_entry(ledger.entry(j)).fields)
+            if fields.get("type") in TYPES:
+                apply_entry(db, j, fields)
+        db.execute(
+            "INSERT INTO retention_meta VALUES ('next', ?) ON CONFLICT (key) DO UPDATE SET "
+            "value=excluded.value",
+            (str(stop),),
+        )
+        db.commit()
+        i = stop
+    return end - start
+
+
+def active_holds(db: sqlite3.Connection) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Unreleased holds: by object SHA-256 and by case number."""
+    by_obj: dict[str, list[str]] = {}
+    by_case: dict[str, list[str]] = {}
+    for entry, scope, target, reason in db.execute(
+        "SELECT entry, scope, target, reason FROM retention_holds WHERE released_entry IS NULL"
+    ).fetchall():
+        d = by_obj if scope == "object" else by_case
+        d.setdefault(target, []).append(f"hold entry {entry} ({reason})")
+    return by_obj, by_case
+
+
+def states(
+    db: sqlite3.Connection, include_deleted: bool = False, only: str | None = None
+) -> list[State]:
+    """Every original's state (or one's), for the planner. A list: no cursor is left
+    open across the ledger appends a sweep makes."""
+    return list(_states(db, include_deleted, only))
+
+
+def _states(db: sqlite3.Connection, include_deleted: bool, only: str | None) -> Iterator[State]:
+    cases: dict[str, list[str]] = {}
+    for sha, c in db.execute(
+        "SELECT sha256, case_no FROM retention_cases ORDER BY case_no"
+    ).fetchall():
+        cases.setdefault(sha, []).append(c)
+    by_obj, by_case = active_holds(db)
+    q = (
+        "SELECT sha256, captured, category, important, unit, recorder, media_type, local, "
+        "store_entry, storage_class, retain_until, deleted_entry FROM retention_items"
+    )
+    where = [] if include_deleted else ["deleted_entry IS NULL"]
+    params: tuple[str, ...] = ()
+    if only is not None:
+        where.append("sha256 = ?")
+        params = (only,)
+    if where:
+        q += " WHERE " + " AND ".join(where)
+    for (
+        sha,
+        captured,
+        category,
+        important,
+        unit,
+        recorder,
+        media_type,
+        local,
+        store_entry,
+        storage_class,
+        retain_until,
+        deleted,
+    ) in db.execute(q, params).fetchall():
+        cs = tuple(cases.get(sha, ()))
+        held = list(by_obj.get(sha, ()))
+        for c in cs:
+            held += [f"{h}, case {c}" for h in by_case.get(c, ())]
+        yield State(
+            Facts(sha, captured, category, cs, bool(important), unit, recorder, media_type),
+            tuple(held),
+            bool(local),
+            store_entry is not None,
+            storage_class,
+            retain_until,
+            deleted is not None,
+        )
+
+
+def item(db: sqlite3.Connection, sha: str) -> dict[str, Any] | None:
+    cur = db.execute("SELECT * FROM retention_items WHERE sha256=?", (sha,))
+    row = cur.fetchone()
+    if row is None:
+        return None
+    return dict(zip([d[0] for d in cur.description], row, strict=True))
