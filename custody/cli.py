@@ -786,6 +786,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     out["capture"] = _ingest_status(conf)
     out["cold_store"] = _cold_status(conf, out["capture"])
     out["media"] = _media_status(conf)
+    out["retention"] = _retention_status(conf)
     if args.json:
         print(json.dumps(out))
     else:
@@ -846,7 +847,66 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print(f"  last error: {cold['last_error']}")
         else:
             print("cold store: none configured (the dock's disk holds the only copy)")
+        rt = out["retention"]
+        if rt["policy"] is None:
+            print("retention: no policy applied (nothing is ever deleted)")
+        else:
+            due = ", ".join(f"{k} {v}" for k, v in sorted(rt["due_now"].items())) or "nothing"
+            print(
+                f"retention: policy {rt['policy']} ({', '.join(rt['rules'])}); "
+                f"{rt['items']} originals, {rt['deleted']} deleted, {rt['holds']} hold(s) in "
+                f"force; due now: {due}"
+            )
+            last = rt.get("last_sweep")
+            if last:
+                print(
+                    f"  last sweep {last['at_utc']}: {len(last['done'])} done, "
+                    f"{len(last['refused'])} refused, {len(last['failed'])} failed"
+                    + (f"; held back: {last['clock']}" if last.get("clock") else "")
+                )
     return 0
+
+
+def _retention_status(conf: cfg.Config) -> dict[str, Any]:
+    """From the retention index as the last sweep or command left it (read-only)."""
+    import hashlib
+
+    from custody.retain import applied_policy
+    from retention.index import states
+    from retention.plan import plan
+
+    policy, text = applied_policy(conf)
+    out: dict[str, Any] = {
+        "policy": hashlib.sha256(text.encode()).hexdigest()[:16] if policy else None,
+        "rules": [f"{r.name}: {r.describe_keep()}" for r in policy.rules] if policy else [],
+        "items": 0,
+        "deleted": 0,
+        "holds": 0,
+        "due_now": {},
+        "last_sweep": None,
+    }
+    db = sqlite3.connect(f"file:{conf.state_dir / 'ledger.sqlite'}?mode=ro", uri=True)
+    try:
+        out["items"], out["deleted"] = db.execute(
+            "SELECT COUNT(*), COUNT(deleted_entry) FROM retention_items"
+        ).fetchone()
+        out["holds"] = db.execute(
+            "SELECT COUNT(*) FROM retention_holds WHERE released_entry IS NULL"
+        ).fetchone()[0]
+        if policy is not None:
+            for a in plan(policy, states(db), int(time.time())):
+                if not a.blocked:
+                    out["due_now"][a.kind] = out["due_now"].get(a.kind, 0) + 1
+        row = db.execute("SELECT value FROM retention_meta WHERE key='last_result'").fetchone()
+        if row:
+            last = json.loads(row[0])
+            last["at_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last.get("at", 0)))
+            out["last_sweep"] = last
+    except sqlite3.OperationalError:
+        pass  # no retention index yet
+    finally:
+        db.close()
+    return out
 
 
 def _media_status(conf: cfg.Config) -> dict[str, Any]:

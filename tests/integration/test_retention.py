@@ -182,3 +182,66 @@ def test_a_policy_that_deletes_earlier_needs_confirmation(tmp_path: Path, ffmpeg
     # Annotating something that is not a captured original: a clear error.
     nope = run_cli("annotate", "f" * 64, "--important", config=conf, check=False)
     assert nope.returncode == 2 and "no captured original" in nope.stderr
+
+
+def test_against_seaweedfs_locks_holds_and_a_refused_delete(
+    tmp_path: Path, ffmpeg: str, seaweed: Any
+) -> None:
+    import uuid
+
+    from .daemon import s3_store_conf
+
+    bucket = seaweed.bucket(f"ret-{uuid.uuid4().hex[:12]}")
+    dock = tmp_path / "dock"
+    # Uploads are locked 1 day; the station's policy wants 180 days (or permanent).
+    conf = make_station(
+        tmp_path, dock, extra=s3_store_conf(seaweed.endpoint, bucket, retain_days=1)
+    )
+    slot = dock / "slot01"
+    a = make_clip(ffmpeg, slot / "A.mp4", tone=300)
+    b = make_clip(ffmpeg, slot / "B.mp4", tone=600)
+    sa, sb = sha(a), sha(b)
+    run_cli("ingest", str(dock), "--settle-ms", "0", config=conf)
+    s3 = seaweed.client()
+
+    def head(s: str) -> dict[str, Any]:
+        key = f"objects/sha256/{s[:2]}/{s[2:4]}/{s}"
+        return dict(s3.head_object(Bucket=bucket, Key=key))
+
+    day = head(sa)["ObjectLockRetainUntilDate"]
+    assert (day - datetime.now(UTC)).days < 2
+    # Marked important: kept permanently, so the store's lock is extended (30 years).
+    out = run_cli("annotate", sa, "--important", "--reason", "use of force", config=conf).stdout
+    assert "lock" in out and "rule 'important': kept permanent" in out, out
+    until = head(sa)["ObjectLockRetainUntilDate"]
+    assert (until - datetime.now(UTC)).days > 29 * 365
+    lock = of(conf, "lock")[-1]
+    assert lock["sha256"] == sa and lock["mode"] == "COMPLIANCE"
+    assert lock["retain_until"].startswith(str(until.year))
+    # A hold sets the store's legal hold; a release clears it.
+    run_cli("hold", sb, "--reason", "court order 17", config=conf)
+    assert head(sb).get("ObjectLockLegalHoldStatus") == "ON"
+    run_cli("release", sb, "--reason", "order lifted", config=conf)
+    assert head(sb).get("ObjectLockLegalHoldStatus") != "ON"
+
+    # B's lock was extended to its 180 days by the first sweep. With a clock that says
+    # 200 days have passed, the sweep believes the lock is over and tries; the store,
+    # whose clock says otherwise, refuses, and the sweep says so and records nothing.
+    conf_obj = cfg.load(conf)
+    at = time.time() + 200 * DAY
+    with open_ledger(conf_obj) as ledger:
+        db = index_db(ledger)
+        try:
+            sw = make_sweeper(conf_obj, ledger, db, clock=lambda: at)
+            res = sw.sweep(accept_clock=True)
+        finally:
+            db.close()
+    assert [r for r in res.refused if sb[:16] in r], res
+    assert "refused the delete" in res.refused[0] and "locked (COMPLIANCE)" in res.refused[0]
+    assert of(conf, "delete") == []
+    assert head(sb)["ContentLength"] > 0
+    # The plan still lists it as due, not done.
+    p = json.loads(
+        run_cli("retention", "plan", "--as-of", _day(at, 0), "--json", config=conf).stdout
+    )
+    assert [x["sha256"] for x in p["actions"] if x["kind"] == "delete"] == [sb]

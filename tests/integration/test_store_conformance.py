@@ -145,6 +145,23 @@ def test_retention_is_only_extended(store: ColdStore) -> None:
     assert st.lock.retain_until == later.retain_until
 
 
+def test_storage_class_move_keeps_bytes_lock_and_hold(store: ColdStore) -> None:
+    data = b"tiered" * 1000
+    key = object_key(sha(data))
+    lock = soon(3600)
+    store.put(key, data, sha(data), lock)
+    store.set_legal_hold(key, True)
+    moved = store.set_storage_class(key, "STANDARD_IA")
+    assert moved.storage_class == "STANDARD_IA" and moved.size == len(data)
+    assert moved.lock is not None and moved.lock.retain_until == lock.retain_until
+    assert moved.legal_hold
+    assert b"".join(store.get(key)) == data
+    again = store.head(key)
+    assert again is not None and again.storage_class == "STANDARD_IA"
+    with pytest.raises(LockRefused):
+        store.delete(key)
+
+
 def test_replace_moves_a_mutable_key_on(store: ColdStore) -> None:
     store.put("ledger/o/checkpoint", b"one", sha(b"one"), replace=True)
     store.put("ledger/o/checkpoint", b"two", sha(b"two"), replace=True)
