@@ -849,7 +849,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             print("cold store: none configured (the dock's disk holds the only copy)")
         rt = out["retention"]
         if rt["policy"] is None:
-            print("retention: no policy applied (nothing is ever deleted)")
+            print(
+                "retention: no policy applied, so nothing is ever deleted; review the policy "
+                "file and run `custody retention apply`"
+            )
         else:
             due = ", ".join(f"{k} {v}" for k, v in sorted(rt["due_now"].items())) or "nothing"
             print(

@@ -73,13 +73,13 @@ def init_station(data_dir: Path, origin: str | None = None) -> InitResult:
     write_atomic(data_dir / "keys" / "station.vkey", (vkey + "\n").encode())
     write_atomic(conf_path, cfg.render(data_dir, origin).encode())
     conf = cfg.load(conf_path)
-    from custody.retain import apply_policy, write_default_policy
-    from retention.policy import DEFAULT_POLICY
+    from custody.retain import write_default_policy
 
-    policy_file = write_default_policy(conf)
+    # The retention policy is written, not applied: nothing is ever deleted until a
+    # person has read it and run `custody retention apply`.
+    write_default_policy(conf)
     with open_ledger(conf) as ledger:
         ledger.append("key", {"action": "create", "vkey": vkey, "operator": operator()})
-        apply_policy(conf, ledger, DEFAULT_POLICY, operator(), str(policy_file or "default"))
         ledger.integrate()
     return InitResult(conf_path, vkey)
 

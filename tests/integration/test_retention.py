@@ -71,7 +71,8 @@ def test_rules_through_time(tmp_path: Path, ffmpeg: str) -> None:
     assert len([e for e in of(conf, "store") if e["role"] == "original"]) == 3
     policy = tmp_path / "policy.toml"
     policy.write_text(POLICY)
-    # The station's default policy keeps ordinary footage 180 days too: nothing earlier.
+    # No policy is in force after init: nothing would ever be deleted.
+    assert "no policy applied" in run_cli("status", config=conf).stdout
     run_cli("retention", "apply", "--policy", str(policy), config=conf)
     assert of(conf, "policy")[-1]["source"] == str(policy)
 
@@ -154,6 +155,8 @@ def test_a_policy_that_deletes_earlier_needs_confirmation(tmp_path: Path, ffmpeg
     slot = dock / "slot01"
     clips = [make_clip(ffmpeg, slot / f"{n}.mp4", tone=t) for n, t in (("A", 300), ("B", 400))]
     run_cli("ingest", str(dock), "--settle-ms", "0", config=conf)
+    # The default policy init wrote, applied as a site would.
+    run_cli("retention", "apply", "--policy", str(conf.parent / "retention.toml"), config=conf)
     run_cli("annotate", sha(clips[1]), "--important", config=conf)
     # A site drops the "important" rule by mistake: B would be deleted after 180 days.
     new = tmp_path / "new.toml"
@@ -170,7 +173,7 @@ def test_a_policy_that_deletes_earlier_needs_confirmation(tmp_path: Path, ffmpeg
         "retention", "apply", "--policy", str(new), "--confirm", "3", config=conf, check=False
     )
     assert wrong.returncode == 2
-    assert len(of(conf, "policy")) == 1, "nothing applied"
+    assert len(of(conf, "policy")) == 1, "nothing applied but the default"
     run_cli("retention", "apply", "--policy", str(new), "--confirm", "1", config=conf)
     pe = of(conf, "policy")[-1]
     assert pe["deleted_earlier"] == 1 and pe["source"] == str(new)
@@ -202,6 +205,7 @@ def test_against_seaweedfs_locks_holds_and_a_refused_delete(
     b = make_clip(ffmpeg, slot / "B.mp4", tone=600)
     sa, sb = sha(a), sha(b)
     run_cli("ingest", str(dock), "--settle-ms", "0", config=conf)
+    run_cli("retention", "apply", "--policy", str(conf.parent / "retention.toml"), config=conf)
     s3 = seaweed.client()
 
     def head(s: str) -> dict[str, Any]:
