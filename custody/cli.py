@@ -1115,9 +1115,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--signature", action="store_true", help="also the MPEG-7 video signature")
     s.set_defaults(func=cmd_fingerprint)
 
+    from custody.cli_evidence import add_parsers as add_evidence
     from custody.cli_retention import add_parsers as add_retention
 
     add_retention(sub, _load)
+    add_evidence(sub, _load)
 
     st = sub.add_parser("store", help="the cold store: check it, fetch or restore objects")
     ssub = st.add_subparsers(dest="store_command", required=True, metavar="SUBCOMMAND")

@@ -352,7 +352,11 @@ def _ingest(conf: cfg.Config, paths: list[Path], settle_ms: int, wait_s: float) 
         if given.is_symlink() or not given.exists():
             raise CustodyError(f"{given}: not found (symlinks are not followed)")
         p = given.resolve()
-        if p.is_dir():
+        configured = {d.path.resolve(): d for d in conf.docks}
+        if p in configured:
+            # A configured dock: its vendor patterns, recorder table and identity command.
+            docks.append(configured[p])
+        elif p.is_dir():
             docks.append(DockSettings(path=p, name=f"ingest:{p.name or p}"))
         else:
             files.setdefault(p.parent, []).append(p.name)

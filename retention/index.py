@@ -58,6 +58,12 @@ CREATE TABLE IF NOT EXISTS retention_holds (
     released_entry INTEGER
 );
 CREATE INDEX IF NOT EXISTS retention_holds_target ON retention_holds (target);
+CREATE TABLE IF NOT EXISTS entry_refs (  -- every entry that names an object, by its hash
+    sha256 TEXT NOT NULL,
+    entry INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    PRIMARY KEY (sha256, entry)
+);
 """
 
 TYPES = (
@@ -166,9 +172,45 @@ def apply_entry(db: sqlite3.Connection, index: int, f: dict[str, Any]) -> None:
         )
 
 
+def _refs(f: dict[str, Any]) -> list[str]:
+    """The objects an entry names: its subject, and what it made (sidecars, copies)."""
+    out = []
+    for v in (f.get("sha256"), (f.get("output") or {}).get("sha256")):
+        if isinstance(v, str) and len(v) == 64:
+            out.append(v)
+    for k in ("sidecar", "signature"):
+        v = f.get(k)
+        if isinstance(v, dict) and isinstance(v.get("sha256"), str):
+            out.append(v["sha256"])
+    return out
+
+
+def rebuild(ledger: Ledger, db: sqlite3.Connection) -> int:
+    """Drop the index and fold every entry again (`custody reindex`)."""
+    for t in (
+        "retention_meta",
+        "retention_items",
+        "retention_cases",
+        "retention_holds",
+        "entry_refs",
+    ):
+        db.execute(f"DROP TABLE IF EXISTS {t}")
+    db.commit()
+    return refresh(ledger, db)
+
+
+INDEX_VERSION = "1"  # bump when what is folded changes: the index is then rebuilt
+
+
 def refresh(ledger: Ledger, db: sqlite3.Connection) -> int:
     """Fold every entry appended since the last refresh; returns how many were read."""
     open_index(db)
+    ver = db.execute("SELECT value FROM retention_meta WHERE key='version'").fetchone()
+    if ver is None or ver[0] != INDEX_VERSION:
+        if ver is not None:
+            return rebuild(ledger, db)
+        db.execute("INSERT INTO retention_meta VALUES ('version', ?)", (INDEX_VERSION,))
+        db.commit()
     row = db.execute("SELECT value FROM retention_meta WHERE key='next'").fetchone()
     start = int(row[0]) if row else 0
     end = ledger.next_index()
@@ -179,6 +221,10 @@ def refresh(ledger: Ledger, db: sqlite3.Connection) -> int:
             fields = dict(decode_entry(ledger.entry(j)).fields)
             if fields.get("type") in TYPES:
                 apply_entry(db, j, fields)
+            for ref in _refs(fields):
+                db.execute(
+                    "INSERT OR IGNORE INTO entry_refs VALUES (?,?,?)", (ref, j, fields["type"])
+                )
         db.execute(
             "INSERT INTO retention_meta VALUES ('next', ?) ON CONFLICT (key) DO UPDATE SET "
             "value=excluded.value",

@@ -8,6 +8,10 @@ Needs only the standard library, PyNaCl and the pure ledger core:
     python -m verify ledger DIR --vkey VKEY [--known CHECKPOINT]...
         recompute a whole tile folder: every entry signature, leaf hash, tile
         and root, and consistency with checkpoints kept from earlier.
+    python -m verify bag DIR --vkey VKEY [--known CHECKPOINT] [--report FILE]
+        check an export package: every file against its manifest, every entry's
+        signature and inclusion proof against the bag's signed checkpoint, and
+        that each file is the one its entries name.
 
 VKEY is the station's verifier key (``name+keyid+key``) or a file holding it;
 get it from the unit through a channel you trust, not from the package you
@@ -107,6 +111,43 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     return 0 if rep.ok else 1
 
 
+def cmd_bag(args: argparse.Namespace) -> int:
+    from verify.bag import verify_bag
+
+    vkey = _vkey(args.vkey)
+    root = Path(args.dir)
+    if not root.is_dir():
+        raise InputError(f"{root} is not a folder")
+    known = [_text(k, "checkpoint file").encode() for k in args.known or []]
+    rep = verify_bag(root, vkey, known)
+    if rep.conflict and args.report:
+        Path(args.report).write_text(rep.conflict, encoding="utf-8")
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ok": rep.ok,
+                    "problems": rep.problems,
+                    "notes": rep.notes,
+                    "files": rep.files,
+                    "entries": rep.entries,
+                    "checkpoint_size": rep.checkpoint_size,
+                },
+                ensure_ascii=False,
+            )
+        )
+    else:
+        for n in rep.notes:
+            print(f"note: {n}")
+        for p in rep.problems:
+            print(f"FAILED {p}")
+        print(
+            f"{'OK' if rep.ok else 'FAILED'}: bag {root}: {rep.files} file(s), {rep.entries} "
+            f"entries with proofs against checkpoint {rep.checkpoint_size}"
+        )
+    return 0 if rep.ok else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m verify",
@@ -124,6 +165,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--known", action="append", help="a checkpoint kept earlier (repeatable)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_ledger)
+    s = sub.add_parser("bag", help="check an export bag: files, entries, proofs, checkpoint")
+    s.add_argument("dir")
+    s.add_argument("--vkey", required=True)
+    s.add_argument("--known", action="append", help="a checkpoint from elsewhere (repeatable)")
+    s.add_argument("--report", help="write a misbehaviour report here if checkpoints conflict")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_bag)
     args = p.parse_args(argv)
     try:
         rc: int = args.func(args)

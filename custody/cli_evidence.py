@@ -1,0 +1,293 @@
+"""`custody find | reindex | catalog export | export | verify`: evidence for courts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from custody import config as cfg
+from custody.errors import CustodyError
+from custody.retain import index_db
+from custody.station import open_ledger, operator, station_verifier
+from retention.index import rebuild, refresh
+from retention.policy import PolicyError, category_key
+
+
+def _date(value: str) -> int:
+    try:
+        d = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+    return int((d if d.tzinfo else d.replace(tzinfo=UTC)).timestamp())
+
+
+def cmd_find(args: argparse.Namespace, conf: cfg.Config) -> int:
+    from custody.find import Query, find, iso
+
+    try:
+        category = category_key(args.category) if args.category else ""
+    except PolicyError as e:
+        raise CustodyError(str(e)) from None
+    prefix = (args.sha or "").lower()
+    if prefix and any(c not in "0123456789abcdef" for c in prefix):
+        raise CustodyError(f"--sha {args.sha!r} is not a hex prefix")
+    q = Query(
+        officer=args.officer or "",
+        recorder=args.recorder or "",
+        unit=args.unit or "",
+        since=args.since,
+        until=args.until,
+        category=category,
+        case=args.case or "",
+        sha_prefix=prefix,
+        include_deleted=args.deleted,
+    )
+    with open_ledger(conf) as ledger:
+        db = index_db(ledger)
+        try:
+            refresh(ledger, db)
+            rows = find(db, q, args.limit)
+        finally:
+            db.close()
+    if args.json:
+        for r in rows:
+            r["captured"] = iso(r["captured"])
+            r["retain_until"] = iso(r["retain_until"])
+        print(json.dumps(rows, ensure_ascii=False))
+        return 0
+    for r in rows:
+        where = (
+            "deleted"
+            if r["deleted_entry"] is not None
+            else (
+                "dock+cold"
+                if r["local"] and r["store_entry"] is not None
+                else "cold"
+                if r["store_entry"] is not None
+                else "dock"
+            )
+        )
+        print(
+            f"{iso(r['captured'])}  {r['sha256']}  {r['size']:>12}  recorder {r['recorder'] or '-'}"
+            f"  警号 {r['officer'] or '-'}  unit {r['unit'] or '-'}  {r['category'] or '-'}"
+            f"  cases {','.join(r['cases']) or '-'}  {where}"
+            + ("  HELD" if r["held"] else "")
+            + ("  important" if r["important"] else "")
+        )
+    print(f"{len(rows)} original(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_reindex(args: argparse.Namespace, conf: cfg.Config) -> int:
+    with open_ledger(conf) as ledger:
+        db = index_db(ledger)
+        try:
+            n = rebuild(ledger, db)
+            items = db.execute("SELECT COUNT(*) FROM retention_items").fetchone()[0]
+        finally:
+            db.close()
+    print(f"index rebuilt from {n} entries: {items} originals")
+    return 0
+
+
+def cmd_catalog(args: argparse.Namespace, conf: cfg.Config) -> int:
+    from custody.find import export_catalog
+
+    with open_ledger(conf) as ledger:
+        db = index_db(ledger)
+        try:
+            refresh(ledger, db)
+            n, files = export_catalog(db, Path(args.out))
+        finally:
+            db.close()
+    print(f"catalog of {n} original(s) in {len(files)} Parquet file(s) under {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, conf: cfg.Config) -> int:
+    from archive.retrieve import Retriever
+    from custody.cold import open_store
+    from custody.export import export_bag
+    from ingest.objects import LocalObjects
+
+    if bool(args.case) == bool(args.sha256):
+        raise CustodyError("give --case NUMBER or SHA-256s, not both")
+    who = args.operator or operator()
+    store = open_store(conf)
+    fetch = Retriever(LocalObjects(conf.store_dir).path, store)
+    with open_ledger(conf) as ledger:
+        db = index_db(ledger)
+        try:
+            refresh(ledger, db)
+            if args.case:
+                shas = [
+                    r[0]
+                    for r in db.execute(
+                        "SELECT sha256 FROM retention_cases WHERE case_no=? ORDER BY sha256",
+                        (args.case,),
+                    ).fetchall()
+                ]
+            else:
+                shas = [s.lower() for s in args.sha256]
+            units = {
+                r[0]
+                for s in shas
+                for r in db.execute("SELECT unit FROM retention_items WHERE sha256=?", (s,))
+            }
+            res = export_bag(
+                ledger,
+                db,
+                fetch,
+                Path(args.out),
+                shas,
+                args.case,
+                args.purpose,
+                who,
+                conf.origin,
+                station_verifier(conf).vkey(),
+                ",".join(sorted(u for u in units if u)),
+            )
+        finally:
+            db.close()
+    for s in res.skipped:
+        print(f"note: {s}", file=sys.stderr)
+    print(
+        f"exported {res.files} file(s), {res.bytes} bytes, {res.entries} entries with proofs "
+        f"against checkpoint {res.checkpoint_size} to {res.out} (export entry "
+        f"{res.export_entry}); see {res.out}/VERIFY.txt"
+    )
+    return 0
+
+
+def cmd_verify_path(args: argparse.Namespace) -> int:
+    """A bag, a ledger folder, or one file: what it is decides the check."""
+    from ledger.note import NoteError, Verifier
+
+    path = Path(args.path)
+    conf = None
+    if args.vkey:
+        text = Path(args.vkey).read_text() if Path(args.vkey).is_file() else args.vkey
+        try:
+            vkey = Verifier.parse(text.strip())
+        except NoteError as e:
+            raise CustodyError(f"--vkey: {e}") from None
+    else:
+        conf = _conf(args)
+        vkey = station_verifier(conf)
+    if path.is_dir() and (path / "bagit.txt").exists():
+        from verify.__main__ import main as verify_main
+
+        argv = ["bag", str(path), "--vkey", vkey.vkey()]
+        for k in args.known or []:
+            argv += ["--known", k]
+        if args.report:
+            argv += ["--report", args.report]
+        return verify_main(argv + (["--json"] if args.json else []))
+    if path.is_dir():
+        from verify.__main__ import main as verify_main
+
+        argv = ["ledger", str(path), "--vkey", vkey.vkey()]
+        for k in args.known or []:
+            argv += ["--known", k]
+        return verify_main(argv + (["--json"] if args.json else []))
+    if path.is_file():
+        return _verify_file(path, conf or _conf(args), args)
+    raise CustodyError(f"{path}: not found")
+
+
+def _conf(args: argparse.Namespace) -> cfg.Config:
+    return cfg.load(cfg.config_path(args.config))
+
+
+def _verify_file(path: Path, conf: cfg.Config, args: argparse.Namespace) -> int:
+    """Is this exact file in the station's ledger? If not and it is media, which original
+    was it cut from (verify-clip)?"""
+    import hashlib
+
+    from ledger.entry import decode_entry
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(1 << 20):
+            h.update(b)
+    sha = h.hexdigest()
+    with open_ledger(conf) as ledger:
+        db = index_db(ledger)
+        try:
+            refresh(ledger, db)
+            refs = db.execute(
+                "SELECT entry, type FROM entry_refs WHERE sha256=? ORDER BY entry", (sha,)
+            ).fetchall()
+            latest = ledger.latest()
+            lines = []
+            for e, t in refs:
+                fields = decode_entry(ledger.entry(int(e))).fields
+                lines.append(f"  entry {e}: {t} of {fields.get('time')}")
+        finally:
+            db.close()
+    if refs:
+        print(f"OK: {path} (SHA-256 {sha}) is in the ledger of {conf.origin}:")
+        for ln in lines:
+            print(ln)
+        size = latest.size if latest else 0
+        print(f"  proofs: custody ledger proof --index N --size {size}")
+        return 0
+    from ingest.media import is_media, sniff
+
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    if is_media(sniff(head, path.name)):
+        print(f"{path} (SHA-256 {sha}) is not itself in the ledger; tracing it as a clip:")
+        from custody.cli import cmd_verify_clip
+
+        ns = argparse.Namespace(config=args.config, clip=str(path), json=args.json, no_frames=False)
+        rc: int = cmd_verify_clip(ns)
+        return rc
+    print(f"FAILED: {path} (SHA-256 {sha}) is not in the ledger of {conf.origin}")
+    return 1
+
+
+def add_parsers(sub: Any, load: Any) -> None:
+    def run(fn: Any) -> Any:
+        return lambda args: fn(args, load(args))
+
+    s = sub.add_parser("find", help="find originals by officer, recorder, unit, time, case, hash")
+    s.add_argument("--officer", help="警号 (officer number)")
+    s.add_argument("--recorder", help="recorder serial")
+    s.add_argument("--unit", help="unit code")
+    s.add_argument("--from", dest="since", type=_date, help="captured on or after (YYYY-MM-DD)")
+    s.add_argument("--to", dest="until", type=_date, help="captured before (YYYY-MM-DD)")
+    s.add_argument("--category")
+    s.add_argument("--case")
+    s.add_argument("--sha", help="SHA-256 or a prefix of it")
+    s.add_argument("--deleted", action="store_true", help="include originals deleted by rule")
+    s.add_argument("--limit", type=int)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=run(cmd_find))
+    s = sub.add_parser("reindex", help="rebuild the search and retention index from the ledger")
+    s.set_defaults(func=run(cmd_reindex))
+    cat = sub.add_parser("catalog", help="the catalog of all evidence")
+    csub = cat.add_subparsers(dest="catalog_command", required=True, metavar="SUBCOMMAND")
+    s = csub.add_parser("export", help="Parquet partitioned by unit and date")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=run(cmd_catalog))
+    s = sub.add_parser("export", help="a BagIt package for a case or files, with proofs")
+    s.add_argument("sha256", nargs="*")
+    s.add_argument("--case")
+    s.add_argument("--out", required=True, help="a new folder")
+    s.add_argument("--purpose", required=True, help="why, and for whom (recorded)")
+    s.add_argument("--operator")
+    s.set_defaults(func=run(cmd_export))
+    s = sub.add_parser(
+        "verify", help="check a bag, a ledger folder, or a file (in the ledger? cut from?)"
+    )
+    s.add_argument("path")
+    s.add_argument("--vkey", help="the verifier key you trust (default: this station's)")
+    s.add_argument("--known", action="append", help="a checkpoint kept from elsewhere")
+    s.add_argument("--report", help="where to write a misbehaviour report, if any")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_verify_path)

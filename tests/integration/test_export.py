@@ -1,0 +1,260 @@
+"""Export packages and their verification: a case exported as a BagIt bag passes the
+Library of Congress validator and `sha256sum -c`, verifies with `python -m verify bag`,
+and every tampering in the corpus is caught with its own message."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ..conftest import REPO, make_clip, run_cli
+from .daemon import entries, make_station
+from .test_fingerprints import sha
+
+
+def verify(bag: Path, vkey: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "verify", "bag", str(bag), "--vkey", vkey, *extra],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory, ffmpeg: str) -> tuple[Path, Path, str]:
+    tmp = tmp_path_factory.mktemp("export")
+    dock = tmp / "dock"
+    cold = tmp / "cold"
+    conf = make_station(tmp, dock, extra=f'\n[store]\nkind = "local"\npath = "{cold}"\n')
+    slot = dock / "slot01"
+    a = make_clip(ffmpeg, slot / "ABC1234_010203_20261120093000_0001.mp4", tone=300)
+    b = make_clip(ffmpeg, slot / "ABC1234_010203_20261120094000_0002.mp4", tone=500)
+    make_clip(ffmpeg, slot / "ABC1234_010203_20261120095000_0003.mp4", tone=700)
+    run_cli("ingest", str(dock), "--settle-ms", "0", config=conf)
+    for clip in (a, b):
+        run_cli(
+            "annotate", sha(clip), "--case", "2026-XZ-0042", "--category", "行政处罚", config=conf
+        )
+    bag = tmp / "bag"
+    out = run_cli(
+        "export",
+        "--case",
+        "2026-XZ-0042",
+        "--out",
+        str(bag),
+        "--purpose",
+        "court of Menghai county, appeal 17",
+        "--operator",
+        "clerk-wang",
+        config=conf,
+    ).stdout
+    assert "exported 4 file(s)" in out, out  # two originals, two access copies
+    vkey = run_cli("ledger", "vkey", config=conf).stdout.strip()
+    return conf, bag, vkey
+
+
+def test_bag_is_valid_for_standard_tools_and_ours(exported: tuple[Path, Path, str]) -> None:
+    conf, bag, vkey = exported
+    import bagit
+
+    bagit.Bag(str(bag)).validate()  # the Library of Congress validator
+    lc = subprocess.run(
+        [sys.executable, "-m", "bagit", "--validate", str(bag)], capture_output=True, text=True
+    )
+    assert lc.returncode == 0, lc.stderr
+    for manifest in ("manifest-sha256.txt", "tagmanifest-sha256.txt"):
+        s = subprocess.run(["sha256sum", "-c", manifest], cwd=bag, capture_output=True, text=True)
+        assert s.returncode == 0 and "FAILED" not in s.stdout, s.stdout + s.stderr
+    p = verify(bag, vkey)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "OK: bag" in p.stdout and "4 file(s)" in p.stdout
+    # The same through the station's command.
+    assert run_cli("verify", str(bag), "--vkey", vkey, config=conf).returncode == 0
+    info = (bag / "bag-info.txt").read_text()
+    assert "External-Identifier: 2026-XZ-0042" in info and "Contact-Name: clerk-wang" in info
+    assert "sha256sum -c manifest-sha256.txt" in (bag / "VERIFY.txt").read_text()
+    proofs = list((bag / "custody" / "entries").glob("*.tlog-proof"))
+    assert len(proofs) == len(list((bag / "custody" / "entries").glob("*.entry"))) >= 6
+    # The export is itself an entry, after the checkpoint the bag carries.
+    ex = [e for e in entries(conf) if e["type"] == "export"][-1]
+    assert ex["case"] == "2026-XZ-0042" and ex["operator"] == "clerk-wang"
+    assert len(ex["files"]) == 4
+    # Finding the case, and the catalog.
+    found = json.loads(run_cli("find", "--case", "2026-XZ-0042", "--json", config=conf).stdout)
+    assert len(found) == 2 and found[0]["officer"] == "010203" and found[0]["recorder"] == "ABC1234"
+    assert json.loads(run_cli("find", "--officer", "999999", "--json", config=conf).stdout) == []
+
+
+def _copy(bag: Path, tmp: Path) -> Path:
+    dst = tmp / "tampered"
+    shutil.copytree(bag, dst)
+    return dst
+
+
+def _flip(p: Path, at: int | None = None) -> None:
+    data = bytearray(p.read_bytes())
+    i = len(data) // 2 if at is None else at
+    data[i] ^= 0x01
+    p.write_bytes(bytes(data))
+
+
+def _first(bag: Path, pattern: str) -> Path:
+    return sorted(bag.glob(pattern))[0]
+
+
+def _other_key_checkpoint(bag: Path) -> str:
+    from ledger.note import Signer, sign_note
+
+    text = (bag / "custody" / "checkpoint").read_text()
+    body = text.split("\n\n", 1)[0] + "\n"
+    origin = body.split("\n", 1)[0]
+    return sign_note(body, [Signer.generate(origin)])
+
+
+def _older_checkpoint(conf: Path) -> bytes:
+    """Another genuine checkpoint of the same station (an earlier size)."""
+    import sqlite3
+
+    db = sqlite3.connect(conf.parent / "state" / "ledger.sqlite")
+    try:
+        rows = db.execute("SELECT note FROM checkpoints ORDER BY size").fetchall()
+    finally:
+        db.close()
+    note = rows[len(rows) // 2][0]
+    return note.encode() if isinstance(note, str) else bytes(note)
+
+
+def _replace_with_manifest(bag: Path) -> None:
+    """Replace an original and fix both manifests and files.tsv: standard tools then
+    pass; only the signed entries can tell."""
+    import hashlib
+
+    target = _first(bag, "data/originals/*")
+    old = hashlib.sha256(target.read_bytes()).hexdigest()
+    new = hashlib.sha256(b"a different recording").hexdigest()
+    target.write_bytes(b"a different recording")
+    for name in ("manifest-sha256.txt", "custody/files.tsv"):
+        p = bag / name
+        p.write_text(p.read_text().replace(old, new))
+    (bag / "bag-info.txt").write_text(
+        "\n".join(
+            ln if not ln.startswith("Payload-Oxum") else _oxum(bag)
+            for ln in (bag / "bag-info.txt").read_text().splitlines()
+        )
+        + "\n"
+    )
+    lines = []
+    for line in (bag / "tagmanifest-sha256.txt").read_text().splitlines():
+        _, rel = line.split("  ", 1)
+        lines.append(f"{hashlib.sha256((bag / rel).read_bytes()).hexdigest()}  {rel}")
+    (bag / "tagmanifest-sha256.txt").write_text("\n".join(lines) + "\n")
+
+
+def _oxum(bag: Path) -> str:
+    files = [p for p in (bag / "data").rglob("*") if p.is_file()]
+    return f"Payload-Oxum: {sum(p.stat().st_size for p in files)}.{len(files)}"
+
+
+TAMPERS: dict[str, tuple[Callable[[Path, Path], object], str]] = {
+    "a flipped bit in an exported file": (
+        lambda bag, conf: _flip(_first(bag, "data/originals/*")),
+        "was altered after the export",
+    ),
+    "a flipped bit in an entry": (
+        lambda bag, conf: _flip(_first(bag, "custody/entries/*.entry"), 30),
+        "its signature does not verify|not a custody entry|not in the signed log",
+    ),
+    "a removed entry": (
+        lambda bag, conf: _first(bag, "custody/entries/*.entry").unlink(),
+        "are named but missing",
+    ),
+    "a file added to the payload": (
+        lambda bag, conf: (bag / "data" / "originals" / "extra.mp4").write_bytes(b"planted"),
+        "not in the manifest (added after the export)",
+    ),
+    "a swapped checkpoint": (
+        lambda bag, conf: (bag / "custody" / "checkpoint").write_bytes(_older_checkpoint(conf)),
+        "proof is against another checkpoint",
+    ),
+    "a checkpoint signed by an unknown key": (
+        lambda bag, conf: (bag / "custody" / "checkpoint").write_text(_other_key_checkpoint(bag)),
+        "does not verify with the key",
+    ),
+    "a replaced file with manifests made to match": (
+        lambda bag, conf: _replace_with_manifest(bag),
+        "no verified ingest entry",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TAMPERS))
+def test_tampering_is_caught(exported: tuple[Path, Path, str], tmp_path: Path, case: str) -> None:
+    conf, bag, vkey = exported
+    t = _copy(bag, tmp_path)
+    action, message = TAMPERS[case]
+    action(t, conf)
+    p = verify(t, vkey)
+    assert p.returncode == 1, f"{case}: passed\n{p.stdout}"
+    assert any(m in p.stdout for m in message.split("|")), f"{case}: {p.stdout}"
+    assert "FAILED" in p.stdout
+
+
+def test_conflicting_checkpoint_gives_a_misbehaviour_report(
+    exported: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    """A checkpoint of the same size with another root, signed by the station's own key
+    (a fork): the verifier fails and writes both notes to a report."""
+    from ledger.checkpoint import Checkpoint
+    from ledger.note import Signer
+
+    conf, bag, vkey = exported
+    key = (conf.parent / "keys" / "station.key").read_text().strip()
+    signer = Signer.parse(key)
+    text = (bag / "custody" / "checkpoint").read_text()
+    cp = Checkpoint.parse_body(text.split("\n\n", 1)[0] + "\n")
+    forged = Checkpoint(cp.origin, cp.size, bytes(32))
+    other = tmp_path / "other-checkpoint"
+    other.write_text(forged.sign([signer]))
+    report = tmp_path / "misbehaviour.txt"
+    p = run_cli(
+        "verify",
+        str(bag),
+        "--vkey",
+        vkey,
+        "--known",
+        str(other),
+        "--report",
+        str(report),
+        config=conf,
+        check=False,
+    )
+    assert p.returncode == 1 and "two different logs of size" in p.stdout
+    r = report.read_text()
+    assert "MISBEHAVIOUR REPORT" in r and text in r and other.read_text() in r
+
+
+def test_single_file_and_clip_lookup(
+    exported: tuple[Path, Path, str], tmp_path: Path, ffmpeg: str
+) -> None:
+    conf, bag, _ = exported
+    original = _first(bag, "data/originals/*")
+    p = run_cli("verify", str(original), config=conf)
+    assert "is in the ledger" in p.stdout and ": ingest of" in p.stdout
+    stranger = tmp_path / "x.bin"
+    stranger.write_bytes(b"never docked")
+    q = run_cli("verify", str(stranger), config=conf, check=False)
+    assert q.returncode == 1 and "is not in the ledger" in q.stdout
+    cut = tmp_path / "cut.mp4"
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-i", str(original), "-t", "1", "-c", "copy", str(cut)], check=True
+    )
+    c = run_cli("verify", str(cut), config=conf, check=False)
+    assert "tracing it as a clip" in c.stdout and "cut from" in c.stdout, c.stdout
