@@ -569,6 +569,12 @@ def cmd_verify_clip(args: argparse.Namespace) -> int:
         return 0 if exact else 1
     if frames is not None:
         _print_frames(clip, frames)
+    if (best is None or best[1].matched == 0) and frames is not None:
+        print(
+            f"{clip}: its packets match no docked original's ({len(fp.packets)} packets; a "
+            "re-mux rewrites them): NOT an exact cut"
+        )
+        return 1
     if best is None or best[1].matched == 0:
         print(
             f"{clip}: no docked original shares its packets "
