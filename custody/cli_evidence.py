@@ -251,6 +251,67 @@ def _verify_file(path: Path, conf: cfg.Config, args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_audit(args: argparse.Namespace, conf: cfg.Config) -> int:
+    from archive.tiles import StoreTileSource
+    from custody.audit import run_audit
+    from custody.cold import open_store
+    from ingest.objects import LocalObjects
+
+    if args.full and args.sample is not None:
+        raise CustodyError("--full or --sample N, not both")
+    store = open_store(conf)
+    verifier = station_verifier(conf)
+    with open_ledger(conf) as ledger:
+        ledger.integrate()
+        history: list[str] = []
+        after = -1
+        while batch := ledger.checkpoints(after, 10000):
+            history.extend(r.note for r in batch)
+            after = batch[-1].size
+        db = index_db(ledger)
+        try:
+            refresh(ledger, db)
+            res = run_audit(
+                ledger,
+                db,
+                LocalObjects(conf.store_dir),
+                store,
+                verifier,
+                conf.ledger_dir,
+                Path(args.out) if args.out else conf.state_dir / "audits",
+                full=args.full,
+                sample=args.sample if args.sample is not None else (None if args.full else 100),
+                max_duration=args.max_duration,
+                cold_ledger_source=StoreTileSource(store, conf.origin) if store else None,
+                history=history,
+            )
+            ledger.integrate()
+        finally:
+            db.close()
+    s = res.summary()
+    if args.json:
+        s["report"] = str(res.out)
+        s["fixity_entry"] = res.fixity_entry
+        print(json.dumps(s, ensure_ascii=False))
+    else:
+        for p in res.problems:
+            print(f"PROBLEM {p}")
+        print(
+            f"{'OK' if res.ok else 'PROBLEMS FOUND'}: ledger of size {s['ledger_size']} "
+            f"recomputed; {s['objects_checked']} of {res.covered} objects re-hashed "
+            f"({res.bytes_hashed} bytes"
+            + (f", {s['hash_mib_s']} MiB/s" if s["hash_mib_s"] else "")
+            + f"); fixity entry {res.fixity_entry}"
+            + (
+                "; stopped at --max-duration (the next audit continues)"
+                if res.stopped_early
+                else ""
+            )
+        )
+        print(f"report: {res.out}/report.md, per object: {res.out}/objects.parquet")
+    return 0 if res.ok else 1
+
+
 def add_parsers(sub: Any, load: Any) -> None:
     def run(fn: Any) -> Any:
         return lambda args: fn(args, load(args))
@@ -282,6 +343,15 @@ def add_parsers(sub: Any, load: Any) -> None:
     s.add_argument("--purpose", required=True, help="why, and for whom (recorded)")
     s.add_argument("--operator")
     s.set_defaults(func=run(cmd_export))
+    s = sub.add_parser(
+        "audit", help="recompute the ledger, re-hash stored objects, check completeness"
+    )
+    s.add_argument("--full", action="store_true", help="every object (default: a sample)")
+    s.add_argument("--sample", type=int, help="this many objects, continuing the last audit")
+    s.add_argument("--max-duration", type=float, metavar="S", help="stop after S seconds")
+    s.add_argument("--out", help="where reports go (default: DATA/state/audits)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=run(cmd_audit))
     s = sub.add_parser(
         "verify", help="check a bag, a ledger folder, or a file (in the ledger? cut from?)"
     )
