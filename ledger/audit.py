@@ -108,6 +108,7 @@ def verify_log(
     check_entries: bool = True,
     progress: Callable[[int, int], None] | None = None,
     workers: int = 2,
+    on_leaf: Callable[[int, bytes], None] | None = None,
 ) -> Report:
     """Verify a whole tile-based log; see the module docstring.
 
@@ -121,7 +122,7 @@ def verify_log(
     rep.size, rep.root = cp.size, cp.root
     known = _check_known(rep, known_checkpoints, verifiers, cp)
     with _SignatureChecker(rep, verifiers[0] if verifiers else None, workers) as sigs:
-        _stream(rep, source, cp, known, check_entries, progress, sigs)
+        _stream(rep, source, cp, known, check_entries, progress, sigs, on_leaf)
     return rep
 
 
@@ -245,6 +246,7 @@ def _stream(
     check_entries: bool,
     progress: Callable[[int, int], None] | None,
     sigs: _SignatureChecker,
+    on_leaf: Callable[[int, bytes], None] | None = None,
 ) -> None:
     size = cp.size
     levels = _Levels(rep, source, size)
@@ -309,6 +311,8 @@ def _stream(
                         first_bad = index
                 if check_entries:
                     _check_entry(rep, index, leaf, cp.origin, sigs)
+                if on_leaf is not None:
+                    on_leaf(index, leaf)
                 rep.entries_checked += 1
             elif stored is not None and i < len(stored):
                 h = stored[i]  # entry unreadable: carry on with the stored hash

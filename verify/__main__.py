@@ -8,6 +8,8 @@ Needs only the standard library, PyNaCl and the pure ledger core:
     python -m verify ledger DIR --vkey VKEY [--known CHECKPOINT]...
         recompute a whole tile folder: every entry signature, leaf hash, tile
         and root, and consistency with checkpoints kept from earlier.
+    python -m verify file FILE --ledger DIR --vkey VKEY
+        is this exact file named by an entry of the ledger (verified whole)?
     python -m verify bag DIR --vkey VKEY [--known CHECKPOINT] [--report FILE]
         check an export package: every file against its manifest, every entry's
         signature and inclusion proof against the bag's signed checkpoint, and
@@ -148,6 +150,55 @@ def cmd_bag(args: argparse.Namespace) -> int:
     return 0 if rep.ok else 1
 
 
+def cmd_file(args: argparse.Namespace) -> int:
+    """Is this exact file in the ledger? Which entries name it? (The whole ledger is
+    verified on the way: an entry in a log that does not verify proves nothing.)"""
+    import hashlib
+
+    vkey = _vkey(args.vkey)
+    h = hashlib.sha256()
+    try:
+        with open(args.file, "rb") as f:
+            while b := f.read(1 << 20):
+                h.update(b)
+    except OSError as e:
+        raise InputError(f"cannot read {args.file}: {e.strerror}") from None
+    sha = h.hexdigest()
+    folder = Path(args.ledger)
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder")
+    src = FolderSource(folder)
+    try:
+        checkpoint = src.read_checkpoint()
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    found: list[str] = []
+    needle = sha.encode()
+
+    def look(index: int, leaf: bytes) -> None:
+        if needle in leaf:
+            try:
+                e = decode_entry(leaf)
+            except EntryError:
+                return
+            if needle in leaf:
+                found.append(f"entry {index}: {e.type} of {e.time}")
+
+    rep = verify_log(src, checkpoint, [vkey], None, [], on_leaf=look)
+    for line in rep.lines():
+        print(line)
+    if not rep.ok:
+        print(f"FAILED: the ledger in {folder} does not verify; it proves nothing about the file")
+        return 1
+    if not found:
+        print(f"FAILED: {args.file} (SHA-256 {sha}) is named by no entry (ledger size {rep.size})")
+        return 1
+    print(f"OK: {args.file} (SHA-256 {sha}) is in the ledger, size {rep.size}:")
+    for line in found:
+        print(f"  {line}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m verify",
@@ -165,6 +216,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--known", action="append", help="a checkpoint kept earlier (repeatable)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_ledger)
+    s = sub.add_parser("file", help="is this exact file named by an entry of the ledger?")
+    s.add_argument("file")
+    s.add_argument("--ledger", required=True, help="the ledger tile folder (or a mirror of it)")
+    s.add_argument("--vkey", required=True)
+    s.set_defaults(func=cmd_file)
     s = sub.add_parser("bag", help="check an export bag: files, entries, proofs, checkpoint")
     s.add_argument("dir")
     s.add_argument("--vkey", required=True)

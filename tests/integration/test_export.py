@@ -258,3 +258,40 @@ def test_single_file_and_clip_lookup(
     )
     c = run_cli("verify", str(cut), config=conf, check=False)
     assert "tracing it as a clip" in c.stdout and "cut from" in c.stdout, c.stdout
+
+
+def test_outsider_checks_a_single_file_against_a_ledger_copy(
+    exported: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    """With only the station's published ledger folder and its key."""
+    conf, bag, vkey = exported
+    ledger = tmp_path / "ledger-copy"
+    shutil.copytree(conf.parent / "ledger", ledger)
+    original = _first(bag, "data/originals/*")
+    args = [sys.executable, "-m", "verify", "file"]
+    p = subprocess.run(
+        [*args, str(original), "--ledger", str(ledger), "--vkey", vkey],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert p.returncode == 0 and "is in the ledger" in p.stdout and ": ingest of" in p.stdout
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"not docked")
+    q = subprocess.run(
+        [*args, str(other), "--ledger", str(ledger), "--vkey", vkey],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert q.returncode == 1 and "is named by no entry" in q.stdout
+    # A ledger copy with a flipped bit in a tile proves nothing.
+    tile = next(p for p in sorted(ledger.rglob("*")) if p.is_file() and "/tile/0/" in p.as_posix())
+    _flip(tile, 5)
+    r = subprocess.run(
+        [*args, str(original), "--ledger", str(ledger), "--vkey", vkey],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert r.returncode == 1 and "does not verify" in r.stdout
