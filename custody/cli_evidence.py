@@ -150,6 +150,7 @@ def cmd_export(args: argparse.Namespace, conf: cfg.Config) -> int:
                 conf.origin,
                 station_verifier(conf).vkey(),
                 ",".join(sorted(u for u in units if u)),
+                sm3=conf.capture.sm3,
             )
         finally:
             db.close()

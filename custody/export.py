@@ -98,7 +98,11 @@ class ExportResult:
 
 
 def _sha_file(p: Path) -> str:
-    h = hashlib.sha256()
+    return _hash_file(p, "sha256")
+
+
+def _hash_file(p: Path, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
     with open(p, "rb") as f:
         while b := f.read(1 << 20):
             h.update(b)
@@ -130,6 +134,7 @@ def export_bag(
     station: str,
     vkey: str,
     unit: str = "",
+    sm3: bool = False,
 ) -> ExportResult:
     if out.exists():
         raise CustodyError(f"{out} already exists; choose a new folder for the export")
@@ -222,6 +227,14 @@ def export_bag(
         tmp / "manifest-sha256.txt",
         "".join(f"{s}  {p}\n" for s, p in sorted(manifest, key=lambda x: x[1])).encode(),
     )
+    if sm3:  # the national standard hash, beside SHA-256, where the site configured it
+        _write(
+            tmp / "manifest-sm3.txt",
+            "".join(
+                f"{_hash_file(tmp / p, 'sm3')}  {p}\n"
+                for _, p in sorted(manifest, key=lambda x: x[1])
+            ).encode(),
+        )
     _write(tmp / "bagit.txt", b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n")
     now = datetime.now(UTC)
     info = [

@@ -44,7 +44,11 @@ class BagReport:
 
 
 def _sha(p: Path) -> str:
-    h = hashlib.sha256()
+    return _hash(p, "sha256")
+
+
+def _hash(p: Path, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
     with open(p, "rb") as f:
         while b := f.read(1 << 20):
             h.update(b)
@@ -99,6 +103,17 @@ def verify_bag(root: Path, vkey: Verifier, known: list[bytes] | None = None) -> 
                 f"{rel}: its SHA-256 is {got}, not {digest} as the manifest says "
                 "(the file was altered after the export)"
             )
+    sm3_path = root / "manifest-sm3.txt"
+    if sm3_path.exists():
+        if "sm3" not in hashlib.algorithms_available:
+            rep.notes.append("manifest-sm3.txt not checked: this system's OpenSSL has no SM3")
+        else:
+            for rel, digest in sorted(_manifest(sm3_path, rep, "files (SM3)").items()):
+                p = _safe(root, rel)
+                if p is None or not p.is_file():
+                    rep.problems.append(f"{rel}: listed in manifest-sm3.txt but missing")
+                elif _hash(p, "sm3") != digest:
+                    rep.problems.append(f"{rel}: its SM3 does not match manifest-sm3.txt (altered)")
     data = root / "data"
     present = (
         {p.relative_to(root).as_posix() for p in data.rglob("*") if p.is_file()}

@@ -34,6 +34,12 @@ def exported(tmp_path_factory: pytest.TempPathFactory, ffmpeg: str) -> tuple[Pat
     dock = tmp / "dock"
     cold = tmp / "cold"
     conf = make_station(tmp, dock, extra=f'\n[store]\nkind = "local"\npath = "{cold}"\n')
+    # SM3 beside SHA-256, as sites under the national standard configure it.
+    conf.write_text(
+        conf.read_text().replace(
+            "verify_copy = true\n", 'verify_copy = true\nhashes = ["sha256", "sm3"]\n'
+        )
+    )
     slot = dock / "slot01"
     a = make_clip(ffmpeg, slot / "ABC1234_010203_20261120093000_0001.mp4", tone=300)
     b = make_clip(ffmpeg, slot / "ABC1234_010203_20261120094000_0002.mp4", tone=500)
@@ -70,6 +76,8 @@ def test_bag_is_valid_for_standard_tools_and_ours(exported: tuple[Path, Path, st
         [sys.executable, "-m", "bagit", "--validate", str(bag)], capture_output=True, text=True
     )
     assert lc.returncode == 0, lc.stderr
+    sm3 = (bag / "manifest-sm3.txt").read_text().splitlines()
+    assert len(sm3) == 4 and all(len(x.split("  ")[0]) == 64 for x in sm3)
     for manifest in ("manifest-sha256.txt", "tagmanifest-sha256.txt"):
         s = subprocess.run(["sha256sum", "-c", manifest], cwd=bag, capture_output=True, text=True)
         assert s.returncode == 0 and "FAILED" not in s.stdout, s.stdout + s.stderr
@@ -164,6 +172,12 @@ def _oxum(bag: Path) -> str:
 
 
 TAMPERS: dict[str, tuple[Callable[[Path, Path], object], str]] = {
+    "an SM3 manifest line changed": (
+        lambda bag, conf: (bag / "manifest-sm3.txt").write_text(
+            "0" * 64 + (bag / "manifest-sm3.txt").read_text()[64:]
+        ),
+        "does not match manifest-sm3.txt|altered after the export (tag manifest mismatch)",
+    ),
     "a flipped bit in an exported file": (
         lambda bag, conf: _flip(_first(bag, "data/originals/*")),
         "was altered after the export",
