@@ -168,6 +168,25 @@ def cmd_verify_path(args: argparse.Namespace) -> int:
     """A bag, a ledger folder, or one file: what it is decides the check."""
     from ledger.note import NoteError, Verifier
 
+    if args.path.startswith("s3://"):
+        from custody.cli import cmd_verify
+
+        if not args.vkey:
+            raise CustodyError("a bucket is checked against --vkey (the key you trust)")
+        ns = argparse.Namespace(
+            config=args.config,
+            s3=args.path,
+            store=False,
+            dir=None,
+            vkey=args.vkey,
+            known=args.known,
+            json=args.json,
+            endpoint_url=args.endpoint_url,
+            region=args.region,
+            no_verify_tls=False,
+        )
+        rc: int = cmd_verify(ns)
+        return rc
     path = Path(args.path)
     conf = None
     if args.vkey:
@@ -354,11 +373,14 @@ def add_parsers(sub: Any, load: Any) -> None:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=run(cmd_audit))
     s = sub.add_parser(
-        "verify", help="check a bag, a ledger folder, or a file (in the ledger? cut from?)"
+        "verify",
+        help="check a bag, a ledger folder or bucket (s3://), or a file (in the ledger? cut from?)",
     )
     s.add_argument("path")
     s.add_argument("--vkey", help="the verifier key you trust (default: this station's)")
     s.add_argument("--known", action="append", help="a checkpoint kept from elsewhere")
     s.add_argument("--report", help="where to write a misbehaviour report, if any")
+    s.add_argument("--endpoint-url", help="S3 endpoint, for PATH = s3://BUCKET[/PREFIX]")
+    s.add_argument("--region", default="us-east-1")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_verify_path)

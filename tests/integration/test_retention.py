@@ -249,3 +249,14 @@ def test_against_seaweedfs_locks_holds_and_a_refused_delete(
         run_cli("retention", "plan", "--as-of", _day(at, 0), "--json", config=conf).stdout
     )
     assert [x["sha256"] for x in p["actions"] if x["kind"] == "delete"] == [sb]
+    # The bucket's copy of the ledger verifies from the bucket alone.
+    v = run_cli(
+        "verify",
+        f"s3://{bucket}",
+        "--endpoint-url",
+        seaweed.endpoint,
+        "--vkey",
+        str(conf.parent / "keys" / "station.vkey"),
+        config=conf,
+    )
+    assert "OK" in v.stdout, v.stdout
