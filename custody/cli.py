@@ -695,7 +695,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from custody.daemon import run, setup_logging
 
     conf = _load(args)
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     return run(conf)
 
 
@@ -1015,8 +1015,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--operator", help="who makes the remark (default: the login user)")
     s.set_defaults(func=cmd_note)
 
-    s = sub.add_parser("run", help="the daemon: watch the docks and capture every file")
+    s = sub.add_parser(
+        "run",
+        help="the daemon: watch the docks, capture, replicate, fingerprint, sweep "
+        "(SIGTERM stops, SIGHUP reloads the docks)",
+    )
     s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    s.add_argument(
+        "--log-format",
+        default="plain",
+        choices=["plain", "json"],
+        help="json: one object per line (time, level, logger, message)",
+    )
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser(

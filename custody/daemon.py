@@ -3,6 +3,11 @@
 One daemon per data folder (an exclusive lock on ``state/daemon.lock``).
 SIGTERM or SIGINT: stop taking new work, let in-flight copies finish (they
 are idempotent if cut short), integrate the ledger, exit 0.
+SIGHUP: read the configuration again and take the new docks (the retention
+policy in force is read at every sweep); a configuration with an error is
+refused in one log line and the running one is kept.
+Under systemd (``Type=notify``): READY=1 once capture runs, STATUS= lines,
+watchdog pings from the main loop, RELOADING=1 and STOPPING=1.
 """
 
 from __future__ import annotations
@@ -40,11 +45,33 @@ log = logging.getLogger("custody")
 TICK_S = 0.25
 
 
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (``[daemon] log_format = "json"``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "time": datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False)
+
+
+def setup_logging(level: str = "INFO", fmt: str = "plain") -> None:
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    elif os.environ.get("JOURNAL_STREAM"):
+        # journald stamps each line itself.
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("watchdog").setLevel(logging.WARNING)
     for quiet in ("botocore", "boto3", "urllib3", "s3transfer"):
@@ -97,18 +124,40 @@ def _write_status(
     write_atomic(conf.state_dir / "daemon.json", json.dumps(doc).encode(), sync_dir=False)
 
 
+def _summary(cap: Capturer, rep: Replicator | None) -> str:
+    out = (
+        f"captured {cap.stats.captured}, waiting {cap.queued_count()}, "
+        f"copying {len(cap.copying)}, failures {cap.stats.failed}"
+    )
+    if rep is not None:
+        st = rep.status()
+        out += f"; cold store backlog {st.get('backlog', 0)}"
+    if cap.paused:
+        out += f"; PAUSED: {cap.paused}"
+    return out
+
+
 def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
+    from custody.notify import Notifier
+
     lock = InstanceLock(conf.state_dir / "daemon.lock")
     stop = stop or threading.Event()
+    reload = threading.Event()
+    notify = Notifier()
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("received %s: finishing in-flight work and stopping", signal.Signals(signum).name)
         stop.set()
 
+    def on_hup(_signum: int, _frame: object) -> None:
+        reload.set()
+
     # First thing: a stop request during start-up (recovery can take a while) is honoured
     # once start-up is done, not by dying half-way.
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hup)
+    notify.status("starting: opening the ledger and recovering")
     ledger = open_ledger(conf)
     objects = LocalObjects(conf.store_dir)
     rep = make_replicator(conf, ledger, objects)
@@ -152,14 +201,13 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
     scheduler.add_job(
         watch_mounts, "interval", seconds=1, id="mounts", max_instances=1, coalesce=True
     )
+
+    def status_job() -> None:
+        _write_status(conf, cap, started, rep)
+        notify.status(_summary(cap, rep))
+
     scheduler.add_job(
-        _write_status,
-        "interval",
-        seconds=2,
-        args=(conf, cap, started, rep),
-        id="status",
-        max_instances=1,
-        coalesce=True,
+        status_job, "interval", seconds=2, id="status", max_instances=1, coalesce=True
     )
     if rep is not None:
         scheduler.add_job(
@@ -202,13 +250,25 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
         len(conf.docks),
         conf.data_dir,
     )
+    notify.ready(_summary(cap, rep))
+    last_ping = 0.0
     try:
         while not stop.wait(TICK_S):
             try:
                 cap.tick()
             except Exception:
                 log.exception("capture tick failed; continuing")
+            if reload.is_set():
+                reload.clear()
+                notify.reloading()
+                conf = _reload(conf, cap, watcher)
+                notify.send("READY=1", f"STATUS={_summary(cap, rep)}")
+            # The watchdog hears from the main loop only while it goes round.
+            if notify.watchdog_s and time.monotonic() - last_ping >= notify.watchdog_s:
+                notify.watchdog()
+                last_ping = time.monotonic()
     finally:
+        notify.stopping()
         scheduler.shutdown(wait=False)
         watcher.stop()
         if rep is not None:
@@ -221,7 +281,49 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
         with_status.unlink(missing_ok=True)
         lock.release()
         log.info("custody stopped")
+        notify.close()
     return 0
+
+
+def _reload(conf: cfg.Config, cap: Capturer, watcher: DockWatcher) -> cfg.Config:
+    """SIGHUP: the configuration again. Docks are taken at once; other sections need a
+    restart (said in the log). A configuration with an error changes nothing."""
+    try:
+        new = cfg.load(conf.path)
+    except CustodyError as e:
+        log.error("configuration not reloaded, the running one is kept: %s", e)
+        return conf
+    if new.data_dir != conf.data_dir or new.origin != conf.origin:
+        log.error(
+            "configuration not reloaded: data_dir and origin cannot change while running "
+            "(restart custody to change them)"
+        )
+        return conf
+    if new.docks != conf.docks:
+        cap.set_docks(new.docks)
+        watcher.set_roots([d.path for d in new.docks])
+        cap.scan()
+        log.info(
+            "configuration reloaded: %d dock(s): %s",
+            len(new.docks),
+            ", ".join(str(d.path) for d in new.docks),
+        )
+    else:
+        log.info("configuration reloaded: docks unchanged")
+    others = [
+        name
+        for name, a, b in (
+            ("[capture]", conf.capture, new.capture),
+            ("[store]", conf.store, new.store),
+            ("[media]", conf.media, new.media),
+            ("[ledger]", conf.ledger, new.ledger),
+        )
+        if a != b
+    ]
+    if others:
+        log.warning("%s changed: restart custody for that to take effect", ", ".join(others))
+        return replace(conf, docks=new.docks, retention=new.retention)
+    return new
 
 
 def _retention_sweep(conf: cfg.Config, ledger: Any) -> None:

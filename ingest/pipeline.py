@@ -645,7 +645,7 @@ class Capturer:
         stored_new: bool,
     ) -> None:
         rel = os.fsencode(job.path.relative_to(job.dock.path))
-        resolver = self._resolvers[job.dock.path]
+        resolver = self._resolvers.get(job.dock.path) or IdentityResolver(job.dock)
         rec_dir = str(job.dock.path / job.recorder) if job.recorder else str(job.dock.path)
         ident = resolver.resolve(job.recorder, rec_dir, job.path.name, st.st_dev)
         mtime = datetime.fromtimestamp(st.st_mtime_ns / 1e9, UTC)
@@ -732,6 +732,12 @@ class Capturer:
             store_entry = self.replicated(d.sha256)  # a duplicate of a replicated object
             if store_entry is not None:
                 self._release(job.id, store_entry)
+
+    def set_docks(self, docks: list[DockSettings] | tuple[DockSettings, ...]) -> None:
+        """New dock settings (a configuration reload); work already queued goes on."""
+        with self._lock:
+            self.docks = list(docks)
+            self._resolvers = {d.path: IdentityResolver(d) for d in self.docks}
 
     def release_replicated(self, sha256: str, store_entry: int) -> None:
         """The cold store confirmed ``sha256``: release every recorder file that holds it."""

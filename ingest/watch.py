@@ -100,6 +100,17 @@ class DockWatcher:
             except OSError as e:
                 log.warning("cannot watch dock %s yet (%s); the periodic scan covers it", r, e)
 
+    def set_roots(self, roots: list[Path]) -> None:
+        """Docks added or removed by a configuration reload."""
+        gone = [r for r in self.watched if r not in roots]
+        for r in gone:
+            with contextlib.suppress(KeyError, OSError):
+                self.observer.unschedule(self.watched[r][0])
+            del self.watched[r]
+            log.info("no longer watching dock %s", r)
+        self.roots = list(roots)
+        self.refresh()
+
     def rewatch(self) -> None:
         """Watch every dock afresh: after a mount appears below a dock, the old watches
         still point at the folder underneath it."""

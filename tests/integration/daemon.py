@@ -51,9 +51,16 @@ def make_station(tmp: Path, dock: Path, extra: str = "", **opts: Any) -> Path:
 
 
 class Daemon:
-    def __init__(self, conf: Path, drop_dac: bool = False) -> None:
+    def __init__(
+        self,
+        conf: Path,
+        drop_dac: bool = False,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.conf = conf
         cmd = [sys.executable, "-m", "custody", "-c", str(conf), "run", "--log-level", "INFO"]
+        cmd += list(args)
         if drop_dac and os.geteuid() == 0:
             # As root, file permissions do not apply; drop that power so an unreadable
             # file is unreadable to the daemon, as it is under its own systemd user.
@@ -62,7 +69,7 @@ class Daemon:
         self.log = conf.parent / "daemon.log"
         self.logf = open(self.log, "ab")  # noqa: SIM115
         self.log_start = self.logf.tell()  # the log is shared by restarts: read only ours
-        env = dict(os.environ, PYTHONPATH=str(REPO))
+        env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
         self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, env=env)
 
     def wait_ready(self, timeout: float = 30) -> None:
