@@ -80,9 +80,7 @@ def test_sighup_takes_new_docks_and_refuses_a_broken_config(tmp_path: Path) -> N
         d.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: b"configuration reloaded: 2 dock(s)" in d.log.read_bytes(), 10, d.log)
         (second / "slot09" / "b.bin").write_bytes(b"second dock")
-        wait_for(
-            lambda: len([e for e in entries(conf) if e["type"] == "ingest"]) == 2, 20, d.log
-        )
+        wait_for(lambda: len([e for e in entries(conf) if e["type"] == "ingest"]) == 2, 20, d.log)
     finally:
         assert d.stop() == 0
     src = [e["source"]["dock"] for e in entries(conf) if e["type"] == "ingest"]
