@@ -343,6 +343,12 @@ def run_audit(
         payload["hash_mib_s"] = str(summary["hash_mib_s"])  # entries hold no floats
     payload["problems"] = [p[:300] for p in res.problems[:20]]
     res.fixity_entry = ledger.append("fixity", payload)
+    db.execute(
+        "INSERT INTO audit_state VALUES ('last_fixity', ?) ON CONFLICT (key) DO UPDATE SET "
+        "value=excluded.value",
+        (str(res.fixity_entry),),
+    )
+    db.commit()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = out_root / stamp
     out.mkdir(parents=True, exist_ok=True)

@@ -793,16 +793,39 @@ def cmd_status(args: argparse.Namespace) -> int:
     out["cold_store"] = _cold_status(conf, out["capture"])
     out["media"] = _media_status(conf)
     out["retention"] = _retention_status(conf)
+    out["disk"] = _disk_status(conf)
+    out["audit"] = _audit_status(conf)
+    if latest is not None:
+        from ledger.entry import parse_time
+
+        cp_age = time.time() - parse_time(latest.signed_at).timestamp()
+        out["ledger"]["checkpoint_age_s"] = int(cp_age)
     if args.json:
         print(json.dumps(out))
     else:
         lg = out["ledger"]
         assert isinstance(lg, dict)
         print(f"station {out['origin']} ({out['data_dir']})")
+        age = lg.get("checkpoint_age_s")
         print(
             f"ledger: {lg['entries']} entries, {lg['pending']} awaiting a checkpoint; "
             f"last checkpoint size {lg['checkpoint_size']} signed {lg['checkpoint_signed_at']}"
+            + (f" ({age} s ago)" if age is not None else "")
         )
+        dk = out["disk"]
+        print(
+            f"disk: {dk['free_bytes'] / (1 << 30):.1f} GiB free of "
+            f"{dk['total_bytes'] / (1 << 30):.1f} GiB at {dk['path']}"
+            + (" (BELOW the capture floor: capture pauses)" if dk["below_floor"] else "")
+        )
+        au = out["audit"]
+        if au is None:
+            print("audit: none yet (custody audit)")
+        else:
+            print(
+                f"audit: {'everything held' if au['ok'] else 'PROBLEMS FOUND'} at {au['time']} "
+                f"({au['mode']}, {au['objects_checked']} objects; fixity entry {au['entry']})"
+            )
         capture = out["capture"]
         assert isinstance(capture, dict)
         daemon = capture["daemon"]
@@ -874,6 +897,45 @@ def cmd_status(args: argparse.Namespace) -> int:
                     + (f"; held back: {last['clock']}" if last.get("clock") else "")
                 )
     return 0
+
+
+def _disk_status(conf: cfg.Config) -> dict[str, Any]:
+    import os
+
+    st = os.statvfs(conf.data_dir)
+    free = st.f_bavail * st.f_frsize
+    return {
+        "path": str(conf.data_dir),
+        "free_bytes": free,
+        "total_bytes": st.f_blocks * st.f_frsize,
+        "below_floor": free < conf.capture.min_free_mb << 20,
+    }
+
+
+def _audit_status(conf: cfg.Config) -> dict[str, Any] | None:
+    """The latest `fixity` entry, found through the index (read-only)."""
+    from ledger.entry import decode_entry
+
+    db = sqlite3.connect(f"file:{conf.state_dir / 'ledger.sqlite'}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT value FROM audit_state WHERE key='last_fixity'").fetchone()
+    except sqlite3.OperationalError:
+        row = None
+    finally:
+        db.close()
+    if row is None:
+        return None
+    idx = int(row[0])
+    with open_ledger(conf, writable=False) as ledger:
+        f = decode_entry(ledger.entry(idx))
+    return {
+        "entry": idx,
+        "time": f.time,
+        "ok": bool(f.fields.get("ok")),
+        "mode": f.fields.get("mode"),
+        "objects_checked": f.fields.get("objects_checked"),
+        "problems": f.fields.get("problems", []),
+    }
 
 
 def _retention_status(conf: cfg.Config) -> dict[str, Any]:
