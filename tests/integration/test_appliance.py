@@ -4,12 +4,27 @@ SIGHUP reloads, JSON log lines."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
+import subprocess
+import sys
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
-from .daemon import Daemon, entries, make_station, wait_for
+from ..conftest import REPO, make_clip, run_cli
+from .daemon import (
+    Daemon,
+    entries,
+    make_station,
+    s3_store_conf,
+    status,
+    verify_bucket,
+    wait_for,
+)
+from .test_fingerprints import sha
 
 
 def listen(path: Path) -> socket.socket:
@@ -90,3 +105,113 @@ def test_sighup_takes_new_docks_and_refuses_a_broken_config(tmp_path: Path) -> N
     docs = [json.loads(ln) for ln in lines]
     assert {"time", "level", "logger", "message"} <= set(docs[0])
     assert any("custody running" in x["message"] for x in docs)
+
+
+def test_full_flow_through_the_daemon_with_a_stop_in_the_middle(
+    tmp_path: Path, ffmpeg: str, seaweed: Any
+) -> None:
+    """dock -> capture -> ledger -> cold store (SeaweedFS) -> fingerprints and access
+    copies -> export -> verify, with SIGTERM while work is in flight and a restart that
+    finishes the rest."""
+    bucket = seaweed.bucket(f"flow-{uuid.uuid4().hex[:12]}")
+    dock = tmp_path / "dock"
+    conf = make_station(
+        tmp_path, dock, extra=s3_store_conf(seaweed.endpoint, bucket), release="after_replication"
+    )
+    slot = dock / "slot01"
+    clips = [
+        make_clip(
+            ffmpeg,
+            tmp_path / "made" / f"ABC1234_010203_2026112009{i}000_000{i}.mp4",
+            seconds=3,
+            tone=300 + 100 * i,
+        )
+        for i in range(4)
+    ]
+    bad = tmp_path / "made" / "ABC1234_010203_20261120099000_0009.mp4"
+    bad.write_bytes(b"not a video, cut short\n")
+    shas = {sha(p) for p in [*clips, bad]}
+    d = Daemon(conf)
+    d.wait_ready()
+    slot.mkdir(parents=True)
+    for p in [*clips, bad]:
+        shutil.copy(p, slot / p.name)
+    # Stop as soon as the first file is recorded: the rest is in flight or waiting.
+    wait_for(lambda: any(e["type"] == "ingest" for e in entries(conf)), 30, d.log)
+    t = time.monotonic()
+    assert d.stop(timeout=90) == 0
+    assert time.monotonic() - t < 90
+    done_before = {e["sha256"] for e in entries(conf) if e["type"] == "ingest"}
+    assert done_before and done_before <= shas
+
+    d = Daemon(conf)
+    try:
+        d.wait_ready()
+
+        def finished() -> bool:
+            es = entries(conf)
+            stored = {e["sha256"] for e in es if e["type"] == "store" and e["role"] == "original"}
+            copies = {
+                e["sha256"] for e in es if e["type"] == "derive" and e["kind"] == "access_copy"
+            }
+            return stored == shas and len(copies) == 4 and not any(slot.iterdir())
+
+        wait_for(finished, 120, d.log)
+        # The ledger's copy in the bucket follows every few seconds.
+        wait_for(lambda: status(conf)["cold_store"]["ledger_mirrored_size"] > 10, 60, d.log)
+    finally:
+        assert d.stop() == 0
+    es = entries(conf)
+    assert sorted(e["sha256"] for e in es if e["type"] == "ingest") == sorted(shas), "once each"
+    fps = {e["sha256"]: e for e in es if e["type"] == "fingerprint"}
+    assert "error" in fps[sha(bad)] and all("sidecar" in fps[sha(c)] for c in clips)
+    wipes = [e for e in es if e["type"] == "wipe"]
+    assert len(wipes) == 5 and all(w["rule"] == "after_replication" for w in wipes)
+
+    for c in clips[:2]:
+        run_cli("annotate", sha(c), "--case", "2026-XZ-0099", config=conf)
+    bag = tmp_path / "bag"
+    run_cli("export", "--case", "2026-XZ-0099", "--out", str(bag), "--purpose", "test", config=conf)
+    vkey = (conf.parent / "keys" / "station.vkey").read_text().strip()
+    v = subprocess.run(
+        [sys.executable, "-m", "verify", "bag", str(bag), "--vkey", vkey],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert v.returncode == 0, v.stdout
+    assert (
+        "OK"
+        in verify_bucket(seaweed.endpoint, bucket, conf.parent / "keys" / "station.vkey").stdout
+    )
+
+
+def test_restore_a_station_from_its_key_config_and_the_cold_ledger(
+    tmp_path: Path, ffmpeg: str
+) -> None:
+    """The README's restore: a new box gets the key and the configuration back and the
+    ledger from the cold store's mirror; it carries on where the old one stopped."""
+    dock = tmp_path / "dock"
+    cold = tmp_path / "cold"
+    conf = make_station(tmp_path, dock, extra=f'\n[store]\nkind = "local"\npath = "{cold}"\n')
+    make_clip(ffmpeg, dock / "slot01" / "A.mp4")
+    run_cli("ingest", str(dock), "--settle-ms", "0", config=conf)
+    old = entries(conf)
+    station = conf.parent
+    # The old disk is gone: only the key, the config and the cold store remain.
+    keep = tmp_path / "backup"
+    shutil.copytree(station / "keys", keep / "keys")
+    shutil.copy(conf, keep / "custody.toml")
+    shutil.rmtree(station)
+    station.mkdir()
+    shutil.copytree(keep / "keys", station / "keys")
+    shutil.copy(keep / "custody.toml", conf)
+    mirror = cold / "ledger" / "custody.test" / "capture" / "dock-01"
+    shutil.copytree(mirror, station / "ledger", ignore=shutil.ignore_patterns("checkpoints"))
+    # The first writing command adopts the ledger after checking it against its checkpoint.
+    out = run_cli("note", "station restored from backup and the cold store", config=conf).stdout
+    assert f"entry {len(old)}" in out, out
+    assert run_cli("ledger", "verify", config=conf).returncode == 0
+    run_cli("reindex", config=conf)
+    found = json.loads(run_cli("find", "--json", config=conf).stdout)
+    assert len(found) == 1 and found[0]["store_entry"] is not None
