@@ -82,3 +82,17 @@ def test_verify_uses_only_pure_parts() -> None:
         assert not top & FORBIDDEN_IN_VERIFY, path
         ledger_deps = {m for m in mods if m.startswith("ledger")}
         assert ledger_deps <= pure_modules, f"{path} imports {ledger_deps - pure_modules}"
+
+
+@pytest.mark.parametrize("module", ["retention/policy.py", "retention/plan.py"])
+def test_retention_rules_and_plans_are_pure(module: str) -> None:
+    found = {m.split(".")[0] for m in imports(REPO / module)}
+    assert not found & FORBIDDEN_IN_PURE, f"{module} imports {found & FORBIDDEN_IN_PURE}"
+    assert not found & {"ledger", "archive", "ingest", "custody", "time"}, found
+
+
+def test_retention_reaches_stores_only_through_its_port() -> None:
+    """Dependencies point one way: retention -> ledger, never to archive or ingest."""
+    for path in (REPO / "retention").glob("*.py"):
+        top = {m.split(".")[0] for m in imports(path)}
+        assert not top & {"custody", "ingest", "archive", "verify", "boto3"}, path
