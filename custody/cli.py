@@ -1053,8 +1053,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="custody",
         description="Evidence integrity and archive appliance for body-worn recorder docks: "
-        "captures every docked file exactly once and signs every event into an append-only "
-        "Merkle ledger (C2SP tlog-tiles) that verifies offline.",
+        "captures every docked file exactly once, signs every event into an append-only "
+        "Merkle ledger (C2SP tlog-tiles), keeps the files in cold storage under retention "
+        "rules, and exports them for courts with proof that verifies offline.",
     )
     p.add_argument(
         "-c",
@@ -1111,7 +1112,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     s.set_defaults(func=cmd_ingest)
 
-    s = sub.add_parser("status", help="daemon, capture queue per dock and recorder, ledger")
+    s = sub.add_parser(
+        "status",
+        help="daemon, queues per dock and recorder, ledger, disk, cold store, media, "
+        "retention, last audit",
+    )
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
 
@@ -1161,7 +1166,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "verify-clip",
-        help="trace a clip back to the docked original it was cut from (by packet hashes)",
+        help="trace a clip back to the docked original it was cut from (packet hashes; "
+        "decoded frames for a re-mux)",
     )
     s.add_argument("clip")
     s.add_argument("--json", action="store_true")
