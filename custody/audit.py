@@ -153,7 +153,7 @@ def _population(db: sqlite3.Connection) -> list[tuple[str, str, int, str | None]
         except sqlite3.OperationalError:
             continue
         for (sha,) in rows:
-            if sha not in out:
+            if sha not in out and sha not in deleted:
                 role = "derivative" if table == "ingest_derivatives" else "sidecar"
                 out[sha] = (sha, role, queued.get(sha, (role, 0))[1], None)
     return sorted(out.values())
@@ -396,6 +396,19 @@ def _completeness(
             res.completeness.append(
                 f"{sha}: deleted by entry {entry} while hold entry {holds[0][0]} was in force"
             )
+    # A copy deleted with its originals: only after every one of them.
+    for sha, entry in db.execute(
+        "SELECT sha256, deleted_entry FROM retention_objects WHERE deleted_entry IS NOT NULL"
+    ).fetchall():
+        f = decode_entry(ledger.entry(int(entry))).fields
+        for orig in f.get("of", []):
+            row = db.execute(
+                "SELECT deleted_entry FROM retention_items WHERE sha256=?", (orig,)
+            ).fetchone()
+            if row is None or row[0] is None or int(row[0]) > int(entry):
+                res.completeness.append(
+                    f"{sha}: deleted by entry {entry} while its original {orig[:16]} was kept"
+                )
     # An original not deleted must be somewhere: the dock or a confirmed cold copy.
     for sha, local_flag, store_entry in db.execute(
         "SELECT sha256, local, store_entry FROM retention_items WHERE deleted_entry IS NULL"

@@ -58,6 +58,22 @@ CREATE TABLE IF NOT EXISTS retention_holds (
     released_entry INTEGER
 );
 CREATE INDEX IF NOT EXISTS retention_holds_target ON retention_holds (target);
+CREATE TABLE IF NOT EXISTS retention_objects (  -- derivatives and sidecars in the store
+    sha256 TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    store_entry INTEGER NOT NULL,
+    key TEXT,
+    version_id TEXT,
+    deleted_entry INTEGER
+);
+CREATE TABLE IF NOT EXISTS derivative_of (   -- access copies and posters, by original
+    derived TEXT NOT NULL,
+    original TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    entry INTEGER NOT NULL,
+    PRIMARY KEY (derived, original)
+);
+CREATE INDEX IF NOT EXISTS derivative_of_original ON derivative_of (original);
 CREATE TABLE IF NOT EXISTS entry_refs (  -- every entry that names an object, by its hash
     sha256 TEXT NOT NULL,
     entry INTEGER NOT NULL,
@@ -69,6 +85,7 @@ CREATE TABLE IF NOT EXISTS entry_refs (  -- every entry that names an object, by
 TYPES = (
     "ingest",
     "store",
+    "derive",
     "annotate",
     "hold",
     "hold_release",
@@ -107,6 +124,17 @@ def apply_entry(db: sqlite3.Connection, index: int, f: dict[str, Any]) -> None:
                 str(rec.get("serial", "")),
                 str(rec.get("officer", "")),
             ),
+        )
+    elif ty == "store" and f.get("role") != "original" and isinstance(sha, str):
+        db.execute(
+            "INSERT OR REPLACE INTO retention_objects (sha256, role, store_entry, key, "
+            "version_id) VALUES (?,?,?,?,?)",
+            (sha, str(f.get("role")), index, f.get("key"), f.get("version_id")),
+        )
+    elif ty == "derive" and isinstance(f.get("output"), dict):
+        db.execute(
+            "INSERT OR IGNORE INTO derivative_of VALUES (?,?,?,?)",
+            (f["output"]["sha256"], sha, str(f.get("kind", "")), index),
         )
     elif ty == "store" and f.get("role") == "original":
         ru = f.get("retain_until")
@@ -166,6 +194,13 @@ def apply_entry(db: sqlite3.Connection, index: int, f: dict[str, Any]) -> None:
                 "WHERE sha256=?",
                 (f.get("to"), f.get("version_id"), sha),
             )
+    elif ty == "delete" and f.get("role") == "derivative":
+        db.execute(
+            "INSERT INTO retention_objects (sha256, role, store_entry, deleted_entry) "
+            "VALUES (?, 'derivative', -1, ?) ON CONFLICT (sha256) DO UPDATE SET "
+            "deleted_entry = excluded.deleted_entry",
+            (sha, index),
+        )
     elif ty == "delete":
         db.execute(
             "UPDATE retention_items SET deleted_entry=?, local=0 WHERE sha256=?", (index, sha)
@@ -192,6 +227,8 @@ def rebuild(ledger: Ledger, db: sqlite3.Connection) -> int:
         "retention_items",
         "retention_cases",
         "retention_holds",
+        "retention_objects",
+        "derivative_of",
         "entry_refs",
     ):
         db.execute(f"DROP TABLE IF EXISTS {t}")
@@ -199,7 +236,7 @@ def rebuild(ledger: Ledger, db: sqlite3.Connection) -> int:
     return refresh(ledger, db)
 
 
-INDEX_VERSION = "1"  # bump when what is folded changes: the index is then rebuilt
+INDEX_VERSION = "2"  # bump when what is folded changes: the index is then rebuilt
 
 
 def refresh(ledger: Ledger, db: sqlite3.Connection) -> int:
@@ -300,6 +337,19 @@ def _states(db: sqlite3.Connection, include_deleted: bool, only: str | None) -> 
             retain_until,
             deleted is not None,
         )
+
+
+def orphaned_derivatives(db: sqlite3.Connection) -> list[tuple[str, str, list[str]]]:
+    """Access copies and posters not yet deleted whose every original has been deleted:
+    (sha256, kind, originals). A copy shared by a live original is kept."""
+    rows = db.execute(
+        "SELECT d.derived, d.kind, group_concat(d.original, ','), "
+        "SUM(CASE WHEN i.deleted_entry IS NULL THEN 1 ELSE 0 END) FROM derivative_of d "
+        "JOIN retention_items i ON i.sha256 = d.original "
+        "LEFT JOIN retention_objects o ON o.sha256 = d.derived "
+        "WHERE o.deleted_entry IS NULL GROUP BY d.derived"
+    ).fetchall()
+    return [(sha, kind, origs.split(",")) for sha, kind, origs, live in rows if not live]
 
 
 def item(db: sqlite3.Connection, sha: str) -> dict[str, Any] | None:

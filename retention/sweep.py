@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from ledger.entry import decode_entry, format_time, parse_time
 from ledger.log import Ledger
-from retention.index import item, refresh, states
+from retention.index import item, orphaned_derivatives, refresh, states
 from retention.plan import DAY, Action, State, plan, schedule
 from retention.policy import Policy
 
@@ -155,6 +155,8 @@ class Sweeper:
                 res.done.append(f"would {a.kind} {a.sha256[:16]} ({a.rule})")
                 continue
             self._act(a, now, res)
+        if not res.clock:
+            self._delete_derivatives(res, dry_run)
         if not dry_run and not res.clock:
             self.db.execute(
                 "INSERT INTO retention_meta VALUES ('last_sweep', ?) ON CONFLICT (key) DO "
@@ -309,6 +311,47 @@ class Sweeper:
         idx = self._record("delete", payload)
         res.done.append(f"delete {a.sha256[:16]} by rule {s.rule.name} (entry {idx})")
         log.info("deleted %s by rule %s (entry %d)", a.sha256[:16], s.rule.name, idx)
+
+    def _delete_derivatives(self, res: SweepResult, dry_run: bool) -> None:
+        """Access copies and posters go with their originals: once every original a copy
+        was made from is deleted, the copy is deleted too (a `delete` entry, role
+        derivative). One the store still protects is tried again at the next sweep."""
+        refresh(self.ledger, self.db)
+        for sha, kind, originals in orphaned_derivatives(self.db):
+            if dry_run:
+                res.done.append(f"would delete the {kind} {sha[:16]} of deleted originals")
+                continue
+            row = self.db.execute(
+                "SELECT key, version_id, store_entry FROM retention_objects WHERE sha256=?",
+                (sha,),
+            ).fetchone()
+            payload: dict[str, Any] = {
+                "sha256": sha,
+                "role": "derivative",
+                "kind": kind,
+                "of": originals,
+                "rule": "follows its original",
+                "operator": self.operator,
+            }
+            if row is not None and row[0] and self.cold is not None:
+                try:
+                    gone = self.cold.delete(row[0], row[1])
+                except Refused as e:
+                    res.refused.append(f"delete {kind} {sha[:16]}: {e}")
+                    continue
+                except Unavailable as e:
+                    res.failed.append(f"delete {kind} {sha[:16]}: {e}")
+                    continue
+                payload.update(
+                    store=self.cold.id,
+                    key=row[0],
+                    store_entry=row[2],
+                    cold="deleted" if gone else "already gone",
+                )
+            payload["local"] = "deleted" if self.remove_local(sha) else "not on the dock"
+            idx = self._record("delete", payload)
+            refresh(self.ledger, self.db)
+            res.done.append(f"delete {kind} {sha[:16]} with its original (entry {idx})")
 
     def _finish_evictions(self, res: SweepResult, dry_run: bool) -> None:
         """A dock copy whose eviction or deletion is recorded but which is still there (a

@@ -118,23 +118,37 @@ def test_rules_through_time(tmp_path: Path, ffmpeg: str) -> None:
     assert of(conf, "delete") == []
     r = sweep_at(conf, now + 200 * DAY, accept_clock=True)
     assert not r.refused and not r.failed, r
-    d = of(conf, "delete")
+    d = originals_deleted(conf)
     assert [x["sha256"] for x in d] == [sa]
     assert d[0]["rule"] == "ordinary" and d[0]["cold"] == "deleted" and d[0]["keep_days"] == 180
     assert not (cold / "objects" / "sha256" / sa[:2] / sa[2:4] / sa).exists()
     assert (cold / "objects" / "sha256" / sc[:2] / sc[2:4] / sc).exists()
     # The ledger keeps the hash of what was deleted, and its proof.
     assert any(e["type"] == "ingest" and e["sha256"] == sa for e in entries(conf))
+    # A's access copy went with it; the poster, the same picture as B's, stays for B.
+    copies = derived(conf)
+    gone = [x for x in of(conf, "delete") if x.get("role") == "derivative"]
+    assert [x["sha256"] for x in gone] == [copies[(sa, "access_copy")]]
+    assert gone[0]["of"] == [sa] and gone[0]["cold"] == "deleted"
+    for c in gone:
+        assert not (
+            cold / "objects" / "sha256" / c["sha256"][:2] / c["sha256"][2:4] / c["sha256"]
+        ).exists()
+    poster = copies[(sa, "poster")]
+    assert poster == copies[(sb, "poster")]
+    assert (cold / "objects" / "sha256" / poster[:2] / poster[2:4] / poster).exists()
 
     # Released: C goes at the next sweep; its legal hold is cleared first.
     run_cli("release", sc, "--reason", "complaint closed", config=conf)
     assert of(conf, "legal_hold")[-1]["on"] is False
     r = sweep_at(conf, now + 201 * DAY)
-    assert [x["sha256"] for x in of(conf, "delete")] == [sa, sc]
+    assert [x["sha256"] for x in originals_deleted(conf)] == [sa, sc]
     assert not (cold / "objects" / "sha256" / sc[:2] / sc[2:4] / sc).exists()
     # B is linked to a case: kept permanently, whatever the date.
     sweep_at(conf, now + 205 * DAY)
     assert sb not in [x["sha256"] for x in of(conf, "delete")]
+    assert (cold / "objects" / "sha256" / poster[:2] / poster[2:4] / poster).exists()
+
 
     # Clock safety: behind the ledger, or a jump since the last sweep, holds deletions back.
     behind = sweep_at(conf, now - 3 * DAY)
@@ -143,6 +157,18 @@ def test_rules_through_time(tmp_path: Path, ffmpeg: str) -> None:
     assert "moved 695 days since the last sweep" in jump.clock
     ok = sweep_at(conf, now + 900 * DAY, accept_clock=True)
     assert ok.clock == ""
+
+
+def originals_deleted(conf: Path) -> list[dict[str, Any]]:
+    return [x for x in of(conf, "delete") if x.get("role") != "derivative"]
+
+
+def derived(conf: Path) -> dict[tuple[str, str], str]:
+    return {
+        (e["sha256"], e["kind"]): e["output"]["sha256"]
+        for e in of(conf, "derive")
+        if e.get("output")
+    }
 
 
 def _day(now: float, days: int) -> str:
