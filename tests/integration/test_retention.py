@@ -130,10 +130,9 @@ def test_rules_through_time(tmp_path: Path, ffmpeg: str) -> None:
     gone = [x for x in of(conf, "delete") if x.get("role") == "derivative"]
     assert [x["sha256"] for x in gone] == [copies[(sa, "access_copy")]]
     assert gone[0]["of"] == [sa] and gone[0]["cold"] == "deleted"
-    for c in gone:
-        assert not (
-            cold / "objects" / "sha256" / c["sha256"][:2] / c["sha256"][2:4] / c["sha256"]
-        ).exists()
+    for g in gone:
+        h = g["sha256"]
+        assert not (cold / "objects" / "sha256" / h[:2] / h[2:4] / h).exists()
     poster = copies[(sa, "poster")]
     assert poster == copies[(sb, "poster")]
     assert (cold / "objects" / "sha256" / poster[:2] / poster[2:4] / poster).exists()
@@ -148,7 +147,6 @@ def test_rules_through_time(tmp_path: Path, ffmpeg: str) -> None:
     sweep_at(conf, now + 205 * DAY)
     assert sb not in [x["sha256"] for x in of(conf, "delete")]
     assert (cold / "objects" / "sha256" / poster[:2] / poster[2:4] / poster).exists()
-
 
     # Clock safety: behind the ledger, or a jump since the last sweep, holds deletions back.
     behind = sweep_at(conf, now - 3 * DAY)
