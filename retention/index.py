@@ -11,6 +11,7 @@ signed entries, so the index cannot hold anything the ledger does not say.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
@@ -221,7 +222,13 @@ def _refs(f: dict[str, Any]) -> list[str]:
 
 
 def rebuild(ledger: Ledger, db: sqlite3.Connection) -> int:
-    """Drop the index and fold every entry again (`custody reindex`)."""
+    """Drop the index and fold every entry again (`custody reindex`). The sweeps' own
+    memory (when the last ran, what it did) is kept: the clock checks need it."""
+    kept: list[tuple[str, str]] = []
+    with contextlib.suppress(sqlite3.OperationalError):
+        kept = db.execute(
+            "SELECT key, value FROM retention_meta WHERE key IN ('last_sweep', 'last_result')"
+        ).fetchall()
     for t in (
         "retention_meta",
         "retention_items",
@@ -232,6 +239,9 @@ def rebuild(ledger: Ledger, db: sqlite3.Connection) -> int:
         "entry_refs",
     ):
         db.execute(f"DROP TABLE IF EXISTS {t}")
+    db.commit()
+    open_index(db)
+    db.executemany("INSERT INTO retention_meta VALUES (?, ?)", kept)
     db.commit()
     return refresh(ledger, db)
 
