@@ -70,6 +70,7 @@ class Config:
     capture: CaptureSettings = field(default_factory=CaptureSettings)
     media: MediaSettings = field(default_factory=MediaSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    metrics_listen: str = ""  # [metrics] listen = "127.0.0.1:9108"; "" = off
 
     @property
     def ledger_dir(self) -> Path:
@@ -221,8 +222,25 @@ def parse(path: Path, data: dict[str, Any]) -> Config:
             max_clock_jump_days=_int(t, "max_clock_jump_days", 7, 1, 3650),
         )
         t.finish()
+    metrics = ""
+    mt2 = top.get("metrics", dict)
+    if mt2 is not None:
+        t = _Table(path, mt2, "metrics.")
+        metrics = t.get("listen", str, "")
+        host, _, port = metrics.rpartition(":")
+        if metrics and (
+            host not in ("127.0.0.1", "localhost", "[::1]")
+            or not port.isdigit()
+            or not 0 < int(port) < 65536
+        ):
+            raise t.error(
+                "listen", f"must be 127.0.0.1:PORT or [::1]:PORT (localhost only), not {metrics!r}"
+            )
+        t.finish()
     top.finish()
-    return Config(path, data_dir, origin, ledger, tuple(docks), store, capture, media, retention)
+    return Config(
+        path, data_dir, origin, ledger, tuple(docks), store, capture, media, retention, metrics
+    )
 
 
 def _parse_media(t: _Table, base: Path) -> MediaSettings:
@@ -434,6 +452,10 @@ def render(data_dir: Path, origin: str) -> str:
         "frame_hashes = false\n"
         "signature = false              # the MPEG-7 video signature in the same pass\n"
         '# ffmpeg = "/usr/bin/ffmpeg"     # default: ffmpeg on PATH, else the imageio-ffmpeg one\n'
+        "\n"
+        "# Prometheus metrics on localhost (off unless set):\n"
+        "# [metrics]\n"
+        '# listen = "127.0.0.1:9108"\n'
         "\n"
         "[retention]\n"
         "# The policy to edit; it takes effect through `custody retention apply`.\n"

@@ -241,6 +241,15 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
             max_instances=1,
             coalesce=True,
         )
+    stop_metrics = None
+    if conf.metrics_listen:
+        from custody.metrics import serve
+
+        try:
+            stop_metrics = serve(conf.metrics_listen, cap, rep, ledger, str(conf.data_dir))
+            log.info("metrics on http://%s/metrics", conf.metrics_listen)
+        except OSError as e:
+            log.error("metrics not served on %s: %s (capture goes on)", conf.metrics_listen, e)
     scheduler.start()
     reconcile()  # everything already on the docks at start
 
@@ -269,6 +278,8 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
                 last_ping = time.monotonic()
     finally:
         notify.stopping()
+        if stop_metrics is not None:
+            stop_metrics()
         scheduler.shutdown(wait=False)
         watcher.stop()
         if rep is not None:

@@ -215,3 +215,40 @@ def test_restore_a_station_from_its_key_config_and_the_cold_ledger(
     run_cli("reindex", config=conf)
     found = json.loads(run_cli("find", "--json", config=conf).stdout)
     assert len(found) == 1 and found[0]["store_entry"] is not None
+
+
+def test_prometheus_metrics_on_localhost(tmp_path: Path) -> None:
+    import urllib.request
+
+    from tests.s3server import free_ports
+
+    port = free_ports(1)[0]
+    dock = tmp_path / "dock"
+    conf = make_station(tmp_path, dock, extra=f'\n[metrics]\nlisten = "127.0.0.1:{port}"\n')
+    d = Daemon(conf)
+    try:
+        d.wait_ready()
+        (dock / "slot01").mkdir(parents=True, exist_ok=True)
+        (dock / "slot01" / "x.bin").write_bytes(b"metrics")
+        wait_for(lambda: any(e["type"] == "ingest" for e in entries(conf)), 20, d.log)
+
+        def scrape() -> dict[str, float]:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+            return {
+                ln.split()[0]: float(ln.split()[1])
+                for ln in text.splitlines()
+                if ln and not ln.startswith("#")
+            }
+
+        wait_for(lambda: scrape().get("custody_captured_files_total", 0) >= 1, 10, d.log)
+        m = scrape()
+        assert m["custody_ledger_entries"] >= 2 and m["custody_free_bytes"] > 0
+        assert m["custody_files_waiting"] == 0 and m["custody_capture_paused"] == 0
+        assert 0 <= m["custody_checkpoint_age_seconds"] < 60
+    finally:
+        assert d.stop() == 0
+    # Anything but localhost is refused.
+    conf.write_text(conf.read_text().replace(f"127.0.0.1:{port}", "0.0.0.0:9108"))
+    bad = run_cli("status", config=conf, check=False)
+    assert bad.returncode == 2 and "metrics.listen" in bad.stderr
