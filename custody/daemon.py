@@ -423,7 +423,7 @@ def make_capturer(
         docks,
         settings,
         on_new_object=rep.enqueue_in,
-        replicated=rep.stored_entry,
+        replicated=_unless_deleted(ledger.db_path, rep.stored_entry),
         media=media,
     )
     rep.on_stored = cap.release_replicated
@@ -431,6 +431,37 @@ def make_capturer(
     if n:
         log.info("queued %d captured object(s) for %s that were never queued", n, rep.store_id)
     return cap
+
+
+def _unless_deleted(db_path: Path, stored_entry: Any) -> Any:
+    """The cold store's `store` entry for an object, but None for one retention deleted:
+    a recorder still holding such a file keeps it (it is not released on the strength of
+    a copy that no longer exists)."""
+    import sqlite3
+
+    lock = threading.Lock()
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, check_same_thread=False)
+
+    def replicated(sha256: str) -> int | None:
+        try:
+            with lock:
+                row = db.execute(
+                    "SELECT deleted_entry FROM retention_items WHERE sha256=?", (sha256,)
+                ).fetchone()
+        except sqlite3.OperationalError:
+            row = None  # no retention index yet: nothing was ever deleted
+        if row is not None and row[0] is not None:
+            log.warning(
+                "%s was deleted by retention (entry %s); a recorder that still holds it "
+                "keeps it: it is not released",
+                sha256[:16],
+                row[0],
+            )
+            return None
+        entry: int | None = stored_entry(sha256)
+        return entry
+
+    return replicated
 
 
 def _on_dir(cap: Capturer) -> Any:

@@ -309,6 +309,7 @@ class Sweeper:
                 payload["retain_until"] = _iso(int(it["retain_until"]))
         payload["local"] = "deleted" if self.remove_local(a.sha256) else "not on the dock"
         idx = self._record("delete", payload)
+        refresh(self.ledger, self.db)  # capture must see the deletion at once
         res.done.append(f"delete {a.sha256[:16]} by rule {s.rule.name} (entry {idx})")
         log.info("deleted %s by rule %s (entry %d)", a.sha256[:16], s.rule.name, idx)
 

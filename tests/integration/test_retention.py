@@ -287,3 +287,37 @@ def test_against_seaweedfs_locks_holds_and_a_refused_delete(
         config=conf,
     )
     assert "OK" in v.stdout, v.stdout
+
+
+def test_a_redocked_copy_of_deleted_footage_stays_on_the_recorder(
+    tmp_path: Path, ffmpeg: str
+) -> None:
+    """Footage deleted by its rule, docked again from a recorder that still holds it: the
+    old `store` entry names a copy that no longer exists, so the recorder's file must
+    not be released on its strength."""
+    import shutil
+
+    dock = tmp_path / "dock"
+    cold = tmp_path / "cold"
+    conf = make_station(
+        tmp_path,
+        dock,
+        extra=f'\n[store]\nkind = "local"\npath = "{cold}"\nretain_days = 1\n',
+        release="after_replication",
+    )
+    clip = make_clip(ffmpeg, tmp_path / "made" / "A.mp4")
+    (dock / "slot01").mkdir(parents=True)
+    shutil.copy(clip, dock / "slot01" / "A.mp4")
+    run_cli("ingest", str(dock), "--settle-ms", "0", config=conf)
+    assert not (dock / "slot01" / "A.mp4").exists(), "released after replication"
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    run_cli("retention", "apply", "--policy", str(policy), config=conf)
+    sweep_at(conf, time.time() + 200 * DAY)
+    assert [x["sha256"] for x in originals_deleted(conf)] == [sha(clip)]
+    # The recorder still had it (say, a second card): docked again.
+    shutil.copy(clip, dock / "slot01" / "A-again.mp4")
+    run_cli("ingest", str(dock), "--settle-ms", "0", config=conf, check=False)
+    assert (dock / "slot01" / "A-again.mp4").exists(), "released on a deleted copy"
+    assert [e["type"] for e in entries(conf)].count("wipe") == 1
+    assert any(e["type"] == "sighting" for e in entries(conf))
