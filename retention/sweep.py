@@ -177,7 +177,12 @@ class Sweeper:
             for st in states(self.db):
                 if st.facts.sha256 in wanted:
                     s = schedule(self.policy, st.facts)
-                    if st.replicated and (st.retain_until or 0) < s.lock_until:
+                    # As in the plan: only a store that locks objects has a lock to extend.
+                    if (
+                        st.replicated
+                        and st.retain_until is not None
+                        and (st.retain_until < s.lock_until)
+                    ):
                         a = Action(st.facts.sha256, "lock", 0, s.rule.name, str(s.lock_until))
                         self._act(a, int(self.clock()), res)
         return res

@@ -321,3 +321,21 @@ def test_a_redocked_copy_of_deleted_footage_stays_on_the_recorder(
     assert (dock / "slot01" / "A-again.mp4").exists(), "released on a deleted copy"
     assert [e["type"] for e in entries(conf)].count("wipe") == 1
     assert any(e["type"] == "sighting" for e in entries(conf))
+
+
+def test_an_unlocked_store_gets_no_lock_requests(tmp_path: Path, ffmpeg: str) -> None:
+    """A site that stores without object lock (lock_mode = "none"): annotations and
+    sweeps do not try to extend locks the store does not keep."""
+    dock = tmp_path / "dock"
+    cold = tmp_path / "cold"
+    conf = make_station(
+        tmp_path, dock, extra=f'\n[store]\nkind = "local"\npath = "{cold}"\nlock_mode = "none"\n'
+    )
+    clip = make_clip(ffmpeg, dock / "slot01" / "A.mp4")
+    run_cli("ingest", str(dock), "--settle-ms", "0", config=conf)
+    run_cli("retention", "apply", "--policy", str(conf.parent / "retention.toml"), config=conf)
+    out = run_cli("annotate", sha(clip), "--important", config=conf).stdout
+    assert "not done now" not in out and "lock" not in out, out
+    r = sweep_at(conf, time.time() + 40 * DAY)
+    assert not r.failed and not r.refused, r
+    assert of(conf, "lock") == []
