@@ -5,24 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from custody import config as cfg
+from custody.cli_retention import parse_date
 from custody.errors import CustodyError
 from custody.retain import index_db
 from custody.station import open_ledger, operator, station_verifier
 from retention.index import rebuild, refresh
 from retention.policy import PolicyError, category_key
-
-
-def _date(value: str) -> int:
-    try:
-        d = datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
-    return int((d if d.tzinfo else d.replace(tzinfo=UTC)).timestamp())
 
 
 def cmd_find(args: argparse.Namespace, conf: cfg.Config) -> int:
@@ -340,8 +332,10 @@ def add_parsers(sub: Any, load: Any) -> None:
     s.add_argument("--officer", help="警号 (officer number)")
     s.add_argument("--recorder", help="recorder serial")
     s.add_argument("--unit", help="unit code")
-    s.add_argument("--from", dest="since", type=_date, help="captured on or after (YYYY-MM-DD)")
-    s.add_argument("--to", dest="until", type=_date, help="captured before (YYYY-MM-DD)")
+    s.add_argument(
+        "--from", dest="since", type=parse_date, help="captured on or after (YYYY-MM-DD)"
+    )
+    s.add_argument("--to", dest="until", type=parse_date, help="captured before (YYYY-MM-DD)")
     s.add_argument("--category")
     s.add_argument("--case")
     s.add_argument("--sha", help="SHA-256 or a prefix of it")

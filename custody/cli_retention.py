@@ -22,9 +22,8 @@ from custody.retain import (
     sweep_lock,
 )
 from custody.station import open_ledger, operator
-from ledger.log import Ledger
 from retention.index import item, refresh, states
-from retention.plan import Action, plan
+from retention.plan import Action, plan, schedule
 from retention.policy import PolicyError, category_key
 from retention.sweep import SweepResult
 
@@ -35,7 +34,7 @@ def _iso(t: int | None) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
 
 
-def _date(value: str) -> int:
+def parse_date(value: str) -> int:
     try:
         d = datetime.fromisoformat(value)
     except ValueError:
@@ -68,10 +67,6 @@ def _report_sync(res: SweepResult) -> None:
         print(f"  not done now (the next sweep tries again): {line}")
 
 
-def _with_store(conf: cfg.Config, ledger: Ledger, db: sqlite3.Connection, who: str) -> Any:
-    return make_sweeper(conf, ledger, db, operator=who)
-
-
 def cmd_annotate(args: argparse.Namespace, conf: cfg.Config) -> int:
     sha = _sha(args.sha256)
     who = args.operator or operator()
@@ -97,13 +92,11 @@ def cmd_annotate(args: argparse.Namespace, conf: cfg.Config) -> int:
             idx = ledger.append("annotate", payload)
             print(f"recorded annotation as entry {idx}")
             with sweep_lock(conf):
-                res = _with_store(conf, ledger, db, who).sync([sha])
+                res = make_sweeper(conf, ledger, db, operator=who).sync([sha])
             _report_sync(res)
             policy, _ = applied_policy(conf)
             if policy is not None:
                 st = states(db, only=sha)[0]
-                from retention.plan import schedule
-
                 s = schedule(policy, st.facts)
                 print(
                     f"rule {s.rule.name!r}: kept {s.rule.describe_keep()}"
@@ -146,7 +139,7 @@ def cmd_hold(args: argparse.Namespace, conf: cfg.Config) -> int:
                 else f"hold recorded as entry {idx}: {target}"
             )
             with sweep_lock(conf):
-                _report_sync(_with_store(conf, ledger, db, who).sync(shas))
+                _report_sync(make_sweeper(conf, ledger, db, operator=who).sync(shas))
             ledger.integrate()
         finally:
             db.close()
@@ -182,7 +175,7 @@ def cmd_release(args: argparse.Namespace, conf: cfg.Config) -> int:
                 f"{', '.join(str(h[0]) for h in open_holds)})"
             )
             with sweep_lock(conf):
-                _report_sync(_with_store(conf, ledger, db, who).sync(shas))
+                _report_sync(make_sweeper(conf, ledger, db, operator=who).sync(shas))
             ledger.integrate()
         finally:
             db.close()
@@ -381,7 +374,7 @@ def add_parsers(sub: Any, load: Any) -> None:
     rt = sub.add_parser("retention", help="preview, apply and run the retention policy")
     rsub = rt.add_subparsers(dest="retention_command", required=True, metavar="SUBCOMMAND")
     s = rsub.add_parser("plan", help="what would move or be deleted, when, by which rule")
-    s.add_argument("--as-of", type=_date, help="date to plan to (default: now)")
+    s.add_argument("--as-of", type=parse_date, help="date to plan to (default: now)")
     s.add_argument("--policy", help="compare a new policy file against the applied one")
     s.add_argument("--json", action="store_true")
     s.add_argument("--limit", type=int, default=50, help="lines of items to show")
