@@ -88,6 +88,18 @@ def enqueue(conn: sqlite3.Connection, store: str, sha256: str, size: int, role: 
     return cur.rowcount == 1
 
 
+def requeue(conn: sqlite3.Connection, store: str, sha256: str, size: int, role: str) -> None:
+    """Queue an object again whose stored copy was deleted (retention) and which has come
+    back: its row, stored before, goes back to the queue (inside the caller's
+    transaction)."""
+    if not enqueue(conn, store, sha256, size, role):
+        conn.execute(
+            "UPDATE archive_queue SET state='queued', attempts=0, next_at=0, last_error=NULL, "
+            "store_entry=NULL, size=? WHERE store=? AND sha256=?",
+            (size, store, sha256),
+        )
+
+
 def backoff(
     attempts: int, base: float, cap: float, rnd: Callable[[], float] = random.random
 ) -> float:

@@ -416,15 +416,18 @@ def make_capturer(
     media: MediaSettings | None = None,
 ) -> Capturer:
     if rep is None:
-        return Capturer(ledger, objects, docks, settings, media=media)
+        gone_here = DeletedIndex(ledger.db_path)
+        return Capturer(ledger, objects, docks, settings, media=media, deleted=gone_here.entry)
+    gone = DeletedIndex(ledger.db_path)
     cap = Capturer(
         ledger,
         objects,
         docks,
         settings,
-        on_new_object=rep.enqueue_in,
-        replicated=_unless_deleted(ledger.db_path, rep.stored_entry),
+        on_new_object=_queue_again_if_deleted(gone, rep),
+        replicated=_unless_deleted(gone, rep.stored_entry),
         media=media,
+        deleted=gone.entry,
     )
     rep.on_stored = cap.release_replicated
     n = backfill(rep)  # after the capturer made its tables
@@ -433,35 +436,65 @@ def make_capturer(
     return cap
 
 
-def _unless_deleted(db_path: Path, stored_entry: Any) -> Any:
-    """The cold store's `store` entry for an object, but None for one retention deleted:
-    a recorder still holding such a file keeps it (it is not released on the strength of
-    a copy that no longer exists)."""
-    import sqlite3
+class DeletedIndex:
+    """Whether retention deleted an object (an original, or an access copy or poster that
+    went with it), from the retention index: the `delete` entry, else None."""
 
-    lock = threading.Lock()
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, check_same_thread=False)
+    def __init__(self, db_path: Path) -> None:
+        import sqlite3
 
-    def replicated(sha256: str) -> int | None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, check_same_thread=False)
+
+    def entry(self, sha256: str) -> int | None:
+        import sqlite3
+
         try:
-            with lock:
-                row = db.execute(
-                    "SELECT deleted_entry FROM retention_items WHERE sha256=?", (sha256,)
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT deleted_entry FROM retention_items WHERE sha256=? AND "
+                    "deleted_entry IS NOT NULL UNION ALL SELECT deleted_entry FROM "
+                    "retention_objects WHERE sha256=? AND deleted_entry IS NOT NULL",
+                    (sha256, sha256),
                 ).fetchone()
         except sqlite3.OperationalError:
-            row = None  # no retention index yet: nothing was ever deleted
-        if row is not None and row[0] is not None:
-            log.warning(
-                "%s was deleted by retention (entry %s); a recorder that still holds it "
-                "keeps it: it is not released",
+            return None  # no retention index yet: nothing was ever deleted
+        return None if row is None else int(row[0])
+
+
+def _unless_deleted(gone: DeletedIndex, stored_entry: Any) -> Any:
+    """The cold store's `store` entry for an object, but None for one retention deleted:
+    a recorder's file is never released on the strength of a copy that no longer exists
+    (docked again, it is captured anew and released once stored again)."""
+
+    def replicated(sha256: str) -> int | None:
+        deleted = gone.entry(sha256)
+        if deleted is not None:
+            log.info(
+                "%s was deleted by retention (entry %s): captured anew, released once stored again",
                 sha256[:16],
-                row[0],
+                deleted,
             )
             return None
         entry: int | None = stored_entry(sha256)
         return entry
 
     return replicated
+
+
+def _queue_again_if_deleted(gone: DeletedIndex, rep: Replicator) -> Any:
+    """The upload hook: an object whose stored copy retention deleted goes back to the
+    queue when it is made or docked again."""
+    from archive.replicate import requeue
+
+    def on_new_object(conn: Any, sha256: str, size: int, role: str) -> None:
+        if gone.entry(sha256) is not None:
+            requeue(conn, rep.store_id, sha256, size, role)
+            rep.kick()
+        else:
+            rep.enqueue_in(conn, sha256, size, role)
+
+    return on_new_object
 
 
 def _on_dir(cap: Capturer) -> Any:

@@ -185,6 +185,7 @@ class Capturer:
         on_new_object: Callable[[sqlite3.Connection, str, int, str], None] | None = None,
         replicated: Callable[[str], int | None] | None = None,
         media: MediaSettings | None = None,
+        deleted: Callable[[str], int | None] | None = None,
     ) -> None:
         """``on_new_object(conn, sha256, size, role)`` runs inside the transaction of each
         new object's entry (`ingest` for originals, `fingerprint` for sidecars: the
@@ -194,6 +195,9 @@ class Capturer:
             raise ValueError("release after replication needs a cold store")
         self.on_new_object = on_new_object
         self.replicated = replicated
+        # The `delete` entry of an object retention deleted (None otherwise): docked again,
+        # such a file is captured anew, not recorded as a sighting of what is gone.
+        self.deleted = deleted
         self.ledger = ledger
         self.objects = objects
         self.docks = list(docks)
@@ -679,9 +683,13 @@ class Capturer:
                 row = self.db.execute(
                     "SELECT first_entry FROM ingest_objects WHERE sha256=?", (d.sha256,)
                 ).fetchone()
-            kind = "sighting" if row else "ingest"
-            if row:
+            gone = self.deleted(d.sha256) if row and self.deleted is not None else None
+            kind = "sighting" if row and gone is None else "ingest"
+            if row and gone is None:
                 payload["first_entry"] = int(row[0])
+            elif row:
+                payload["after_deletion_entry"] = gone
+                payload["earlier_entry"] = int(row[0])
 
             def mark(conn: sqlite3.Connection, idx: list[int]) -> None:
                 cur = conn.execute(
@@ -691,6 +699,17 @@ class Capturer:
                 )
                 if cur.rowcount != 1:
                     raise RuntimeError(f"job {job.id} is no longer queued")
+                if gone is not None:
+                    # Captured anew: probed and given copies again, stored again.
+                    conn.execute(
+                        "UPDATE ingest_objects SET first_entry=?, probe_entry=NULL, "
+                        "media_type=? WHERE sha256=?",
+                        (idx[0], media_type, d.sha256),
+                    )
+                    conn.execute("DELETE FROM ingest_derivatives WHERE original=?", (d.sha256,))
+                    if self.on_new_object is not None:
+                        self.on_new_object(conn, d.sha256, d.size, "original")
+                    return
                 new = conn.execute(
                     "INSERT OR IGNORE INTO ingest_objects (sha256, size, media_type, first_entry)"
                     " VALUES (?,?,?,?)",

@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS retention_items (
     storage_class TEXT NOT NULL DEFAULT '',
     retain_until INTEGER,
     legal_hold INTEGER NOT NULL DEFAULT 0,
+    local_entry INTEGER,           -- the entry that removed the dock's copy
     deleted_entry INTEGER
 );
 CREATE TABLE IF NOT EXISTS retention_cases (
@@ -112,9 +113,15 @@ def apply_entry(db: sqlite3.Connection, index: int, f: dict[str, Any]) -> None:
     sha = f.get("sha256")
     if ty == "ingest" and isinstance(sha, str):
         rec = f.get("recorder") or {}
+        # A file docked again after retention deleted it starts a new life: the row is
+        # taken over by the new capture (its annotations and cases stay).
         db.execute(
-            "INSERT OR IGNORE INTO retention_items (sha256, ingest_entry, captured, size, "
-            "media_type, unit, recorder, officer) VALUES (?,?,?,?,?,?,?,?)",
+            "INSERT INTO retention_items (sha256, ingest_entry, captured, size, "
+            "media_type, unit, recorder, officer) VALUES (?,?,?,?,?,?,?,?) "
+            "ON CONFLICT (sha256) DO UPDATE SET ingest_entry=excluded.ingest_entry, "
+            "captured=excluded.captured, local=1, store_entry=NULL, store=NULL, key=NULL, "
+            "version_id=NULL, storage_class='', retain_until=NULL, legal_hold=0, "
+            "local_entry=NULL, deleted_entry=NULL WHERE retention_items.deleted_entry IS NOT NULL",
             (
                 sha,
                 index,
@@ -188,7 +195,9 @@ def apply_entry(db: sqlite3.Connection, index: int, f: dict[str, Any]) -> None:
         )
     elif ty == "tier":
         if f.get("action") == "evict_local":
-            db.execute("UPDATE retention_items SET local=0 WHERE sha256=?", (sha,))
+            db.execute(
+                "UPDATE retention_items SET local=0, local_entry=? WHERE sha256=?", (index, sha)
+            )
         elif f.get("action") == "storage_class":
             db.execute(
                 "UPDATE retention_items SET storage_class=?, version_id=COALESCE(?, version_id) "
@@ -204,7 +213,8 @@ def apply_entry(db: sqlite3.Connection, index: int, f: dict[str, Any]) -> None:
         )
     elif ty == "delete":
         db.execute(
-            "UPDATE retention_items SET deleted_entry=?, local=0 WHERE sha256=?", (index, sha)
+            "UPDATE retention_items SET deleted_entry=?, local=0, local_entry=? WHERE sha256=?",
+            (index, index, sha),
         )
 
 
@@ -246,7 +256,7 @@ def rebuild(ledger: Ledger, db: sqlite3.Connection) -> int:
     return refresh(ledger, db)
 
 
-INDEX_VERSION = "2"  # bump when what is folded changes: the index is then rebuilt
+INDEX_VERSION = "3"  # bump when what is folded changes: the index is then rebuilt
 
 
 def refresh(ledger: Ledger, db: sqlite3.Connection) -> int:

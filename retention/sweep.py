@@ -136,6 +136,7 @@ class Sweeper:
     def sweep(self, dry_run: bool = False, accept_clock: bool = False) -> SweepResult:
         res = SweepResult()
         refresh(self.ledger, self.db)
+        started_at = self.ledger.next_index()
         now = int(self.clock())
         res.clock = self.clock_problem(now)
         if res.clock and accept_clock and "behind" not in res.clock:
@@ -157,6 +158,15 @@ class Sweeper:
             self._act(a, now, res)
         if not res.clock:
             self._delete_derivatives(res, dry_run)
+        if not dry_run:
+            # Removals recorded before this sweep began are done (this sweep's own are
+            # made as they are recorded).
+            self.db.execute(
+                "INSERT INTO retention_meta VALUES ('finished_from', ?) ON CONFLICT (key) DO "
+                "UPDATE SET value=excluded.value",
+                (str(started_at),),
+            )
+            self.db.commit()
         if not dry_run and not res.clock:
             self.db.execute(
                 "INSERT INTO retention_meta VALUES ('last_sweep', ?) ON CONFLICT (key) DO "
@@ -360,10 +370,16 @@ class Sweeper:
             res.done.append(f"delete {kind} {sha[:16]} with its original (entry {idx})")
 
     def _finish_evictions(self, res: SweepResult, dry_run: bool) -> None:
-        """A dock copy whose eviction or deletion is recorded but which is still there (a
-        crash between the entry and the removal) is removed now."""
+        """A dock copy whose eviction or deletion was recorded since the last complete
+        sweep but which is still there (a crash between the entry and the removal) is
+        removed now. Older ones are not looked at again: a file docked again after its
+        deletion is captured anew and must not be taken for a leftover."""
+        row = self.db.execute(
+            "SELECT value FROM retention_meta WHERE key='finished_from'"
+        ).fetchone()
+        since = int(row[0]) if row else 0
         rows = self.db.execute(
-            "SELECT sha256 FROM retention_items WHERE local=0 AND store_entry IS NOT NULL"
+            "SELECT sha256 FROM retention_items WHERE local=0 AND local_entry >= ?", (since,)
         ).fetchall()
         for (sha,) in rows:
             if not dry_run and self.remove_local(sha):

@@ -289,12 +289,11 @@ def test_against_seaweedfs_locks_holds_and_a_refused_delete(
     assert "OK" in v.stdout, v.stdout
 
 
-def test_a_redocked_copy_of_deleted_footage_stays_on_the_recorder(
-    tmp_path: Path, ffmpeg: str
-) -> None:
-    """Footage deleted by its rule, docked again from a recorder that still holds it: the
-    old `store` entry names a copy that no longer exists, so the recorder's file must
-    not be released on its strength."""
+def test_deleted_footage_docked_again_is_captured_anew(tmp_path: Path, ffmpeg: str) -> None:
+    """Footage deleted by its rule, docked again from a recorder that still holds it (a
+    second card, a recorder never wiped): it is not a sighting of something gone, and
+    the recorder's file is not released on the strength of the deleted copy. It is
+    captured anew, stored again, given its copies again, then released."""
     import shutil
 
     dock = tmp_path / "dock"
@@ -306,6 +305,7 @@ def test_a_redocked_copy_of_deleted_footage_stays_on_the_recorder(
         release="after_replication",
     )
     clip = make_clip(ffmpeg, tmp_path / "made" / "A.mp4")
+    s = sha(clip)
     (dock / "slot01").mkdir(parents=True)
     shutil.copy(clip, dock / "slot01" / "A.mp4")
     run_cli("ingest", str(dock), "--settle-ms", "0", config=conf)
@@ -314,13 +314,30 @@ def test_a_redocked_copy_of_deleted_footage_stays_on_the_recorder(
     policy.write_text(POLICY)
     run_cli("retention", "apply", "--policy", str(policy), config=conf)
     sweep_at(conf, time.time() + 200 * DAY)
-    assert [x["sha256"] for x in originals_deleted(conf)] == [sha(clip)]
-    # The recorder still had it (say, a second card): docked again.
+    deleted = originals_deleted(conf)
+    assert [x["sha256"] for x in deleted] == [s]
+    copies_before = len(of(conf, "derive"))
+    assert not (cold / "objects" / "sha256" / s[:2] / s[2:4] / s).exists()
+
     shutil.copy(clip, dock / "slot01" / "A-again.mp4")
-    run_cli("ingest", str(dock), "--settle-ms", "0", config=conf, check=False)
-    assert (dock / "slot01" / "A-again.mp4").exists(), "released on a deleted copy"
-    assert [e["type"] for e in entries(conf)].count("wipe") == 1
-    assert any(e["type"] == "sighting" for e in entries(conf))
+    run_cli("ingest", str(dock), "--settle-ms", "0", config=conf)
+    ingests = [e for e in of(conf, "ingest") if e["sha256"] == s]
+    assert len(ingests) == 2 and isinstance(ingests[1]["after_deletion_entry"], int)
+    assert not any(e["type"] == "sighting" for e in entries(conf))
+    stores = [e for e in of(conf, "store") if e["sha256"] == s]
+    assert len(stores) == 2, "stored again"
+    assert (cold / "objects" / "sha256" / s[:2] / s[2:4] / s).exists()
+    assert not (dock / "slot01" / "A-again.mp4").exists(), "released once stored again"
+    assert [e["type"] for e in entries(conf)].count("wipe") == 2
+    assert len(of(conf, "derive")) > copies_before, "copies made again"
+    # The retention index takes the new capture: not deleted, on the dock and in the store.
+    found = json.loads(run_cli("find", "--sha", s[:12], "--json", config=conf).stdout)
+    assert len(found) == 1 and found[0]["deleted_entry"] is None
+    assert found[0]["store_entry"] is not None and found[0]["local"]
+    # And an audit finds everything in place.
+    rc = run_cli("audit", "--full", "--json", config=conf, check=False)
+    got = json.loads(rc.stdout)
+    assert not [p for p in got["problems"] if "missing" in p or "altered" in p], got["problems"]
 
 
 def test_an_unlocked_store_gets_no_lock_requests(tmp_path: Path, ffmpeg: str) -> None:
