@@ -172,16 +172,12 @@ def _order(salt: bytes, sha: str) -> bytes:
 
 
 def _hash_local(path: Path) -> tuple[str | None, int]:
-    h = hashlib.sha256()
-    n = 0
+    """SHA-256 of the dock's copy and the bytes read; (None, 0) when it is not there."""
     try:
         with open(path, "rb") as f:
-            while b := f.read(8 << 20):
-                h.update(b)
-                n += len(b)
+            return hashlib.file_digest(f, "sha256").hexdigest(), f.tell()
     except FileNotFoundError:
         return None, 0
-    return h.hexdigest(), n
 
 
 def _hash_cold(store: ColdStore, key: str) -> tuple[str | None, int, str]:

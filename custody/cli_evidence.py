@@ -218,15 +218,11 @@ def _conf(args: argparse.Namespace) -> cfg.Config:
 def _verify_file(path: Path, conf: cfg.Config, args: argparse.Namespace) -> int:
     """Is this exact file in the station's ledger? If not and it is media, which original
     was it cut from (verify-clip)?"""
-    import hashlib
 
     from ledger.entry import decode_entry
+    from verify.bag import file_digest
 
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(1 << 20):
-            h.update(b)
-    sha = h.hexdigest()
+    sha = file_digest(path)
     with open_ledger(conf) as ledger:
         db = index_db(ledger)
         try:

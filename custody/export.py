@@ -22,7 +22,6 @@ recorded after the checkpoint the bag carries.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sqlite3
@@ -36,6 +35,7 @@ from custody import __version__
 from custody.errors import CustodyError
 from ledger.entry import decode_entry
 from ledger.log import Ledger
+from verify.bag import file_digest
 
 EXT = {"video/mp4": "mp4", "video/quicktime": "mov", "video/x-msvideo": "avi", "audio/wav": "wav"}
 
@@ -95,18 +95,6 @@ class ExportResult:
     checkpoint_size: int = 0
     export_entry: int = -1
     skipped: list[str] = field(default_factory=list)
-
-
-def _sha_file(p: Path) -> str:
-    return _hash_file(p, "sha256")
-
-
-def _hash_file(p: Path, algorithm: str) -> str:
-    h = hashlib.new(algorithm)
-    with open(p, "rb") as f:
-        while b := f.read(1 << 20):
-            h.update(b)
-    return h.hexdigest()
 
 
 def _write(p: Path, data: bytes) -> None:
@@ -231,7 +219,7 @@ def export_bag(
         _write(
             tmp / "manifest-sm3.txt",
             "".join(
-                f"{_hash_file(tmp / p, 'sm3')}  {p}\n"
+                f"{file_digest(tmp / p, 'sm3')}  {p}\n"
                 for _, p in sorted(manifest, key=lambda x: x[1])
             ).encode(),
         )
@@ -258,7 +246,7 @@ def export_bag(
         "files": [s for s, _ in manifest],
         "bytes": res.bytes,
         "checkpoint_size": size,
-        "manifest_sha256": _sha_file(tmp / "manifest-sha256.txt"),
+        "manifest_sha256": file_digest(tmp / "manifest-sha256.txt"),
         "out": str(out),
     }
     if case:
@@ -286,7 +274,7 @@ def export_bag(
     )
     _write(
         tmp / "tagmanifest-sha256.txt",
-        "".join(f"{_sha_file(tmp / t)}  {t}\n" for t in tags).encode(),
+        "".join(f"{file_digest(tmp / t)}  {t}\n" for t in tags).encode(),
     )
     os.replace(tmp, out)
     ledger.integrate()

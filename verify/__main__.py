@@ -153,17 +153,14 @@ def cmd_bag(args: argparse.Namespace) -> int:
 def cmd_file(args: argparse.Namespace) -> int:
     """Is this exact file in the ledger? Which entries name it? (The whole ledger is
     verified on the way: an entry in a log that does not verify proves nothing.)"""
-    import hashlib
 
     vkey = _vkey(args.vkey)
-    h = hashlib.sha256()
+    from verify.bag import file_digest
+
     try:
-        with open(args.file, "rb") as f:
-            while b := f.read(1 << 20):
-                h.update(b)
+        sha = file_digest(Path(args.file))
     except OSError as e:
         raise InputError(f"cannot read {args.file}: {e.strerror}") from None
-    sha = h.hexdigest()
     folder = Path(args.ledger)
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder")

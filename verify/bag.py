@@ -43,16 +43,10 @@ class BagReport:
         return not self.problems
 
 
-def _sha(p: Path) -> str:
-    return _hash(p, "sha256")
-
-
-def _hash(p: Path, algorithm: str) -> str:
-    h = hashlib.new(algorithm)
+def file_digest(p: Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (SHA-256, or SM3 where OpenSSL has it)."""
     with open(p, "rb") as f:
-        while b := f.read(1 << 20):
-            h.update(b)
-    return h.hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()
 
 
 def _manifest(path: Path, rep: BagReport, what: str) -> dict[str, str]:
@@ -97,7 +91,7 @@ def verify_bag(root: Path, vkey: Verifier, known: list[bytes] | None = None) -> 
         if not p.is_file():
             rep.problems.append(f"{rel}: listed in the manifest but missing (removed)")
             continue
-        got = _sha(p)
+        got = file_digest(p)
         if got != digest:
             rep.problems.append(
                 f"{rel}: its SHA-256 is {got}, not {digest} as the manifest says "
@@ -112,7 +106,7 @@ def verify_bag(root: Path, vkey: Verifier, known: list[bytes] | None = None) -> 
                 p = _safe(root, rel)
                 if p is None or not p.is_file():
                     rep.problems.append(f"{rel}: listed in manifest-sm3.txt but missing")
-                elif _hash(p, "sm3") != digest:
+                elif file_digest(p, "sm3") != digest:
                     rep.problems.append(f"{rel}: its SM3 does not match manifest-sm3.txt (altered)")
     data = root / "data"
     present = (
@@ -144,7 +138,7 @@ def verify_bag(root: Path, vkey: Verifier, known: list[bytes] | None = None) -> 
         p = _safe(root, rel)
         if p is None or not p.is_file():
             rep.problems.append(f"{rel}: listed in the tag manifest but missing")
-        elif _sha(p) != digest:
+        elif file_digest(p) != digest:
             rep.problems.append(f"{rel}: altered after the export (tag manifest mismatch)")
     for rel in sorted(tags_present - set(tman)):
         rep.problems.append(f"{rel}: a tag file not in the tag manifest (added after the export)")
