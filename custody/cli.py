@@ -266,7 +266,7 @@ def _cold(conf: cfg.Config) -> Any:
     return store
 
 
-def _sha_arg(value: str) -> str:
+def sha_arg(value: str) -> str:
     v = value.lower()
     if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
         raise CustodyError(f"{value!r} is not a SHA-256 (64 hex digits)")
@@ -293,7 +293,7 @@ def cmd_store_fetch(args: argparse.Namespace) -> int:
     from ingest.objects import LocalObjects
 
     conf = _load(args)
-    sha = _sha_arg(args.sha256)
+    sha = sha_arg(args.sha256)
     store = None if conf.store is None else _cold(conf)
     local = None if args.cold else LocalObjects(conf.store_dir).path
     if args.cold and store is None:
@@ -307,9 +307,33 @@ def cmd_store_restore(args: argparse.Namespace) -> int:
     from archive.retrieve import Retriever
 
     conf = _load(args)
-    status = Retriever(None, _cold(conf)).restore(_sha_arg(args.sha256), args.days)
+    status = Retriever(None, _cold(conf)).restore(sha_arg(args.sha256), args.days)
     print(f"{args.sha256}: {status}")
     return 0
+
+
+def _upload_hook(conf: cfg.Config) -> Any:
+    """The cold-store queue for objects a command makes (a no-op without a store)."""
+    from archive.replicate import enqueue
+    from custody.cold import open_store
+
+    store = open_store(conf)
+
+    def hook(conn: sqlite3.Connection, obj: str, size: int, role: str) -> None:
+        if store is not None:
+            enqueue(conn, store.id, obj, size, role)
+
+    return hook
+
+
+def _not_a_video_here(db: sqlite3.Connection, objects: Any, sha: str) -> str:
+    """Why ``sha`` cannot be worked on here ("" when it is a captured video on this dock)."""
+    row = db.execute("SELECT media_type FROM ingest_objects WHERE sha256=?", (sha,)).fetchone()
+    if row is None or not str(row[0]).startswith("video/"):
+        return "not a captured video"
+    if not objects.exists(sha):
+        return "not on this dock's disk (fetch it back first: custody store fetch)"
+    return ""
 
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:
@@ -317,44 +341,26 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
     import threading
     from dataclasses import replace
 
-    from archive.replicate import enqueue
-    from custody.cold import open_store
+    from custody.retain import index_db
     from ingest.fingerprinter import Fingerprinter
     from ingest.objects import LocalObjects
     from ledger.entry import decode_entry
 
     conf = _load(args)
-    shas = [_sha_arg(v) for v in args.sha256]
+    shas = [sha_arg(v) for v in args.sha256]
     objects = LocalObjects(conf.store_dir)
-    store = open_store(conf)
     media = replace(conf.media, signature=args.signature or conf.media.signature)
     failed = 0
     with open_ledger(conf) as ledger:
-        db = sqlite3.connect(ledger.db_path, timeout=60)
-        db.execute("PRAGMA busy_timeout=60000")
+        db = index_db(ledger)
         try:
+            fp = Fingerprinter(ledger, objects, db, threading.Lock(), _upload_hook(conf), media)
             for sha in shas:
-                row = db.execute(
-                    "SELECT media_type FROM ingest_objects WHERE sha256=?", (sha,)
-                ).fetchone()
-                if row is None or not str(row[0]).startswith("video/"):
-                    print(f"{sha}: not a captured video", file=sys.stderr)
+                why = _not_a_video_here(db, objects, sha)
+                if why:
+                    print(f"{sha}: {why}", file=sys.stderr)
                     failed += 1
                     continue
-                if not objects.exists(sha):
-                    print(
-                        f"{sha}: not on this dock's disk (fetch it back first: "
-                        "custody store fetch)",
-                        file=sys.stderr,
-                    )
-                    failed += 1
-                    continue
-
-                def hook(conn: sqlite3.Connection, obj: str, size: int, role: str) -> None:
-                    if store is not None:
-                        enqueue(conn, store.id, obj, size, role)
-
-                fp = Fingerprinter(ledger, objects, db, threading.Lock(), hook, media)
                 done = db.execute(
                     "SELECT entry FROM ingest_frames WHERE sha256=?", (sha,)
                 ).fetchone()
@@ -385,25 +391,17 @@ def cmd_derive(args: argparse.Namespace) -> int:
     the settings and the day's budget."""
     import threading
 
-    from archive.replicate import enqueue
-    from custody.cold import open_store
+    from custody.retain import index_db
     from ingest.deriver import Deriver
     from ingest.objects import LocalObjects
     from ledger.entry import decode_entry
 
     conf = _load(args)
-    shas = [_sha_arg(v) for v in args.sha256]
+    shas = [sha_arg(v) for v in args.sha256]
     objects = LocalObjects(conf.store_dir)
-    store = open_store(conf)
-
-    def hook(conn: sqlite3.Connection, obj: str, size: int, role: str) -> None:
-        if store is not None:
-            enqueue(conn, store.id, obj, size, role)
-
     failed = 0
     with open_ledger(conf) as ledger:
-        db = sqlite3.connect(ledger.db_path, timeout=60)
-        db.execute("PRAGMA busy_timeout=60000")
+        db = index_db(ledger)
         try:
             deriver = Deriver(
                 ledger,
@@ -411,22 +409,13 @@ def cmd_derive(args: argparse.Namespace) -> int:
                 db,
                 threading.Lock(),
                 conf.media,
-                hook,
+                _upload_hook(conf),
                 min_free_mb=conf.capture.min_free_mb,
             )
             for sha in shas:
-                row = db.execute(
-                    "SELECT media_type FROM ingest_objects WHERE sha256=?", (sha,)
-                ).fetchone()
-                if row is None or not str(row[0]).startswith("video/"):
-                    print(f"{sha}: not a captured video", file=sys.stderr)
-                    failed += 1
-                    continue
-                if not objects.exists(sha):
-                    print(
-                        f"{sha}: not on this dock's disk (custody store fetch it first)",
-                        file=sys.stderr,
-                    )
+                why = _not_a_video_here(db, objects, sha)
+                if why:
+                    print(f"{sha}: {why}", file=sys.stderr)
                     failed += 1
                     continue
                 deriver.run(sha, force=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from custody import config as cfg
+from custody.cli import sha_arg
 from custody.errors import CustodyError
 from custody.retain import (
     applied_policy,
@@ -44,13 +45,6 @@ def parse_date(value: str) -> int:
     return int(d.timestamp())
 
 
-def _sha(value: str) -> str:
-    v = value.lower()
-    if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
-        raise CustodyError(f"{value!r} is not a SHA-256 (64 hex digits)")
-    return v
-
-
 def _originals(db: sqlite3.Connection, shas: list[str]) -> None:
     for sha in shas:
         it = item(db, sha)
@@ -68,7 +62,7 @@ def _report_sync(res: SweepResult) -> None:
 
 
 def cmd_annotate(args: argparse.Namespace, conf: cfg.Config) -> int:
-    sha = _sha(args.sha256)
+    sha = sha_arg(args.sha256)
     who = args.operator or operator()
     payload: dict[str, Any] = {"sha256": sha, "operator": who}
     try:
@@ -117,7 +111,7 @@ def _hold_targets(db: sqlite3.Connection, args: argparse.Namespace) -> tuple[str
         return "case", args.case, shas
     if not args.sha256:
         raise CustodyError("name a SHA-256 or --case NUMBER")
-    sha = _sha(args.sha256)
+    sha = sha_arg(args.sha256)
     _originals(db, [sha])
     return "object", sha, [sha]
 
