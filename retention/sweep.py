@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from ledger.entry import decode_entry, format_time, parse_time
 from ledger.log import Ledger
 from retention.index import item, orphaned_derivatives, refresh, states
-from retention.plan import DAY, Action, State, plan, schedule
+from retention.plan import DAY, Action, actions_for, plan, schedule
 from retention.policy import Policy
 
 log = logging.getLogger("custody.retention")
@@ -186,15 +186,10 @@ class Sweeper:
             wanted = set(shas)
             for st in states(self.db):
                 if st.facts.sha256 in wanted:
-                    s = schedule(self.policy, st.facts)
-                    # As in the plan: only a store that locks objects has a lock to extend.
-                    if (
-                        st.replicated
-                        and st.retain_until is not None
-                        and (st.retain_until < s.lock_until)
-                    ):
-                        a = Action(st.facts.sha256, "lock", 0, s.rule.name, str(s.lock_until))
-                        self._act(a, int(self.clock()), res)
+                    # The plan's own lock action: only stores that keep locks get one.
+                    for a in actions_for(self.policy, st):
+                        if a.kind == "lock":
+                            self._act(a, int(self.clock()), res)
         return res
 
     def _act(self, a: Action, now: int, res: SweepResult) -> None:
@@ -426,7 +421,3 @@ class Sweeper:
             )
             refresh(self.ledger, self.db)
             res.done.append(f"legal hold {'on' if want else 'off'} {sha[:16]} (entry {idx})")
-
-
-def states_by_sha(db: sqlite3.Connection) -> dict[str, State]:
-    return {s.facts.sha256: s for s in states(db)}
