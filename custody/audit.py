@@ -276,19 +276,7 @@ def run_audit(
                 detail = "" if status == "missing" else "not on the dock (evicted or never kept)"
                 res.objects.append(ObjectResult(sha, role, "dock", status, detail))
             else:
-                res.bytes_hashed += n
-                res.hash_seconds += dt
-                res.objects.append(
-                    ObjectResult(
-                        sha,
-                        role,
-                        "dock",
-                        "ok" if got == sha else "altered",
-                        "" if got == sha else f"reads as {got}",
-                        n,
-                        round(dt, 4),
-                    )
-                )
+                _hashed(res, sha, role, "dock", got, n, dt)
         if store is not None:
             t = time.monotonic()
             try:
@@ -308,19 +296,7 @@ def run_audit(
                 detail = "not replicated yet" if queued_only else why
                 res.objects.append(ObjectResult(sha, role, "cold", status, detail))
             else:
-                res.bytes_hashed += n
-                res.hash_seconds += dt
-                res.objects.append(
-                    ObjectResult(
-                        sha,
-                        role,
-                        "cold",
-                        "ok" if got == sha else "altered",
-                        "" if got == sha else f"reads as {got}",
-                        n,
-                        round(dt, 4),
-                    )
-                )
+                _hashed(res, sha, role, "cold", got, n, dt)
         last = _order(salt, sha)
     if not full and last is not None:
         db.execute(
@@ -329,7 +305,6 @@ def run_audit(
             (last.hex(),),
         )
         db.commit()
-    # An original gone from both places is lost, whichever was sampled.
     # 3. Completeness.
     _completeness(ledger, db, store is not None, res, now if now is not None else time.time())
     # 4. Record and write.
@@ -352,6 +327,23 @@ def run_audit(
     (out / "report.md").write_text(_report_md(res), encoding="utf-8")
     res.out = out
     return res
+
+
+def _hashed(res: AuditResult, sha: str, role: str, where: str, got: str, n: int, dt: float) -> None:
+    """One copy read back: ok when it hashes to its name, else altered."""
+    res.bytes_hashed += n
+    res.hash_seconds += dt
+    res.objects.append(
+        ObjectResult(
+            sha,
+            role,
+            where,
+            "ok" if got == sha else "altered",
+            "" if got == sha else f"reads as {got}",
+            n,
+            round(dt, 4),
+        )
+    )
 
 
 def _completeness(
