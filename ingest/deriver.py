@@ -33,11 +33,10 @@ from ingest.derive import (
     run_ffmpeg,
     salvage_command,
 )
-from ingest.fingerprinter import OnNewObject
+from ingest.fingerprinter import OnNewObject, probe_summary
 from ingest.objects import LocalObjects
 from ingest.probe import ProbeFailed, probe
 from ingest.salvage import Codec, SalvageError, layout, reference_codec, salvage
-from ledger.entry import decode_entry
 from ledger.errors import Withdrawn
 from ledger.log import Ledger
 
@@ -138,20 +137,7 @@ class Deriver:
         return True
 
     def _probe_summary(self, sha: str) -> dict[str, Any] | None:
-        """The summary in the object's signed `probe` entry (no second pass over the file);
-        None when there is none yet, or when the probe failed."""
-        with self.db_lock:
-            row = self.db.execute(
-                "SELECT probe_entry FROM ingest_objects WHERE sha256=?", (sha,)
-            ).fetchone()
-        if row is None or row[0] is None:
-            return None
-        try:
-            fields = decode_entry(self.ledger.entry(int(row[0]))).fields
-        except Exception:
-            return None
-        summary = fields.get("summary")
-        return summary if isinstance(summary, dict) else None
+        return probe_summary(self.ledger, self.db, self.db_lock, sha)
 
     def _defer(self, sha: str) -> None:
         with self.db_lock:
@@ -223,34 +209,34 @@ class Deriver:
                 made += self._salvage(other, self.objects.path(other), False)
         return made
 
-    def _waiting_for_reference(self, sha: str) -> list[str]:
-        """Recordings of the same recorder slot that ffmpeg could not read and that have
-        no access copy yet (each is looked at by `_salvage`, which keeps the rest)."""
+    def _same_slot_videos(self, sha: str, condition: str = "", order: str = "") -> list[str]:
+        """Other videos docked in the same recorder slot as ``sha`` that were probed,
+        narrowed by an SQL ``condition`` on ``o`` (ingest_objects) and ordered."""
         with self.db_lock:
             rows = self.db.execute(
                 "SELECT DISTINCT o.sha256 FROM ingest_files f "
                 "JOIN ingest_files g ON g.dock = f.dock AND g.recorder = f.recorder "
                 "JOIN ingest_objects o ON o.sha256 = g.sha256 "
                 "WHERE f.sha256 = ? AND o.sha256 != ? AND o.media_type LIKE 'video/%' "
-                "AND o.probe_entry IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "
-                "ingest_derivatives d WHERE d.original = o.sha256 AND d.kind = 'access_copy')",
+                f"AND o.probe_entry IS NOT NULL {condition} {order}",
                 (sha, sha),
             ).fetchall()
-        return [o for (o,) in rows if self._probe_summary(o) is None]
+        return [o for (o,) in rows]
+
+    def _waiting_for_reference(self, sha: str) -> list[str]:
+        """Recordings of the same recorder slot that ffmpeg could not read and that have
+        no access copy yet (each is looked at by `_salvage`, which keeps the rest)."""
+        waiting = self._same_slot_videos(
+            sha,
+            "AND NOT EXISTS (SELECT 1 FROM ingest_derivatives d WHERE d.original = o.sha256 "
+            "AND d.kind = 'access_copy')",
+        )
+        return [o for o in waiting if self._probe_summary(o) is None]
 
     def _reference(self, sha: str) -> tuple[str, Codec, str] | None:
         """A healthy recording from the same recorder slot to take the codec set-up from
         (the newest first): its SHA-256, the codec and its frame rate."""
-        with self.db_lock:
-            rows = self.db.execute(
-                "SELECT DISTINCT o.sha256 FROM ingest_files f "
-                "JOIN ingest_files g ON g.dock = f.dock AND g.recorder = f.recorder "
-                "JOIN ingest_objects o ON o.sha256 = g.sha256 "
-                "WHERE f.sha256 = ? AND o.sha256 != ? AND o.media_type LIKE 'video/%' "
-                "AND o.probe_entry IS NOT NULL ORDER BY o.first_entry DESC LIMIT 10",
-                (sha, sha),
-            ).fetchall()
-        for (ref,) in rows:
+        for ref in self._same_slot_videos(sha, order="ORDER BY o.first_entry DESC LIMIT 10"):
             summary = self._probe_summary(ref)
             if summary is None or not self.objects.exists(ref):
                 continue

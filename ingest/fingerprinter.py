@@ -323,17 +323,25 @@ class Fingerprinter:
         return index
 
     def _duration_s(self, sha: str) -> float:
-        with self.db_lock:
-            row = self.db.execute(
-                "SELECT probe_entry FROM ingest_objects WHERE sha256=?", (sha,)
-            ).fetchone()
-        if row is None or row[0] is None:
-            return 0.0
-        try:
-            summary = decode_entry(self.ledger.entry(int(row[0]))).fields.get("summary") or {}
-            return int(summary.get("duration_ms", 0)) / 1000
-        except Exception:
-            return 0.0
+        summary = probe_summary(self.ledger, self.db, self.db_lock, sha) or {}
+        return int(summary.get("duration_ms", 0)) / 1000
+
+
+def probe_summary(
+    ledger: Ledger, db: sqlite3.Connection, db_lock: threading.Lock, sha: str
+) -> dict[str, Any] | None:
+    """The summary in an object's signed `probe` entry (no second pass over the file);
+    None when there is none yet, or when the probe failed."""
+    with db_lock:
+        row = db.execute("SELECT probe_entry FROM ingest_objects WHERE sha256=?", (sha,)).fetchone()
+    if row is None or row[0] is None:
+        return None
+    try:
+        fields = decode_entry(ledger.entry(int(row[0]))).fields
+    except Exception:
+        return None
+    summary = fields.get("summary")
+    return summary if isinstance(summary, dict) else None
 
 
 def candidates(
