@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, PYTHONPATH=str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _station import ENV, fresh_station  # noqa: E402
 
 
 def custody(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -57,25 +58,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "RESULTS-audit.md"))
     args = ap.parse_args()
-    work = REPO / "benchmarks" / "work" / "audit"
-    shutil.rmtree(work, ignore_errors=True)
+    work, conf = fresh_station("audit")
     (work / "dock" / "slot01").mkdir(parents=True)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "custody",
-            "init",
-            "--data",
-            str(work / "st"),
-            "--origin",
-            "bench.example/audit",
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        env=ENV,
-    )
-    conf = work / "st" / "custody.toml"
     with open(conf, "a") as f:
         f.write(f'\n[store]\nkind = "local"\npath = "{work / "cold"}"\n')
     for i in range(args.files):

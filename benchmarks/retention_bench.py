@@ -30,6 +30,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _station import ENV, fresh_station  # noqa: E402
+
 sys.path.insert(0, str(REPO))
 
 NEW_POLICY = """
@@ -50,7 +53,7 @@ def cli(conf: Path, *args: str) -> float:
         [sys.executable, "-m", "custody", "-c", str(conf), *args],
         check=True,
         stdout=subprocess.DEVNULL,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        env=ENV,
     )
     return time.perf_counter() - t
 
@@ -101,25 +104,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "RESULTS-retention.md"))
     args = ap.parse_args()
-    work = REPO / "benchmarks" / "work" / "retention"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "custody",
-            "init",
-            "--data",
-            str(work / "st"),
-            "--origin",
-            "bench.example/retention",
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
-    )
-    conf = work / "st" / "custody.toml"
+    work, conf = fresh_station("retention")
     t = time.perf_counter()
     populate(conf, args.items)
     fill = time.perf_counter() - t
@@ -144,7 +129,7 @@ def main() -> None:
     subprocess.run(
         [sys.executable, "-c", "import custody.cli, custody.cli_retention"],
         check=True,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        env=ENV,
     )
     start = time.perf_counter() - t
     ma, mc = statistics.median(again), statistics.median(compare)

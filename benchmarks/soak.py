@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, PYTHONPATH=str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _station import ENV, fresh_station  # noqa: E402
 
 
 def ffmpeg() -> str:
@@ -59,25 +60,8 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=3)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "RESULTS-soak.md"))
     args = ap.parse_args()
-    work = REPO / "benchmarks" / "work" / "soak"
-    shutil.rmtree(work, ignore_errors=True)
+    work, conf = fresh_station("soak")
     (work / "dock").mkdir(parents=True)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "custody",
-            "init",
-            "--data",
-            str(work / "st"),
-            "--origin",
-            "bench.example/soak",
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        env=ENV,
-    )
-    conf = work / "st" / "custody.toml"
     text = conf.read_text().replace("settle_ms = 5000", "settle_ms = 1000")
     text += (
         f'\n[[docks]]\npath = "{work / "dock"}"\n'
