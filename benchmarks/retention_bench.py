@@ -105,6 +105,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "RESULTS-retention.md"))
     args = ap.parse_args()
     work, conf = fresh_station("retention")
+    # custody init writes the default policy; a site applies it, as here.
+    cli(conf, "retention", "apply", "--policy", str(work / "st" / "retention.toml"))
     t = time.perf_counter()
     populate(conf, args.items)
     fill = time.perf_counter() - t
