@@ -1,4 +1,4 @@
-"""The independent Merkle-tree vectors in ../shared/vectors, used as they are."""
+"""The independent Merkle-tree vectors in tests/vectors/data, used as they are."""
 
 from __future__ import annotations
 
