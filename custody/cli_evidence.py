@@ -1,4 +1,4 @@
-"""`custody find | reindex | catalog export | export | verify`: evidence for courts."""
+"""`custody export | audit | verify`: evidence for courts, and checking it."""
 
 from __future__ import annotations
 
@@ -9,95 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from custody import config as cfg
-from custody.cli_retention import parse_date
+from custody.cli_common import load, with_config
 from custody.errors import CustodyError
 from custody.retain import index_db
 from custody.station import open_ledger, operator, station_verifier
-from retention.index import rebuild, refresh
-from retention.policy import PolicyError, category_key
-
-
-def cmd_find(args: argparse.Namespace, conf: cfg.Config) -> int:
-    from custody.find import Query, find, iso
-
-    try:
-        category = category_key(args.category) if args.category else ""
-    except PolicyError as e:
-        raise CustodyError(str(e)) from None
-    prefix = (args.sha or "").lower()
-    if prefix and any(c not in "0123456789abcdef" for c in prefix):
-        raise CustodyError(f"--sha {args.sha!r} is not a hex prefix")
-    q = Query(
-        officer=args.officer or "",
-        recorder=args.recorder or "",
-        unit=args.unit or "",
-        since=args.since,
-        until=args.until,
-        category=category,
-        case=args.case or "",
-        sha_prefix=prefix,
-        include_deleted=args.deleted,
-    )
-    with open_ledger(conf) as ledger:
-        db = index_db(ledger)
-        try:
-            refresh(ledger, db)
-            rows = find(db, q, args.limit)
-        finally:
-            db.close()
-    if args.json:
-        for r in rows:
-            r["captured"] = iso(r["captured"])
-            r["retain_until"] = iso(r["retain_until"])
-        print(json.dumps(rows, ensure_ascii=False))
-        return 0
-    for r in rows:
-        where = (
-            "deleted"
-            if r["deleted_entry"] is not None
-            else (
-                "dock+cold"
-                if r["local"] and r["store_entry"] is not None
-                else "cold"
-                if r["store_entry"] is not None
-                else "dock"
-            )
-        )
-        print(
-            f"{iso(r['captured'])}  {r['sha256']}  {r['size']:>12}  recorder {r['recorder'] or '-'}"
-            f"  警号 {r['officer'] or '-'}  unit {r['unit'] or '-'}  {r['category'] or '-'}"
-            f"  cases {','.join(r['cases']) or '-'}  {where}"
-            + ("  HELD" if r["held"] else "")
-            + ("  important" if r["important"] else "")
-        )
-    print(f"{len(rows)} original(s)", file=sys.stderr)
-    return 0
-
-
-def cmd_reindex(args: argparse.Namespace, conf: cfg.Config) -> int:
-    with open_ledger(conf) as ledger:
-        db = index_db(ledger)
-        try:
-            n = rebuild(ledger, db)
-            items = db.execute("SELECT COUNT(*) FROM retention_items").fetchone()[0]
-        finally:
-            db.close()
-    print(f"index rebuilt from {n} entries: {items} originals")
-    return 0
-
-
-def cmd_catalog(args: argparse.Namespace, conf: cfg.Config) -> int:
-    from custody.find import export_catalog
-
-    with open_ledger(conf) as ledger:
-        db = index_db(ledger)
-        try:
-            refresh(ledger, db)
-            n, files = export_catalog(db, Path(args.out))
-        finally:
-            db.close()
-    print(f"catalog of {n} original(s) in {len(files)} Parquet file(s) under {args.out}")
-    return 0
+from retention.index import refresh
 
 
 def cmd_export(args: argparse.Namespace, conf: cfg.Config) -> int:
@@ -161,7 +77,7 @@ def cmd_verify_path(args: argparse.Namespace) -> int:
     from ledger.note import NoteError, Verifier
 
     if args.path.startswith("s3://"):
-        from custody.cli import cmd_verify
+        from custody.cli_ledger import cmd_verify
 
         if not args.vkey:
             raise CustodyError("a bucket is checked against --vkey (the key you trust)")
@@ -188,7 +104,7 @@ def cmd_verify_path(args: argparse.Namespace) -> int:
         except NoteError as e:
             raise CustodyError(f"--vkey: {e}") from None
     else:
-        conf = _conf(args)
+        conf = load(args)
         vkey = station_verifier(conf)
     if path.is_dir() and (path / "bagit.txt").exists():
         from verify.__main__ import main as verify_main
@@ -207,12 +123,8 @@ def cmd_verify_path(args: argparse.Namespace) -> int:
             argv += ["--known", k]
         return verify_main(argv + (["--json"] if args.json else []))
     if path.is_file():
-        return _verify_file(path, conf or _conf(args), args)
+        return _verify_file(path, conf or load(args), args)
     raise CustodyError(f"{path}: not found")
-
-
-def _conf(args: argparse.Namespace) -> cfg.Config:
-    return cfg.load(cfg.config_path(args.config))
 
 
 def _verify_file(path: Path, conf: cfg.Config, args: argparse.Namespace) -> int:
@@ -250,7 +162,7 @@ def _verify_file(path: Path, conf: cfg.Config, args: argparse.Namespace) -> int:
         head = fh.read(64)
     if is_media(sniff(head, path.name)):
         print(f"{path} (SHA-256 {sha}) is not itself in the ledger; tracing it as a clip:")
-        from custody.cli import cmd_verify_clip
+        from custody.cli_media import cmd_verify_clip
 
         ns = argparse.Namespace(config=args.config, clip=str(path), json=args.json, no_frames=False)
         rc: int = cmd_verify_clip(ns)
@@ -320,32 +232,8 @@ def cmd_audit(args: argparse.Namespace, conf: cfg.Config) -> int:
     return 0 if res.ok else 1
 
 
-def add_parsers(sub: Any, load: Any) -> None:
-    def run(fn: Any) -> Any:
-        return lambda args: fn(args, load(args))
-
-    s = sub.add_parser("find", help="find originals by officer, recorder, unit, time, case, hash")
-    s.add_argument("--officer", help="警号 (officer number)")
-    s.add_argument("--recorder", help="recorder serial")
-    s.add_argument("--unit", help="unit code")
-    s.add_argument(
-        "--from", dest="since", type=parse_date, help="captured on or after (YYYY-MM-DD)"
-    )
-    s.add_argument("--to", dest="until", type=parse_date, help="captured before (YYYY-MM-DD)")
-    s.add_argument("--category")
-    s.add_argument("--case")
-    s.add_argument("--sha", help="SHA-256 or a prefix of it")
-    s.add_argument("--deleted", action="store_true", help="include originals deleted by rule")
-    s.add_argument("--limit", type=int)
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=run(cmd_find))
-    s = sub.add_parser("reindex", help="rebuild the search and retention index from the ledger")
-    s.set_defaults(func=run(cmd_reindex))
-    cat = sub.add_parser("catalog", help="the catalog of all evidence")
-    csub = cat.add_subparsers(dest="catalog_command", required=True, metavar="SUBCOMMAND")
-    s = csub.add_parser("export", help="Parquet partitioned by unit and date")
-    s.add_argument("--out", required=True)
-    s.set_defaults(func=run(cmd_catalog))
+def add_parsers(sub: Any) -> None:
+    run = with_config
     s = sub.add_parser("export", help="a BagIt package for a case or files, with proofs")
     s.add_argument("sha256", nargs="*")
     s.add_argument("--case")

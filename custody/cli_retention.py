@@ -6,12 +6,11 @@ import argparse
 import json
 import sqlite3
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from custody import config as cfg
-from custody.cli import sha_arg
+from custody.cli_common import iso_date, parse_date, sha_arg, with_config
 from custody.errors import CustodyError
 from custody.retain import (
     applied_policy,
@@ -27,22 +26,6 @@ from retention.index import item, refresh, states
 from retention.plan import Action, plan, schedule
 from retention.policy import PolicyError, category_key
 from retention.sweep import SweepResult
-
-
-def _iso(t: int | None) -> str:
-    if t is None:
-        return "never"
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
-
-
-def parse_date(value: str) -> int:
-    try:
-        d = datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=UTC)
-    return int(d.timestamp())
 
 
 def _originals(db: sqlite3.Connection, shas: list[str]) -> None:
@@ -94,7 +77,7 @@ def cmd_annotate(args: argparse.Namespace, conf: cfg.Config) -> int:
                 s = schedule(policy, st.facts)
                 print(
                     f"rule {s.rule.name!r}: kept {s.rule.describe_keep()}"
-                    + (f", until {_iso(s.delete_at)}" if s.delete_at else "")
+                    + (f", until {iso_date(s.delete_at)}" if s.delete_at else "")
                 )
             ledger.integrate()
         finally:
@@ -181,9 +164,9 @@ def _action_line(a: Action) -> str:
         "delete": "delete",
         "evict_local": "evict dock copy",
         "tier": f"move to {a.detail}",
-        "lock": f"extend lock to {_iso(int(a.detail)) if a.detail.isdigit() else a.detail}",
+        "lock": f"extend lock to {iso_date(int(a.detail)) if a.detail.isdigit() else a.detail}",
     }[a.kind]
-    line = f"{_iso(a.due)}  {what:<28} {a.sha256[:16]}  rule {a.rule}"
+    line = f"{iso_date(a.due)}  {what:<28} {a.sha256[:16]}  rule {a.rule}"
     return line + (f"  BLOCKED: {a.blocked}" if a.blocked else "")
 
 
@@ -213,7 +196,7 @@ def cmd_plan(args: argparse.Namespace, conf: cfg.Config) -> int:
         counts[a.kind] = counts.get(a.kind, 0) + 1
         blocked += bool(a.blocked)
     out: dict[str, Any] = {
-        "as_of": _iso(as_of),
+        "as_of": iso_date(as_of),
         "policy": args.policy or "applied",
         "items": len(sts),
         "due": counts,
@@ -231,14 +214,14 @@ def cmd_plan(args: argparse.Namespace, conf: cfg.Config) -> int:
                 {"from": a, "to": b, "items": n} for (a, b), n in sorted(diff.rule_changes.items())
             ],
             "earlier": [
-                {"sha256": s, "current": _iso(old), "new": _iso(nw)}
+                {"sha256": s, "current": iso_date(old), "new": iso_date(nw)}
                 for s, old, nw in diff.deleted_earlier
             ],
         }
     if args.json:
         out["actions"] = [
             {
-                "date": _iso(a.due),
+                "date": iso_date(a.due),
                 "kind": a.kind,
                 "sha256": a.sha256,
                 "rule": a.rule,
@@ -336,9 +319,8 @@ def cmd_sweep(args: argparse.Namespace, conf: cfg.Config) -> int:
     return 1 if res.refused or res.failed else 0
 
 
-def add_parsers(sub: Any, load: Any) -> None:
-    def run(fn: Any) -> Any:
-        return lambda args: fn(args, load(args))
+def add_parsers(sub: Any) -> None:
+    run = with_config
 
     s = sub.add_parser("annotate", help="record category, case link or importance of footage")
     s.add_argument("sha256")

@@ -1,0 +1,111 @@
+"""What every `custody` command module shares: the config, argument types, dates.
+
+The command modules (``custody.cli_*``) import this one and never ``custody.cli``,
+which only builds the parser and runs the command: so there is no import cycle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from custody import config as cfg
+from custody.errors import CustodyError
+from ledger.note import NoteError, Verifier
+
+MAX_INDEX = (1 << 63) - 1
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def load(args: argparse.Namespace) -> cfg.Config:
+    """The station's config, from -c/--config, $CUSTODY_CONFIG or the default path."""
+    return cfg.load(cfg.config_path(args.config))
+
+
+def with_config(fn: Callable[[argparse.Namespace, cfg.Config], int]) -> Command:
+    """A command that takes the loaded config as its second argument."""
+    return lambda args: fn(args, load(args))
+
+
+def index_arg(text: str) -> int:
+    """argparse type: a ledger index or size (0 .. 2^63-1)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= v <= MAX_INDEX:
+        raise argparse.ArgumentTypeError(f"{v} is outside 0..{MAX_INDEX}")
+    return v
+
+
+def sha_arg(value: str) -> str:
+    v = value.lower()
+    if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+        raise CustodyError(f"{value!r} is not a SHA-256 (64 hex digits)")
+    return v
+
+
+def parse_date(value: str) -> int:
+    """argparse type: a date (or ISO date and time; UTC unless it says) as epoch seconds."""
+    try:
+        d = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=UTC)
+    return int(d.timestamp())
+
+
+def iso_date(t: int | None) -> str:
+    """A UTC date (YYYY-MM-DD) for epoch seconds; "never" for None."""
+    if t is None:
+        return "never"
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
+
+
+def read_text(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise CustodyError(f"cannot read {what} {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise CustodyError(f"{what} {path} is not UTF-8 text") from None
+
+
+def parse_vkey(value: str) -> Verifier:
+    """--vkey: the verifier key itself, or a file holding it."""
+    p = Path(value)
+    text = read_text(value, "verifier key file").strip() if p.is_file() else value
+    try:
+        return Verifier.parse(text)
+    except NoteError as e:
+        raise CustodyError(f"--vkey: {e}") from None
+
+
+def cold_store(conf: cfg.Config) -> Any:
+    """The configured cold store; an error naming the config when there is none."""
+    from custody.cold import open_store
+
+    store = open_store(conf)
+    if store is None:
+        raise CustodyError(f"{conf.path} has no [store]", "add a [store] table (see README)")
+    return store
+
+
+def progress() -> Any:
+    last = [0.0]
+
+    def show(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] > 0.5 or done == total:
+            last[0] = now
+            sys.stderr.write(f"\rverifying {done}/{total} entries")
+            sys.stderr.flush()
+
+    return show

@@ -1,0 +1,208 @@
+"""`custody ledger ...`: read, prove and verify the ledger."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from custody import config as cfg
+from custody.cli_common import index_arg, load, parse_vkey, progress, read_text
+from custody.errors import CustodyError
+from custody.station import open_ledger, station_verifier
+from ledger.audit import verify_log
+from ledger.errors import LedgerError
+from verify.folder import FolderSource
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    conf = load(args)
+    try:
+        data = (conf.ledger_dir / "checkpoint").read_bytes()
+    except FileNotFoundError:
+        raise CustodyError(f"{conf.ledger_dir}/checkpoint does not exist yet") from None
+    sys.stdout.buffer.write(data)
+    return 0
+
+
+def cmd_vkey(args: argparse.Namespace) -> int:
+    print(station_verifier(load(args)).vkey())
+    return 0
+
+
+def cmd_entry(args: argparse.Namespace) -> int:
+    with open_ledger(load(args), writable=False) as ledger:
+        leaf = ledger.entry(args.index)
+    sys.stdout.buffer.write(leaf + b"\n")
+    return 0
+
+
+def cmd_proof(args: argparse.Namespace) -> int:
+    with open_ledger(load(args), writable=False) as ledger:
+        proof = ledger.proof(args.index, args.size)
+    sys.stdout.write(proof.format())
+    return 0
+
+
+def cmd_consistency(args: argparse.Namespace) -> int:
+    with open_ledger(load(args), writable=False) as ledger:
+        c = ledger.consistency(args.old_size, args.new_size)
+    b = base64.b64encode
+    out = {
+        "old_size": c["old_size"],
+        "new_size": c["new_size"],
+        "old_root": b(c["old_root"]).decode(),
+        "new_root": b(c["new_root"]).decode(),
+        "proof": [b(h).decode() for h in c["proof"]],
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"old size {out['old_size']} root {out['old_root']}")
+        print(f"new size {out['new_size']} root {out['new_root']}")
+        for h in out["proof"]:
+            print(h)
+    return 0
+
+
+def _bucket_source(args: argparse.Namespace, conf: cfg.Config | None, origin: str) -> Any:
+    """The ledger mirrored in a bucket: from --s3 (no station needed) or the configured store."""
+    from archive.s3 import S3Store
+    from archive.settings import S3Settings
+    from archive.tiles import StoreTileSource
+    from custody.cold import open_store
+
+    if args.s3:
+        url = args.s3
+        if not url.startswith("s3://") or len(url) <= 5:
+            raise CustodyError(f"--s3 {url!r}: give s3://BUCKET or s3://BUCKET/PREFIX")
+        bucket, _, prefix = url[5:].partition("/")
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        store: Any = S3Store(
+            S3Settings(
+                bucket=bucket,
+                prefix=prefix,
+                endpoint_url=args.endpoint_url or "",
+                region=args.region,
+                verify_tls=not args.no_verify_tls,
+            )
+        )
+        where = url
+    else:
+        assert conf is not None
+        store = open_store(conf)
+        if store is None:
+            raise CustodyError(f"--store: {conf.path} has no [store]")
+        where = store.id
+    return StoreTileSource(store, origin), where
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    remote = bool(args.s3) or args.store
+    needs_conf = (not args.dir and not args.s3) or bool(args.config)
+    conf = load(args) if needs_conf else None
+    history: list[str | bytes] = []
+    if (args.dir or args.s3) and not args.vkey and conf is None:
+        raise CustodyError("--dir and --s3 need --vkey (the verifier key you trust)")
+    verifier = parse_vkey(args.vkey) if args.vkey else station_verifier(conf)  # type: ignore[arg-type]
+    src: Any
+    if remote:
+        src, where = _bucket_source(args, conf, verifier.name)
+        try:
+            history.extend(src.checkpoints())
+            checkpoint = src.read_checkpoint()
+        except LedgerError as e:
+            raise CustodyError(f"cannot read the ledger in {where}: {e}") from None
+    else:
+        folder = Path(args.dir) if args.dir else conf.ledger_dir  # type: ignore[union-attr]
+        where = str(folder)
+        if conf is not None and not args.dir:
+            with open_ledger(conf, writable=False) as ledger:
+                after = -1
+                while batch := ledger.checkpoints(after, 10000):
+                    history.extend(r.note for r in batch)
+                    after = batch[-1].size
+        if not folder.is_dir():
+            raise CustodyError(f"ledger folder {folder} does not exist")
+        kept = folder / "checkpoints"  # a copy of a cold-store mirror keeps every checkpoint
+        if args.dir and kept.is_dir():
+            history.extend(p.read_bytes() for p in sorted(kept.iterdir()) if p.name.isdigit())
+        src = FolderSource(folder)
+        try:
+            checkpoint = src.read_checkpoint()
+        except ValueError as e:
+            raise CustodyError(str(e)) from None
+    for extra in args.known or []:
+        history.append(read_text(extra, "checkpoint file"))
+    started = time.monotonic()
+    show = progress() if sys.stderr.isatty() else None
+    rep = verify_log(src, checkpoint, [verifier], None, history, progress=show)
+    if show:
+        sys.stderr.write("\n")
+    elapsed = time.monotonic() - started
+    if args.json:
+        out: dict[str, Any] = rep.to_json()
+        out["seconds"] = round(elapsed, 3)
+        out["source"] = where
+        print(json.dumps(out, ensure_ascii=False))
+    else:
+        for line in rep.lines():
+            print(line)
+        state = "OK" if rep.ok else f"FAILED ({sum(rep.counts.values())} problems)"
+        print(
+            f"ledger {where}: {state}; size {rep.size}, {rep.entries_checked} entries, "
+            f"{rep.signatures_checked} signatures, {rep.checkpoints_checked} recorded "
+            f"checkpoints checked in {elapsed:.1f} s"
+        )
+    return 0 if rep.ok else 1
+
+
+def add_parsers(sub: Any) -> None:
+    lg = sub.add_parser("ledger", help="read, prove and verify the ledger")
+    lsub = lg.add_subparsers(dest="ledger_command", required=True, metavar="SUBCOMMAND")
+    s = lsub.add_parser("checkpoint", help="print the latest signed checkpoint, verbatim")
+    s.set_defaults(func=cmd_checkpoint)
+    s = lsub.add_parser("vkey", help="print the station's verifier key")
+    s.set_defaults(func=cmd_vkey)
+    s = lsub.add_parser("entry", help="print the entry (leaf bytes) at an index")
+    s.add_argument("--index", type=index_arg, required=True)
+    s.set_defaults(func=cmd_entry)
+    s = lsub.add_parser("proof", help="print an offline inclusion proof (C2SP tlog-proof)")
+    s.add_argument("--index", type=index_arg, required=True)
+    s.add_argument("--size", type=index_arg, help="size of a signed checkpoint (default: latest)")
+    s.set_defaults(func=cmd_proof)
+    s = lsub.add_parser("consistency", help="consistency proof between two tree sizes")
+    s.add_argument("--old-size", type=index_arg, required=True)
+    s.add_argument("--new-size", type=index_arg, help="default: the latest checkpoint size")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_consistency)
+    s = lsub.add_parser(
+        "verify", help="recompute every leaf, tile, root and signature; list every failure"
+    )
+    s.add_argument("--vkey", help="verifier key, or a file holding it (default: the station's)")
+    s.add_argument("--dir", help="verify this tile folder instead of the station's ledger")
+    s.add_argument(
+        "--known",
+        action="append",
+        metavar="CHECKPOINT",
+        help="a checkpoint file seen earlier; it must be consistent (repeatable)",
+    )
+    s.add_argument(
+        "--s3",
+        metavar="s3://BUCKET[/PREFIX]",
+        help="verify the copy in a bucket alone (ledger/<origin>/ named by --vkey); "
+        "credentials from the standard AWS chain",
+    )
+    s.add_argument("--endpoint-url", help="S3 endpoint for --s3 (default: AWS)")
+    s.add_argument("--region", default="us-east-1", help="region for --s3")
+    s.add_argument("--no-verify-tls", action="store_true", help="for --s3 with a test endpoint")
+    s.add_argument(
+        "--store", action="store_true", help="verify the copy in the configured cold store"
+    )
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_verify)

@@ -1,0 +1,80 @@
+"""`custody init | note`: create a station; record signed remarks."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from custody.cli_common import load
+from custody.errors import CustodyError
+from custody.station import init_station, open_ledger, operator
+from ledger.errors import LedgerError
+
+MAX_NOTE_CHARS = 8000
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    res = init_station(Path(args.data), args.origin)
+    print(f"station initialised: config {res.config_path}")
+    print("verifier key (give it to your supervisors to pin):")
+    print(res.vkey)
+    return 0
+
+
+def _note_lines(args: argparse.Namespace) -> list[str]:
+    if args.file:
+        try:
+            text = Path(args.file).read_text(encoding="utf-8")
+        except OSError as e:
+            raise CustodyError(f"cannot read {args.file}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise CustodyError(f"{args.file} is not UTF-8 text") from None
+        lines = [ln.strip() for ln in text.splitlines()]
+        lines = [ln for ln in lines if ln]
+        if not lines:
+            raise CustodyError(f"{args.file} holds no notes (one note per non-empty line)")
+    else:
+        lines = [" ".join(args.text).strip()]
+        if not lines[0]:
+            raise CustodyError("the note is empty")
+    for ln in lines:
+        if len(ln) > MAX_NOTE_CHARS:
+            raise CustodyError(f"a note is {len(ln)} characters; the limit is {MAX_NOTE_CHARS}")
+    return lines
+
+
+def cmd_note(args: argparse.Namespace) -> int:
+    conf = load(args)
+    lines = _note_lines(args)
+    who = args.operator or operator()
+    with open_ledger(conf) as ledger:
+        idx = ledger.append_entries([("note", {"text": ln, "operator": who}) for ln in lines])
+        for i in idx:
+            print(f"recorded note as entry {i}", flush=True)
+        try:
+            rec = ledger.integrate()
+        except LedgerError as e:
+            raise type(e)(
+                f"the notes are recorded (entries {idx[0]}..{idx[-1]}) but no checkpoint "
+                f"covers them yet: {e.message}",
+                "do not record them again; the next checkpoint will include them",
+            ) from None
+    if rec is not None:
+        print(f"checkpoint size {rec.size}")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    s = sub.add_parser(
+        "init", help="create a station: config, key, folders; print the verifier key"
+    )
+    s.add_argument("--data", required=True, help="data folder to create (custody.toml goes there)")
+    s.add_argument("--origin", help="log origin and key name, e.g. custody.example/menghai/dock-01")
+    s.set_defaults(func=cmd_init)
+
+    s = sub.add_parser("note", help="record signed chain-of-custody remarks")
+    s.add_argument("text", nargs="*", help="the remark")
+    s.add_argument("--file", help="read remarks from a file, one per line")
+    s.add_argument("--operator", help="who makes the remark (default: the login user)")
+    s.set_defaults(func=cmd_note)

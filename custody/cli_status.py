@@ -1,0 +1,343 @@
+"""`custody status`: what the station holds, is doing and needs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import time
+from typing import Any
+
+from custody import config as cfg
+from custody.cli_common import load
+from custody.station import open_ledger
+
+
+def _ingest_status(conf: cfg.Config) -> dict[str, Any]:
+
+    db_path = conf.state_dir / "ledger.sqlite"
+    out: dict[str, Any] = {"docks": {}, "daemon": None}
+    try:
+        daemon = json.loads((conf.state_dir / "daemon.json").read_text())
+        alive = _pid_alive(int(daemon.get("pid", 0)))
+        out["daemon"] = daemon if alive else None
+    except (OSError, ValueError):
+        pass
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            "SELECT dock, recorder, state, count(*), sum(size) FROM ingest_files "
+            "GROUP BY dock, recorder, state"
+        ).fetchall()
+        errors = db.execute(
+            "SELECT dock, recorder, last_error FROM ingest_files "
+            "WHERE state='queued' AND last_error IS NOT NULL ORDER BY id DESC LIMIT 5"
+        ).fetchall()
+    except sqlite3.OperationalError:
+        rows, errors = [], []
+    finally:
+        db.close()
+    for dock, rec, state, n, size in rows:
+        d = out["docks"].setdefault(dock, {})
+        r = d.setdefault(rec or "(dock root)", {})
+        r[state] = {"files": n, "bytes": size or 0}
+    out["recent_errors"] = [f"{d}/{r}: {e}" for d, r, e in errors]
+    return out
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    conf = load(args)
+    with open_ledger(conf, writable=False) as ledger:
+        latest = ledger.latest()
+        out: dict[str, Any] = {
+            "origin": conf.origin,
+            "data_dir": str(conf.data_dir),
+            "ledger": {
+                "entries": ledger.next_index(),
+                "pending": ledger.pending_count(),
+                "checkpoint_size": latest.size if latest else 0,
+                "checkpoint_signed_at": latest.signed_at if latest else None,
+            },
+        }
+    out["capture"] = _ingest_status(conf)
+    out["cold_store"] = _cold_status(conf, out["capture"])
+    out["media"] = _media_status(conf)
+    out["retention"] = _retention_status(conf)
+    out["disk"] = _disk_status(conf)
+    out["audit"] = _audit_status(conf)
+    if latest is not None:
+        from ledger.entry import parse_time
+
+        cp_age = time.time() - parse_time(latest.signed_at).timestamp()
+        out["ledger"]["checkpoint_age_s"] = int(cp_age)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        lg = out["ledger"]
+        assert isinstance(lg, dict)
+        print(f"station {out['origin']} ({out['data_dir']})")
+        age = lg.get("checkpoint_age_s")
+        print(
+            f"ledger: {lg['entries']} entries, {lg['pending']} awaiting a checkpoint; "
+            f"last checkpoint size {lg['checkpoint_size']} signed {lg['checkpoint_signed_at']}"
+            + (f" ({age} s ago)" if age is not None else "")
+        )
+        dk = out["disk"]
+        print(
+            f"disk: {dk['free_bytes'] / (1 << 30):.1f} GiB free of "
+            f"{dk['total_bytes'] / (1 << 30):.1f} GiB at {dk['path']}"
+            + (" (BELOW the capture floor: capture pauses)" if dk["below_floor"] else "")
+        )
+        au = out["audit"]
+        if au is None:
+            print("audit: none yet (custody audit)")
+        else:
+            print(
+                f"audit: {'everything held' if au['ok'] else 'PROBLEMS FOUND'} at {au['time']} "
+                f"({au['mode']}, {au['objects_checked']} objects; fixity entry {au['entry']})"
+            )
+        capture = out["capture"]
+        assert isinstance(capture, dict)
+        daemon = capture["daemon"]
+        if daemon:
+            state = f"paused: {daemon['paused']}" if daemon["paused"] else "running"
+            print(f"daemon: pid {daemon['pid']}, {state}, {daemon['waiting']} file(s) waiting")
+            for c in daemon.get("copying", []):
+                print(f"  copying {c['file']} ({c['size']} bytes) for {c['recorder']}")
+        else:
+            print("daemon: not running")
+        for dock, recs in sorted(capture["docks"].items()):
+            for rec, states in sorted(recs.items()):
+                parts = ", ".join(
+                    f"{s} {v['files']} ({v['bytes']} bytes)" for s, v in sorted(states.items())
+                )
+                print(f"  {dock} / {rec}: {parts}")
+        for e in capture["recent_errors"]:
+            print(f"  error: {e}")
+        m = out["media"]
+        print(
+            f"media: {m['fingerprinted']} fingerprinted, {m['frames_hashed']} with frame "
+            f"hashes, {m['access_copies']} access copies, {m['posters']} posters"
+        )
+        if m["mode"] == "remux":
+            print(
+                "  transcodes: on request (custody derive, export); "
+                f"{m['transcodes_waiting']} recording(s) would need one"
+            )
+        elif m["mode"] == "all":
+            cap = m["transcode_budget_min"]
+            print(
+                "  transcodes: on the dock at idle priority, "
+                + (f"at most {cap} min of footage a day" if cap else "no daily cap")
+                + f"; {m['transcoded_today_s'] / 60:.1f} min today, "
+                f"{m['transcodes_waiting']} waiting"
+            )
+        else:
+            print("  access copies: off (custody derive makes one on request)")
+        cold = out["cold_store"]
+        if isinstance(cold, dict):
+            print(
+                f"cold store {cold['store']}: {cold['replicated']} replicated, backlog "
+                f"{cold['backlog']} ({cold['backlog_bytes']} bytes), oldest unreplicated "
+                f"{cold['oldest_unreplicated'] or '-'}; ledger mirrored to size "
+                f"{cold['ledger_mirrored_size']}"
+            )
+            if cold.get("last_error"):
+                print(f"  last error: {cold['last_error']}")
+        else:
+            print("cold store: none configured (the dock's disk holds the only copy)")
+        rt = out["retention"]
+        if rt["policy"] is None:
+            print(
+                "retention: no policy applied, so nothing is ever deleted; review the policy "
+                "file and run `custody retention apply`"
+            )
+        else:
+            due = ", ".join(f"{k} {v}" for k, v in sorted(rt["due_now"].items())) or "nothing"
+            print(
+                f"retention: policy {rt['policy']} ({', '.join(rt['rules'])}); "
+                f"{rt['items']} originals, {rt['deleted']} deleted, {rt['holds']} hold(s) in "
+                f"force; due now: {due}"
+            )
+            last = rt.get("last_sweep")
+            if last:
+                print(
+                    f"  last sweep {last['at_utc']}: {len(last['done'])} done, "
+                    f"{len(last['refused'])} refused, {len(last['failed'])} failed"
+                    + (f"; held back: {last['clock']}" if last.get("clock") else "")
+                )
+    return 0
+
+
+def _disk_status(conf: cfg.Config) -> dict[str, Any]:
+    import os
+
+    st = os.statvfs(conf.data_dir)
+    free = st.f_bavail * st.f_frsize
+    return {
+        "path": str(conf.data_dir),
+        "free_bytes": free,
+        "total_bytes": st.f_blocks * st.f_frsize,
+        "below_floor": free < conf.capture.min_free_mb << 20,
+    }
+
+
+def _audit_status(conf: cfg.Config) -> dict[str, Any] | None:
+    """The latest `fixity` entry, found through the index (read-only)."""
+    from ledger.entry import decode_entry
+
+    db = sqlite3.connect(f"file:{conf.state_dir / 'ledger.sqlite'}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT value FROM audit_state WHERE key='last_fixity'").fetchone()
+    except sqlite3.OperationalError:
+        row = None
+    finally:
+        db.close()
+    if row is None:
+        return None
+    idx = int(row[0])
+    with open_ledger(conf, writable=False) as ledger:
+        f = decode_entry(ledger.entry(idx))
+    return {
+        "entry": idx,
+        "time": f.time,
+        "ok": bool(f.fields.get("ok")),
+        "mode": f.fields.get("mode"),
+        "objects_checked": f.fields.get("objects_checked"),
+        "problems": f.fields.get("problems", []),
+    }
+
+
+def _retention_status(conf: cfg.Config) -> dict[str, Any]:
+    """From the retention index as the last sweep or command left it (read-only)."""
+    import hashlib
+
+    from custody.retain import applied_policy
+    from retention.index import states
+    from retention.plan import plan
+
+    policy, text = applied_policy(conf)
+    out: dict[str, Any] = {
+        "policy": hashlib.sha256(text.encode()).hexdigest()[:16] if policy else None,
+        "rules": [f"{r.name}: {r.describe_keep()}" for r in policy.rules] if policy else [],
+        "items": 0,
+        "deleted": 0,
+        "holds": 0,
+        "due_now": {},
+        "last_sweep": None,
+    }
+    db = sqlite3.connect(f"file:{conf.state_dir / 'ledger.sqlite'}?mode=ro", uri=True)
+    try:
+        out["items"], out["deleted"] = db.execute(
+            "SELECT COUNT(*), COUNT(deleted_entry) FROM retention_items"
+        ).fetchone()
+        out["holds"] = db.execute(
+            "SELECT COUNT(*) FROM retention_holds WHERE released_entry IS NULL"
+        ).fetchone()[0]
+        if policy is not None:
+            for a in plan(policy, states(db), int(time.time())):
+                if not a.blocked:
+                    out["due_now"][a.kind] = out["due_now"].get(a.kind, 0) + 1
+        row = db.execute("SELECT value FROM retention_meta WHERE key='last_result'").fetchone()
+        if row:
+            last = json.loads(row[0])
+            last["at_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last.get("at", 0)))
+            out["last_sweep"] = last
+    except sqlite3.OperationalError:
+        pass  # no retention index yet
+    finally:
+        db.close()
+    return out
+
+
+def _media_status(conf: cfg.Config) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "mode": conf.media.access_copies,
+        "fingerprinted": 0,
+        "access_copies": 0,
+        "posters": 0,
+        "transcodes_waiting": 0,
+        "transcode_budget_min": conf.media.transcode_budget_min,
+        "transcoded_today_s": 0,
+        "frame_hashes": conf.media.frame_hashes,
+        "frames_hashed": 0,
+    }
+    db = sqlite3.connect(f"file:{conf.state_dir / 'ledger.sqlite'}?mode=ro", uri=True)
+    try:
+        out["fingerprinted"] = db.execute(
+            "SELECT COUNT(*) FROM ingest_fingerprints WHERE sidecar IS NOT NULL"
+        ).fetchone()[0]
+        for kind, key in (("access_copy", "access_copies"), ("poster", "posters")):
+            out[key] = db.execute(
+                "SELECT COUNT(*) FROM ingest_derivatives WHERE kind=? AND output IS NOT NULL",
+                (kind,),
+            ).fetchone()[0]
+        out["transcodes_waiting"] = db.execute(
+            "SELECT COUNT(*) FROM ingest_derivatives WHERE entry < 0"
+        ).fetchone()[0]
+        today = time.strftime("%Y-%m-%d")
+        row = db.execute("SELECT transcoded_s FROM media_budget WHERE day=?", (today,)).fetchone()
+        out["transcoded_today_s"] = int(row[0]) if row else 0
+        out["frames_hashed"] = db.execute(
+            "SELECT COUNT(*) FROM ingest_frames WHERE sidecar IS NOT NULL"
+        ).fetchone()[0]
+    except sqlite3.OperationalError:
+        pass  # nothing captured yet
+    finally:
+        db.close()
+    return out
+
+
+def _cold_status(conf: cfg.Config, capture: Any) -> dict[str, Any] | None:
+    from archive.replicate import queue_status
+    from custody.cold import open_store
+
+    store = open_store(conf)
+    if store is None:
+        return None
+    db = sqlite3.connect(f"file:{conf.state_dir / 'ledger.sqlite'}?mode=ro", uri=True)
+    try:
+        try:
+            out = queue_status(db, store.id)
+        except sqlite3.OperationalError:  # nothing captured yet: no queue table
+            out = {
+                "store": store.id,
+                "backlog": 0,
+                "backlog_bytes": 0,
+                "replicated": 0,
+                "oldest_unreplicated": None,
+                "queue_error": None,
+                "ledger_mirrored_size": 0,
+            }
+    finally:
+        db.close()
+    daemon = capture.get("daemon") if isinstance(capture, dict) else None
+    live = (daemon or {}).get("replication") or {}
+    out["last_error"] = live.get("last_error") or (
+        out["queue_error"]["error"] if out["queue_error"] else ""
+    )
+    return out
+
+
+def add_parsers(sub: Any) -> None:
+    s = sub.add_parser(
+        "status",
+        help="daemon, queues per dock and recorder, ledger, disk, cold store, media, "
+        "retention, last audit",
+    )
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
