@@ -6,7 +6,8 @@ Layout::
     bagit.txt  bag-info.txt  manifest-sha256.txt  tagmanifest-sha256.txt  VERIFY.txt
     data/originals/<sha256>.<ext>        the docked files, byte for byte
     data/access/<sha256>.mp4             access copies, when they exist
-    custody/files.tsv                    what each data file is, and its entries
+    custody/files.tsv                    what each data file is, and its entries; every
+                                         label in it is one the signed entries carry
     custody/checkpoint                   the signed checkpoint every proof is against
     custody/station.vkey                 the station's verifier key (check it against
                                          the one you were given separately)
@@ -16,8 +17,10 @@ Layout::
 
 Files come from the dock's store, else the cold store, each verified against its
 SHA-256 on the way (nothing unverified enters the bag). The bag is written to
-``DIR.partial`` and renamed when complete. The export itself is an `export` entry,
-recorded after the checkpoint the bag carries.
+``DIR.partial`` and renamed when complete; a failed export removes it. The export
+itself is an `export` entry that names the SHA-256 of ``manifest-sha256.txt`` (the exact
+list of exported files); it is signed before the checkpoint the bag carries, so it is in
+the bag with its own inclusion proof and the verifier checks the payload against it.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,55 +39,13 @@ from custody import __version__
 from custody.errors import CustodyError
 from ledger.entry import decode_entry
 from ledger.log import Ledger
-from verify.bag import file_digest
+from verify.bag import FILES_TSV_HEAD, file_digest, verify_txt
 
 EXT = {"video/mp4": "mp4", "video/quicktime": "mov", "video/x-msvideo": "avi", "audio/wav": "wav"}
 
-VERIFY_TXT = """\
-HOW TO CHECK THIS EVIDENCE PACKAGE
-==================================
-
-This folder is a BagIt bag (RFC 8493) exported by custody, the evidence dock
-of {station}, on {when} for: {purpose}
-
-It holds the docked recordings (data/originals/), access copies made from
-them (data/access/, when present), and the proof that each recording is the
-one the dock recorded when it was docked: the dock's signed ledger entries
-for each file (custody/entries/*.entry), an inclusion proof for each entry
-(custody/entries/*.tlog-proof, C2SP tlog-proof format) against one signed
-checkpoint of the ledger (custody/checkpoint, size {size}).
-
-1. Check nothing was changed or added, with standard tools only:
-
-       cd <this folder>
-       sha256sum -c manifest-sha256.txt
-       sha256sum -c tagmanifest-sha256.txt
-
-   Every line must say OK. (Or: bagit.py --validate <this folder>, from the
-   Library of Congress "bagit" package.) A file in data/ that is not listed
-   in manifest-sha256.txt was added after the export.
-
-2. Check the recordings are the ones the dock signed for, with custody's
-   verifier (it needs Python 3, PyNaCl, and custody's verify and ledger
-   packages; it trusts nothing in this folder):
-
-       python -m verify bag <this folder> --vkey '<the station's verifier key>'
-
-   Get the verifier key from the unit through a channel you trust (a letter,
-   a phone call, the unit's published key), NOT from custody/station.vkey:
-   the copy in this folder only tells you which key the package claims. The
-   verifier checks every manifest line, every entry's signature, every
-   inclusion proof against the signed checkpoint, and that each file's
-   SHA-256 is the one its ingest entry names. It lists every failure it
-   finds and exits 0 only when everything holds.
-
-3. To check the unit's ledger has not been rewritten since, compare this
-   checkpoint with a later one from the unit (or its published ledger):
-   python -m verify ledger <ledger folder> --vkey ... --known custody/checkpoint
-
-The export itself is recorded in the ledger as entry {export_entry}.
-Files: {files} ({bytes} bytes). Case: {case}.
-"""
+# An export entry lists its files' hashes while that keeps it well inside the 64 KiB
+# entry limit; beyond, the manifest's hash alone (always present) says what was exported.
+MAX_LISTED = 512
 
 
 @dataclass
@@ -110,6 +72,34 @@ def _fetch(fetch: Retriever, sha: str, dest: Path) -> None:
     fetch.fetch(sha, dest)
 
 
+@contextmanager
+def _partial(out: Path) -> Iterator[Path]:
+    """``OUT.partial`` while the bag is made; gone again if anything fails."""
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        (tmp / "data").mkdir(parents=True)
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _labels(fields: dict[str, Any]) -> list[str]:
+    """recorder, officer, unit, recorded, captured, source_name: as the ingest entry says."""
+    ident: dict[str, Any] = fields.get("recorder") or {}
+    source: dict[str, Any] = fields.get("source") or {}
+    name = str(source.get("path", "")).rsplit("/", 1)[-1] if source.get("path") else ""
+    return [
+        str(ident.get("serial", "")),
+        str(ident.get("officer", "")),
+        str(ident.get("unit", "")),
+        str(ident.get("claimed_start", "")),
+        str(fields.get("time", "")),
+        name,
+    ]
+
+
 def export_bag(
     ledger: Ledger,
     db: sqlite3.Connection,
@@ -129,32 +119,40 @@ def export_bag(
     if not shas:
         why = f": no footage is linked to case {case}" if case else ""
         raise CustodyError("nothing to export" + why)
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "data").mkdir(parents=True)
+    with _partial(out) as tmp:
+        res = _make(ledger, db, fetch, tmp, out, shas, case, purpose, operator, station, vkey, sm3)
+        os.replace(tmp, out)
+    return res
+
+
+def _make(
+    ledger: Ledger,
+    db: sqlite3.Connection,
+    fetch: Retriever,
+    tmp: Path,
+    out: Path,
+    shas: list[str],
+    case: str | None,
+    purpose: str,
+    operator: str,
+    station: str,
+    vkey: str,
+    sm3: bool,
+) -> ExportResult:
     res = ExportResult(out)
-    # One checkpoint for every proof: integrate what is pending, then pin its size.
-    ledger.integrate()
-    latest = ledger.latest()
-    if latest is None:
-        raise CustodyError("the ledger has no checkpoint yet")
-    size = latest.size
-    res.checkpoint_size = size
     manifest: list[tuple[str, str]] = []  # (sha256, bag path)
-    rows: list[str] = [
-        "path\tsha256\tsize\trole\toriginal\tingest_entry\tentries\trecorder\tofficer\tunit"
-        "\tcaptured\tsource_name"
-    ]
+    rows: list[str] = ["\t".join(FILES_TSV_HEAD)]
     entry_ids: set[int] = set()
+    units: set[str] = set()
     for sha in shas:
         it = db.execute(
-            "SELECT ingest_entry, size, media_type, recorder, officer, unit, captured, "
-            "deleted_entry FROM retention_items WHERE sha256=?",
+            "SELECT ingest_entry, size, media_type, deleted_entry FROM retention_items "
+            "WHERE sha256=?",
             (sha,),
         ).fetchone()
         if it is None:
             raise CustodyError(f"{sha}: no captured original has this SHA-256")
-        ingest_entry, nbytes, media_type, recorder, officer, unit_code, captured, deleted = it
+        ingest_entry, nbytes, media_type, deleted = it
         if deleted is not None:
             res.skipped.append(f"{sha}: deleted by retention (entry {deleted}); its entries only")
         refs = [
@@ -162,13 +160,13 @@ def export_bag(
             for e, t in db.execute(
                 "SELECT entry, type FROM entry_refs WHERE sha256=? ORDER BY entry", (sha,)
             ).fetchall()
-            if int(e) < size
         ]
         entry_ids.update(e for e, _ in refs)
-        fields = decode_entry(ledger.entry(int(ingest_entry))).fields
-        source = fields.get("source", {})
-        name = str(source.get("path", source.get("path_b64", ""))).rsplit("/", 1)[-1]
-        when = datetime.fromtimestamp(captured, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        entry_ids.add(int(ingest_entry))
+        fields = dict(decode_entry(ledger.entry(int(ingest_entry))).fields)
+        labels = _labels(fields)
+        if labels[2]:
+            units.add(labels[2])
         ids = ",".join(str(e) for e, _ in refs)
         if deleted is None:
             rel = f"data/originals/{sha}.{EXT.get(media_type, 'bin')}"
@@ -177,8 +175,7 @@ def export_bag(
             res.files += 1
             res.bytes += int(nbytes)
             rows.append(
-                f"{rel}\t{sha}\t{nbytes}\toriginal\t{sha}\t{ingest_entry}\t{ids}\t{recorder}\t"
-                f"{officer}\t{unit_code}\t{when}\t{name}"
+                "\t".join([rel, sha, str(nbytes), "original", sha, str(ingest_entry), ids, *labels])
             )
         # Access copies and sidecars named by this original's entries.
         for e, t in refs:
@@ -192,8 +189,18 @@ def export_bag(
                     res.files += 1
                     res.bytes += int(f["output"]["size"])
                     rows.append(
-                        f"{rel}\t{osha}\t{f['output']['size']}\taccess_copy\t{sha}\t"
-                        f"{ingest_entry}\t{e}\t{recorder}\t{officer}\t{unit_code}\t{when}\t"
+                        "\t".join(
+                            [
+                                rel,
+                                osha,
+                                str(f["output"]["size"]),
+                                "access_copy",
+                                sha,
+                                str(e),
+                                str(e),
+                                *labels,
+                            ]
+                        )
                     )
             if t == "fingerprint" and isinstance(f.get("sidecar"), dict):
                 ssha = f["sidecar"]["sha256"]
@@ -201,6 +208,36 @@ def export_bag(
                 dest = tmp / "custody" / "sidecars" / f"{ssha}.{kind}"
                 if not dest.exists():
                     _fetch(fetch, ssha, dest)
+    manifest.sort(key=lambda x: x[1])
+    _write(tmp / "manifest-sha256.txt", "".join(f"{s}  {p}\n" for s, p in manifest).encode())
+    # The export entry names exactly what is in the payload, before the checkpoint
+    # every proof is made against: the bag then carries it with its own proof.
+    payload: dict[str, Any] = {
+        "purpose": purpose,
+        "operator": operator,
+        "bytes": res.bytes,
+        "file_count": res.files,
+        "manifest_sha256": file_digest(tmp / "manifest-sha256.txt"),
+        "out": str(out),
+    }
+    if len(manifest) <= MAX_LISTED:
+        payload["files"] = [s for s, _ in manifest]
+    if sm3:  # the national standard hash, beside SHA-256, where the site configured it
+        _write(
+            tmp / "manifest-sm3.txt",
+            "".join(f"{file_digest(tmp / p, 'sm3')}  {p}\n" for _, p in manifest).encode(),
+        )
+        payload["manifest_sm3_sha256"] = file_digest(tmp / "manifest-sm3.txt")
+    if case:
+        payload["case"] = case
+    res.export_entry = ledger.append("export", payload)
+    entry_ids.add(res.export_entry)
+    ledger.integrate()
+    latest = ledger.latest()
+    if latest is None or latest.size <= res.export_entry:
+        raise CustodyError("the ledger did not sign a checkpoint holding the export entry")
+    size = latest.size
+    res.checkpoint_size = size
     for e in sorted(entry_ids):
         _write(tmp / "custody" / "entries" / f"{e}.entry", ledger.entry(e))
         _write(
@@ -208,61 +245,31 @@ def export_bag(
             ledger.proof(e, size).format().encode(),
         )
     res.entries = len(entry_ids)
+    export_time = str(decode_entry(ledger.entry(res.export_entry)).fields["time"])
     _write(tmp / "custody" / "checkpoint", latest.note.encode())
     _write(tmp / "custody" / "station.vkey", (vkey + "\n").encode())
     _write(tmp / "custody" / "files.tsv", ("\n".join(rows) + "\n").encode())
-    _write(
-        tmp / "manifest-sha256.txt",
-        "".join(f"{s}  {p}\n" for s, p in sorted(manifest, key=lambda x: x[1])).encode(),
-    )
-    if sm3:  # the national standard hash, beside SHA-256, where the site configured it
-        _write(
-            tmp / "manifest-sm3.txt",
-            "".join(
-                f"{file_digest(tmp / p, 'sm3')}  {p}\n"
-                for _, p in sorted(manifest, key=lambda x: x[1])
-            ).encode(),
-        )
     _write(tmp / "bagit.txt", b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n")
-    now = datetime.now(UTC)
+    # Every value here is one a signed entry carries; the verifier compares them.
     info = [
-        ("Source-Organization", unit or station),
-        ("Bagging-Date", now.strftime("%Y-%m-%d")),
+        ("Source-Organization", ",".join(sorted(units)) or station),
+        ("Bagging-Date", export_time[:10]),
         ("Bag-Software-Agent", f"custody {__version__}"),
         ("Payload-Oxum", f"{res.bytes}.{res.files}"),
         ("External-Identifier", case or "selection"),
         ("Internal-Sender-Description", purpose),
         ("Contact-Name", operator),
         ("Custody-Station", station),
-        ("Custody-Export-Time", now.strftime("%Y-%m-%dT%H:%M:%SZ")),
+        ("Custody-Export-Time", export_time),
+        ("Custody-Export-Entry", str(res.export_entry)),
         ("Custody-Checkpoint-Size", str(size)),
         ("Custody-Verifier-Key", vkey),
     ]
     _write(tmp / "bag-info.txt", "".join(f"{k}: {v}\n" for k, v in info).encode())
-    # The export entry comes after the checkpoint; VERIFY.txt names it.
-    payload: dict[str, Any] = {
-        "purpose": purpose,
-        "operator": operator,
-        "files": [s for s, _ in manifest],
-        "bytes": res.bytes,
-        "checkpoint_size": size,
-        "manifest_sha256": file_digest(tmp / "manifest-sha256.txt"),
-        "out": str(out),
-    }
-    if case:
-        payload["case"] = case
-    res.export_entry = ledger.append("export", payload)
     _write(
         tmp / "VERIFY.txt",
-        VERIFY_TXT.format(
-            station=station,
-            when=now.strftime("%Y-%m-%d %H:%M UTC"),
-            purpose=purpose,
-            size=size,
-            export_entry=res.export_entry,
-            files=res.files,
-            bytes=res.bytes,
-            case=case or "(a selection of files)",
+        verify_txt(
+            station, export_time, purpose, size, res.export_entry, res.files, res.bytes, case
         ).encode(),
     )
     tags = sorted(
@@ -276,6 +283,4 @@ def export_bag(
         tmp / "tagmanifest-sha256.txt",
         "".join(f"{file_digest(tmp / t)}  {t}\n" for t in tags).encode(),
     )
-    os.replace(tmp, out)
-    ledger.integrate()
     return res

@@ -1,46 +1,198 @@
 """Checking an export bag offline: standard library, PyNaCl and the pure ledger core.
 
-Every check runs and every failure is listed with what it means; nothing in the bag is
-trusted, the verifier key comes from the person checking. What is checked:
+Every check runs and every failure is listed with what it means. Nothing unsigned
+decides what is checked: the verifier key comes from the person checking (or, said
+plainly in the verdict, from the bag itself), and the payload is checked against the
+station's signed `export` entry, not against the bag's own lists. What is checked:
 
 - the BagIt structure: ``bagit.txt``, every line of ``manifest-sha256.txt`` (the file
-  is there and hashes to its line), no file in ``data/`` that the manifest does not
-  list, ``Payload-Oxum``, and every line of ``tagmanifest-sha256.txt`` (and no tag file
-  it does not list);
-- the signed checkpoint (``custody/checkpoint``) verifies with the given key;
+  is there, is a regular file and hashes to its line), no file in ``data/`` that the
+  manifest does not list, ``Payload-Oxum``, and every line of
+  ``tagmanifest-sha256.txt`` (and no tag file it does not list);
+- the signed checkpoint (``custody/checkpoint``) verifies with the trusted key;
 - every entry (``custody/entries/N.entry``): its own signature, and its inclusion proof
   (``N.tlog-proof``) against that same checkpoint;
-- every data file is accounted for in ``custody/files.tsv``, and the entries it names
-  are in the bag and say this file's SHA-256 (an original's `ingest` entry, an access
-  copy's `derive` entry);
+- the bag's `export` entry is among them and commits to ``manifest-sha256.txt`` (and
+  ``manifest-sm3.txt``) by hash: no exported file missing, none added, none swapped;
+- every payload file is named by a verified entry with its SHA-256 (an original's
+  `ingest` entry, an access copy's `derive` entry);
+- every human-readable label (``custody/files.tsv``, ``bag-info.txt``,
+  ``VERIFY.txt``) says what the signed entries say; labels no entry signs are listed
+  as unsigned in the verdict;
 - with a checkpoint known from elsewhere of the same size, the two roots agree; if
   they do not, both signed notes are written to a misbehaviour report.
+
+Reads are bounded (no tag file over its limit is read whole) and only regular files
+are opened, so a hostile bag cannot make the verifier hang or exhaust memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ledger.checkpoint import CheckpointError, SignedCheckpoint, open_checkpoint
 from ledger.entry import EntryError, decode_entry
-from ledger.note import Verifier
+from ledger.note import NoteError, Verifier
 from ledger.proof import ProofError, TlogProof
+
+# Bounds on what the verifier reads whole; a genuine bag is far below each.
+MAX_MANIFEST = 64 << 20  # manifest-*.txt, files.tsv: ~300,000 lines
+MAX_TAG = 1 << 20  # bag-info.txt, bagit.txt, VERIFY.txt, station.vkey
+MAX_NOTE = 1 << 16  # checkpoint, one tlog-proof (a 63-hash proof is ~3 KiB)
+MAX_LEAF = 65535  # an entry (C2SP tlog-tiles bundles cap an entry at this)
+
+# Where the trusted key came from, as the verdict says it.
+PINNED = "pinned by the user"
+FROM_BAG = "carried inside the package"
+
+FILES_TSV_HEAD = (
+    "path",
+    "sha256",
+    "size",
+    "role",
+    "original",
+    "entry",
+    "entries",
+    "recorder",
+    "officer",
+    "unit",
+    "recorded",
+    "captured",
+    "source_name",
+)
+
+# Bag-info keys that say something the signed entries also say (checked), and those
+# that nobody signs (listed as unsigned in the verdict).
+SIGNED_INFO = (
+    "Source-Organization",
+    "Bagging-Date",
+    "Payload-Oxum",
+    "External-Identifier",
+    "Internal-Sender-Description",
+    "Contact-Name",
+    "Custody-Station",
+    "Custody-Export-Time",
+    "Custody-Export-Entry",
+    "Custody-Checkpoint-Size",
+    "Custody-Verifier-Key",
+)
+
+VERIFY_TXT = """\
+HOW TO CHECK THIS EVIDENCE PACKAGE
+==================================
+
+This folder is a BagIt bag (RFC 8493) exported by custody, the evidence dock
+of {station}, on {when} for: {purpose}
+
+It holds the docked recordings (data/originals/), access copies made from
+them (data/access/, when present), and the proof that each recording is the
+one the dock recorded when it was docked: the dock's signed ledger entries
+for each file (custody/entries/*.entry), an inclusion proof for each entry
+(custody/entries/*.tlog-proof, C2SP tlog-proof format) against one signed
+checkpoint of the ledger (custody/checkpoint, size {size}). Among them is the
+signed export entry {export_entry}: it names the hash of manifest-sha256.txt,
+so the list of exported files is the station's, not this folder's.
+
+1. Check nothing was changed or added, with standard tools only:
+
+       cd <this folder>
+       sha256sum -c manifest-sha256.txt
+       sha256sum -c tagmanifest-sha256.txt
+
+   Every line must say OK. (Or: bagit.py --validate <this folder>, from the
+   Library of Congress "bagit" package.) A file in data/ that is not listed
+   in manifest-sha256.txt was added after the export.
+
+2. Check the recordings are the ones the dock signed for, with custody's
+   verifier (it needs Python 3, PyNaCl, and custody's verify and ledger
+   packages; it trusts nothing in this folder):
+
+       python -m verify bag <this folder> --vkey '<the station's verifier key>'
+
+   Get the verifier key from the unit through a channel you trust (a letter,
+   a phone call, the unit's published key), NOT from custody/station.vkey:
+   the copy in this folder only tells you which key the package claims. The
+   verifier checks every manifest line, every entry's signature, every
+   inclusion proof against the signed checkpoint, that the export entry
+   lists exactly the files in data/, that each file's SHA-256 is the one its
+   ingest or derive entry names, and that every label in files.tsv and
+   bag-info.txt is what the entries say. It lists every failure it finds and
+   exits 0 only when everything holds.
+
+3. To check the unit's ledger has not been rewritten since, compare this
+   checkpoint with a later one from the unit (or its published ledger):
+   python -m verify ledger <ledger folder> --vkey ... --known custody/checkpoint
+
+Files: {files} ({bytes} bytes). Case: {case}.
+"""
+
+
+def verify_txt(
+    station: str,
+    export_time: str,
+    purpose: str,
+    size: int,
+    export_entry: int,
+    files: int,
+    nbytes: int,
+    case: str | None,
+) -> str:
+    """VERIFY.txt exactly as the export writes it: every value in it is a signed one."""
+    when = export_time[:10] + " " + export_time[11:16] + " UTC"
+    return VERIFY_TXT.format(
+        station=station,
+        when=when,
+        purpose=purpose,
+        size=size,
+        export_entry=export_entry,
+        files=files,
+        bytes=nbytes,
+        case=case or "(a selection of files)",
+    )
 
 
 @dataclass
 class BagReport:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    unsigned: list[str] = field(default_factory=list)  # labels no signed entry vouches for
+    trusted: str = ""  # the key the verdict rests on, and where it came from
     files: int = 0
     entries: int = 0
     checkpoint_size: int = 0
+    export_entry: int = -1
     conflict: str = ""  # a misbehaviour report's text, when two checkpoints conflict
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "trusted": self.trusted,
+            "problems": self.problems,
+            "notes": self.notes,
+            "unsigned": self.unsigned,
+            "files": self.files,
+            "entries": self.entries,
+            "checkpoint_size": self.checkpoint_size,
+            "export_entry": self.export_entry,
+        }
+
+    def lines(self) -> list[str]:
+        """The verdict for a person: the trust line first, then notes and problems."""
+        out = [f"trusted: {self.trusted}"] if self.trusted else []
+        out += [f"note: {n}" for n in self.notes]
+        out += [f"unsigned: {u}" for u in self.unsigned]
+        out += [f"FAILED {p}" for p in self.problems]
+        return out
 
 
 def file_digest(p: Path, algorithm: str = "sha256") -> str:
@@ -49,134 +201,247 @@ def file_digest(p: Path, algorithm: str = "sha256") -> str:
         return hashlib.file_digest(f, algorithm).hexdigest()
 
 
-def _manifest(path: Path, rep: BagReport, what: str) -> dict[str, str]:
-    out: dict[str, str] = {}
+class _Unreadable(Exception):
+    pass
+
+
+def _open_regular(p: Path) -> int:
+    """An fd on a regular file, never through a symlink, never blocking on a FIFO."""
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        rep.problems.append(f"{path.name} is missing: the bag cannot show its {what} are intact")
-        return out
-    except (OSError, UnicodeDecodeError) as e:
-        rep.problems.append(f"{path.name} cannot be read: {e}")
-        return out
-    for n, line in enumerate(text.splitlines(), start=1):
-        digest, sep, rel = line.partition("  ")
-        if not sep or len(digest) != 64 or rel in out:
-            rep.problems.append(f"{path.name} line {n}: malformed or repeated ({line[:80]!r})")
+        raise
+    except OSError as e:
+        raise _Unreadable(
+            "a symbolic link, not a file" if e.errno == 40 else e.strerror or str(e)
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _Unreadable("not a regular file")
+    return fd
+
+
+def read_bounded(p: Path, limit: int) -> bytes:
+    """The whole of a regular file of at most ``limit`` bytes."""
+    fd = _open_regular(p)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise _Unreadable(f"larger than the {limit}-byte limit for this file")
+    return data
+
+
+def _digest_regular(p: Path, algorithm: str = "sha256") -> str:
+    fd = _open_regular(p)
+    with os.fdopen(fd, "rb") as f:
+        return hashlib.file_digest(f, algorithm).hexdigest()
+
+
+def _walk(root: Path, top: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """Every non-directory below ``top`` (relative to ``root``), symlinks not followed."""
+    for d, dirs, names in os.walk(top, followlinks=False):
+        for n in sorted(names + [x for x in dirs if os.path.islink(os.path.join(d, x))]):
+            full = Path(d) / n
+            yield full.relative_to(root).as_posix(), full.lstat()
+
+
+def _read_text(root: Path, rel: str, limit: int, rep: BagReport, what: str) -> str | None:
+    try:
+        return read_bounded(root / rel, limit).decode("utf-8")
+    except FileNotFoundError:
+        rep.problems.append(f"{rel} is missing: {what}")
+    except _Unreadable as e:
+        rep.problems.append(f"{rel} cannot be read: {e}")
+    except UnicodeDecodeError:
+        rep.problems.append(f"{rel} is not UTF-8 text")
+    return None
+
+
+def _manifest(root: Path, rel: str, rep: BagReport, what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    text = _read_text(root, rel, MAX_MANIFEST, rep, f"the bag cannot show its {what} are intact")
+    for n, line in enumerate((text or "").splitlines(), start=1):
+        digest, sep, path = line.partition("  ")
+        if path.startswith("*"):  # sha256sum's binary marker
+            path = path[1:]
+        if not sep or len(digest) != 64 or path in out:
+            rep.problems.append(f"{rel} line {n}: malformed or repeated ({line[:80]!r})")
             continue
-        out[rel] = digest.lower()
+        out[path] = digest.lower()
     return out
 
 
-def _safe(root: Path, rel: str) -> Path | None:
-    p = (root / rel).resolve()
-    return p if p.is_relative_to(root.resolve()) else None
+def _inside(rel: str) -> bool:
+    parts = rel.split("/")
+    return bool(rel) and not rel.startswith("/") and ".." not in parts and "" not in parts
 
 
-def verify_bag(root: Path, vkey: Verifier, known: list[bytes] | None = None) -> BagReport:
+def _trust(vkey: Verifier | None, source: str, root: Path, rep: BagReport) -> Verifier | None:
+    claimed = ""
+    with contextlib.suppress(OSError, _Unreadable, UnicodeDecodeError):
+        claimed = read_bounded(root / "custody" / "station.vkey", MAX_TAG).decode().strip()
+    if vkey is None:
+        try:
+            vkey = Verifier.parse(claimed)
+        except NoteError as e:
+            rep.problems.append(f"no key given and custody/station.vkey is not a key ({e})")
+            return None
+        source = FROM_BAG
+        rep.notes.append(
+            "the key came from the package itself: this proves the package is intact and "
+            "self-consistent, not that the station made it; pin the station's key (--vkey) "
+            "from a channel you trust to prove origin"
+        )
+    elif claimed and claimed != vkey.vkey():
+        rep.notes.append(
+            f"custody/station.vkey names {claimed}, not the key trusted; the trusted key is "
+            "what counts"
+        )
+    rep.trusted = f"{vkey.name} (key id {vkey.key_id.hex()}), {source}"
+    return vkey
+
+
+def verify_bag(
+    root: Path,
+    vkey: Verifier | None,
+    known: list[bytes] | None = None,
+    key_source: str = PINNED,
+) -> BagReport:
+    """Check the bag at ``root``. ``vkey`` None trusts the key the bag carries, and the
+    verdict says so; ``key_source`` says where a given key came from."""
     rep = BagReport()
+    text = _read_text(root, "bagit.txt", MAX_TAG, rep, "this folder is not a BagIt bag")
+    if text is not None and not text.startswith("BagIt-Version: "):
+        rep.problems.append("bagit.txt does not declare a BagIt version")
+    trusted = _trust(vkey, key_source, root, rep)
+    man, present = _payload(root, rep)
+    info = _bag_info(root, rep)
+    _tags(root, rep)
+    if trusted is None:
+        return rep
+    # -- the checkpoint ------------------------------------------------------------
     try:
-        bagit = (root / "bagit.txt").read_text(encoding="utf-8")
-        if not bagit.startswith("BagIt-Version: "):
-            rep.problems.append("bagit.txt does not declare a BagIt version")
-    except (OSError, UnicodeDecodeError):
-        rep.problems.append("bagit.txt is missing: this folder is not a BagIt bag")
-    # -- payload ------------------------------------------------------------------
-    man = _manifest(root / "manifest-sha256.txt", rep, "files")
+        cp_text = read_bounded(root / "custody" / "checkpoint", MAX_NOTE)
+    except (OSError, _Unreadable) as e:
+        rep.problems.append(f"custody/checkpoint cannot be read ({e}): no proof can be checked")
+        return rep
+    try:
+        signed = open_checkpoint(cp_text, [trusted])
+        rep.checkpoint_size = signed.checkpoint.size
+    except CheckpointError as e:
+        rep.problems.append(
+            f"custody/checkpoint does not verify with the key {trusted.vkey()}: "
+            f"{e} (signed by another key, or altered)"
+        )
+        return rep
+    for other in known or []:
+        _compare_known(cp_text, signed, other, trusted, rep)
+    entries = _entries(root, cp_text, trusted, rep)
+    rep.entries = len(entries)
+    export = _export_entry(root, entries, info, rep)
+    try:
+        sm3_digest = _digest_regular(root / "manifest-sm3.txt")
+    except (OSError, _Unreadable):
+        sm3_digest = ""
+    _check_payload(man, present, entries, export, sm3_digest, rep)
+    _check_files_tsv(root, man, entries, rep)
+    if export is not None:
+        _check_info(info, entries, export, signed, trusted, rep)
+        _check_verify_txt(root, export, signed, man, rep)
+    return rep
+
+
+def _payload(root: Path, rep: BagReport) -> tuple[dict[str, str], dict[str, int]]:
+    """The manifest, every line checked; and what data/ holds (path -> size)."""
+    man = _manifest(root, "manifest-sha256.txt", rep, "files")
+    present: dict[str, int] = {}
+    data = root / "data"
+    if data.is_dir() and not data.is_symlink():
+        for rel, st in _walk(root, data):
+            if not stat.S_ISREG(st.st_mode):
+                rep.problems.append(f"{rel}: not a regular file (a link or device planted)")
+                continue
+            present[rel] = st.st_size
+    elif data.exists():
+        rep.problems.append("data is not a folder")
     for rel, digest in sorted(man.items()):
-        p = _safe(root, rel)
-        if p is None or not rel.startswith("data/"):
+        if not _inside(rel) or not rel.startswith("data/"):
             rep.problems.append(f"manifest names {rel!r}, outside the payload folder data/")
             continue
-        if not p.is_file():
+        if rel not in present:
             rep.problems.append(f"{rel}: listed in the manifest but missing (removed)")
             continue
-        got = file_digest(p)
+        try:
+            got = _digest_regular(root / rel)
+        except (OSError, _Unreadable) as e:
+            rep.problems.append(f"{rel}: cannot be read ({e})")
+            continue
         if got != digest:
             rep.problems.append(
                 f"{rel}: its SHA-256 is {got}, not {digest} as the manifest says "
                 "(the file was altered after the export)"
             )
-    sm3_path = root / "manifest-sm3.txt"
-    if sm3_path.exists():
+    if (root / "manifest-sm3.txt").exists():
         if "sm3" not in hashlib.algorithms_available:
             rep.notes.append("manifest-sm3.txt not checked: this system's OpenSSL has no SM3")
         else:
-            for rel, digest in sorted(_manifest(sm3_path, rep, "files (SM3)").items()):
-                p = _safe(root, rel)
-                if p is None or not p.is_file():
+            sm3 = _manifest(root, "manifest-sm3.txt", rep, "files (SM3)")
+            for rel, digest in sorted(sm3.items()):
+                if rel not in present or not _inside(rel):
                     rep.problems.append(f"{rel}: listed in manifest-sm3.txt but missing")
-                elif file_digest(p, "sm3") != digest:
+                elif _digest_regular(root / rel, "sm3") != digest:
                     rep.problems.append(f"{rel}: its SM3 does not match manifest-sm3.txt (altered)")
-    data = root / "data"
-    present = (
-        {p.relative_to(root).as_posix() for p in data.rglob("*") if p.is_file()}
-        if data.is_dir()
-        else set()
-    )
-    for rel in sorted(present - set(man)):
+            for rel in sorted(set(man) - set(sm3)):
+                rep.problems.append(f"{rel}: in manifest-sha256.txt but not in manifest-sm3.txt")
+    for rel in sorted(set(present) - set(man)):
         rep.problems.append(f"{rel}: in data/ but not in the manifest (added after the export)")
     rep.files = len(man)
-    info = _bag_info(root, rep)
-    oxum = info.get("Payload-Oxum")
-    if oxum:
-        total = sum((root / r).stat().st_size for r in man if (root / r).is_file())
-        if oxum != f"{total}.{len(present)}":
-            rep.problems.append(
-                f"Payload-Oxum says {oxum}, the payload is {total} bytes in {len(present)} files"
-            )
-    # -- tag files -----------------------------------------------------------------
-    tman = _manifest(root / "tagmanifest-sha256.txt", rep, "tag files")
-    tags_present = {
-        p.relative_to(root).as_posix()
-        for p in root.rglob("*")
-        if p.is_file()
-        and not p.relative_to(root).as_posix().startswith("data/")
-        and not p.name.startswith("tagmanifest-")
-    }
+    return man, present
+
+
+def _tags(root: Path, rep: BagReport) -> None:
+    tman = _manifest(root, "tagmanifest-sha256.txt", rep, "tag files")
+    tags_present: set[str] = set()
+    for rel, st in _walk(root, root):
+        if rel.startswith("data/") or rel.split("/")[-1].startswith("tagmanifest-"):
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            rep.problems.append(f"{rel}: not a regular file (a link or device planted)")
+            continue
+        tags_present.add(rel)
     for rel, digest in sorted(tman.items()):
-        p = _safe(root, rel)
-        if p is None or not p.is_file():
+        if not _inside(rel) or rel not in tags_present:
             rep.problems.append(f"{rel}: listed in the tag manifest but missing")
-        elif file_digest(p) != digest:
-            rep.problems.append(f"{rel}: altered after the export (tag manifest mismatch)")
+            continue
+        try:
+            if _digest_regular(root / rel) != digest:
+                rep.problems.append(f"{rel}: altered after the export (tag manifest mismatch)")
+        except (OSError, _Unreadable) as e:
+            rep.problems.append(f"{rel}: cannot be read ({e})")
     for rel in sorted(tags_present - set(tman)):
         rep.problems.append(f"{rel}: a tag file not in the tag manifest (added after the export)")
-    # -- the checkpoint ------------------------------------------------------------
-    cp_path = root / "custody" / "checkpoint"
-    try:
-        cp_text = cp_path.read_bytes()
-    except OSError:
-        rep.problems.append("custody/checkpoint is missing: no proof can be checked")
-        return rep
-    try:
-        signed = open_checkpoint(cp_text, [vkey])
-        rep.checkpoint_size = signed.checkpoint.size
-    except CheckpointError as e:
-        rep.problems.append(
-            f"custody/checkpoint does not verify with the key {vkey.vkey()}: "
-            f"{e} (signed by another key, or altered)"
-        )
-        return rep
-    vk = root / "custody" / "station.vkey"
-    claimed = vk.read_text(encoding="utf-8").strip() if vk.is_file() else ""
-    if claimed and claimed != vkey.vkey():
-        rep.notes.append(
-            f"custody/station.vkey names {claimed}, not the key given; the checkpoint "
-            "verified with the key given, which is what counts"
-        )
-    for other in known or []:
-        _compare_known(cp_text, signed, other, vkey, rep)
-    # -- entries and proofs ----------------------------------------------------------
+
+
+def _entries(
+    root: Path, cp_text: bytes, vkey: Verifier, rep: BagReport
+) -> dict[int, dict[str, object]]:
+    """Every entry whose signature and inclusion proof verify, by index."""
     entries: dict[int, dict[str, object]] = {}
     edir = root / "custody" / "entries"
-    for p in sorted(edir.glob("*.entry")) if edir.is_dir() else []:
-        try:
-            idx = int(p.stem)
-        except ValueError:
-            rep.problems.append(f"{p.name}: not named by an entry number")
+    names = sorted(os.listdir(edir)) if edir.is_dir() and not edir.is_symlink() else []
+    for name in names:
+        if not name.endswith(".entry"):
             continue
-        leaf = p.read_bytes()
+        stem = name[: -len(".entry")]
+        if not stem.isdigit() or len(stem) > 15:
+            rep.problems.append(f"custody/entries/{name}: not named by an entry number")
+            continue
+        idx = int(stem)
+        try:
+            leaf = read_bounded(edir / name, MAX_LEAF)
+        except (OSError, _Unreadable) as e:
+            rep.problems.append(f"entry {idx}: cannot be read ({e})")
+            continue
         try:
             ent = decode_entry(leaf)
         except EntryError as err:
@@ -184,22 +449,24 @@ def verify_bag(root: Path, vkey: Verifier, known: list[bytes] | None = None) -> 
             continue
         if not ent.verify(vkey):
             rep.problems.append(f"entry {idx}: its signature does not verify (altered)")
-        proof_path = p.with_suffix(".tlog-proof")
+            continue
         try:
-            proof = TlogProof.parse(proof_path.read_bytes())
-        except OSError:
-            rep.problems.append(f"entry {idx}: no inclusion proof ({proof_path.name} missing)")
+            proof = TlogProof.parse(read_bounded(edir / f"{stem}.tlog-proof", MAX_NOTE))
+        except (OSError, _Unreadable) as e:
+            rep.problems.append(f"entry {idx}: no readable inclusion proof ({e})")
             continue
         except ProofError as err:
             rep.problems.append(f"entry {idx}: its proof is malformed ({err})")
             continue
         if proof.index != idx:
             rep.problems.append(f"entry {idx}: its proof is for entry {proof.index}")
+            continue
         if proof.checkpoint.encode() != cp_text:
             rep.problems.append(
                 f"entry {idx}: its proof is against another checkpoint than custody/checkpoint "
                 "(swapped checkpoint)"
             )
+            continue
         try:
             proof.verify(leaf, [vkey])
         except ProofError as err:
@@ -209,21 +476,283 @@ def verify_bag(root: Path, vkey: Verifier, known: list[bytes] | None = None) -> 
             )
             continue
         entries[idx] = dict(ent.fields)
-    rep.entries = len(entries)
-    _check_files(root, man, entries, rep)
-    return rep
+    return entries
+
+
+def _export_entry(
+    root: Path, entries: dict[int, dict[str, object]], info: dict[str, str], rep: BagReport
+) -> dict[str, object] | None:
+    """The signed `export` entry that commits to this bag's manifest, if there is one."""
+    try:
+        mdigest = _digest_regular(root / "manifest-sha256.txt")
+    except (OSError, _Unreadable):
+        mdigest = ""
+    exports = {i: e for i, e in entries.items() if e.get("type") == "export"}
+    mine = [i for i, e in exports.items() if mdigest and e.get("manifest_sha256") == mdigest]
+    if not mine:
+        why = (
+            "the export entries in the bag commit to another manifest"
+            if exports
+            else "the bag carries no verified export entry"
+        )
+        rep.problems.append(
+            "no signed export entry names this manifest-sha256.txt "
+            f"({why}): files may have been added, dropped or swapped after the export"
+        )
+        return None
+    idx = mine[-1]
+    rep.export_entry = idx
+    named = info.get("Custody-Export-Entry")
+    if named is not None and named != str(idx):
+        rep.problems.append(
+            f"bag-info.txt names export entry {named}, the signed one is entry {idx}"
+        )
+    return exports[idx]
+
+
+def _names(e: dict[str, object]) -> tuple[str, str] | None:
+    """(SHA-256, role) of the file an entry signs for, if it names one."""
+    if e.get("type") in ("ingest", "sighting") and isinstance(e.get("sha256"), str):
+        return str(e["sha256"]), "original"
+    out = e.get("output")
+    if e.get("type") == "derive" and isinstance(out, dict) and isinstance(out.get("sha256"), str):
+        return str(out["sha256"]), str(e.get("kind", "derivative"))
+    return None
+
+
+def _check_payload(
+    man: dict[str, str],
+    present: dict[str, int],
+    entries: dict[int, dict[str, object]],
+    export: dict[str, object] | None,
+    sm3_digest: str,
+    rep: BagReport,
+) -> None:
+    signed: dict[str, list[int]] = {}
+    for i, e in entries.items():
+        n = _names(e)
+        if n is not None:
+            signed.setdefault(n[0], []).append(i)
+    for rel, sha in sorted(man.items()):
+        if sha not in signed:
+            rep.problems.append(
+                f"{rel}: no verified entry in the bag names SHA-256 {sha[:16]}… "
+                "(a file the station never recorded)"
+            )
+    if export is None:
+        return
+    listed = export.get("files")
+    if isinstance(listed, list) and sorted(map(str, listed)) != sorted(man.values()):
+        rep.problems.append("the signed export entry lists other files than the manifest holds")
+    if export.get("bytes") is not None and export.get("bytes") != sum(
+        present.get(r, 0) for r in man
+    ):
+        rep.problems.append(
+            f"the payload is not the {export.get('bytes')} bytes the export entry signed for"
+        )
+    want_sm3 = export.get("manifest_sm3_sha256")
+    if want_sm3 is not None and sm3_digest != want_sm3:
+        rep.problems.append(
+            "manifest-sm3.txt is not the one the signed export entry names (altered or removed)"
+        )
+    elif want_sm3 is None and sm3_digest:
+        rep.problems.append(
+            "manifest-sm3.txt was added after the export (no signed entry names it)"
+        )
+
+
+def _row_problems(
+    row: dict[str, str],
+    size: int | None,
+    entries: dict[int, dict[str, object]],
+    ingest_of: dict[str, int],
+) -> list[str]:
+    """What in one files.tsv row differs from the signed entries."""
+    out: list[str] = []
+    sha = row.get("sha256", "")
+    listed = [x for x in row.get("entries", "").split(",") if x]
+    missing = [x for x in listed if not x.isdigit() or int(x) not in entries]
+    if missing:
+        out.append(
+            f"entries {', '.join(missing)} are named but missing or do not verify "
+            "(removed or altered)"
+        )
+    if size is not None and row.get("size") != str(size):
+        out.append(f"size says {row.get('size')}, the file has {size} bytes")
+    try:
+        eid = int(row.get("entry", ""))
+    except ValueError:
+        return [*out, f"entry {row.get('entry')!r} is not an entry number"]
+    e = entries.get(eid)
+    named = _names(e) if e else None
+    if e is None or named is None or named[0] != sha:
+        return [*out, f"entry {eid} is not a verified entry in the bag naming this file"]
+    role = "original" if named[1] == "original" else named[1]
+    if row.get("role") != role:
+        out.append(f"role says {row.get('role')!r}, entry {eid} makes it {role!r}")
+    ingest = e
+    if named[1] != "original":
+        src = e.get("sha256")  # a derive entry names the original it was made from
+        if row.get("original") != src:
+            out.append(f"original says {row.get('original')}, entry {eid} derived it from {src}")
+        ingest = entries.get(ingest_of.get(str(src), -1), {})
+    elif row.get("original") != sha:
+        out.append(f"original says {row.get('original')}, it is itself the original")
+    if not ingest:
+        return [*out, "the ingest entry of its original is not in the bag"]
+    ident = ingest.get("recorder")
+    ident = ident if isinstance(ident, dict) else {}
+    source = ingest.get("source")
+    source = source if isinstance(source, dict) else {}
+    signed_name = str(source.get("path", "")).rsplit("/", 1)[-1] if source.get("path") else ""
+    expect = {
+        "recorder": str(ident.get("serial", "")),
+        "officer": str(ident.get("officer", "")),
+        "unit": str(ident.get("unit", "")),
+        "recorded": str(ident.get("claimed_start", "")),
+        "captured": str(ingest.get("time", "")),
+        "source_name": signed_name,
+    }
+    for k, v in expect.items():
+        if row.get(k, "") != v:
+            out.append(f"{k} says {row.get(k, '')!r}, the signed ingest entry says {v!r}")
+    return out
+
+
+def _check_files_tsv(
+    root: Path, man: dict[str, str], entries: dict[int, dict[str, object]], rep: BagReport
+) -> None:
+    text = _read_text(
+        root, "custody/files.tsv", MAX_MANIFEST, rep, "the files cannot be tied to entries"
+    )
+    if text is None:
+        return
+    lines = text.splitlines()
+    head = lines[0].split("\t") if lines else []
+    if tuple(head) != FILES_TSV_HEAD:
+        rep.problems.append(
+            "custody/files.tsv has columns the verifier does not know "
+            "(made by another version, or altered)"
+        )
+        return
+    rows: list[dict[str, str]] = []
+    for n, line in enumerate(lines[1:], start=2):
+        cells = line.split("\t")
+        if len(cells) != len(head):
+            rep.problems.append(f"files.tsv line {n}: {len(cells)} cells, not {len(head)}")
+            cells = [*cells[: len(head)], *[""] * (len(head) - len(cells))]
+        rows.append(dict(zip(head, cells, strict=True)))
+    # An access copy's labels are its original's: the ingest entry its original row names.
+    ingest_of = {
+        r.get("sha256", ""): int(r["entry"])
+        for r in rows
+        if r.get("role") == "original" and r.get("entry", "").isdigit()
+    }
+    seen: set[str] = set()
+    for n, row in enumerate(rows, start=2):
+        rel, sha = row.get("path", ""), row.get("sha256", "")
+        if rel in seen:
+            rep.problems.append(f"files.tsv line {n}: {rel} is listed twice")
+            continue
+        seen.add(rel)
+        if man.get(rel) != sha:
+            rep.problems.append(f"files.tsv line {n}: {rel} is not in the manifest with {sha[:16]}")
+            continue
+        size = (root / rel).stat().st_size if (root / rel).is_file() else None
+        for p in _row_problems(row, size, entries, ingest_of):
+            rep.problems.append(f"files.tsv line {n} ({rel}): {p}")
+    for rel in sorted(set(man) - seen):
+        rep.problems.append(f"{rel}: in the manifest but not described in custody/files.tsv")
 
 
 def _bag_info(root: Path, rep: BagReport) -> dict[str, str]:
     out: dict[str, str] = {}
-    try:
-        for line in (root / "bag-info.txt").read_text(encoding="utf-8").splitlines():
-            k, sep, v = line.partition(": ")
-            if sep:
-                out[k] = v
-    except (OSError, UnicodeDecodeError):
-        rep.problems.append("bag-info.txt is missing or unreadable")
+    text = _read_text(root, "bag-info.txt", MAX_TAG, rep, "the bag has no metadata")
+    for line in (text or "").splitlines():
+        k, sep, v = line.partition(": ")
+        if sep and k not in out:
+            out[k] = v
+        elif sep:
+            rep.problems.append(f"bag-info.txt names {k} twice")
+        elif line.strip():
+            rep.problems.append(f"bag-info.txt: a line that is not 'Key: value' ({line[:60]!r})")
+    oxum = out.get("Payload-Oxum")
+    if oxum:
+        data = root / "data"
+        files = [st for _, st in _walk(root, data)] if data.is_dir() else []
+        total = sum(st.st_size for st in files if stat.S_ISREG(st.st_mode))
+        if oxum != f"{total}.{len(files)}":
+            rep.problems.append(
+                f"Payload-Oxum says {oxum}, the payload is {total} bytes in {len(files)} files"
+            )
     return out
+
+
+def _check_info(
+    info: dict[str, str],
+    entries: dict[int, dict[str, object]],
+    export: dict[str, object],
+    signed: SignedCheckpoint,
+    vkey: Verifier,
+    rep: BagReport,
+) -> None:
+    t = str(export.get("time", ""))
+    units: set[str] = set()
+    for e in entries.values():
+        ident = e.get("recorder")
+        if (
+            e.get("type") in ("ingest", "sighting")
+            and isinstance(ident, dict)
+            and ident.get("unit")
+        ):
+            units.add(str(ident["unit"]))
+    expect = {
+        "Source-Organization": ",".join(sorted(units)) or signed.checkpoint.origin,
+        "Bagging-Date": t[:10],
+        "External-Identifier": str(export.get("case") or "selection"),
+        "Internal-Sender-Description": str(export.get("purpose", "")),
+        "Contact-Name": str(export.get("operator", "")),
+        "Custody-Station": signed.checkpoint.origin,
+        "Custody-Export-Time": t,
+        "Custody-Checkpoint-Size": str(signed.checkpoint.size),
+        "Custody-Verifier-Key": vkey.vkey(),
+    }
+    for k, v in expect.items():
+        if k in info and info[k] != v:
+            rep.problems.append(f"bag-info.txt {k} says {info[k]!r}; the signed entries say {v!r}")
+    for k in ("External-Identifier", "Contact-Name", "Internal-Sender-Description"):
+        if k not in info:
+            rep.notes.append(f"bag-info.txt has no {k}; the export entry says {expect[k]!r}")
+    for k, v in info.items():
+        if k not in SIGNED_INFO:
+            rep.unsigned.append(f"bag-info.txt {k}: {v!r} (no signed entry says this)")
+
+
+def _check_verify_txt(
+    root: Path,
+    export: dict[str, object],
+    signed: SignedCheckpoint,
+    man: dict[str, str],
+    rep: BagReport,
+) -> None:
+    text = _read_text(root, "VERIFY.txt", MAX_TAG, rep, "the instructions are gone")
+    if text is None:
+        return
+    b = export.get("bytes")
+    want = verify_txt(
+        signed.checkpoint.origin,
+        str(export.get("time", "")),
+        str(export.get("purpose", "")),
+        signed.checkpoint.size,
+        rep.export_entry,
+        len(man),
+        int(b) if isinstance(b, int) else 0,
+        str(export["case"]) if export.get("case") else None,
+    )
+    if text != want:
+        rep.problems.append(
+            "VERIFY.txt does not say what the signed export entry says (its text was altered)"
+        )
 
 
 def _compare_known(
@@ -255,45 +784,3 @@ def _compare_known(
             f"a later checkpoint (size {o.checkpoint.size}) is known; its consistency with this "
             "bag's needs the ledger: python -m verify ledger DIR --known custody/checkpoint"
         )
-
-
-def _output(e: dict[str, object]) -> object:
-    out = e.get("output")
-    return out.get("sha256") if isinstance(out, dict) else None
-
-
-def _check_files(
-    root: Path, man: dict[str, str], entries: dict[int, dict[str, object]], rep: BagReport
-) -> None:
-    try:
-        lines = (root / "custody" / "files.tsv").read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        rep.problems.append("custody/files.tsv is missing: the files cannot be tied to entries")
-        return
-    head = lines[0].split("\t") if lines else []
-    seen: set[str] = set()
-    for n, line in enumerate(lines[1:], start=2):
-        row = dict(zip(head, line.split("\t"), strict=False))
-        rel, sha = row.get("path", ""), row.get("sha256", "")
-        seen.add(rel)
-        if man.get(rel) != sha:
-            rep.problems.append(f"files.tsv line {n}: {rel} is not in the manifest with {sha[:16]}")
-        ids = [int(x) for x in row.get("entries", "").split(",") if x.isdigit()]
-        missing = [i for i in ids if i not in entries]
-        if missing:
-            rep.problems.append(
-                f"{rel}: entries {', '.join(map(str, missing))} are named but missing or do not "
-                "verify (removed or altered)"
-            )
-        if row.get("role") == "original":
-            ing = entries.get(int(row.get("ingest_entry", "-1") or -1))
-            if ing is None or ing.get("type") != "ingest" or ing.get("sha256") != sha:
-                rep.problems.append(
-                    f"{rel}: no verified ingest entry in the bag names SHA-256 {sha[:16]}…"
-                )
-        elif row.get("role") == "access_copy":
-            made = [e for e in entries.values() if e.get("type") == "derive" and _output(e) == sha]
-            if not made:
-                rep.problems.append(f"{rel}: no verified derive entry made this access copy")
-    for rel in sorted(set(man) - seen):
-        rep.problems.append(f"{rel}: in the manifest but not accounted for in custody/files.tsv")

@@ -4,6 +4,7 @@ and every tampering in the corpus is caught with its own message."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -91,10 +92,16 @@ def test_bag_is_valid_for_standard_tools_and_ours(exported: tuple[Path, Path, st
     assert "sha256sum -c manifest-sha256.txt" in (bag / "VERIFY.txt").read_text()
     proofs = list((bag / "custody" / "entries").glob("*.tlog-proof"))
     assert len(proofs) == len(list((bag / "custody" / "entries").glob("*.entry"))) >= 6
-    # The export is itself an entry, after the checkpoint the bag carries.
+    # The export is itself an entry, inside the checkpoint the bag carries, and it names
+    # the manifest: the list of exported files is the station's.
     ex = [e for e in entries(conf) if e["type"] == "export"][-1]
     assert ex["case"] == "2026-XZ-0042" and ex["operator"] == "clerk-wang"
     assert len(ex["files"]) == 4
+    assert (
+        ex["manifest_sha256"]
+        == hashlib.sha256((bag / "manifest-sha256.txt").read_bytes()).hexdigest()
+    )
+    assert "Custody-Export-Entry: " in info
     # Finding the case, and the catalog.
     found = json.loads(run_cli("find", "--case", "2026-XZ-0042", "--json", config=conf).stdout)
     assert len(found) == 2 and found[0]["officer"] == "010203" and found[0]["recorder"] == "ABC1234"
@@ -204,7 +211,7 @@ TAMPERS: dict[str, tuple[Callable[[Path, Path], object], str]] = {
     ),
     "a replaced file with manifests made to match": (
         lambda bag, conf: _replace_with_manifest(bag),
-        "no verified ingest entry",
+        "no verified entry in the bag names|no signed export entry names this manifest",
     ),
 }
 
@@ -219,6 +226,218 @@ def test_tampering_is_caught(exported: tuple[Path, Path, str], tmp_path: Path, c
     assert p.returncode == 1, f"{case}: passed\n{p.stdout}"
     assert any(m in p.stdout for m in message.split("|")), f"{case}: {p.stdout}"
     assert "FAILED" in p.stdout
+
+
+def _rebag(bag: Path) -> None:
+    """Recompute every BagIt list from what the folder now holds, as a forger would:
+    manifest-sha256.txt, manifest-sm3.txt, Payload-Oxum and the tag manifest."""
+    import hashlib
+
+    data = sorted(p for p in (bag / "data").rglob("*") if p.is_file())
+    rels = [p.relative_to(bag).as_posix() for p in data]
+    (bag / "manifest-sha256.txt").write_text(
+        "".join(
+            f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {r}\n"
+            for p, r in zip(data, rels, strict=True)
+        )
+    )
+    if (bag / "manifest-sm3.txt").exists():
+        (bag / "manifest-sm3.txt").write_text(
+            "".join(
+                f"{hashlib.new('sm3', p.read_bytes()).hexdigest()}  {r}\n"
+                for p, r in zip(data, rels, strict=True)
+            )
+        )
+    info = bag / "bag-info.txt"
+    info.write_text(
+        "".join(
+            (_oxum(bag) if ln.startswith("Payload-Oxum") else ln) + "\n"
+            for ln in info.read_text().splitlines()
+        )
+    )
+    tags = sorted(
+        p.relative_to(bag).as_posix()
+        for p in bag.rglob("*")
+        if p.is_file() and not p.relative_to(bag).as_posix().startswith(("data/", "tagmanifest-"))
+    )
+    (bag / "tagmanifest-sha256.txt").write_text(
+        "".join(f"{hashlib.sha256((bag / t).read_bytes()).hexdigest()}  {t}\n" for t in tags)
+    )
+
+
+def _edit(bag: Path, rel: str, old: str, new: str) -> None:
+    p = bag / rel
+    text = p.read_text()
+    assert old in text, f"{old!r} not in {rel}"
+    p.write_text(text.replace(old, new))
+
+
+def _plant(bag: Path, ffmpeg: str, role: str) -> None:
+    """A video the station never saw, listed in files.tsv under ``role``."""
+    import hashlib
+
+    clip = make_clip(ffmpeg, bag / "data" / "originals" / "planted.mp4", tone=900)
+    sha_ = hashlib.sha256(clip.read_bytes()).hexdigest()
+    row = ["data/originals/planted.mp4", sha_, str(clip.stat().st_size), role, sha_, "", ""]
+    row += ["ABC1234", "010203", "", "", "", "planted.mp4"]
+    with open(bag / "custody" / "files.tsv", "a") as f:
+        f.write("\t".join(row) + "\n")
+
+
+def _drop_original(bag: Path) -> None:
+    target = _first(bag, "data/originals/*")
+    target.unlink()
+    tsv = bag / "custody" / "files.tsv"
+    tsv.write_text(
+        "".join(ln + "\n" for ln in tsv.read_text().splitlines() if target.name not in ln)
+    )
+
+
+def _tsv_column(bag: Path, column: str, value: str) -> None:
+    tsv = bag / "custody" / "files.tsv"
+    lines = tsv.read_text().splitlines()
+    head = lines[0].split("\t")
+    cells = lines[1].split("\t")
+    cells[head.index(column)] = value
+    lines[1] = "\t".join(cells)
+    tsv.write_text("\n".join(lines) + "\n")
+
+
+FORGERIES: dict[str, tuple[Callable[[Path, str], object], str]] = {
+    "a planted video with role 'evidence'": (
+        lambda bag, ff: _plant(bag, ff, "evidence"),
+        "no verified entry in the bag names SHA-256",
+    ),
+    "a planted video with a blank role": (
+        lambda bag, ff: _plant(bag, ff, ""),
+        "no verified entry in the bag names SHA-256",
+    ),
+    "one of the case's originals dropped": (
+        lambda bag, ff: _drop_original(bag),
+        "no signed export entry names this manifest-sha256.txt",
+    ),
+    "the case number changed in bag-info.txt": (
+        lambda bag, ff: _edit(bag, "bag-info.txt", "2026-XZ-0042", "2026-XZ-0043"),
+        "External-Identifier says '2026-XZ-0043'",
+    ),
+    "the purpose changed in bag-info.txt": (
+        lambda bag, ff: _edit(bag, "bag-info.txt", "appeal 17", "appeal 71"),
+        "Internal-Sender-Description says",
+    ),
+    "the operator changed in bag-info.txt": (
+        lambda bag, ff: _edit(bag, "bag-info.txt", "clerk-wang", "clerk-li"),
+        "Contact-Name says 'clerk-li'",
+    ),
+    "the export time changed in bag-info.txt": (
+        lambda bag, ff: _edit(
+            bag, "bag-info.txt", "Custody-Export-Time: 20", "Custody-Export-Time: 19"
+        ),
+        "Custody-Export-Time says",
+    ),
+    "the officer changed in files.tsv": (
+        lambda bag, ff: _tsv_column(bag, "officer", "999999"),
+        "officer says '999999', the signed ingest entry says '010203'",
+    ),
+    "the unit changed in files.tsv": (
+        lambda bag, ff: _tsv_column(bag, "unit", "530000000000"),
+        "unit says '530000000000'",
+    ),
+    "the recorder changed in files.tsv": (
+        lambda bag, ff: _tsv_column(bag, "recorder", "ZZZ9999"),
+        "recorder says 'ZZZ9999'",
+    ),
+    "the capture time changed in files.tsv": (
+        lambda bag, ff: _tsv_column(bag, "captured", "2020-01-01T00:00:00Z"),
+        "captured says '2020-01-01T00:00:00Z'",
+    ),
+    "the recording start changed in files.tsv": (
+        lambda bag, ff: _tsv_column(bag, "recorded", "2020-01-01T00:00:00Z"),
+        "recorded says '2020-01-01T00:00:00Z'",
+    ),
+    "an access copy relabelled as an original": (
+        lambda bag, ff: _tsv_column(bag, "role", "access_copy"),
+        "role says 'access_copy'",
+    ),
+    "the case number changed in VERIFY.txt": (
+        lambda bag, ff: _edit(bag, "VERIFY.txt", "2026-XZ-0042", "2026-XZ-0043"),
+        "VERIFY.txt does not say what the signed export entry says",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FORGERIES))
+def test_forged_bags_fail_with_the_real_pinned_key(
+    exported: tuple[Path, Path, str], tmp_path: Path, ffmpeg: str, case: str
+) -> None:
+    """A forger with the bag but not the station's key: every BagIt list recomputed, so
+    standard tools pass; the signed export entry and ingest entries must catch it."""
+    conf, bag, vkey = exported
+    t = _copy(bag, tmp_path)
+    action, message = FORGERIES[case]
+    action(t, ffmpeg)
+    _rebag(t)
+    s = subprocess.run(["sha256sum", "-c", "manifest-sha256.txt"], cwd=t, capture_output=True)
+    assert s.returncode == 0, "the forgery should pass the standard tools"
+    for p in (verify(t, vkey), run_cli("verify", str(t), "--vkey", vkey, config=conf, check=False)):
+        assert p.returncode == 1, f"{case}: passed\n{p.stdout}"
+        assert message in p.stdout, f"{case}: {p.stdout}"
+
+
+def test_the_verdict_names_the_key_and_the_unsigned_labels(
+    exported: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    from ledger.note import Verifier
+    from verify.bag import verify_bag
+
+    _conf, bag, vkey = exported
+    name, keyid, _ = vkey.split("+", 2)
+    rep = verify_bag(bag, Verifier.parse(vkey))
+    assert rep.ok and rep.trusted == f"{name} (key id {keyid}), pinned by the user"
+    assert rep.export_entry >= 0
+    # Bag-Software-Agent is not signed by anything: it is named as such.
+    assert any(u.startswith("bag-info.txt Bag-Software-Agent") for u in rep.unsigned)
+    # No key given: the bag's own key is used, and the verdict says what that proves.
+    rep = verify_bag(bag, None)
+    assert rep.ok and rep.trusted.endswith("carried inside the package")
+    assert any("not that the station made it" in n for n in rep.notes)
+    # A label added by someone else is listed as unsigned, not trusted silently.
+    t = _copy(bag, tmp_path)
+    with open(t / "bag-info.txt", "a") as f:
+        f.write("Internal-Sender-Identifier: ruling 2026-88\n")
+    _rebag(t)
+    rep = verify_bag(t, Verifier.parse(vkey))
+    assert rep.ok, rep.problems
+    assert any("Internal-Sender-Identifier" in u for u in rep.unsigned)
+
+
+def test_hostile_bag_files_do_not_hang_or_escape(
+    exported: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    """A FIFO among the tag files, a symlink in the payload to a device, an oversized
+    bag-info: each is named, none is read through, and the verifier returns."""
+    import os
+
+    _conf, bag, vkey = exported
+    t = _copy(bag, tmp_path)
+    os.mkfifo(t / "custody" / "pipe")
+    (t / "data" / "originals" / "zero.mp4").symlink_to("/dev/zero")
+    with open(t / "bag-info.txt", "a") as f:
+        f.write("X-Padding: " + "x" * (2 << 20) + "\n")
+    p = verify(t, vkey)
+    assert p.returncode == 1, p.stdout
+    assert "custody/pipe: not a regular file" in p.stdout
+    assert "data/originals/zero.mp4: not a regular file" in p.stdout
+    assert "bag-info.txt cannot be read: larger than" in p.stdout
+
+
+def test_a_failed_export_leaves_no_partial_folder(
+    exported: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    conf, _bag, _vkey = exported
+    out = tmp_path / "bag2"
+    p = run_cli("export", "--out", str(out), "--purpose", "x", "f" * 64, config=conf, check=False)
+    assert p.returncode == 2 and "no captured original has this SHA-256" in p.stderr
+    assert not out.exists() and not (tmp_path / "bag2.partial").exists()
 
 
 def test_conflicting_checkpoint_gives_a_misbehaviour_report(
