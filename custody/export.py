@@ -37,6 +37,7 @@ from typing import Any
 from archive.retrieve import Retriever
 from custody import __version__
 from custody.errors import CustodyError
+from ledger.durable import fsync_dir, write_atomic
 from ledger.entry import decode_entry
 from ledger.log import Ledger
 from verify.bag import FILES_TSV_HEAD, file_digest, verify_txt
@@ -60,11 +61,7 @@ class ExportResult:
 
 
 def _write(p: Path, data: bytes) -> None:
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with open(p, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    write_atomic(p, data, sync_dir=False)  # folders are synced once, before the rename
 
 
 def _fetch(fetch: Retriever, sha: str, dest: Path) -> None:
@@ -121,7 +118,10 @@ def export_bag(
         raise CustodyError("nothing to export" + why)
     with _partial(out) as tmp:
         res = _make(ledger, db, fetch, tmp, out, shas, case, purpose, operator, station, vkey, sm3)
+        for d, _, _ in os.walk(tmp):
+            fsync_dir(Path(d))
         os.replace(tmp, out)
+        fsync_dir(out.parent)
     return res
 
 
