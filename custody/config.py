@@ -10,12 +10,16 @@ evidence system's configuration must not pass silently.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from archive.settings import ReplicationSettings, S3Settings
 from custody.errors import ConfigError
@@ -33,6 +37,7 @@ DEFAULT_PATH = Path("/etc/custody/custody.toml")
 ENV_VAR = "CUSTODY_CONFIG"
 
 LOCK_MODES = ("COMPLIANCE", "GOVERNANCE", "none")
+_SAMPLE_TIME = datetime(2026, 11, 25, 8, 30, 5)  # checks a time_format reads what it writes
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,9 @@ def config_path(cli_value: str | None) -> Path:
     return Path(env) if env else DEFAULT_PATH
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in range(0x20)} | {0x7F: "\\x7f"}
+
+
 class _Table:
     """A TOML table being read; tracks used keys so unknown ones are refused."""
 
@@ -108,7 +116,9 @@ class _Table:
         self.used: set[str] = set()
 
     def name(self, key: str) -> str:
-        return f"{self.prefix}{key}"
+        # A quoted TOML key may hold anything: keep the message on one short line.
+        shown = key.translate(_CONTROL)
+        return f"{self.prefix}{shown if len(shown) <= 80 else shown[:80] + '...'}"
 
     def error(self, key: str, problem: str) -> ConfigError:
         return ConfigError(self.path, self.name(key), problem)
@@ -123,8 +133,11 @@ class _Table:
             return default
         v = self.data[key]
         if (kind is int and isinstance(v, bool)) or not isinstance(v, kind):
-            names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-            raise self.error(key, f"must be a {names}, not {type(v).__name__} {v!r}")
+            kinds = kind if isinstance(kind, tuple) else (kind,)
+            names = " or ".join(k.__name__ for k in kinds)
+            got = repr(v)
+            got = got if len(got) <= 80 else got[:80] + "..."
+            raise self.error(key, f"must be a {names}, not {type(v).__name__} {got}")
         return v
 
     def finish(self) -> None:
@@ -133,9 +146,16 @@ class _Table:
                 raise self.error(k, "is not a known setting (check the spelling)")
 
 
-def load(path: Path) -> Config:
+MAX_CONFIG_BYTES = 1 << 20  # a station's configuration is a few kilobytes
+PATH_MAX = 4095  # Linux: longest path, and longest file name, in bytes
+NAME_MAX = 255
+
+
+def _read(path: Path) -> bytes:
+    """The file's bytes; never blocks on a FIFO or a device, never reads without bound."""
     try:
-        raw = path.read_bytes()
+        # O_NONBLOCK: opening a FIFO with no writer would wait for ever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError(
             path,
@@ -143,22 +163,89 @@ def load(path: Path) -> Config:
             "file not found (create one with 'custody init --data DIR', "
             "then pass -c DIR/custody.toml or set CUSTODY_CONFIG)",
         ) from None
-    except OSError as e:
-        raise ConfigError(path, "", f"cannot be read: {e.strerror}") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path itself
+        raise ConfigError(
+            path, "", f"cannot be read: {getattr(e, 'strerror', None) or e}"
+        ) from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ConfigError(path, "", "is a folder, not a file")
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(path, "", "is not a regular file (a FIFO, socket or device?)")
+        chunks = []
+        left = MAX_CONFIG_BYTES + 1
+        while left > 0:
+            b = os.read(fd, min(left, 1 << 16))
+            if not b:
+                break
+            chunks.append(b)
+            left -= len(b)
+    except OSError as e:
+        raise ConfigError(path, "", f"cannot be read: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    raw = b"".join(chunks)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(path, "", f"is larger than {MAX_CONFIG_BYTES >> 10} KiB: not a config")
+    return raw
+
+
+def _line(raw: bytes, pos: int) -> int:
+    return raw.count(b"\n", 0, pos) + 1
+
+
+def load(path: Path) -> Config:
+    raw = _read(path)
+    if b"\0" in raw:
+        at = _line(raw, raw.index(b"\0"))
+        raise ConfigError(path, "", f"contains a NUL byte (line {at}): not a text file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            path,
+            "",
+            f"is not UTF-8 text: byte 0x{raw[e.start]:02x} on line {_line(raw, e.start)} "
+            "(save it as UTF-8)",
+        ) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
         raise ConfigError(path, "", f"is not valid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(
+            path, "", "is not valid TOML: arrays or tables nested too deeply"
+        ) from None
     return parse(path, data)
 
 
+def _no_nul(path: Path, data: dict[str, Any]) -> None:
+    """Refuse a NUL character in any key or string (a TOML escape can make one): no
+    path, command or name can hold it, and it would surface later as a traceback."""
+    todo: list[tuple[str, Any]] = [("", data)]
+    while todo:
+        where, v = todo.pop()
+        if isinstance(v, dict):
+            for k, x in v.items():
+                name = f"{where}.{k}" if where else str(k)
+                if "\0" in str(k):
+                    raise ConfigError(path, name.replace("\0", "\\0"), "contains a NUL character")
+                todo.append((name, x))
+        elif isinstance(v, list):
+            todo.extend((f"{where}[{i}]", x) for i, x in enumerate(v))
+        elif isinstance(v, str) and "\0" in v:
+            raise ConfigError(path, where, "contains a NUL character")
+
+
 def parse(path: Path, data: dict[str, Any]) -> Config:
+    _no_nul(path, data)
     top = _Table(path, data)
     base = path.parent
     data_dir_s = top.get("data_dir", str, required=True)
     if not data_dir_s:
         raise top.error("data_dir", "must not be empty")
-    data_dir = (base / data_dir_s).resolve()
+    data_dir = _path(top, "data_dir", base, data_dir_s)
     origin = top.get("origin", str, required=True)
     try:
         check_key_name(origin)
@@ -217,7 +304,7 @@ def parse(path: Path, data: dict[str, Any]) -> Config:
         t = _Table(path, rt, "retention.")
         pol = t.get("policy", str, "")
         retention = RetentionSettings(
-            policy=(base / pol).resolve() if pol else None,
+            policy=_path(t, "policy", base, pol) if pol else None,
             sweep_interval_min=_int(t, "sweep_interval_min", 60, 1, 24 * 60),
             max_clock_jump_days=_int(t, "max_clock_jump_days", 7, 1, 3650),
         )
@@ -226,16 +313,7 @@ def parse(path: Path, data: dict[str, Any]) -> Config:
     mt2 = top.get("metrics", dict)
     if mt2 is not None:
         t = _Table(path, mt2, "metrics.")
-        metrics = t.get("listen", str, "")
-        host, _, port = metrics.rpartition(":")
-        if metrics and (
-            host not in ("127.0.0.1", "localhost", "[::1]")
-            or not port.isdigit()
-            or not 0 < int(port) < 65536
-        ):
-            raise t.error(
-                "listen", f"must be 127.0.0.1:PORT or [::1]:PORT (localhost only), not {metrics!r}"
-            )
+        metrics = _listen(t)
         t.finish()
     top.finish()
     return Config(
@@ -252,7 +330,7 @@ def _parse_media(t: _Table, base: Path) -> MediaSettings:
     if preset not in ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"):
         raise t.error("preset", f"is not an x264 preset: {preset!r}")
     ms = MediaSettings(
-        ffmpeg=str((base / exe).resolve()) if exe else "",
+        ffmpeg=str(_path(t, "ffmpeg", base, exe)) if exe else "",
         access_copies=mode,
         preset=preset,
         crf=_int(t, "crf", 23, 0, 51),
@@ -265,6 +343,68 @@ def _parse_media(t: _Table, base: Path) -> MediaSettings:
     )
     t.finish()
     return ms
+
+
+def _path(t: _Table, key: str, base: Path, value: str) -> Path:
+    """A configured path, absolute (a relative one is taken from the config's folder)."""
+    try:
+        p = (base / value).resolve()
+    except (OSError, RuntimeError, ValueError) as e:  # RuntimeError: a symlink loop
+        raise t.error(key, f"cannot be resolved: {e}") from None
+    b = os.fsencode(p)
+    if len(b) > PATH_MAX or any(len(c) > NAME_MAX for c in b.split(b"/")):
+        raise t.error(
+            key,
+            f"is longer than the system allows ({PATH_MAX} bytes, {NAME_MAX} per name): "
+            f"{value[:60]!r}...",
+        )
+    return p
+
+
+def _listen(t: _Table) -> str:
+    """``[metrics] listen``: a loopback address and a port, ``HOST:PORT`` or ``[V6]:PORT``.
+    Localhost only: the metrics say what the station holds, to anyone who can ask."""
+    v: str = t.get("listen", str, "")
+    if not v:
+        return ""
+    m = re.fullmatch(r"(\[[^\]]*\]|[^:\[\]]*):([^:]*)", v)
+    if m is None:
+        raise t.error(
+            "listen",
+            f"must be HOST:PORT, an IPv6 host in brackets ([::1]:9108), not {v!r}",
+        )
+    host, port = m.group(1), m.group(2)
+    if not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
+        raise t.error("listen", f"port must be a number from 1 to 65535, not {port!r} in {v!r}")
+    loopback = host == "localhost"
+    if not loopback and "%" not in host:
+        try:
+            addr = host[1:-1] if host.startswith("[") else host
+            ip = ipaddress.ip_address(addr)
+            loopback = ip.is_loopback and (ip.version == 6) == host.startswith("[")
+        except ValueError:
+            loopback = False
+    if not loopback:
+        raise t.error(
+            "listen",
+            f"must be a loopback address (127.0.0.1:PORT, [::1]:PORT or localhost:PORT), "
+            f"not {host!r} in {v!r}",
+        )
+    return v
+
+
+def _url(t: _Table, key: str) -> str:
+    v: str = t.get(key, str, "")
+    if not v:
+        return ""
+    try:
+        u = urlsplit(v)
+        port = u.port  # raises for a port out of range or not a number
+    except ValueError as e:
+        raise t.error(key, f"is not a usable URL ({e}): {v!r}") from None
+    if u.scheme not in ("http", "https") or not u.hostname or port == 0:
+        raise t.error(key, f"must be http(s)://HOST[:PORT] (a port from 1 to 65535), not {v!r}")
+    return v
 
 
 def _int(t: _Table, key: str, default: int, lo: int, hi: int) -> int:
@@ -333,6 +473,10 @@ def _parse_dock(t: _Table, base: Path) -> DockSettings:
                 "regex", f"unknown group(s) {sorted(unknown)}: use serial, officer, unit, start"
             )
         fmt = pt_t.get("time_format", str, "%Y%m%d%H%M%S")
+        try:
+            datetime.strptime(_SAMPLE_TIME.strftime(fmt), fmt)
+        except ValueError as e:
+            raise pt_t.error("time_format", f"is not a strptime format: {e}") from None
         pt_t.finish()
         patterns.append(FilenamePattern(vendor, compiled, fmt))
     recorders: dict[str, RecorderInfo] = {}
@@ -347,7 +491,7 @@ def _parse_dock(t: _Table, base: Path) -> DockSettings:
         it.finish()
     t.finish()
     return DockSettings(
-        path=(base / p).resolve(),
+        path=_path(t, "path", base, p),
         name=name,
         include=include,
         exclude=exclude,
@@ -374,7 +518,7 @@ def _parse_store(t: _Table, base: Path) -> StoreConfig:
     if kind == "local":
         p = t.get("path", str, required=True)
         t.finish()
-        return StoreConfig("local", replication, path=(base / p).resolve())
+        return StoreConfig("local", replication, path=_path(t, "path", base, p))
     bucket = t.get("bucket", str, required=True)
     if not 3 <= len(bucket) <= 63:
         raise t.error("bucket", f"must be 3 to 63 characters long, not {bucket!r}")
@@ -389,7 +533,7 @@ def _parse_store(t: _Table, base: Path) -> StoreConfig:
     s3 = S3Settings(
         bucket=bucket,
         prefix=prefix,
-        endpoint_url=t.get("endpoint_url", str, ""),
+        endpoint_url=_url(t, "endpoint_url"),
         region=t.get("region", str, "us-east-1"),
         path_style=t.get("path_style", bool, True),
         verify_tls=verify,

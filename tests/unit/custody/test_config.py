@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,98 @@ def test_release_defaults_follow_the_cold_store(tmp_path: Path) -> None:
     assert s3.store is not None
     assert s3.store.s3 is not None
     assert s3.store.s3.prefix == "unit7/" and s3.store.s3.verify_tls == "/etc/ssl/county-ca.pem"
+
+
+BASE = 'data_dir = "data"\norigin = "custody.example/unit/dock-01"\n'
+
+
+def _listen(value: str) -> bytes:
+    return (BASE + f'[metrics]\nlisten = "{value}"\n').encode()
+
+
+# A config a person (or an attacker with write access to /etc) could leave behind:
+# each is refused with one line naming the file (and the key, where there is one),
+# exit 2, never a traceback and never a hang.
+HOSTILE: list[tuple[str, bytes, str]] = [
+    ("nul byte", (BASE + "\0\n").encode(), "NUL byte (line 3)"),
+    ("nul escape", (BASE + '[[docks]]\npath = "/srv/a\\u0000b"\n').encode(), "'docks[0].path'"),
+    ("nul data_dir", b'data_dir = "d\\u0000"\norigin = "o/x"\n', "'data_dir'"),
+    ("nul store", (BASE + '[store]\nkind = "local"\npath = "c\\u0000"\n').encode(), "'store.path'"),
+    ("nul ffmpeg", (BASE + '[media]\nffmpeg = "f\\u0000"\n').encode(), "'media.ffmpeg'"),
+    ("latin-1", BASE.encode() + b"# caf\xe9\n", "not UTF-8 text: byte 0xe9 on line 3"),
+    ("port 0", _listen("127.0.0.1:0"), "'metrics.listen'"),
+    ("port 70000", _listen("127.0.0.1:70000"), "'metrics.listen'"),
+    ("port word", _listen("127.0.0.1:http"), "'metrics.listen'"),
+    ("port ²", _listen("127.0.0.1:\u00b2"), "'metrics.listen'"),
+    (
+        "port ٣٣",
+        _listen("127.0.0.1:\u0663\u0663"),
+        "'metrics.listen'",
+    ),
+    ("v6 bare", _listen("::1:9108"), "'metrics.listen'"),
+    ("v6 no port", _listen("[::1]"), "'metrics.listen'"),
+    ("v6 zone", _listen("[::1%lo]:9108"), "'metrics.listen'"),
+    ("v6 outside", _listen("[::]:9108"), "'metrics.listen'"),
+    ("all hosts", _listen("0.0.0.0:9108"), "'metrics.listen'"),
+    (
+        "endpoint port",
+        (BASE + '[store]\nkind = "s3"\nbucket = "abc"\nendpoint_url = "http://h:70000"\n').encode(),
+        "'store.endpoint_url'",
+    ),
+    ("deep", (BASE + "x = " + "[" * 3000 + "]" * 3000 + "\n").encode(), "nested too deeply"),
+    ("huge int", (BASE + "[capture]\nsettle_ms = 99999999999999999999999\n").encode(), "settle_ms"),
+    ("inf", (BASE + "[capture]\nsettle_ms = inf\n").encode(), "'capture.settle_ms'"),
+    ("long path", ('data_dir = "' + "a" * 300 + '"\norigin = "o/x"\n').encode(), "'data_dir'"),
+    (
+        "time format",
+        (
+            BASE + '[[docks]]\npath = "/srv/d"\n[[docks.patterns]]\nvendor = "v"\nregex = "x"\n'
+            'time_format = "%"\n'
+        ).encode(),
+        "'docks[0].patterns[0].time_format'",
+    ),
+    ("newline key", (BASE + '"a\\nb" = 1\n').encode(), "'a\\x0ab'"),
+    ("large", BASE.encode() + b"#" * (2 << 20) + b"\n", "larger than"),
+]
+
+
+@pytest.mark.parametrize(("what", "content", "says"), HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_hostile_config_is_one_clean_line(
+    tmp_path: Path, what: str, content: bytes, says: str
+) -> None:
+    from tests.conftest import run_cli
+
+    conf = tmp_path / "custody.toml"
+    conf.write_bytes(content)
+    p = run_cli("status", config=conf, check=False)
+    assert p.returncode == 2, (what, p.stderr)
+    assert "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert str(conf) in lines[0] and says in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
+def test_config_that_is_not_a_file_never_hangs(tmp_path: Path, kind: str) -> None:
+    from tests.conftest import run_cli
+
+    conf = tmp_path / "custody.toml"
+    if kind == "fifo":
+        os.mkfifo(conf)  # nobody writes: reading it would wait for ever
+    elif kind == "folder":
+        conf.mkdir()
+    else:
+        conf = Path("/dev/zero")  # endless
+    p = run_cli("status", config=conf, check=False)  # run_cli times out after 120 s
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and str(conf) in p.stderr
+
+
+@pytest.mark.parametrize(
+    "listen", ["127.0.0.1:9108", "localhost:9108", "[::1]:9108", "127.0.0.2:1", "[::1]:65535"]
+)
+def test_metrics_listen_on_loopback_is_accepted(tmp_path: Path, listen: str) -> None:
+    import tomllib
+
+    text = BASE + f'[metrics]\nlisten = "{listen}"\n'
+    assert parse(tmp_path / "c.toml", tomllib.loads(text)).metrics_listen == listen
