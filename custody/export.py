@@ -40,7 +40,7 @@ from custody.errors import CustodyError
 from ledger.durable import fsync_dir, write_atomic
 from ledger.entry import decode_entry
 from ledger.log import Ledger
-from verify.bag import FILES_TSV_HEAD, file_digest, verify_txt
+from verify.bag import FILES_TSV_HEAD, complete_of, file_digest, verify_txt
 
 EXT = {"video/mp4": "mp4", "video/quicktime": "mov", "video/x-msvideo": "avi", "audio/wav": "wav"}
 
@@ -163,6 +163,8 @@ def _make(
         ]
         entry_ids.update(e for e, _ in refs)
         entry_ids.add(int(ingest_entry))
+        probes = {e: dict(decode_entry(ledger.entry(e)).fields) for e, t in refs if t == "probe"}
+        whole = complete_of(sha, probes)
         fields = dict(decode_entry(ledger.entry(int(ingest_entry))).fields)
         labels = _labels(fields)
         if labels[2]:
@@ -175,7 +177,9 @@ def _make(
             res.files += 1
             res.bytes += int(nbytes)
             rows.append(
-                "\t".join([rel, sha, str(nbytes), "original", sha, str(ingest_entry), ids, *labels])
+                "\t".join(
+                    [rel, sha, str(nbytes), "original", sha, str(ingest_entry), ids, *labels, whole]
+                )
             )
         # Access copies and sidecars named by this original's entries.
         for e, t in refs:
@@ -199,6 +203,7 @@ def _make(
                                 str(e),
                                 str(e),
                                 *labels,
+                                "",  # whether footage is whole is said of the original
                             ]
                         )
                     )

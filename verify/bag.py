@@ -65,6 +65,7 @@ FILES_TSV_HEAD = (
     "recorded",
     "captured",
     "source_name",
+    "complete",
 )
 
 # Bag-info keys that say something the signed entries also say (checked), and those
@@ -616,7 +617,35 @@ def _row_problems(
     for k, v in expect.items():
         if row.get(k, "") != v:
             out.append(f"{k} says {row.get(k, '')!r}, the signed ingest entry says {v!r}")
+    if named[1] == "original":
+        whole = complete_of(sha, entries)
+        if row.get("complete", "") != whole:
+            out.append(
+                f"complete says {row.get('complete', '')!r}, the signed probe entry says {whole!r}"
+            )
     return out
+
+
+def complete_of(sha: str, entries: dict[int, dict[str, object]]) -> str:
+    """ "true"/"false" as the newest probe entry of ``sha`` says, "" without one."""
+    for i in sorted(entries, reverse=True):
+        e = entries[i]
+        summary = e.get("summary")
+        if e.get("type") == "probe" and e.get("sha256") == sha and isinstance(summary, dict):
+            c = summary.get("complete")
+            return "" if c is None else ("true" if c else "false")
+    return ""
+
+
+def damage_of(sha: str, entries: dict[int, dict[str, object]]) -> str:
+    """What the newest probe entry of ``sha`` says is missing, for a recording cut short."""
+    for i in sorted(entries, reverse=True):
+        e = entries[i]
+        summary = e.get("summary")
+        if e.get("type") == "probe" and e.get("sha256") == sha and isinstance(summary, dict):
+            d = summary.get("damage") or summary.get("problems") or []
+            return "; ".join(map(str, d)) if isinstance(d, list) else str(d)
+    return ""
 
 
 def _check_files_tsv(
@@ -661,6 +690,13 @@ def _check_files_tsv(
         size = (root / rel).stat().st_size if (root / rel).is_file() else None
         for p in _row_problems(row, size, entries, ingest_of):
             rep.problems.append(f"files.tsv line {n} ({rel}): {p}")
+        if row.get("role") == "original" and complete_of(sha, entries) == "false":
+            what = damage_of(sha, entries)
+            rep.notes.append(
+                f"{rel}: the station recorded this recording as cut short"
+                + (f" ({what})" if what else "")
+                + "; it is the file as docked"
+            )
     for rel in sorted(set(man) - seen):
         rep.problems.append(f"{rel}: in the manifest but not described in custody/files.tsv")
 

@@ -354,6 +354,10 @@ FORGERIES: dict[str, tuple[Callable[[Path, str], object], str]] = {
         lambda bag, ff: _tsv_column(bag, "recorded", "2020-01-01T00:00:00Z"),
         "recorded says '2020-01-01T00:00:00Z'",
     ),
+    "a recording said to be cut short in files.tsv": (
+        lambda bag, ff: _tsv_column(bag, "complete", "false"),
+        "complete says 'false', the signed probe entry says",
+    ),
     "an access copy relabelled as an original": (
         lambda bag, ff: _tsv_column(bag, "role", "access_copy"),
         "role says 'access_copy'",
