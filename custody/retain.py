@@ -9,7 +9,6 @@ changes nothing.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import sqlite3
 import time
@@ -24,7 +23,7 @@ from archive.store import ColdStore, Lock
 from custody import config as cfg
 from custody.errors import CustodyError
 from ingest.objects import LocalObjects
-from ledger.durable import write_atomic
+from ledger.durable import file_lock, write_atomic
 from ledger.log import Ledger
 from retention.index import refresh, states
 from retention.plan import Comparison, compare
@@ -80,14 +79,8 @@ class StorePort:
 @contextmanager
 def sweep_lock(conf: cfg.Config) -> Iterator[None]:
     """One sweep at a time per station (the daemon's and a person's)."""
-    p = conf.state_dir / "retention" / "sweep.lock"
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with open(p, "a+b") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    with file_lock(conf.state_dir / "retention" / "sweep.lock"):
+        yield
 
 
 def applied_path(conf: cfg.Config) -> Path:

@@ -1,4 +1,5 @@
-"""The one place for durable writes: atomic replace, fsync of files and folders.
+"""The one place for durable writes (atomic replace, fsync of files and folders) and
+for the advisory file locks that keep two processes of a station apart.
 
 A file written with `write_atomic` is either absent, the old version, or the
 complete new version after any crash; once the call returns it survives a
@@ -9,9 +10,11 @@ folder so a rename is atomic and a static file server never serves them;
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 TMP_MARK = ".tmp-"
@@ -94,3 +97,42 @@ def remove_temporaries(root: Path) -> int:
                 os.unlink(os.path.join(dirpath, name))
                 n += 1
     return n
+
+
+class LockBusy(Exception):
+    """Another process holds the lock; ``holder`` is its PID when it wrote one."""
+
+    def __init__(self, path: Path, holder: int | None) -> None:
+        self.path = path
+        self.holder = holder
+        who = f"PID {holder}" if holder else "another process"
+        super().__init__(f"{who} holds {path}")
+
+
+@contextmanager
+def file_lock(path: Path, wait: bool = True, record_pid: bool = False) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block.
+
+    With ``wait`` False a held lock raises `LockBusy` at once, naming the holder's PID
+    when the holder recorded it (``record_pid``). The kernel drops the lock when the
+    process dies, so a crash never leaves a station locked out.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            raise LockBusy(path, int(text) if text.isdigit() else None) from None
+        if record_pid:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            if record_pid:
+                os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
