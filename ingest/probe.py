@@ -1,14 +1,24 @@
 """Probe media in-process with PyAV (FFmpeg's libraries): a compact summary or an error.
 
-The summary uses integers and strings only, as ledger entries require
+The summary uses integers, strings and booleans only, as ledger entries require
 (durations in milliseconds, rates as fractions like ``"30000/1001"``).
+
+A demuxer stops quietly where a cut file ends, and reports the duration its headers
+declare, so the summary also says whether the recording is all there: ``complete``,
+with ``damage`` (what does not add up), ``declared`` and ``found`` (duration and
+frames) from `ingest.damage`, which compares the container's bookkeeping with the
+file and with how far demuxing got.
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from ingest.damage import Demuxed, Findings, examine, verdict
 
 MAX_STREAMS = 16
 TAGS = (
@@ -87,17 +97,63 @@ def probe(path: Path) -> dict[str, Any]:
                 out["tags"] = tags
             if not streams:
                 raise ProbeFailed("no audio or video streams found")
-            # Read packets to the end: a file cut short fails here, not in the header.
+            # Read packets to the end: a file cut short fails here, not in the header, or
+            # (most demuxers) stops quietly early: see how far it got against the headers.
             packets = 0
+            video = next((s for s in c.streams if s.type == "video"), None)
+            video_packets = 0
+            reach: dict[int, tuple[int, int]] = {}  # stream: (first pts, last end)
             for packet in c.demux():
-                if packet.size:
-                    packets += 1
+                if not packet.size:
+                    continue
+                packets += 1
+                i = packet.stream.index
+                if video is not None and i == video.index:
+                    video_packets += 1
+                if packet.pts is not None:
+                    end = packet.pts + (packet.duration or 0)
+                    first, last = reach.get(i, (packet.pts, end))
+                    reach[i] = (min(first, packet.pts), max(last, end))
             out["packets"] = packets
-            return out
+            demuxed = Demuxed(
+                _reach_ms(c, reach),
+                video_packets if video is not None else None,
+                int(video.frames or 0) if video is not None else None,
+            )
+        out.update(verdict(examine_file(path), demuxed))
+        return out
     except ProbeFailed:
         raise
     except Exception as e:  # PyAV raises many FFmpeg error classes
         raise ProbeFailed(f"{type(e).__name__}: {e}") from None
+
+
+def examine_file(path: Path) -> Findings:
+    """`ingest.damage.examine` of a file on disk (headers only, by seeking)."""
+    with open(path, "rb") as f:
+        return examine(_FileSource(f, os.fstat(f.fileno()).st_size))
+
+
+def _reach_ms(c: Any, reach: dict[int, tuple[int, int]]) -> int | None:
+    """How far the longest stream reached from its own first packet, in milliseconds."""
+    spans = []
+    for i, (first, last) in reach.items():
+        tb = c.streams[i].time_base
+        if tb is not None:
+            spans.append(int((last - first) * tb * 1000))
+    return max(spans) if spans else None
+
+
+@dataclass(frozen=True)
+class _FileSource:
+    """The `ingest.damage.Source` of an open file: headers are read by seeking."""
+
+    f: BinaryIO
+    size: int
+
+    def read(self, offset: int, length: int) -> bytes:
+        self.f.seek(offset)
+        return self.f.read(length)
 
 
 class ProbeFailed(Exception):
