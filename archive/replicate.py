@@ -135,8 +135,12 @@ class Replicator:
         self._threads: list[threading.Thread] = []
         self._pause_until = 0.0  # whole store unreachable: wait before trying anything
         self._down_count = 0
-        self.last_error: str = ""
-        self.last_error_at: float = 0.0
+        # The latest failure of uploads and of the ledger mirror, each cleared by the next
+        # success of the same kind: a store that recovered shows no stale error.
+        self._errors: dict[str, tuple[str, float]] = {}
+        # An integrity error met while replicating ("" while none): never retried as if
+        # it were an outage; the daemon stops capture on it.
+        self.integrity_error: str = ""
         self.uploaded = 0
         self.uploaded_bytes = 0
         self.on_stored: Callable[[str, int], None] | None = None
@@ -147,6 +151,22 @@ class Replicator:
         clean = getattr(store, "remove_temporaries", None)
         if clean is not None:
             clean()  # a folder store's half-written copies from a crash
+
+    @property
+    def last_error(self) -> str:
+        latest = max(self._errors.values(), key=lambda e: e[1], default=("", 0.0))
+        return latest[0]
+
+    @property
+    def last_error_at(self) -> float:
+        return max((at for _, at in self._errors.values()), default=0.0)
+
+    def _error(self, kind: str, msg: str) -> None:
+        self._errors[kind] = (msg, self.clock())
+
+    def _cleared(self, kind: str) -> None:
+        if self._errors.pop(kind, None) is not None:
+            log.info("cold store %s: %s works again", self.store_id, kind)
 
     # -- wiring ----------------------------------------------------------------------
 
@@ -202,6 +222,10 @@ class Replicator:
         while not self._stop.is_set():
             try:
                 n, wait = self.run_due()
+            except IntegrityError as e:
+                self.integrity_error = str(e)
+                log.critical("replication STOPPED: integrity error: %s", e)
+                return
             except Exception:
                 log.exception("replication worker error; retrying shortly")
                 n, wait = 0, 5.0
@@ -288,6 +312,7 @@ class Replicator:
             self._failed(sha, size, attempts + 1, e, failure_entry)
             return False
         self._down_count = 0
+        self._cleared("uploads")
         index = self._record_store(sha, size, role, st)
         if index is None:
             return True
@@ -349,7 +374,11 @@ class Replicator:
         delay = backoff(attempts, s.retry_base_s, s.retry_max_s)
         now = self.clock()
         msg = str(e)
-        self.last_error, self.last_error_at = msg, now
+        self._error("uploads", msg)
+        if isinstance(e, IntegrityError) and not self.integrity_error:
+            # A stored object or the dock's own copy does not hold the bytes its hash
+            # names: recorded below, and capture stops until someone looks.
+            self.integrity_error = f"{sha[:16]}: {msg}"
         if isinstance(e, StoreUnavailable):
             # The whole store is away: hold every upload, not just this one.
             self._down_count += 1
@@ -398,13 +427,16 @@ class Replicator:
                 self.sync_ledger()
                 self._ledger_attempts = 0
                 self._ledger_next = self.clock() + self.settings.ledger_interval_s
+                self._cleared("ledger mirror")
             except (StoreError, IntegrityError, OSError) as e:
+                if isinstance(e, IntegrityError) and not self.integrity_error:
+                    self.integrity_error = f"ledger mirror: {e}"
                 self._ledger_attempts += 1
                 d = backoff(
                     self._ledger_attempts, self.settings.retry_base_s, self.settings.retry_max_s
                 )
                 self._ledger_next = self.clock() + d
-                self.last_error, self.last_error_at = f"ledger mirror: {e}", self.clock()
+                self._error("ledger mirror", f"ledger mirror: {e}")
                 log.warning("ledger mirror to %s failed: %s; retrying in %d s", self.store_id, e, d)
             except Exception:
                 log.exception("ledger mirror error; retrying shortly")

@@ -148,6 +148,8 @@ class Ledger:
         self._edge: Edge | None = None
         self._stop = threading.Event()
         self._integrator: threading.Thread | None = None
+        # The integrity error that stopped the background integrator ("" while none).
+        self.halted = ""
         self._reader: TileHashReader | None = None
         self._reader_lock = threading.RLock()
         if signer is not None:
@@ -480,13 +482,38 @@ class Ledger:
         self._stop.clear()
 
         def run() -> None:
+            said = ""  # the failure already logged: one line per kind, not one per second
             while not self._stop.wait(interval):
                 try:
                     if self.pending_count():
                         self.integrate()
-                except Exception:
-                    log.exception("ledger integration failed; will retry")
-            self.integrate()
+                    if said:
+                        log.info("ledger integration works again")
+                        said = ""
+                except IntegrityError as e:
+                    # Never retried blindly: the log contradicts what the station signed.
+                    # Integration stops here; the daemon sees `halted` and stops capture.
+                    self.halted = str(e)
+                    log.critical("ledger integration STOPPED: integrity error: %s", e)
+                    return
+                except (OSError, sqlite3.Error) as e:
+                    # Disk full, an I/O error: one line until it changes or clears.
+                    why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                    line = f"ledger integration failed: {why}; will retry"
+                    if line != said:
+                        log.error("%s", line)
+                        said = line
+                except Exception as e:
+                    line = f"ledger integration failed: {type(e).__name__}: {e}; will retry"
+                    if line != said:
+                        log.exception("%s", line)
+                        said = line
+            if not self.halted:
+                try:
+                    self.integrate()
+                except IntegrityError as e:
+                    self.halted = str(e)
+                    log.critical("ledger integration STOPPED: integrity error: %s", e)
 
         self._integrator = threading.Thread(target=run, name="ledger-integrator", daemon=True)
         self._integrator.start()
