@@ -8,10 +8,19 @@ policy in force is read at every sweep); a configuration with an error is
 refused in one log line and the running one is kept.
 Under systemd (``Type=notify``): READY=1 once capture runs, STATUS= lines,
 watchdog pings from the main loop, RELOADING=1 and STOPPING=1.
+
+An integrity error anywhere (the ledger's integrator, capture, replication, a
+sweep) is never logged and retried like an outage: capture and release stop at
+once, ``state/daemon.json`` says ``halted`` (and keeps saying it after the
+daemon is gone), so do the metrics and the systemd STATUS line; the daemon
+tries integration again for `HALT_GRACE_S` (someone may restore the file at
+fault), and exits 1 if that does not resolve it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import glob
 import json
@@ -38,11 +47,14 @@ from ingest.objects import LocalObjects
 from ingest.pipeline import Capturer
 from ingest.settings import DockSettings
 from ingest.watch import DockWatcher, mount_table
-from ledger.durable import write_atomic
+from ledger.errors import IntegrityError
 
 log = logging.getLogger("custody")
 
 TICK_S = 0.25
+# How long a halted daemon keeps trying to integrate the ledger again before it exits 1.
+HALT_GRACE_S = 30.0
+HALT_RETRY_S = 5.0
 
 
 class JsonFormatter(logging.Formatter):
@@ -85,9 +97,12 @@ class InstanceLock:
         try:
             fcntl.flock(self.f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            self.f.seek(0)
+            holder = self.f.read(32).strip()
             self.f.close()
+            who = f" (PID {holder}, holding {path})" if holder.isdigit() else f" (holding {path})"
             raise CustodyError(
-                f"cannot start {what}: another custody process is capturing into "
+                f"cannot start {what}: another custody process{who} is capturing into "
                 f"{path.parent.parent}",
                 "with the daemon running, put the files on a dock instead; otherwise wait "
                 "for the other 'custody ingest' to finish",
@@ -101,14 +116,16 @@ class InstanceLock:
         self.f.close()
 
 
-def _write_status(
-    conf: cfg.Config, cap: Capturer, started: float, rep: Replicator | None = None
-) -> None:
+def status_doc(
+    cap: Capturer, started: float, rep: Replicator | None, halted: str
+) -> dict[str, Any]:
+    """What `custody status` shows of the running daemon (``state/daemon.json``)."""
     doc: dict[str, Any] = {
         "pid": os.getpid(),
         "started": started,
         "updated": time.time(),
         "paused": cap.paused,
+        "halted": halted or None,
         "waiting": cap.queued_count(),
         "copying": [
             {"recorder": r, "file": f, "size": n, "since": t}
@@ -118,13 +135,57 @@ def _write_status(
         "sightings": cap.stats.sightings,
         "failures": cap.stats.failed,
         "last_errors": list(cap.stats.errors)[-5:],
+        "problems": cap.problems.lines(),
+        "problems_total": cap.problems.total(),
     }
     if rep is not None:
         doc["replication"] = rep.status()
-    write_atomic(conf.state_dir / "daemon.json", json.dumps(doc).encode(), sync_dir=False)
+    return doc
 
 
-def _summary(cap: Capturer, rep: Replicator | None) -> str:
+class StatusFile:
+    """``state/daemon.json``, replaced atomically every few seconds. A full disk is one
+    log line (until the file can be written again), never a traceback per write, and
+    leaves no temporary file behind."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        self._failing = ""
+
+    def write(self, doc: dict[str, Any]) -> bool:
+        data = json.dumps(doc).encode()
+        try:
+            fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            os.replace(self.tmp, self.path)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                self.tmp.unlink()
+            line = f"cannot write {self.path}: {e.strerror or e}"
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                line += " (the disk is full: make room; capture pauses and says so)"
+            if line != self._failing:
+                log.error("%s", line)
+                self._failing = line
+            return False
+        if self._failing:
+            log.info("%s is written again", self.path)
+            self._failing = ""
+        return True
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _summary(cap: Capturer, rep: Replicator | None, halted: str = "") -> str:
+    if halted:
+        return f"HALTED: integrity error: {halted}"[:400]
     out = (
         f"captured {cap.stats.captured}, waiting {cap.queued_count()}, "
         f"copying {len(cap.copying)}, failures {cap.stats.failed}"
@@ -134,7 +195,21 @@ def _summary(cap: Capturer, rep: Replicator | None) -> str:
         out += f"; cold store backlog {st.get('backlog', 0)}"
     if cap.paused:
         out += f"; PAUSED: {cap.paused}"
+    if cap.problems.total():
+        out += f"; {cap.problems.total()} problem(s), see custody status"
     return out
+
+
+def halted_reason(cap: Capturer, ledger: Any, rep: Replicator | None) -> str:
+    """The integrity error that stops this daemon ("" while none)."""
+    for reason in (
+        ledger.halted,
+        cap.halted,
+        rep.integrity_error if rep is not None else "",
+    ):
+        if reason:
+            return str(reason)
+    return ""
 
 
 def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
@@ -169,7 +244,7 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
     cap.recover()
     if rep is not None:
         rep.start()
-    watcher = DockWatcher([d.path for d in conf.docks], cap.discover, _on_dir(cap))
+    watcher = DockWatcher([d.path for d in conf.docks], cap.discover, cap.scan_dir, cap.problems)
     watcher.start()
     scheduler = BackgroundScheduler(timezone="UTC")
 
@@ -183,7 +258,8 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
         "interval",
         seconds=conf.capture.scan_interval_s,
         id="scan",
-        next_run_time=None,
+        # First run one interval from now (the scan below covers the start); never
+        # next_run_time=None, which adds the job paused: it would never run.
         max_instances=1,
         coalesce=True,
     )
@@ -202,9 +278,12 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
         watch_mounts, "interval", seconds=1, id="mounts", max_instances=1, coalesce=True
     )
 
+    status_file = StatusFile(conf.state_dir / "daemon.json")
+
     def status_job() -> None:
-        _write_status(conf, cap, started, rep)
-        notify.status(_summary(cap, rep))
+        halted = halted_reason(cap, ledger, rep)
+        status_file.write(status_doc(cap, started, rep, halted))
+        notify.status(_summary(cap, rep, halted))
 
     scheduler.add_job(
         status_job, "interval", seconds=2, id="status", max_instances=1, coalesce=True
@@ -225,7 +304,7 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
         _retention_sweep,
         "interval",
         minutes=conf.retention.sweep_interval_min,
-        args=(conf, ledger),
+        args=(conf, ledger, cap),
         id="retention",
         max_instances=1,
         coalesce=True,
@@ -246,7 +325,14 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
         from custody.metrics import serve
 
         try:
-            stop_metrics = serve(conf.metrics_listen, cap, rep, ledger, str(conf.data_dir))
+            stop_metrics = serve(
+                conf.metrics_listen,
+                cap,
+                rep,
+                ledger,
+                str(conf.data_dir),
+                lambda: halted_reason(cap, ledger, rep),
+            )
             log.info("metrics on http://%s/metrics", conf.metrics_listen)
         except OSError as e:
             log.error("metrics not served on %s: %s (capture goes on)", conf.metrics_listen, e)
@@ -261,22 +347,33 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
     )
     notify.ready(_summary(cap, rep))
     last_ping = 0.0
+    halt = _Halt(ledger, cap, conf.ledger.checkpoint_interval_ms / 1000)
     try:
         while not stop.wait(TICK_S):
+            halted = halted_reason(cap, ledger, rep)
+            if halted and halt.begin(halted):
+                status_job()  # said at once, not at the next status write
+            if halted and halt.give_up():
+                break
             try:
                 cap.tick()
+            except IntegrityError as e:
+                cap.halt(str(e))
             except Exception:
                 log.exception("capture tick failed; continuing")
             if reload.is_set():
                 reload.clear()
                 notify.reloading()
                 conf = _reload(conf, cap, watcher)
-                notify.send("READY=1", f"STATUS={_summary(cap, rep)}")
+                notify.send("READY=1", f"STATUS={_summary(cap, rep, halted)}")
             # The watchdog hears from the main loop only while it goes round.
             if notify.watchdog_s and time.monotonic() - last_ping >= notify.watchdog_s:
                 notify.watchdog()
                 last_ping = time.monotonic()
     finally:
+        halted = halted_reason(cap, ledger, rep)
+        if halted:
+            notify.status(_summary(cap, rep, halted))
         notify.stopping()
         if stop_metrics is not None:
             stop_metrics()
@@ -286,14 +383,75 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
             rep.close(timeout=60)  # before the capturer: it may still be releasing for us
         cap.close(wait=True)
         ledger.stop_integrator()
-        ledger.integrate()
+        if not ledger.halted:
+            try:
+                ledger.integrate()
+            except IntegrityError as e:
+                halted = halted or str(e)
+                log.critical("ledger integration failed at stop: integrity error: %s", e)
         ledger.close()
-        with_status = conf.state_dir / "daemon.json"
-        with_status.unlink(missing_ok=True)
+        if halted:
+            # Kept for `custody status` after the daemon is gone: what stopped it.
+            doc = status_doc(cap, started, rep, halted)
+            doc["stopped"] = time.time()
+            status_file.write(doc)
+        else:
+            status_file.remove()
         lock.release()
-        log.info("custody stopped")
+        if halted:
+            log.critical("custody stopped by an integrity error: %s", halted)
+        else:
+            log.info("custody stopped")
         notify.close()
-    return 0
+    return 1 if halted else 0
+
+
+class _Halt:
+    """What the daemon does once an integrity error stopped capture: integrate the
+    ledger again every `HALT_RETRY_S` (someone may have restored the file at fault),
+    resume if the ledger alone was at fault and it integrates, else give up after
+    `HALT_GRACE_S`."""
+
+    def __init__(self, ledger: Any, cap: Capturer, interval: float) -> None:
+        self.ledger = ledger
+        self.cap = cap
+        self.interval = interval
+        self.since = 0.0
+        self.tried = 0.0
+
+    def begin(self, reason: str) -> bool:
+        """True the first time (the status is written at once)."""
+        if self.since:
+            return False
+        self.since = self.tried = time.monotonic()
+        self.cap.halt(reason)
+        return True
+
+    def give_up(self) -> bool:
+        now = time.monotonic()
+        if self.ledger.halted and now - self.tried >= HALT_RETRY_S:
+            self.tried = now
+            try:
+                self.ledger.integrate()
+            except IntegrityError:
+                pass
+            else:
+                log.warning("the ledger integrates again: its integrity error is resolved")
+                if self.cap.halted == self.ledger.halted:
+                    self.cap.resume_after_halt()
+                self.ledger.halted = ""
+                self.ledger.stop_integrator()
+                self.ledger.start_integrator(self.interval)
+                self.since = 0.0
+                return False
+        if now - self.since < HALT_GRACE_S:
+            return False
+        log.critical(
+            "integrity error not resolved in %d s: stopping (exit 1); run 'custody ledger "
+            "verify' and restore the ledger or state folder from backup",
+            HALT_GRACE_S,
+        )
+        return True
 
 
 def _reload(conf: cfg.Config, cap: Capturer, watcher: DockWatcher) -> cfg.Config:
@@ -337,7 +495,7 @@ def _reload(conf: cfg.Config, cap: Capturer, watcher: DockWatcher) -> cfg.Config
     return new
 
 
-def _retention_sweep(conf: cfg.Config, ledger: Any) -> None:
+def _retention_sweep(conf: cfg.Config, ledger: Any, cap: Capturer) -> None:
     """The scheduled sweep: what the applied policy allows now, each move an entry."""
     from custody.retain import index_db, make_sweeper, sweep_lock
 
@@ -359,6 +517,8 @@ def _retention_sweep(conf: cfg.Config, ledger: Any) -> None:
             (json.dumps(dict(res.to_json(), at=int(time.time()))),),
         )
         db.commit()
+    except IntegrityError as e:
+        cap.halt(f"retention sweep: {e}")
     except Exception:
         log.exception("retention sweep failed; it runs again at the next interval")
     finally:
@@ -497,16 +657,6 @@ def _queue_again_if_deleted(gone: DeletedIndex, rep: Replicator) -> Any:
     return on_new_object
 
 
-def _on_dir(cap: Capturer) -> Any:
-    def scan_dir(path: Path) -> None:
-        # A new recorder folder or mount: files may have arrived before its watch existed.
-        for dirpath, _dirs, files in os.walk(path, followlinks=False):
-            for name in files:
-                cap.discover(Path(dirpath) / name)
-
-    return scan_dir
-
-
 def ingest_once(
     conf: cfg.Config, paths: list[Path], settle_ms: int, wait_s: float = 300
 ) -> dict[str, Any]:
@@ -551,7 +701,9 @@ def _ingest(conf: cfg.Config, paths: list[Path], settle_ms: int, wait_s: float) 
         cap.scan()
         finished = cap.drain(timeout=wait_s)
         replication: dict[str, Any] | None = None
-        if rep is not None:
+        if rep is None:
+            cap.finish_releases()  # after the release settle
+        else:
             # One pass: what the store takes now is replicated (and released); the rest
             # stays queued for the daemon.
             rep.run_due(limit=1_000_000)
@@ -574,6 +726,9 @@ def _ingest(conf: cfg.Config, paths: list[Path], settle_ms: int, wait_s: float) 
             "paused": cap.paused,
             "still_queued": cap.queued_count(),
             "still_changing": [] if finished else cap.waiting_files(),
+            "problems": cap.problems.lines(),
+            "problems_total": cap.problems.total(),
+            "halted": halted_reason(cap, ledger, rep) or None,
         }
     finally:
         cap.close()

@@ -17,10 +17,28 @@ from ledger.entry import parse_time
 
 
 class DaemonCollector(Collector):
-    def __init__(self, cap: Any, rep: Any, ledger: Any, data_dir: str) -> None:
+    def __init__(
+        self,
+        cap: Any,
+        rep: Any,
+        ledger: Any,
+        data_dir: str,
+        halted: Callable[[], str] | None = None,
+    ) -> None:
         self.cap, self.rep, self.ledger, self.data_dir = cap, rep, ledger, data_dir
+        self.halted = halted or (lambda: "")
 
     def collect(self) -> Iterator[Any]:
+        yield _gauge(
+            "custody_halted",
+            "1 while an integrity error has stopped capture (see custody status)",
+            int(bool(self.halted())),
+        )
+        yield _gauge(
+            "custody_capture_problems",
+            "Paths capture will not or cannot take (symlinks, unreadable folders, ...)",
+            self.cap.problems.total(),
+        )
         s = self.cap.stats
         yield _counter("custody_captured_files", "Files recorded by ingest entries", s.captured)
         yield _counter("custody_captured_bytes", "Bytes captured", s.bytes)
@@ -68,11 +86,18 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, doc, value=value)
 
 
-def serve(listen: str, cap: Any, rep: Any, ledger: Any, data_dir: str) -> Callable[[], None]:
+def serve(
+    listen: str,
+    cap: Any,
+    rep: Any,
+    ledger: Any,
+    data_dir: str,
+    halted: Callable[[], str] | None = None,
+) -> Callable[[], None]:
     """Start the HTTP endpoint; returns a function that stops it."""
     host, _, port = listen.rpartition(":")
     registry = CollectorRegistry()
-    registry.register(DaemonCollector(cap, rep, ledger, data_dir))
+    registry.register(DaemonCollector(cap, rep, ledger, data_dir, halted))
     server, thread = start_http_server(int(port), addr=host.strip("[]"), registry=registry)
 
     def stop() -> None:

@@ -1,7 +1,20 @@
 """Capture: take every file on the docked recorders exactly once.
 
 A file version is (source path, size, mtime). It is captured when it has
-been unchanged for the settle window and no process has it open for writing.
+been unchanged for the settle window and nothing says it is still being
+written: inotify saw no write since its last close-write, the kernel grants a
+read lease on it (refused while any process has it open for writing; granted
+only on the daemon's own files or with CAP_LEASE), and /proc, where the daemon
+can see other processes at all, shows no writer. None of these depend on
+seeing other users' processes; the first is there wherever inotify is.
+Release waits longer than capture (`release_settle_s`), never deletes a
+source whose size, mtime or inode changed after capture (the new version is
+captured as a new job and names the earlier one), and takes the lstat again
+through the folder's descriptor immediately before the unlink.
+
+Folders below a dock are entered only through descriptors with O_NOFOLLOW
+(`ingest.dockfs`): a symlink at any depth is refused, logged once and listed
+in `problems`, never followed.
 Capture copies it into the local store in one read pass while hashing, then
 appends a signed ``ingest`` entry (or ``sighting`` when the same SHA-256 was
 captured before) in the same SQLite transaction that marks the job recorded,
@@ -14,12 +27,16 @@ a source is released only once ``replicated`` names its `store` entry.
 Job states (table ``ingest_files``, in the ledger's database):
 ``queued`` → ``recorded`` → (``releasing`` → ``released``);
 ``superseded`` (the file changed before capture; its new version is a new
-job), ``gone`` (vanished before capture).
+job), ``gone`` (vanished before capture), ``changed`` (recorded, then the source
+changed before it was released: kept on the recorder, its new version is a new
+job).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import fnmatch
 import logging
 import os
@@ -35,6 +52,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ingest import dockfs
 from ingest.derive import MediaSettings
 from ingest.deriver import Deriver
 from ingest.errors import CaptureError, DiskFull, SourceChanged, SourceUnreadable
@@ -43,10 +61,10 @@ from ingest.identity import IdentityResolver
 from ingest.media import is_media, sniff
 from ingest.objects import Digests, LocalObjects, capture_copy
 from ingest.probe import ProbeFailed, ffmpeg_version, probe
+from ingest.problems import Problems
 from ingest.settings import CaptureSettings, DockSettings
-from ledger.durable import fsync_dir
 from ledger.entry import format_time
-from ledger.errors import Withdrawn
+from ledger.errors import IntegrityError, Withdrawn
 from ledger.log import Ledger
 
 log = logging.getLogger("custody.ingest")
@@ -83,6 +101,16 @@ CREATE TABLE IF NOT EXISTS ingest_objects (
 """
 
 MAX_BACKOFF_S = 300
+# Release waits this many times the capture settle window (at least 2 s more) after the
+# capture, with the source unchanged all along: a writer that paused longer than the
+# settle window gets a second chance to show itself before its file is deleted.
+RELEASE_SETTLE_FACTOR = 4
+RELEASE_SETTLE_MIN_EXTRA_S = 2.0
+# A file inotify saw written and not yet closed is held back this long at most (a writer
+# that died with it open); then it is captured as it stands (and not released while the
+# writer's mark lasts).
+HOLD_OPEN_MAX_S = 600.0
+DONE_STATES = ("recorded", "releasing", "released", "changed")
 
 
 @dataclass
@@ -148,6 +176,47 @@ def open_for_writing() -> set[tuple[int, int]]:
             if stat.S_ISREG(st.st_mode):
                 out.add((st.st_dev, st.st_ino))
     return out
+
+
+def lease_says_writing(dock: Path, path: Path) -> bool | None:
+    """Whether some process has ``path`` open for writing, from the kernel itself: a read
+    lease is refused (EAGAIN) while any process holds the file open for writing, whoever
+    it is and whatever /proc shows. None when the kernel will not say (a lease is granted
+    only on the daemon's own files, or with CAP_LEASE). The lease is dropped at once."""
+    try:
+        parts = dockfs.parts_below(dock, path)
+        dfd = dockfs.open_parent(dock, parts)
+    except (OSError, ValueError, dockfs.Outside):
+        return None
+    try:
+        fd = os.open(
+            parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd
+        )
+    except OSError:
+        return None
+    finally:
+        os.close(dfd)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as e:
+        return True if e.errno == errno.EAGAIN else None
+    else:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _ignore_lease_breaks() -> None:
+    """A writer opening a file during the instant the daemon holds its read lease makes
+    the kernel send SIGIO, whose default action ends the process; the lease is dropped
+    at once anyway, so the signal carries nothing the daemon needs."""
+    import signal
+
+    with contextlib.suppress(ValueError):  # not the main thread: leases stay unused
+        if signal.getsignal(signal.SIGIO) == signal.SIG_DFL:
+            signal.signal(signal.SIGIO, signal.SIG_IGN)
 
 
 _CONTROL = {c: f"\\x{c:02x}" for c in range(0x20)} | {0x7F: "\\x7f"}
@@ -238,7 +307,19 @@ class Capturer:
         self._media_queued: set[tuple[str, str]] = set()
         self._media_lock = threading.Lock()
         self._resolvers = {d.path: IdentityResolver(d) for d in self.docks}
-        self._skipped: set[bytes] = set()
+        self.problems = Problems()
+        # Files inotify saw written and not yet closed (close-write): path -> last write.
+        self._writing: dict[bytes, float] = {}
+        # Releases waiting out the release settle: job id -> (not before, store entry).
+        self._release_due: dict[int, tuple[float, int | None]] = {}
+        self._captured_at: dict[int, float] = {}
+        settle_s = settings.settle_ms / 1000
+        self.release_settle_s = max(
+            RELEASE_SETTLE_FACTOR * settle_s, settle_s + RELEASE_SETTLE_MIN_EXTRA_S
+        )
+        # The integrity error that stopped capture ("" while none): capture and release
+        # stop, everything queued stays queued, and the daemon says so and exits.
+        self.halted: str = ""
         self.paused: str = ""
         self._resume_at = 0  # free bytes needed before a paused capture resumes
         self.copying: dict[str, tuple[str, int, float]] = {}  # recorder -> file, size, since
@@ -247,6 +328,7 @@ class Capturer:
         self._releasing: set[int] = set()
         self._idle = threading.Condition(self._lock)
         self._stopping = False
+        _ignore_lease_breaks()
 
     # -- bookkeeping ---------------------------------------------------------
 
@@ -283,37 +365,72 @@ class Capturer:
 
     # -- discovery -----------------------------------------------------------
 
-    def discover(self, path: Path) -> None:
-        """Note a path seen by inotify or a scan; it is captured once it is stable."""
+    def discover(self, path: Path, event: str = "") -> None:
+        """Note a path seen by inotify (``event``: created, modified, closed, moved,
+        attrib, deleted) or a scan; it is captured once it is stable."""
         dock = self._dock_for(path)
         if dock is None or path == dock.path:
             return
         key = os.fsencode(path)
-        try:
-            st = os.lstat(path)
-        except OSError:
+        if event in ("modified", "closed", "deleted"):
+            with self._lock:
+                if event == "modified":
+                    self._writing[key] = self.clock()
+                else:
+                    self._writing.pop(key, None)
+        st = self._lstat(dock, key, path)
+        if st is None:
             with self._lock:
                 self._watch.pop(key, None)
             return
+        self._note(dock, key, path, st)
+
+    def _lstat(self, dock: DockSettings, key: bytes, path: Path) -> os.stat_result | None:
+        """The lstat of a path below a dock, reached without following a symlink on the
+        way; None (and a problem line for a refused symlink) if it cannot be."""
+        try:
+            return dockfs.lstat_below(dock.path, path)
+        except dockfs.Outside as e:
+            self._refuse(e.refused)
+        except (OSError, ValueError):
+            pass
+        return None
+
+    def _refuse(self, r: dockfs.Refused) -> str:
+        """One log line and one status line for a path capture will not or cannot take."""
+        key = "path:" + os.fsdecode(r.path)
+        self.problems.report(key, f"not capturing {shown(os.fsdecode(r.path))}: {r.reason}")
+        return key
+
+    def _note(self, dock: DockSettings, key: bytes, path: Path, st: os.stat_result) -> str | None:
+        """A file found below a dock (its lstat taken through trusted folders): watch it
+        until it is stable. Returns the problem key if it is refused."""
         if stat.S_ISDIR(st.st_mode):
-            return
+            return None
         if not stat.S_ISREG(st.st_mode):
-            if key not in self._skipped:
-                self._skipped.add(key)
-                kind = "symlink" if stat.S_ISLNK(st.st_mode) else "special file"
-                log.info("not capturing %s: a %s (never followed or read)", shown(path), kind)
-            return
+            kind = (
+                "a symlink (never followed)"
+                if stat.S_ISLNK(st.st_mode)
+                else "a special file (never read)"
+            )
+            with self._lock:
+                self._watch.pop(key, None)
+            return self._refuse(dockfs.Refused(key, kind))
+        if len(key) + 1 > dockfs.PATH_MAX:
+            too_long = f"path longer than the kernel's limit ({dockfs.PATH_MAX} bytes)"
+            return self._refuse(dockfs.Refused(key, too_long))
         if not self._wanted(dock, path):
-            return
+            return None
         now = self.clock()
         with self._lock:
             if key in self._job_paths:
-                return
+                return None
             w = self._watch.get(key)
             if w is None or (w.size, w.mtime_ns, w.ino) != (st.st_size, st.st_mtime_ns, st.st_ino):
                 if w is None and self._already_done(key, st):
-                    return
+                    return None
                 self._watch[key] = _Watch(dock, st.st_size, st.st_mtime_ns, st.st_ino, now)
+        return None
 
     def _already_done(self, key: bytes, st: os.stat_result) -> bool:
         with self._db_lock:
@@ -321,7 +438,7 @@ class Capturer:
                 "SELECT state FROM ingest_files WHERE path=? AND size=? AND mtime_ns=?",
                 (key, st.st_size, st.st_mtime_ns),
             ).fetchone()
-        return row is not None and row[0] in ("recorded", "releasing", "released")
+        return row is not None and row[0] in DONE_STATES
 
     def forget_identities(self) -> None:
         """A mount came or went: ask identity commands afresh."""
@@ -330,37 +447,53 @@ class Capturer:
 
     def scan(self) -> int:
         """Walk every dock (inotify misses events on overflow and on new mounts)."""
+        return sum(self._scan_below(dock, ()) for dock in list(self.docks))
+
+    def scan_dir(self, path: Path) -> int:
+        """Walk one folder below a dock (a new recorder folder or mount: files may have
+        arrived before its watch existed); a folder reached through a symlink is refused."""
+        dock = self._dock_for(path)
+        if dock is None:
+            return 0
+        return self._scan_below(dock, dockfs.parts_below(dock.path, path))
+
+    def _scan_below(self, dock: DockSettings, start: tuple[bytes, ...]) -> int:
+        if not dock.path.is_dir():
+            return 0
+        top = os.fsdecode(b"/".join((os.fsencode(dock.path), *start)))
         n = 0
-        for dock in self.docks:
-            if not dock.path.is_dir():
+        met: set[str] = set()
+        for item in dockfs.walk(dock.path, start):
+            if isinstance(item, dockfs.Refused):
+                met.add(self._refuse(item))
                 continue
-            for dirpath, dirnames, filenames in os.walk(dock.path, followlinks=False):
-                base = Path(dirpath)
-                for name in filenames:
-                    self.discover(base / name)
-                    n += 1
-                # Symlinked folders show up in dirnames; they are never followed.
-                for name in dirnames:
-                    if (base / name).is_symlink():
-                        self.discover(base / name)
+            raw, st = item
+            refused = self._note(dock, raw, Path(os.fsdecode(raw)), st)
+            if refused is not None:
+                met.add(refused)
+            n += 1
+        # What this walk covered and no longer met is over (made readable, removed).
+        self.problems.resolve_where(
+            lambda k: (k == "path:" + top or k.startswith("path:" + top + "/")) and k not in met
+        )
         return n
 
     # -- stability and dispatch -------------------------------------------------
 
     def tick(self) -> None:
-        """Queue files that have been stable for the settle window; start workers."""
+        """Queue files that have been stable for the settle window; start workers; hand
+        releases that waited out the release settle to the release worker."""
         now = self.clock()
         settle = self.settings.settle_ms / 1000
         with self._lock:
             due = [(k, w) for k, w in self._watch.items() if now - w.changed_at >= settle]
-        if due:
+        if due and not self.halted:
             ready: list[tuple[bytes, Path, _Watch]] = []
             writing = open_for_writing()
             for key, w in due:
                 path = Path(os.fsdecode(key))
-                try:
-                    st = os.lstat(path)
-                except OSError:
+                st = self._lstat(w.dock, key, path)
+                if st is None or not stat.S_ISREG(st.st_mode):
                     with self._lock:
                         self._watch.pop(key, None)
                     continue
@@ -373,7 +506,9 @@ class Capturer:
                             now,
                         )
                     continue
-                if (st.st_dev, st.st_ino) in writing:
+                if self._held_open(key, now):
+                    continue  # inotify saw it written and not closed: look again later
+                if (st.st_dev, st.st_ino) in writing or self._lease_writing(w.dock.path, path):
                     with self._lock:
                         w.changed_at = now  # still being written; look again later
                     continue
@@ -381,6 +516,17 @@ class Capturer:
             if ready:
                 self._enqueue(ready)
         self._dispatch()
+        self._release_tick(now)
+
+    def _held_open(self, key: bytes, now: float) -> bool:
+        """inotify saw the file written and not closed since (up to `HOLD_OPEN_MAX_S`)."""
+        with self._lock:
+            last = self._writing.get(key)
+        return last is not None and now - last < HOLD_OPEN_MAX_S
+
+    @staticmethod
+    def _lease_writing(dock: Path, path: Path) -> bool:
+        return bool(lease_says_writing(dock, path))
 
     def _enqueue(self, items: list[tuple[bytes, Path, _Watch]]) -> None:
         """Record stable files as queued jobs (one transaction), then hand them to workers."""
@@ -460,8 +606,27 @@ class Capturer:
         self._resume_releases()
         self._schedule_probes()
 
+    def halt(self, reason: str) -> None:
+        """An integrity error: stop capture and release (the first reason is kept)."""
+        with self._lock:
+            first = not self.halted
+            if first:
+                self.halted = reason
+        if first:
+            log.critical(
+                "capture STOPPED: integrity error: %s (nothing more is captured or released "
+                "until it is resolved; run 'custody ledger verify')",
+                reason,
+            )
+
+    def resume_after_halt(self) -> None:
+        """The integrity error was resolved (the ledger integrates again)."""
+        with self._lock:
+            self.halted = ""
+        log.warning("capture resumed: the integrity error was resolved")
+
     def _dispatch(self) -> None:
-        if self._stopping:
+        if self._stopping or self.halted:
             return
         if self.paused and self.objects.free_bytes() >= self._resume_at:
             log.info("capture resumed: local disk has free space again")
@@ -480,7 +645,7 @@ class Capturer:
 
     def _drain_recorder(self, rkey: str) -> None:
         try:
-            while not self._stopping and not self.paused:
+            while not self._stopping and not self.paused and not self.halted:
                 with self._lock:
                     q = self._queued.get(rkey)
                     job = None
@@ -505,6 +670,8 @@ class Capturer:
                         self._job_paths.discard(os.fsencode(job.path))
                 if requeue and job.not_before > self.clock():
                     return
+        except IntegrityError as e:
+            self.halt(str(e))
         except Exception:
             log.exception("capture worker for %s stopped unexpectedly; it will restart", rkey)
         finally:
@@ -557,6 +724,10 @@ class Capturer:
             self.stats.failed += 1
             self.stats.errors.append(msg)
             return True
+        except IntegrityError as e:
+            # Never a file's fault and never retried blindly: capture stops, loudly.
+            self.halt(f"while capturing {shown(job.path)}: {e}")
+            return True
         except Exception as e:
             # Not the file's fault (database busy, a bug): keep the job, try again later.
             job.attempts += 1
@@ -603,14 +774,24 @@ class Capturer:
 
         try:
             job.failure_entry = self.ledger.append("capture_failed", payload, mark)
+        except IntegrityError as e:
+            self.halt(str(e))
         except Exception:
             log.exception("could not record the capture failure of %s", job.path)
 
     def _capture(self, job: _Job) -> None:
+        # The lstat through folders opened without following symlinks: `capture_copy`
+        # compares the file it opens (device, inode, size, mtime) with this one, so a
+        # symlink swapped in on the way makes the copy fail rather than read elsewhere.
         try:
-            st = os.lstat(job.path)
+            st = dockfs.lstat_below(job.dock.path, job.path)
         except FileNotFoundError:
             raise SourceChanged(f"{job.path}: vanished before it could be read") from None
+        except dockfs.Outside as e:
+            self._refuse(e.refused)
+            raise SourceChanged(f"{job.path}: {e.refused.reason}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise SourceChanged(f"{job.path}: is no longer a regular file")
         if (st.st_size, st.st_mtime_ns, st.st_ino) != (job.size, job.mtime_ns, job.ino):
             raise SourceChanged(f"{job.path}: changed after it was queued")
         dock_time = datetime.now(UTC)
@@ -678,6 +859,16 @@ class Capturer:
             )
         if job.failure_entry is not None:
             payload["after_failure_entry"] = job.failure_entry
+        with self._db_lock:
+            earlier = self.db.execute(
+                "SELECT entry FROM ingest_files WHERE path=? AND state='changed' AND id<>? "
+                "ORDER BY id DESC LIMIT 1",
+                (os.fsencode(job.path), job.id),
+            ).fetchone()
+        if earlier is not None:
+            # The same recorder file, captured before and changed since: this is its
+            # new version (the earlier one was never released).
+            payload["earlier_version_entry"] = int(earlier[0])
         with self._sha_lock(d.sha256):
             with self._db_lock:
                 row = self.db.execute(
@@ -744,13 +935,15 @@ class Capturer:
                 d.sha256[:16],
                 index,
             )
+        with self._lock:
+            self._captured_at[job.id] = self.clock()
         if self.settings.release == "after_capture":
-            self._release(job.id)
+            self._request_release(job.id)
         elif self.settings.release == "after_replication":
             assert self.replicated is not None
             store_entry = self.replicated(d.sha256)  # a duplicate of a replicated object
             if store_entry is not None:
-                self._release(job.id, store_entry)
+                self._request_release(job.id, store_entry)
 
     def set_docks(self, docks: list[DockSettings] | tuple[DockSettings, ...]) -> None:
         """New dock settings (a configuration reload); work already queued goes on."""
@@ -768,10 +961,9 @@ class Capturer:
                 (sha256,),
             ).fetchall()
         for (job_id,) in rows:
-            # On the release worker: a release re-hashes the stored copy first, which must
-            # not hold up the uploads that called us.
-            with contextlib.suppress(RuntimeError):  # shutting down: resumed at next start
-                self._release_pool.submit(self._release, job_id, store_entry)
+            # On the release worker, after the release settle: a release re-hashes the
+            # stored copy first, which must not hold up the uploads that called us.
+            self._request_release(job_id, store_entry)
 
     # -- probe -----------------------------------------------------------------
 
@@ -816,8 +1008,10 @@ class Capturer:
             "hashing frames": self.fingerprinter.run_frames,
         }
         try:
-            if not self._stopping:
+            if not self._stopping and not self.halted:
                 jobs[what](sha)
+        except IntegrityError as e:
+            self.halt(f"while {what} {sha[:16]}: {e}")
         except Exception:
             log.exception("%s of %s failed; it is tried again at the next start", what, sha[:16])
         finally:
@@ -868,12 +1062,38 @@ class Capturer:
             ).fetchall()
         for job_id, sha in rows:
             if mode == "after_capture":
-                self._release(job_id)
+                self._request_release(job_id)
                 continue
             assert self.replicated is not None
             store_entry = self.replicated(sha)
             if store_entry is not None:
-                self._release(job_id, store_entry)
+                self._request_release(job_id, store_entry)
+
+    def _request_release(self, job_id: int, store_entry: int | None = None) -> None:
+        """Release a recorded source once the release settle has passed since its capture
+        (from now, for one captured before a restart)."""
+        if self.settings.release == "after_replication" and store_entry is None:
+            return
+        with self._lock:
+            since = self._captured_at.get(job_id, self.clock())
+            self._release_due[job_id] = (since + self.release_settle_s, store_entry)
+
+    def _release_tick(self, now: float) -> None:
+        if self.halted:
+            return
+        with self._lock:
+            due = [(j, e) for j, (t, e) in self._release_due.items() if t <= now]
+            for j, _ in due:
+                del self._release_due[j]
+        for job_id, store_entry in due:
+            try:
+                self._release_pool.submit(self._release, job_id, store_entry)
+            except RuntimeError:  # shutting down: resumed at the next start
+                return
+
+    def releases_waiting(self) -> int:
+        with self._lock:
+            return len(self._release_due)
 
     def _release(self, job_id: int, store_entry: int | None = None) -> None:
         """Remove the source from the recorder: only after the capture is durable and,
@@ -887,7 +1107,10 @@ class Capturer:
                 return
             self._releasing.add(job_id)
         try:
-            self._release_claimed(job_id, store_entry)
+            if not self.halted:
+                self._release_claimed(job_id, store_entry)
+        except IntegrityError as e:
+            self.halt(f"while releasing job {job_id}: {e}")
         finally:
             with self._lock:
                 self._releasing.discard(job_id)
@@ -907,27 +1130,52 @@ class Capturer:
             self.db.execute("UPDATE ingest_files SET state='releasing' WHERE id=?", (job_id,))
             self.db.commit()
         path = Path(os.fsdecode(bytes(row[2])))
+        dock = next((d for d in self.docks if d.label == row[0]), None)
+        if dock is None:
+            # Its dock left the configuration: the folders to it cannot be trusted now.
+            self._set_state_id(job_id, "recorded")
+            return
         if self.objects.hash_of(row[5]) != row[5]:
-            log.error(
-                "not releasing %s: its stored copy %s is missing or damaged; the source stays "
-                "on the recorder",
-                shown(path),
-                row[5][:16],
+            self.problems.report(
+                f"stored:{row[5]}",
+                f"not releasing {shown(path)}: its stored copy {row[5][:16]} is missing or "
+                "damaged; the source stays on the recorder (run 'custody audit')",
+                logging.ERROR,
             )
             self._set_state_id(job_id, "recorded")
             return
+        captured = (row[3], row[4], row[8])
+        key = os.fsencode(path)
         absent = False
         try:
-            st = os.lstat(path)
-            if (st.st_size, st.st_mtime_ns, st.st_ino) != (row[3], row[4], row[8]):
-                log.warning("not releasing %s: it changed since it was captured", shown(path))
-                self._set_state_id(job_id, "recorded")
+            st = dockfs.lstat_below(dock.path, path)
+            if (st.st_size, st.st_mtime_ns, st.st_ino) != captured:
+                self._changed_after_capture(job_id, dock, path, st, row[3])
                 return
-            os.unlink(path)
-            with contextlib.suppress(OSError):
-                fsync_dir(path.parent)
+            if self._held_open(key, self.clock()) or self._lease_writing(dock.path, path):
+                # inotify saw a write with no close since, or the kernel says a writer
+                # holds it: not now; the settle starts again.
+                self._set_state_id(job_id, "recorded")
+                with self._lock:
+                    self._captured_at[job_id] = self.clock()
+                self._request_release(job_id, store_entry)
+                return
+
+            def same(now: os.stat_result) -> bool:
+                return (now.st_size, now.st_mtime_ns, now.st_ino) == captured
+
+            # The lstat again through the same folder descriptor, immediately before
+            # the unlink: a write since the checks above keeps the file.
+            if not dockfs.unlink_below(dock.path, path, same):
+                again = dockfs.lstat_below(dock.path, path)
+                self._changed_after_capture(job_id, dock, path, again, row[3])
+                return
         except FileNotFoundError:
             absent = True
+        except dockfs.Outside as e:
+            self._refuse(e.refused)
+            self._set_state_id(job_id, "recorded")
+            return
         except OSError as e:
             log.error(
                 "cannot release %s from the recorder: %s (tried again at the next start)",
@@ -935,9 +1183,7 @@ class Capturer:
                 e.strerror,
             )
             return
-        dock = next((d for d in self.docks if d.label == row[0]), None)
-        raw = bytes(row[2])
-        rel = os.fsencode(path.relative_to(dock.path)) if dock else raw
+        rel = os.fsencode(path.relative_to(dock.path))
         payload: dict[str, Any] = {
             "sha256": row[5],
             "ingest_entry": row[6],
@@ -947,8 +1193,8 @@ class Capturer:
         if store_entry is not None:
             payload["store_entry"] = store_entry
         if absent:
-            key = "release_interrupted" if interrupted else "source_already_absent"
-            payload[key] = True
+            why = "release_interrupted" if interrupted else "source_already_absent"
+            payload[why] = True
 
         def mark(conn: sqlite3.Connection, idx: list[int]) -> None:
             cur = conn.execute(
@@ -964,6 +1210,21 @@ class Capturer:
         except Withdrawn:
             return
         log.info("released %s from the recorder (entry %d)", shown(path), index)
+
+    def _changed_after_capture(
+        self, job_id: int, dock: DockSettings, path: Path, st: os.stat_result, size: int
+    ) -> None:
+        """The source changed after it was captured: it is never released on the strength
+        of the older copy; its new version is captured (its entry names this one)."""
+        log.warning(
+            "not releasing %s: it changed after it was captured (%d bytes then, %d now); "
+            "the new version is captured and released on its own",
+            shown(path),
+            size,
+            st.st_size,
+        )
+        self._set_state_id(job_id, "changed")
+        self._note(dock, os.fsencode(path), path, st)
 
     def _set_state_id(self, job_id: int, state: str) -> None:
         with self._db_lock:
@@ -994,7 +1255,7 @@ class Capturer:
                     j.not_before > self.clock() for q in self._queued.values() for j in q
                 )
                 idle = self._inflight == 0 and not self._watch
-                if idle and (pending == 0 or retry_only or self.paused):
+                if idle and (pending == 0 or retry_only or self.paused or self.halted):
                     break
                 self._idle.wait(0.05)
             if end is not None and self.clock() > end:
@@ -1006,6 +1267,11 @@ class Capturer:
         return True
 
     def finish_releases(self) -> None:
-        """Wait for the releases handed to the release worker (one-shot ingest)."""
+        """Wait out the release settle of every release asked for, then for the release
+        worker (one-shot ingest); a source that keeps changing is left in place."""
+        end = self.clock() + 2 * self.release_settle_s + 30
+        while self.releases_waiting() and not self.halted and self.clock() < end:
+            self._release_tick(self.clock())
+            time.sleep(0.05)
         self._release_pool.shutdown(wait=True)
         self._release_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="release")

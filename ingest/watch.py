@@ -1,7 +1,10 @@
-"""inotify (watchdog) on the dock roots: every created, moved, written or closed
-file is handed to the capturer. Events may be lost (queue overflow) and a
-recorder mounted below a dock sends none; the daemon rewatches and scans when
-the mount table changes, and the periodic scan covers the rest."""
+"""inotify (watchdog) on the dock roots: every created, moved, written, closed or
+touched file is handed to the capturer with what happened to it (a write with
+no close-write since means a writer still holds it). Events may be lost (queue
+overflow) and a recorder mounted below a dock sends none; the daemon rewatches
+and scans when the mount table changes, and the periodic scan covers the rest.
+watchdog never follows symlinks (IN_DONT_FOLLOW); the capturer checks every
+path again from the dock root anyway."""
 
 from __future__ import annotations
 
@@ -14,8 +17,10 @@ from typing import Any
 from watchdog.events import (
     DirCreatedEvent,
     DirMovedEvent,
+    FileAttribEvent,
     FileClosedEvent,
     FileCreatedEvent,
+    FileDeletedEvent,
     FileModifiedEvent,
     FileMovedEvent,
     FileSystemEvent,
@@ -23,6 +28,9 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
+
+from ingest.problems import Problems
+from ledger.errors import IntegrityError
 
 log = logging.getLogger("custody.ingest")
 
@@ -36,19 +44,39 @@ def mount_table() -> bytes:
         return b""
 
 
+OnFile = Callable[[Path, str], None]
+
+_KINDS: tuple[tuple[type[FileSystemEvent], str], ...] = (
+    (FileCreatedEvent, "created"),
+    (FileModifiedEvent, "modified"),  # IN_MODIFY: a write
+    (FileClosedEvent, "closed"),  # IN_CLOSE_WRITE: a writer closed it
+    (FileAttribEvent, "attrib"),  # times set (cp -a, touch) or permissions changed
+    (FileDeletedEvent, "deleted"),
+)
+
+
 class _Handler(FileSystemEventHandler):
-    def __init__(self, on_file: Callable[[Path], None], on_dir: Callable[[Path], None]) -> None:
+    def __init__(self, on_file: OnFile, on_dir: Callable[[Path], object]) -> None:
         self.on_file, self.on_dir = on_file, on_dir
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         try:
             if isinstance(event, FileMovedEvent | DirMovedEvent):
                 dest = Path(str(event.dest_path))
-                (self.on_dir if event.is_directory else self.on_file)(dest)
+                if event.is_directory:
+                    self.on_dir(dest)
+                else:
+                    self.on_file(dest, "moved")
             elif isinstance(event, DirCreatedEvent):
                 self.on_dir(Path(str(event.src_path)))
-            elif isinstance(event, FileCreatedEvent | FileModifiedEvent | FileClosedEvent):
-                self.on_file(Path(str(event.src_path)))
+            else:
+                for cls, kind in _KINDS:
+                    if isinstance(event, cls):
+                        self.on_file(Path(str(event.src_path)), kind)
+                        break
+        except IntegrityError as e:
+            # Never swallowed: the capturer halts on it (the daemon polls `halted`).
+            log.critical("integrity error handling %s: %s", event, e)
         except Exception:
             log.exception("error handling %s", event)
 
@@ -57,13 +85,17 @@ class DockWatcher:
     """Watches dock roots that exist; `refresh` adds roots that appeared later."""
 
     def __init__(
-        self, roots: list[Path], on_file: Callable[[Path], None], on_dir: Callable[[Path], None]
+        self,
+        roots: list[Path],
+        on_file: OnFile,
+        on_dir: Callable[[Path], object],
+        problems: Problems | None = None,
     ) -> None:
         self.roots = roots
         self.handler = _Handler(on_file, on_dir)
         self.observer: BaseObserver = Observer()
         self.watched: dict[Path, tuple[Any, int]] = {}  # root -> (watch, inode)
-        self.missing_logged: set[Path] = set()
+        self.problems = problems or Problems()
 
     def start(self) -> None:
         self.refresh()
@@ -84,25 +116,29 @@ class DockWatcher:
                     self.observer.unschedule(current[0])
                 del self.watched[r]
             if not ino:
-                if r not in self.missing_logged:
-                    self.missing_logged.add(r)
-                    log.warning(
-                        "dock %s does not exist (yet); it is watched once it appears "
-                        "(check the path in the config if it never does)",
-                        r,
-                    )
+                self.problems.report(
+                    f"dock:{r}",
+                    f"dock {r} does not exist (yet); it is watched and scanned once it "
+                    "appears (check the path in the config if it never does)",
+                )
                 continue
             try:
                 watch = self.observer.schedule(self.handler, str(r), recursive=True)
                 self.watched[r] = (watch, ino)
-                self.missing_logged.discard(r)
+                self.problems.resolve(f"dock:{r}")
                 log.info("watching dock %s", r)
             except OSError as e:
-                log.warning("cannot watch dock %s yet (%s); the periodic scan covers it", r, e)
+                self.problems.report(
+                    f"dock:{r}",
+                    f"cannot watch dock {r} yet ({e.strerror}); the periodic scan covers it",
+                )
 
     def set_roots(self, roots: list[Path]) -> None:
         """Docks added or removed by a configuration reload."""
         gone = [r for r in self.watched if r not in roots]
+        for r in self.roots:
+            if r not in roots:
+                self.problems.resolve(f"dock:{r}")
         for r in gone:
             with contextlib.suppress(KeyError, OSError):
                 self.observer.unschedule(self.watched[r][0])

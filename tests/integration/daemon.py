@@ -57,11 +57,16 @@ class Daemon:
         drop_dac: bool = False,
         env: dict[str, str] | None = None,
         args: tuple[str, ...] = (),
+        user: str | None = None,
     ) -> None:
         self.conf = conf
         cmd = [sys.executable, "-m", "custody", "-c", str(conf), "run", "--log-level", "INFO"]
         cmd += list(args)
-        if drop_dac and os.geteuid() == 0:
+        if user is not None:
+            # As the unit's unprivileged user would run it: no capabilities, other users'
+            # processes invisible in /proc, file permissions in force.
+            cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+        elif drop_dac and os.geteuid() == 0:
             # As root, file permissions do not apply; drop that power so an unreadable
             # file is unreadable to the daemon, as it is under its own systemd user.
             caps = "-dac_override,-dac_read_search"

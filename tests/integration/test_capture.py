@@ -249,7 +249,9 @@ def test_second_daemon_on_same_data_is_refused(tmp_path: Path) -> None:
     try:
         d.wait_ready()
         p = run_cli("run", config=conf, check=False)
-        assert p.returncode == 2 and "another custody process is capturing" in p.stderr
+        assert p.returncode == 2 and "is capturing" in p.stderr
+        # It names the process that holds the lock, so the operator can find it.
+        assert f"PID {d.proc.pid}" in p.stderr, p.stderr
         # A one-shot import beside the daemon is refused too (one capturer per store).
         card = tmp_path / "card"
         card.mkdir()

@@ -1,0 +1,210 @@
+"""What a dock must never do: follow a symlink out of a recorder's folder, delete a
+file still being written, or leave a file uncaptured without saying so."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..conftest import run_cli
+from .daemon import Daemon, entries, make_station, wait_for
+from .test_capture import by_path, sha, src_path, store_files
+
+
+def daemon_json(conf: Path) -> dict[str, Any]:
+    """The running daemon's status file (the contract `custody status` reads)."""
+    try:
+        doc: dict[str, Any] = json.loads((conf.parent / "state" / "daemon.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc
+
+
+def recorder_with_links(src: Path, secret: Path) -> None:
+    """A recorder folder as `cp -a` of a vendor tool's export would bring it: real files,
+    a symlink to a folder deep down and a symlink to a file."""
+    media = src / "DCIM" / "100MEDIA"
+    (media / "deep").mkdir(parents=True)
+    (media / "REC_0001.txt").write_text(f"real footage {uuid.uuid4()}")
+    (media / "deep" / "outside").symlink_to(secret, target_is_directory=True)
+    (src / "key-link").symlink_to(secret / "station.key")
+
+
+def make_secret(tmp: Path) -> tuple[Path, set[str]]:
+    secret = tmp / "private"
+    secret.mkdir()
+    (secret / "sentinel.txt").write_text(f"SENTINEL {uuid.uuid4()}")
+    (secret / "station.key").write_text(f"PRIVATE KEY {uuid.uuid4()}")
+    return secret, {sha(p) for p in secret.iterdir()}
+
+
+def captured_shas(conf: Path) -> set[str]:
+    got = {str(e["sha256"]) for e in entries(conf) if e["type"] in ("ingest", "sighting")}
+    return got | {p.name for p in store_files(conf)}
+
+
+def test_symlinked_folders_are_never_followed(tmp_path: Path) -> None:
+    """Events (the scan far away), the scan at start and periodically, and `custody
+    ingest`: none of them enters a symlinked folder at any depth or reads a symlink."""
+    secret, secret_shas = make_secret(tmp_path)
+    src = tmp_path / "export" / "slot07"
+    recorder_with_links(src, secret)
+    real = "slot07/DCIM/100MEDIA/REC_0001.txt"
+
+    # 1. inotify alone: the periodic scan is an hour away and the dock is empty at start,
+    # so only events can bring the new recorder folder in.
+    dock = tmp_path / "dock"
+    conf = make_station(tmp_path, dock, scan_s=3600)
+    d = Daemon(conf)
+    try:
+        d.wait_ready()
+        subprocess.run(["cp", "-a", str(src), str(dock)], check=True)
+        wait_for(lambda: real in by_path(entries(conf)), 30, d.log)
+        time.sleep(1.5)  # events for the linked folder's files would have been handled
+        assert not captured_shas(conf) & secret_shas
+        problems = daemon_json(conf).get("problems", [])
+        assert any("deep/outside" in p and "symlink" in p for p in problems), problems
+        assert any("key-link" in p for p in problems), problems
+    finally:
+        assert d.stop() == 0
+    assert set(by_path(entries(conf))) == {real}
+    assert "OK" in run_cli("ledger", "verify", config=conf).stdout
+
+    # 2. The scans: a second recorder docked while the daemon is down (the scan at start),
+    # then scans every second; each refused symlink is one log line, however many scans.
+    shutil.copytree(src, dock / "slot08", symlinks=True)
+    conf.write_text(conf.read_text().replace("scan_interval_s = 3600", "scan_interval_s = 1"))
+    d = Daemon(conf)
+    try:
+        wait_for(lambda: "slot08/DCIM/100MEDIA/REC_0001.txt" in by_path(entries(conf)), 30, d.log)
+        time.sleep(3.5)  # three periodic scans
+        assert not captured_shas(conf) & secret_shas
+        log = d.log.read_bytes()[d.log_start :].decode()
+        assert log.count("slot08/DCIM/100MEDIA/deep/outside: a symlink") == 1, log[-3000:]
+        assert daemon_json(conf)["problems_total"] >= 4  # two links in each recorder
+    finally:
+        assert d.stop() == 0
+
+    # 3. `custody ingest` of a card holding the same tree.
+    card = tmp_path / "card"
+    subprocess.run(["cp", "-a", str(src), str(card)], check=True)
+    (card / "DCIM" / "100MEDIA" / "REC_0002.txt").write_text("second file")
+    res = json.loads(run_cli("ingest", "--settle-ms", "0", "--json", str(card), config=conf).stdout)
+    assert res["captured"] == 1, res
+    assert any("deep/outside" in p for p in res["problems"]), res
+    assert not captured_shas(conf) & secret_shas
+    assert "OK" in run_cli("ledger", "verify", config=conf).stdout
+
+
+@contextlib.contextmanager
+def system_user() -> Iterator[str]:
+    """A system user of its own for the daemon, as the unit's `custody` user is."""
+    name = f"custody-t{uuid.uuid4().hex[:8]}"
+    subprocess.run(
+        ["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/bin/false", name],
+        check=True,
+    )
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], check=False)
+
+
+@pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    """A folder other users can reach (pytest's own is private to root)."""
+    base = Path(tempfile.mkdtemp(prefix="custody-unpriv-"))
+    base.chmod(0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_paused_writer_is_not_released_by_an_unprivileged_daemon(open_tmp: Path) -> None:
+    """The daemon runs as its own unprivileged user and cannot see the writer in /proc;
+    the writer writes 100 KB, pauses longer than the settle window (and the release
+    settle), then writes the rest. The source must stay until the whole file is captured,
+    and what is captured and released is the full 800 KB."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: it creates a system user and runs the daemon as it")
+    dock = open_tmp / "dock"
+    conf = make_station(open_tmp, dock, settle_ms=300, release="after_capture")
+    (dock / "slot01").mkdir()
+    with system_user() as user:
+        subprocess.run(["chown", "-R", f"{user}:{user}", str(conf.parent), str(dock)], check=True)
+        d = Daemon(conf, user=user)
+        try:
+            d.wait_ready()
+            time.sleep(1)  # the recorder folder's watch is in place
+            rec = dock / "slot01" / "REC_0001.MP4"
+            head, tail = os.urandom(100 * 1024), os.urandom(700 * 1024)
+            with open(rec, "wb") as f:
+                f.write(head)
+                f.flush()
+                time.sleep(4)  # longer than settle (0.3 s) and release settle (2.3 s)
+                # Still here: nothing took it while it was being written.
+                assert os.stat(rec).st_nlink == 1
+                f.write(tail)
+            full = sha(head + tail)
+            wait_for(lambda: any(e["type"] == "wipe" for e in entries(conf)), 30, d.log)
+            assert not rec.exists()
+        finally:
+            assert d.stop() == 0
+    es = entries(conf)
+    wipes = [e for e in es if e["type"] == "wipe"]
+    assert [w["sha256"] for w in wipes] == [full], "released a copy that is not the whole file"
+    taken = [e for e in es if e["type"] == "ingest" and src_path(e) == "slot01/REC_0001.MP4"]
+    assert taken[-1]["sha256"] == full and taken[-1]["size"] == 800 * 1024
+    obj = conf.parent / "store" / "objects" / "sha256" / full[:2] / full[2:4] / full
+    assert obj.stat().st_size == 800 * 1024 and sha(obj) == full
+
+
+def test_late_dock_root_and_folder_readable_later_are_captured(tmp_path: Path) -> None:
+    """A dock root made after the daemon started and a folder it could not read at first
+    are captured by the periodic scan; what it could not read is in the status meanwhile."""
+    dock = tmp_path / "dock"
+    conf = make_station(tmp_path, dock, scan_s=1)
+    dock.rmdir()  # the dock root is not there yet when the daemon starts
+    d = Daemon(conf, drop_dac=True)
+    try:
+        d.wait_ready()
+        wait_for(
+            lambda: any("does not exist" in p for p in daemon_json(conf).get("problems", [])),
+            10,
+            d.log,
+        )
+        slot = dock / "slot01" / "DCIM"
+        slot.mkdir(parents=True)
+        (slot / "late.txt").write_text("docked after start")
+        wait_for(lambda: "slot01/DCIM/late.txt" in by_path(entries(conf)), 30, d.log)
+
+        # A recorder whose folder the daemon's user cannot read, docked in one move.
+        staging = tmp_path / "staging" / "slot02"
+        (staging / "DCIM").mkdir(parents=True)
+        (staging / "DCIM" / "h.txt").write_text("hidden at first")
+        (staging / "DCIM").chmod(0)
+        staging.rename(dock / "slot02")
+        locked = dock / "slot02" / "DCIM"
+
+        def listed() -> bool:
+            return any("slot02/DCIM" in p for p in daemon_json(conf).get("problems", []))
+
+        wait_for(listed, 15, d.log)
+        assert "slot02/DCIM/h.txt" not in by_path(entries(conf))
+        locked.chmod(0o755)  # no event for the file inside: only the scan can find it
+        wait_for(lambda: "slot02/DCIM/h.txt" in by_path(entries(conf)), 30, d.log)
+        wait_for(lambda: not listed(), 10, d.log)  # the problem is over: gone from status
+        log = d.log.read_bytes()[d.log_start :].decode()
+        assert log.count("slot02/DCIM: cannot open") == 1, log[-3000:]
+    finally:
+        assert d.stop() == 0
