@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from archive.settings import ReplicationSettings, S3Settings
 from custody.errors import ConfigError
@@ -32,11 +33,13 @@ from ingest.settings import (
     RecorderInfo,
 )
 from ledger.note import NoteError, check_key_name
+from retention.policy import CATEGORIES, PolicyError, category_key
 
 DEFAULT_PATH = Path("/etc/custody/custody.toml")
 ENV_VAR = "CUSTODY_CONFIG"
 
 LOCK_MODES = ("COMPLIANCE", "GOVERNANCE", "none")
+PATTERN_GROUPS = ("serial", "officer", "unit", "start", "important", "category")
 _SAMPLE_TIME = datetime(2026, 11, 25, 8, 30, 5)  # checks a time_format reads what it writes
 
 
@@ -467,10 +470,10 @@ def _parse_dock(t: _Table, base: Path) -> DockSettings:
             compiled = re.compile(rx)
         except re.error as e:
             raise pt_t.error("regex", f"is not a valid regular expression: {e}") from None
-        unknown = set(compiled.groupindex) - {"serial", "officer", "unit", "start"}
+        unknown = set(compiled.groupindex) - set(PATTERN_GROUPS)
         if unknown:
             raise pt_t.error(
-                "regex", f"unknown group(s) {sorted(unknown)}: use serial, officer, unit, start"
+                "regex", f"unknown group(s) {sorted(unknown)}: use {', '.join(PATTERN_GROUPS)}"
             )
         fmt = pt_t.get("time_format", str, "%Y%m%d%H%M%S")
         try:
@@ -479,6 +482,23 @@ def _parse_dock(t: _Table, base: Path) -> DockSettings:
             raise pt_t.error("time_format", f"is not a strptime format: {e}") from None
         pt_t.finish()
         patterns.append(FilenamePattern(vendor, compiled, fmt))
+    # Every category's own key and Chinese term map to it; the site adds its vendor's codes.
+    category_map = {k: k for k in CATEGORIES} | {term: k for k, term in CATEGORIES.items()}
+    for code, value in t.get("category_map", dict, {}).items():
+        if not isinstance(value, str):
+            raise t.error(f"category_map.{code}", f"must be a category, not {value!r}")
+        try:
+            category_map[code] = category_key(value)
+        except PolicyError as e:
+            raise t.error(f"category_map.{code}", str(e)) from None
+    zone = t.get("timezone", str, "")
+    if zone:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise t.error(
+                "timezone", f"is not a time zone this system knows (e.g. Asia/Shanghai): {zone!r}"
+            ) from None
     recorders: dict[str, RecorderInfo] = {}
     rt = t.get("recorders", dict, {})
     for key, info in rt.items():
@@ -498,6 +518,8 @@ def _parse_dock(t: _Table, base: Path) -> DockSettings:
         patterns=tuple(patterns),
         recorders=recorders,
         identity_command=cmd,
+        category_map=category_map,
+        timezone=zone,
     )
 
 
@@ -620,9 +642,19 @@ def render(data_dir: Path, origin: str) -> str:
         "# [[docks]]\n"
         '# path = "/srv/dock"\n'
         '# exclude = ["*.tmp"]\n'
+        "# timezone = \"Asia/Shanghai\"    # the recorders' clocks (default: the station's zone)\n"
+        "# The codes a file name gives for a category (a category's own key or Chinese\n"
+        "# term needs no entry):\n"
+        '# category_map = { XZCF = "行政处罚", XZQZ = "行政强制" }\n'
+        "# One [[docks.patterns]] per vendor's file naming. Groups: serial, officer, unit,\n"
+        "# start (the recording start, read with time_format), important (a non-empty match\n"
+        "# marks the file important, e.g. _IMP) and category (through category_map). The\n"
+        "# station records what the name says; `custody annotate` overrides it.\n"
         "# [[docks.patterns]]\n"
         '# vendor = "gat947"\n'
-        "# regex = '^(?P<serial>[A-Z0-9]{7})_(?P<officer>[0-9]{6})_(?P<start>[0-9]{14})'\n"
+        "# regex = '^(?P<serial>[A-Z0-9]{7})_(?P<officer>[0-9]{6})_(?P<start>[0-9]{14})"
+        "(?:_(?P<category>[A-Z]{4}))?(?P<important>_IMP)?'\n"
+        '# time_format = "%Y%m%d%H%M%S"\n'
         "# [docks.recorders.slot01]\n"
         '# serial = "ABC1234"\n'
         '# officer = "010203"\n'

@@ -13,7 +13,9 @@ RELEASE_MODES = ("never", "after_capture", "after_replication")
 @dataclass(frozen=True)
 class FilenamePattern:
     """A vendor's file naming: a regex with named groups ``serial``, ``officer``, ``unit``,
-    ``start`` (recording start, parsed with ``time_format``)."""
+    ``start`` (recording start, parsed with ``time_format``), ``important`` (a non-empty
+    match marks the file important: vendors append ``_IMP`` when the officer pressed the
+    key) and ``category`` (text the dock's ``category_map`` turns into a category)."""
 
     vendor: str
     regex: re.Pattern[str]
@@ -38,6 +40,12 @@ class DockSettings:
     patterns: tuple[FilenamePattern, ...] = ()
     recorders: Mapping[str, RecorderInfo] = field(default_factory=dict)
     identity_command: tuple[str, ...] = ()
+    # The text a pattern's ``category`` group matched -> a category key (the config adds
+    # every category's own key and Chinese term, so those need no entry).
+    category_map: Mapping[str, str] = field(default_factory=dict)
+    # The recorders' clock zone (IANA name) for the start in their file names; "" = the
+    # station's own zone.
+    timezone: str = ""
 
     @property
     def label(self) -> str:

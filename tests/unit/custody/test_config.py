@@ -230,3 +230,30 @@ def test_metrics_listen_on_loopback_is_accepted(tmp_path: Path, listen: str) -> 
 
     text = BASE + f'[metrics]\nlisten = "{listen}"\n'
     assert parse(tmp_path / "c.toml", tomllib.loads(text)).metrics_listen == listen
+
+
+def test_name_marks_in_the_dock_table(tmp_path: Path) -> None:
+    import tomllib
+
+    dock = (
+        '[[docks]]\npath = "/srv/d"\ntimezone = "Asia/Shanghai"\n'
+        'category_map = { XZCF = "行政处罚", JC = "inspection" }\n'
+        '[[docks.patterns]]\nvendor = "v"\n'
+        "regex = '^(?P<start>[0-9]{14})(?:_(?P<category>[A-Z]+))?(?P<important>_IMP)?'\n"
+    )
+    (d,) = parse(tmp_path / "c.toml", tomllib.loads(BASE + dock)).docks
+    assert d.timezone == "Asia/Shanghai"
+    assert d.category_map["XZCF"] == "administrative_penalty"
+    assert d.category_map["JC"] == "inspection"
+    # A category's own key and Chinese term need no entry.
+    assert d.category_map["行政强制"] == d.category_map["coercive_measure"] == "coercive_measure"
+    for bad, key in (
+        ('category_map = { XZCF = "fines" }', "docks[0].category_map.XZCF"),
+        ("category_map = { XZCF = 3 }", "docks[0].category_map.XZCF"),
+        ('timezone = "Mars/Olympus"', "docks[0].timezone"),
+        ('timezone = "../../etc/passwd"', "docks[0].timezone"),
+    ):
+        text = BASE + f'[[docks]]\npath = "/srv/d"\n{bad}\n'
+        with pytest.raises(ConfigError) as e:
+            parse(tmp_path / "c.toml", tomllib.loads(text))
+        assert f"key '{key}'" in str(e.value), str(e.value)

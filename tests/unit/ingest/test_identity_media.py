@@ -73,3 +73,47 @@ def test_sniff() -> None:
     assert sniff(b"$GPGGA", "t.nmea") == "text/plain"
     assert sniff(b"\x01\x02", "blob") == "application/octet-stream"
     assert is_media("video/mp4") and is_media("audio/wav") and not is_media("image/jpeg")
+
+
+MARKED = FilenamePattern(
+    "gat947",
+    re.compile(
+        r"^(?P<serial>[A-Z0-9]{7})_(?P<officer>\d{6})_(?P<start>\d{14})"
+        r"(?:_(?P<category>[A-Z]{4}))?(?P<important>_IMP)?"
+    ),
+)
+
+
+def test_name_marks_important_and_category_and_fixes_the_start() -> None:
+    dock = DockSettings(
+        path=Path("/srv/dock"),
+        patterns=(MARKED,),
+        category_map={"XZCF": "administrative_penalty"},
+        timezone="Asia/Shanghai",
+    )
+    r = IdentityResolver(dock)
+    a = r.resolve("s", "/srv/dock/s", "ABC1234_010203_20261125083000_XZCF_IMP.MP4", 1)
+    assert a.payload() == {
+        "serial": "ABC1234",
+        "officer": "010203",
+        "claimed_start": "2026-11-25T08:30:00",
+        "claimed_start_offset": "+08:00",
+        "important": True,
+        "category": "administrative_penalty",
+        "identified_by": ["filename:gat947"],
+    }
+    # No suffix, an unknown code: the name says nothing about either.
+    b = r.resolve("s", "/srv/dock/s", "ABC1234_010203_20261125083000_ZZZZ.MP4", 1)
+    assert not b.important and b.category == "" and "important" not in b.payload()
+    # A zone with summer time: the offset is the one in force at the recorded moment.
+    ny_dock = DockSettings(path=Path("/d"), patterns=(MARKED,), timezone="America/New_York")
+    ny = IdentityResolver(ny_dock)
+    summer = ny.resolve("s", "/d/s", "ABC1234_010203_20260701120000.MP4", 1)
+    winter = ny.resolve("s", "/d/s", "ABC1234_010203_20261201120000.MP4", 1)
+    assert (summer.claimed_start_offset, winter.claimed_start_offset) == ("-04:00", "-05:00")
+    # A start the format cannot read is kept as written, with no offset claimed.
+    odd = FilenamePattern("odd", re.compile(r"^(?P<start>\d{14})"), "%d%m%Y%H%M%S")
+    c = IdentityResolver(DockSettings(path=Path("/d"), patterns=(odd,))).resolve(
+        "s", "/d/s", "99999999999999.MP4", 1
+    )
+    assert c.claimed_start == "99999999999999" and "claimed_start_offset" not in c.payload()
