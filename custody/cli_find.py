@@ -47,6 +47,7 @@ def cmd_find(args: argparse.Namespace, conf: cfg.Config) -> int:
             db.close()
     if args.json:
         for r in rows:
+            r["recorded"] = iso(r["recorded"])
             r["captured"] = iso(r["captured"])
             r["retain_until"] = iso(r["retain_until"])
         print(json.dumps(rows, ensure_ascii=False))
@@ -64,14 +65,30 @@ def cmd_find(args: argparse.Namespace, conf: cfg.Config) -> int:
             )
         )
         print(
-            f"{iso(r['captured'])}  {r['sha256']}  {r['size']:>12}  recorder {r['recorder'] or '-'}"
-            f"  警号 {r['officer'] or '-'}  unit {r['unit'] or '-'}  {r['category'] or '-'}"
+            f"{iso(r['recorded'])} ({r['recorded_from']})  {_shown(r['file_name']) or '-'}"
+            f"  {r['sha256']}  {r['size']:>12}  recorder {r['recorder'] or '-'}"
+            f"  警号 {r['officer'] or '-'}  unit {r['unit'] or '-'}"
+            f"  {r['category'] or '-'}{_by(r['category_from']) if r['category'] else ''}"
             f"  cases {','.join(r['cases']) or '-'}  {where}"
             + ("  HELD" if r["held"] else "")
-            + ("  important" if r["important"] else "")
+            + (f"  important{_by(r['important_from'])}" if r["important"] else "")
+            + ("  CUT SHORT (complete: false)" if r["complete"] is False else "")
         )
     print(f"{len(rows)} original(s)", file=sys.stderr)
     return 0
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in range(0x20)} | {0x7F: "\\x7f"}
+
+
+def _shown(name: str) -> str:
+    """A recorder's file name on one line (a name may hold newlines)."""
+    return name.translate(_CONTROL)
+
+
+def _by(source: str) -> str:
+    """Who marked it, when it was not a person: the station read it from the file name."""
+    return " (file name)" if source == "file name pattern" else ""
 
 
 def cmd_reindex(args: argparse.Namespace, conf: cfg.Config) -> int:
@@ -102,14 +119,21 @@ def cmd_catalog(args: argparse.Namespace, conf: cfg.Config) -> int:
 
 def add_parsers(sub: Any) -> None:
     run = with_config
-    s = sub.add_parser("find", help="find originals by officer, recorder, unit, time, case, hash")
+    s = sub.add_parser(
+        "find", help="find originals by officer, recorder, unit, recording time, case, hash"
+    )
     s.add_argument("--officer", help="警号 (officer number)")
     s.add_argument("--recorder", help="recorder serial")
     s.add_argument("--unit", help="unit code")
     s.add_argument(
-        "--from", dest="since", type=parse_date, help="captured on or after (YYYY-MM-DD)"
+        "--from",
+        dest="since",
+        type=parse_date,
+        help="recording started on or after (YYYY-MM-DD; UTC unless it says, e.g. +08:00)",
     )
-    s.add_argument("--to", dest="until", type=parse_date, help="captured before (YYYY-MM-DD)")
+    s.add_argument(
+        "--to", dest="until", type=parse_date, help="recording started before (YYYY-MM-DD)"
+    )
     s.add_argument("--category")
     s.add_argument("--case")
     s.add_argument("--sha", help="SHA-256 or a prefix of it")

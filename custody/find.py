@@ -1,9 +1,17 @@
 """Finding evidence, and the catalog: queries over the index folded from the ledger.
 
-`custody find` filters originals by officer (警号), recorder serial, unit, time range,
-category, case and hash prefix; `custody reindex` rebuilds the index from the entries
-alone; `custody catalog export` writes every original as Parquet partitioned by unit
-and capture date, for DuckDB, Trino or Spark.
+`custody find` filters originals by officer (警号), recorder serial, unit, when the
+recording started, category, case and hash prefix; `custody reindex` rebuilds the index
+from the entries alone; `custody catalog export` writes every original as Parquet
+partitioned by unit and capture date, for DuckDB, Trino or Spark.
+
+When a recording started (``recorded``) comes from the recorder's file name (its
+pattern's ``start``), else the container's creation time (the `probe` entry), else the
+time the dock received the file; ``recorded_from`` says which ("file name",
+"container", "docking"). ``complete`` is the probe's verdict (false: cut short, or
+FFmpeg could not read it; null: not probed), ``damage`` what it found missing.
+``important_from`` and ``category_from`` say who marked it: "file name pattern" (the
+station, from the name) or "annotation" (a person, `custody annotate`).
 """
 
 from __future__ import annotations
@@ -16,6 +24,9 @@ from typing import Any
 
 COLUMNS = (
     "sha256",
+    "file_name",
+    "recorded",
+    "recorded_from",
     "captured",
     "size",
     "media_type",
@@ -33,6 +44,10 @@ COLUMNS = (
     "local",
     "deleted_entry",
     "held",
+    "complete",
+    "damage",
+    "important_from",
+    "category_from",
 )
 
 
@@ -41,8 +56,8 @@ class Query:
     officer: str = ""
     recorder: str = ""
     unit: str = ""
-    since: int | None = None
-    until: int | None = None
+    since: int | None = None  # recording started at or after (seconds, UTC)
+    until: int | None = None  # ... and before
     category: str = ""
     case: str = ""
     sha_prefix: str = ""
@@ -62,10 +77,10 @@ def find(db: sqlite3.Connection, q: Query, limit: int | None = None) -> list[dic
             where.append(f"i.{col} = ?")
             args.append(v)
     if q.since is not None:
-        where.append("i.captured >= ?")
+        where.append("i.recorded >= ?")
         args.append(q.since)
     if q.until is not None:
-        where.append("i.captured < ?")
+        where.append("i.recorded < ?")
         args.append(q.until)
     if q.sha_prefix:
         where.append("i.sha256 >= ? AND i.sha256 < ?")
@@ -78,17 +93,19 @@ def find(db: sqlite3.Connection, q: Query, limit: int | None = None) -> list[dic
     if not q.include_deleted:
         where.append("i.deleted_entry IS NULL")
     sql = (
-        "SELECT i.sha256, i.captured, i.size, i.media_type, i.unit, i.recorder, i.officer, "
+        "SELECT i.sha256, i.file_name, i.recorded, i.recorded_from, i.captured, i.size, "
+        "i.media_type, i.unit, i.recorder, i.officer, "
         "i.category, i.important, (SELECT group_concat(case_no, ',') FROM retention_cases c "
         "WHERE c.sha256 = i.sha256), i.ingest_entry, i.store_entry, i.store, i.storage_class, "
         "i.retain_until, i.local, i.deleted_entry, (SELECT COUNT(*) FROM retention_holds h "
         "WHERE h.released_entry IS NULL AND ((h.scope = 'object' AND h.target = i.sha256) OR "
         "(h.scope = 'case' AND h.target IN (SELECT case_no FROM retention_cases c2 WHERE "
-        "c2.sha256 = i.sha256)))) FROM retention_items i"
+        "c2.sha256 = i.sha256)))), i.complete, i.damage, i.important_from, i.category_from "
+        "FROM retention_items i"
     )
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY i.captured, i.sha256"
+    sql += " ORDER BY i.recorded, i.sha256"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
     out = []
@@ -100,6 +117,7 @@ def find(db: sqlite3.Connection, q: Query, limit: int | None = None) -> list[dic
             bool(d["local"]),
             bool(d["held"]),
         )
+        d["complete"] = None if d["complete"] is None else bool(d["complete"])
         out.append(d)
     return out
 
@@ -118,6 +136,13 @@ def export_catalog(db: sqlite3.Connection, out: Path) -> tuple[int, list[str]]:
     table = pa.table(
         {
             "sha256": pa.array([r["sha256"] for r in rows], pa.string()),
+            "file_name": pa.array([r["file_name"] for r in rows], pa.string()),
+            "recorded": pa.array(
+                [datetime.fromtimestamp(r["recorded"], UTC) for r in rows], pa.timestamp("s", "UTC")
+            ),
+            "recorded_from": pa.array([r["recorded_from"] for r in rows], pa.string()),
+            "complete": pa.array([r["complete"] for r in rows], pa.bool_()),
+            "damage": pa.array([r["damage"] or None for r in rows], pa.string()),
             "captured": pa.array(
                 [datetime.fromtimestamp(r["captured"], UTC) for r in rows], pa.timestamp("s", "UTC")
             ),
@@ -127,6 +152,8 @@ def export_catalog(db: sqlite3.Connection, out: Path) -> tuple[int, list[str]]:
             "officer": pa.array([r["officer"] for r in rows], pa.string()),
             "category": pa.array([r["category"] for r in rows], pa.string()),
             "important": pa.array([r["important"] for r in rows], pa.bool_()),
+            "important_from": pa.array([r["important_from"] or None for r in rows], pa.string()),
+            "category_from": pa.array([r["category_from"] or None for r in rows], pa.string()),
             "cases": pa.array([r["cases"] for r in rows], pa.list_(pa.string())),
             "ingest_entry": pa.array([r["ingest_entry"] for r in rows], pa.int64()),
             "store_entry": pa.array([r["store_entry"] for r in rows], pa.int64()),

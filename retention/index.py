@@ -11,9 +11,11 @@ signed entries, so the index cannot hold anything the ledger does not say.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from ledger.entry import decode_entry, parse_time
@@ -34,6 +36,13 @@ CREATE TABLE IF NOT EXISTS retention_items (
     officer TEXT NOT NULL DEFAULT '',
     category TEXT NOT NULL DEFAULT '',
     important INTEGER NOT NULL DEFAULT 0,
+    category_from TEXT NOT NULL DEFAULT '',   -- '' | 'file name pattern' | 'annotation'
+    important_from TEXT NOT NULL DEFAULT '',
+    file_name TEXT NOT NULL DEFAULT '',
+    recorded INTEGER NOT NULL DEFAULT 0,      -- when recording started (seconds, UTC)
+    recorded_from TEXT NOT NULL DEFAULT 'docking',   -- 'file name' | 'container' | 'docking'
+    complete INTEGER,              -- the probe's verdict; NULL: not probed (yet)
+    damage TEXT NOT NULL DEFAULT '',          -- what the probe found missing
     local INTEGER NOT NULL DEFAULT 1,
     store_entry INTEGER,
     store TEXT,
@@ -45,6 +54,7 @@ CREATE TABLE IF NOT EXISTS retention_items (
     local_entry INTEGER,           -- the entry that removed the dock's copy
     deleted_entry INTEGER
 );
+CREATE INDEX IF NOT EXISTS retention_items_recorded ON retention_items (recorded);
 CREATE TABLE IF NOT EXISTS retention_cases (
     sha256 TEXT NOT NULL,
     case_no TEXT NOT NULL,
@@ -86,6 +96,7 @@ CREATE TABLE IF NOT EXISTS entry_refs (  -- every entry that names an object, by
 
 TYPES = (
     "ingest",
+    "probe",
     "store",
     "derive",
     "annotate",
@@ -113,26 +124,68 @@ def apply_entry(db: sqlite3.Connection, index: int, f: dict[str, Any]) -> None:
     sha = f.get("sha256")
     if ty == "ingest" and isinstance(sha, str):
         rec = f.get("recorder") or {}
+        captured = _epoch(f["time"])
+        recorded, recorded_from = recording_start(f, captured)
+        important = rec.get("important") is True
+        category = rec.get("category") if isinstance(rec.get("category"), str) else ""
         # A file docked again after retention deleted it starts a new life: the row is
-        # taken over by the new capture (its annotations and cases stay).
+        # taken over by the new capture (its annotations and cases stay; what the new
+        # file name says counts unless a person annotated otherwise).
         db.execute(
             "INSERT INTO retention_items (sha256, ingest_entry, captured, size, "
-            "media_type, unit, recorder, officer) VALUES (?,?,?,?,?,?,?,?) "
+            "media_type, unit, recorder, officer, file_name, recorded, recorded_from, "
+            "important, important_from, category, category_from) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
             "ON CONFLICT (sha256) DO UPDATE SET ingest_entry=excluded.ingest_entry, "
             "captured=excluded.captured, local=1, store_entry=NULL, store=NULL, key=NULL, "
             "version_id=NULL, storage_class='', retain_until=NULL, legal_hold=0, "
-            "local_entry=NULL, deleted_entry=NULL WHERE retention_items.deleted_entry IS NOT NULL",
+            "local_entry=NULL, deleted_entry=NULL, file_name=excluded.file_name, "
+            "recorded=excluded.recorded, recorded_from=excluded.recorded_from, "
+            "complete=NULL, damage='', "
+            "important=CASE WHEN retention_items.important_from='annotation' "
+            "OR excluded.important_from='' THEN retention_items.important "
+            "ELSE excluded.important END, "
+            "important_from=CASE WHEN retention_items.important_from='annotation' "
+            "OR excluded.important_from='' THEN retention_items.important_from "
+            "ELSE excluded.important_from END, "
+            "category=CASE WHEN retention_items.category_from='annotation' "
+            "OR excluded.category_from='' THEN retention_items.category "
+            "ELSE excluded.category END, "
+            "category_from=CASE WHEN retention_items.category_from='annotation' "
+            "OR excluded.category_from='' THEN retention_items.category_from "
+            "ELSE excluded.category_from END "
+            "WHERE retention_items.deleted_entry IS NOT NULL",
             (
                 sha,
                 index,
-                _epoch(f["time"]),
+                captured,
                 int(f.get("size", 0)),
                 str(f.get("media_type", "")),
                 str(rec.get("unit", "")),
                 str(rec.get("serial", "")),
                 str(rec.get("officer", "")),
+                file_name(f),
+                recorded,
+                recorded_from,
+                int(important),
+                NAME_PATTERN if important else "",
+                category,
+                NAME_PATTERN if category else "",
             ),
         )
+    elif ty == "probe" and isinstance(sha, str):
+        complete, damage = probe_verdict(f)
+        db.execute(
+            "UPDATE retention_items SET complete=?, damage=? WHERE sha256=?",
+            (complete, damage, sha),
+        )
+        started = container_start(f)
+        if started is not None:
+            db.execute(
+                "UPDATE retention_items SET recorded=?, recorded_from='container' "
+                "WHERE sha256=? AND recorded_from='docking'",
+                (started, sha),
+            )
     elif ty == "store" and f.get("role") != "original" and isinstance(sha, str):
         db.execute(
             "INSERT OR REPLACE INTO retention_objects (sha256, role, store_entry, key, "
@@ -161,10 +214,14 @@ def apply_entry(db: sqlite3.Connection, index: int, f: dict[str, Any]) -> None:
         )
     elif ty == "annotate":
         if "category" in f:
-            db.execute("UPDATE retention_items SET category=? WHERE sha256=?", (f["category"], sha))
+            db.execute(
+                "UPDATE retention_items SET category=?, category_from='annotation' WHERE sha256=?",
+                (f["category"], sha),
+            )
         if "important" in f:
             db.execute(
-                "UPDATE retention_items SET important=? WHERE sha256=?",
+                "UPDATE retention_items SET important=?, important_from='annotation' "
+                "WHERE sha256=?",
                 (int(bool(f["important"])), sha),
             )
         for c in f.get("cases_added", []):
@@ -218,6 +275,77 @@ def apply_entry(db: sqlite3.Connection, index: int, f: dict[str, Any]) -> None:
         )
 
 
+NAME_PATTERN = "file name pattern"  # where the station's own annotations come from
+EARLIEST = 946684800  # 2000-01-01: a container time before this is an unset field
+
+
+def _try_epoch(t: object) -> int | None:
+    """Seconds since the epoch of an ISO 8601 time; a time without zone is UTC."""
+    if not isinstance(t, str) or not t:
+        return None
+    try:
+        d = datetime.fromisoformat(t)
+    except ValueError:
+        return None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=UTC)
+    return int(d.timestamp())
+
+
+def recording_start(f: dict[str, Any], captured: int) -> tuple[int, str]:
+    """When the recording started, by an `ingest` entry, and which source says so: the
+    start in the file name (read in the offset the station recorded with it; UTC for
+    entries from before offsets were recorded), else the time the dock received it.
+    A `probe` entry may improve "docking" to "container" later."""
+    rec = f.get("recorder") or {}
+    start = rec.get("claimed_start")
+    offset = rec.get("claimed_start_offset")
+    if isinstance(start, str) and isinstance(offset, str) and offset:
+        start += offset
+    t = _try_epoch(start)
+    if t is not None:
+        return t, "file name"
+    docked = _try_epoch((f.get("times") or {}).get("dock_received"))
+    return (docked if docked is not None else captured), "docking"
+
+
+def container_start(f: dict[str, Any]) -> int | None:
+    """The container's creation time in a `probe` entry's summary, when it is set."""
+    summary = f.get("summary")
+    tags = summary.get("tags") if isinstance(summary, dict) else None
+    t = _try_epoch(tags.get("creation_time")) if isinstance(tags, dict) else None
+    return t if t is not None and t >= EARLIEST else None
+
+
+def probe_verdict(f: dict[str, Any]) -> tuple[int | None, str]:
+    """(complete, what is missing) from a `probe` entry. A summary's ``complete`` is the
+    verdict (absent in entries from before it was recorded: unknown); a file FFmpeg could
+    not read is not shown complete."""
+    summary = f.get("summary")
+    if isinstance(summary, dict):
+        c = summary.get("complete")
+        damage = summary.get("damage")
+        text = "; ".join(str(d) for d in damage) if isinstance(damage, list) else ""
+        return (int(c) if isinstance(c, bool) else None), text
+    if "error" in f:
+        return 0, f"FFmpeg cannot read it: {f['error']}"
+    return None, ""
+
+
+def file_name(f: dict[str, Any]) -> str:
+    """The recorder's name for the file (the last part of its path on the dock)."""
+    src = f.get("source") or {}
+    path = src.get("path")
+    if isinstance(path, str):
+        return path.rsplit("/", 1)[-1]
+    b64 = src.get("path_b64")
+    if isinstance(b64, str):
+        with contextlib.suppress(ValueError):
+            raw = base64.b64decode(b64, validate=True)
+            return raw.rsplit(b"/", 1)[-1].decode("utf-8", "backslashreplace")
+    return ""
+
+
 def _refs(f: dict[str, Any]) -> list[str]:
     """The objects an entry names: its subject, and what it made (sidecars, copies)."""
     out = []
@@ -256,7 +384,7 @@ def rebuild(ledger: Ledger, db: sqlite3.Connection) -> int:
     return refresh(ledger, db)
 
 
-INDEX_VERSION = "3"  # bump when what is folded changes: the index is then rebuilt
+INDEX_VERSION = "4"  # bump when what is folded changes: the index is then rebuilt
 
 
 def refresh(ledger: Ledger, db: sqlite3.Connection) -> int:
