@@ -544,6 +544,11 @@ def _parse_store(t: _Table, base: Path) -> StoreConfig:
     bucket = t.get("bucket", str, required=True)
     if not 3 <= len(bucket) <= 63:
         raise t.error("bucket", f"must be 3 to 63 characters long, not {bucket!r}")
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", bucket):  # what botocore sends at all
+        raise t.error("bucket", f"may hold letters, digits, '.', '-' and '_' only: {bucket!r}")
+    region = t.get("region", str, "us-east-1")
+    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?", region):
+        raise t.error("region", f"is not a region name (e.g. us-east-1): {region!r}")
     prefix = t.get("prefix", str, "")
     if prefix and not prefix.endswith("/"):
         prefix += "/"
@@ -556,7 +561,7 @@ def _parse_store(t: _Table, base: Path) -> StoreConfig:
         bucket=bucket,
         prefix=prefix,
         endpoint_url=_url(t, "endpoint_url"),
-        region=t.get("region", str, "us-east-1"),
+        region=region,
         path_style=t.get("path_style", bool, True),
         verify_tls=verify,
         checksums=checksums,

@@ -174,6 +174,16 @@ HOSTILE: list[tuple[str, bytes, str]] = [
         "'store.endpoint_url'",
     ),
     ("deep", (BASE + "x = " + "[" * 3000 + "]" * 3000 + "\n").encode(), "nested too deeply"),
+    (
+        "bucket",
+        (BASE + '[store]\nkind = "s3"\nbucket = "my evidence"\n').encode(),
+        "'store.bucket'",
+    ),
+    (
+        "region",
+        (BASE + '[store]\nkind = "s3"\nbucket = "abc"\nregion = "us east/1"\n').encode(),
+        "'store.region'",
+    ),
     ("huge int", (BASE + "[capture]\nsettle_ms = 99999999999999999999999\n").encode(), "settle_ms"),
     ("inf", (BASE + "[capture]\nsettle_ms = inf\n").encode(), "'capture.settle_ms'"),
     ("long path", ('data_dir = "' + "a" * 300 + '"\norigin = "o/x"\n').encode(), "'data_dir'"),
