@@ -54,7 +54,6 @@ CREATE TABLE IF NOT EXISTS retention_items (
     local_entry INTEGER,           -- the entry that removed the dock's copy
     deleted_entry INTEGER
 );
-CREATE INDEX IF NOT EXISTS retention_items_recorded ON retention_items (recorded);
 CREATE TABLE IF NOT EXISTS retention_cases (
     sha256 TEXT NOT NULL,
     case_no TEXT NOT NULL,
@@ -92,6 +91,11 @@ CREATE TABLE IF NOT EXISTS entry_refs (  -- every entry that names an object, by
     type TEXT NOT NULL,
     PRIMARY KEY (sha256, entry)
 );
+"""
+
+# Indexes on columns an older index version lacks: made once the version is current.
+LATE_SCHEMA = """
+CREATE INDEX IF NOT EXISTS retention_items_recorded ON retention_items (recorded);
 """
 
 TYPES = (
@@ -392,10 +396,12 @@ def refresh(ledger: Ledger, db: sqlite3.Connection) -> int:
     open_index(db)
     ver = db.execute("SELECT value FROM retention_meta WHERE key='version'").fetchone()
     if ver is None or ver[0] != INDEX_VERSION:
-        if ver is not None:
+        folded = db.execute("SELECT 1 FROM retention_meta WHERE key='next'").fetchone()
+        if ver is not None or folded is not None:  # folded by other code: fold afresh
             return rebuild(ledger, db)
         db.execute("INSERT INTO retention_meta VALUES ('version', ?)", (INDEX_VERSION,))
         db.commit()
+    db.executescript(LATE_SCHEMA)
     row = db.execute("SELECT value FROM retention_meta WHERE key='next'").fetchone()
     start = int(row[0]) if row else 0
     end = ledger.next_index()

@@ -152,3 +152,28 @@ def test_find_by_recording_time_and_name_marks(tmp_path: Path, ffmpeg: str) -> N
     assert rows[shas["VID_0003.mp4"]]["recorded_from"] == "container"
     assert rows[shas["VID_0005.mp4"]]["complete"] is False
     assert rows[shas["VID_0004.mp4"]]["complete"] is True
+
+
+def test_an_index_of_the_earlier_version_is_rebuilt(tmp_path: Path) -> None:
+    """A station upgraded in place: its index (version 3, without the recording start)
+    is folded afresh from the ledger at the first search, not queried as it is."""
+    import sqlite3
+
+    conf, dock = station(tmp_path)
+    (dock / "slot01").mkdir(parents=True)
+    (dock / "slot01" / PLAIN_NAMED).write_bytes(b"not really a video")
+    run_cli("ingest", str(dock), "--settle-ms", "0", config=conf)
+    assert len(find(conf)) == 1  # the index is folded
+    db = sqlite3.connect(conf.parent / "state" / "ledger.sqlite")
+    cols = [r[1] for r in db.execute("PRAGMA table_info(retention_items)")]
+    new = ("file_name", "recorded", "recorded_from", "complete", "damage")
+    old = [c for c in cols if c not in new and not c.endswith("_from")]
+    db.execute("DROP INDEX IF EXISTS retention_items_recorded")
+    db.execute(f"CREATE TABLE v3 AS SELECT {', '.join(old)} FROM retention_items")
+    db.execute("DROP TABLE retention_items")
+    db.execute("ALTER TABLE v3 RENAME TO retention_items")
+    db.execute("UPDATE retention_meta SET value='3' WHERE key='version'")
+    db.commit()
+    db.close()
+    (row,) = find(conf)
+    assert row["file_name"] == PLAIN_NAMED and row["recorded"] == "2024-11-26T01:00:00Z"
