@@ -282,3 +282,18 @@ def test_worked_example_custody_entry() -> None:
     )
     assert ours == leaf
     assert public.hex() in doc
+
+
+# -- the benchmark summary -----------------------------------------------------------
+
+
+def test_benchmark_summary_is_made_from_the_results_files() -> None:
+    """benchmarks/RESULTS.md holds no hand-typed figure: it is what summarize.py
+    makes of the RESULTS-*.md files the benchmarks wrote."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("summarize", REPO / "benchmarks" / "summarize.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--check"]) == 0
