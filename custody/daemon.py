@@ -169,7 +169,7 @@ class StatusFile:
                 self.tmp.unlink()
             line = f"cannot write {self.path}: {e.strerror or e}"
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                line += " (the disk is full: make room; capture pauses and says so)"
+                line += " (the disk is full: make room on it)"
             if line != self._failing:
                 log.error("%s", line)
                 self._failing = line
@@ -202,13 +202,13 @@ def _summary(cap: Capturer, rep: Replicator | None, halted: str = "") -> str:
 
 def halted_reason(cap: Capturer, ledger: Any, rep: Replicator | None) -> str:
     """The integrity error that stops this daemon ("" while none)."""
-    for reason in (
-        ledger.halted,
-        cap.halted,
-        rep.integrity_error if rep is not None else "",
+    for where, reason in (
+        ("ledger", ledger.halted),
+        ("capture", cap.halted),
+        ("cold store", rep.integrity_error if rep is not None else ""),
     ):
         if reason:
-            return str(reason)
+            return f"{where}: {reason}"
     return ""
 
 
@@ -437,7 +437,7 @@ class _Halt:
                 pass
             else:
                 log.warning("the ledger integrates again: its integrity error is resolved")
-                if self.cap.halted == self.ledger.halted:
+                if self.cap.halted == f"ledger: {self.ledger.halted}":
                     self.cap.resume_after_halt()
                 self.ledger.halted = ""
                 self.ledger.stop_integrator()

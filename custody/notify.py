@@ -43,6 +43,10 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # Never block the main loop (or the status job) on a listener that stopped
+                # reading: a message that does not fit now is dropped; the next one says
+                # the same, newer.
+                self._sock.setblocking(False)
             self._sock.sendto("\n".join(fields).encode(), self.addr)
             return True
         except OSError as e:

@@ -536,10 +536,12 @@ class Capturer:
             try:
                 self._enqueue_rows(items, jobs, done)
                 self.db.commit()
-            except Exception:
+            except Exception as e:
                 self.db.rollback()
-                log.exception("could not queue %d stable file(s); will try again", len(items))
+                if not self._database_full(e):
+                    log.exception("could not queue %d stable file(s); will try again", len(items))
                 return
+        self.problems.resolve("disk:database")
         with self._lock:
             for key in done:
                 self._watch.pop(key, None)
@@ -692,6 +694,7 @@ class Capturer:
                     f"floor {self.settings.min_free_mb} MB"
                 )
             self._capture(job)
+            self.problems.resolve("disk:database")
             return False
         except DiskFull as e:
             if not self.paused:
@@ -733,6 +736,8 @@ class Capturer:
             job.attempts += 1
             delay = min(MAX_BACKOFF_S, 2 ** min(job.attempts, 10))
             job.not_before = self.clock() + delay
+            if self._database_full(e):
+                return True
             log.exception(
                 "internal error while capturing %s; it stays queued and is retried in %d s",
                 shown(job.path),
@@ -740,6 +745,19 @@ class Capturer:
             )
             self.stats.errors.append(f"{shown(job.path)}: internal error: {e}")
             return True
+
+    def _database_full(self, e: Exception) -> bool:
+        """The disk under the ledger's database is full: one line while it lasts (the
+        work is tried again), not a traceback per attempt."""
+        if not (isinstance(e, sqlite3.OperationalError) and "full" in str(e)):
+            return False
+        self.problems.report(
+            "disk:database",
+            f"capture waits: the ledger's database cannot grow ({e}); make room on the "
+            f"disk holding {self.ledger.db_path.parent}",
+            logging.ERROR,
+        )
+        return True
 
     def _set_state(self, job: _Job, state: str, error: str | None = None) -> None:
         with self._db_lock:

@@ -58,6 +58,7 @@ class Daemon:
         env: dict[str, str] | None = None,
         args: tuple[str, ...] = (),
         user: str | None = None,
+        log: Path | None = None,
     ) -> None:
         self.conf = conf
         cmd = [sys.executable, "-m", "custody", "-c", str(conf), "run", "--log-level", "INFO"]
@@ -71,7 +72,7 @@ class Daemon:
             # file is unreadable to the daemon, as it is under its own systemd user.
             caps = "-dac_override,-dac_read_search"
             cmd = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", *cmd]
-        self.log = conf.parent / "daemon.log"
+        self.log = log or conf.parent / "daemon.log"
         self.logf = open(self.log, "ab")  # noqa: SIM115
         self.log_start = self.logf.tell()  # the log is shared by restarts: read only ours
         env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
