@@ -9,6 +9,8 @@ failure, 2 usage or operational error.
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -26,7 +28,10 @@ from custody import (
     cli_store,
 )
 from custody import config as cfg
+from custody.cli_common import full_disk
+from custody.errors import describe_os_error
 from ledger.errors import LedgerError
+from verify.quiet import finish_stdout, guard_stdout
 
 # In the order `custody --help` lists them.
 AREAS = (
@@ -63,28 +68,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    guard_stdout()  # `custody status | head -1`: no "Broken pipe" message, the real exit code
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "note" and not args.text and not args.file:
         parser.error("note needs TEXT or --file F")
     try:
         rc: int = args.func(args)
+        finish_stdout()
         return rc
     except LedgerError as e:
         print(f"custody: error: {e}", file=sys.stderr)
         return e.exit_code
-    except sqlite3.Error as e:
-        print(f"custody: error: the state database failed: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        where = f" {e.filename}" if e.filename else ""
-        print(f"custody: error:{where}: {e.strerror or e}", file=sys.stderr)
+    except (sqlite3.Error, OSError) as e:
+        if isinstance(e, OSError) and e.errno != errno.ENOSPC:
+            print(f"custody: error: {describe_os_error(e)}", file=sys.stderr)
+            return 2
+        full = full_disk(args) if hasattr(args, "config") else ""
+        what = describe_os_error(e) if isinstance(e, OSError) else f"the state database failed: {e}"
+        if full:
+            what = (
+                f"no space left on device (ENOSPC) on the disk holding {full} ({what}); "
+                "free some space and run the command again"
+            )
+        print(f"custody: error: {what}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("custody: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
+    except Exception as e:  # a bug, not bad input: still one line, the cause named
+        if os.environ.get("CUSTODY_TRACEBACK"):
+            raise
+        print(
+            f"custody: error: unexpected {type(e).__name__}: {e} (a bug: please report it; "
+            "CUSTODY_TRACEBACK=1 shows where)",
+            file=sys.stderr,
+        )
+        return 2
 
 
 __all__ = ["build_parser", "main"]

@@ -7,16 +7,17 @@ which only builds the parser and runs the command: so there is no import cycle.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from custody import config as cfg
 from custody.errors import CustodyError
 from ledger.note import NoteError, Verifier
+from verify import readfile
 
 MAX_INDEX = (1 << 63) - 1
 
@@ -69,21 +70,23 @@ def iso_date(t: int | None) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
 
 
-def read_text(path: str, what: str) -> str:
+def read_text(path: str, what: str, limit: int = 1 << 20) -> str:
+    """A small input file (a key, a checkpoint): bounded, and a FIFO, device or folder
+    is refused at once instead of hanging or filling memory."""
     try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise CustodyError(f"cannot read {what} {path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise CustodyError(f"{what} {path} is not UTF-8 text") from None
+        return readfile.read_text(path, limit)
+    except FileNotFoundError:
+        raise CustodyError(f"cannot read {what} {path}: it does not exist") from None
+    except readfile.Unreadable as e:
+        raise CustodyError(f"cannot read {what} {path}: {e}") from None
 
 
 def parse_vkey(value: str) -> Verifier:
-    """--vkey: the verifier key itself, or a file holding it."""
-    p = Path(value)
-    text = read_text(value, "verifier key file").strip() if p.is_file() else value
+    """--vkey: the verifier key itself, or a file holding it (anything at that path is
+    read as the file, and refused if it is not a regular UTF-8 file)."""
+    text = read_text(value, "verifier key file", 1 << 16) if os.path.lexists(value) else value
     try:
-        return Verifier.parse(text)
+        return Verifier.parse(text.strip())
     except NoteError as e:
         raise CustodyError(f"--vkey: {e}") from None
 
@@ -109,3 +112,22 @@ def progress() -> Any:
             sys.stderr.flush()
 
     return show
+
+
+def full_disk(args: argparse.Namespace) -> str:
+    """The station folder whose disk is (nearly) full, or "".
+
+    SQLite reports a full disk as "disk I/O error" (its shared-memory file cannot
+    grow) as often as "database or disk is full"; this names the real cause."""
+    try:
+        conf = load(args)
+    except Exception:  # no usable config: nothing to look at
+        return ""
+    for d in (conf.state_dir, conf.ledger_dir, conf.data_dir):
+        try:
+            st = os.statvfs(d)
+        except OSError:
+            continue
+        if st.f_bavail * st.f_frsize < 1 << 20:
+            return str(d)
+    return ""

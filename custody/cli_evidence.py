@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from custody import config as cfg
-from custody.cli_common import load, with_config
+from custody.cli_common import load, parse_vkey, with_config
 from custody.errors import CustodyError
 from custody.retain import index_db
 from custody.station import open_ledger, operator, station_verifier
@@ -74,8 +75,6 @@ def cmd_export(args: argparse.Namespace, conf: cfg.Config) -> int:
 
 def cmd_verify_path(args: argparse.Namespace) -> int:
     """A bag, a ledger folder, or one file: what it is decides the check."""
-    from ledger.note import NoteError, Verifier
-
     if args.path.startswith("s3://"):
         from custody.cli_ledger import cmd_verify
 
@@ -98,11 +97,7 @@ def cmd_verify_path(args: argparse.Namespace) -> int:
     path = Path(args.path)
     conf = None
     if args.vkey:
-        text = Path(args.vkey).read_text() if Path(args.vkey).is_file() else args.vkey
-        try:
-            vkey = Verifier.parse(text.strip())
-        except NoteError as e:
-            raise CustodyError(f"--vkey: {e}") from None
+        vkey = parse_vkey(args.vkey)
     else:
         conf = load(args)
         vkey = station_verifier(conf)
@@ -110,6 +105,8 @@ def cmd_verify_path(args: argparse.Namespace) -> int:
         from verify.__main__ import main as verify_main
 
         argv = ["bag", str(path), "--vkey", vkey.vkey()]
+        if conf is not None:  # the verdict says where the key it trusted came from
+            argv += ["--key-source", f"the station's own key (config {conf.path})"]
         for k in args.known or []:
             argv += ["--known", k]
         if args.report:
@@ -124,6 +121,8 @@ def cmd_verify_path(args: argparse.Namespace) -> int:
         return verify_main(argv + (["--json"] if args.json else []))
     if path.is_file():
         return _verify_file(path, conf or load(args), args)
+    if os.path.lexists(path):
+        raise CustodyError(f"{path}: not a bag, a ledger folder or a regular file")
     raise CustodyError(f"{path}: not found")
 
 

@@ -131,7 +131,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
             raise CustodyError(f"ledger folder {folder} does not exist")
         kept = folder / "checkpoints"  # a copy of a cold-store mirror keeps every checkpoint
         if args.dir and kept.is_dir():
-            history.extend(p.read_bytes() for p in sorted(kept.iterdir()) if p.name.isdigit())
+            for p in sorted(kept.iterdir()):
+                if p.name.isdigit():
+                    history.append(read_text(str(p), "recorded checkpoint", 1 << 16))
         src = FolderSource(folder)
         try:
             checkpoint = src.read_checkpoint()

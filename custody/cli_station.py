@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from custody.cli_common import load
-from custody.errors import CustodyError
+from custody.errors import CustodyError, describe_os_error
 from custody.station import init_station, open_ledger, operator
 from ledger.errors import LedgerError
 
 MAX_NOTE_CHARS = 8000
+MAX_NOTES_FILE = 64 << 10  # bytes read from --file at most
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -22,14 +23,30 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_notes_file(path: str) -> str:
+    """The text of a notes file, read at most MAX_NOTES_FILE bytes (a pipe or
+    /dev/stdin is fine; /dev/zero or a huge file is refused, not read into memory)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_NOTES_FILE + 1)
+    except IsADirectoryError:
+        raise CustodyError(f"--file {path} is a folder, not a file of notes") from None
+    except OSError as e:
+        raise CustodyError(f"cannot read {path}: {describe_os_error(e)}") from None
+    if len(data) > MAX_NOTES_FILE:
+        raise CustodyError(
+            f"--file {path} holds more than {MAX_NOTES_FILE // 1024} KiB; notes are short "
+            "remarks, one per line (split the file, or record a long document's hash instead)"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CustodyError(f"{path} is not UTF-8 text") from None
+
+
 def _note_lines(args: argparse.Namespace) -> list[str]:
     if args.file:
-        try:
-            text = Path(args.file).read_text(encoding="utf-8")
-        except OSError as e:
-            raise CustodyError(f"cannot read {args.file}: {e.strerror}") from None
-        except UnicodeDecodeError:
-            raise CustodyError(f"{args.file} is not UTF-8 text") from None
+        text = _read_notes_file(args.file)
         lines = [ln.strip() for ln in text.splitlines()]
         lines = [ln for ln in lines if ln]
         if not lines:

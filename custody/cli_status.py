@@ -16,11 +16,16 @@ from custody.station import open_ledger
 def _ingest_status(conf: cfg.Config) -> dict[str, Any]:
 
     db_path = conf.state_dir / "ledger.sqlite"
-    out: dict[str, Any] = {"docks": {}, "daemon": None}
+    out: dict[str, Any] = {"docks": {}, "daemon": None, "halted": None}
     try:
         daemon = json.loads((conf.state_dir / "daemon.json").read_text())
-        alive = _pid_alive(int(daemon.get("pid", 0)))
-        out["daemon"] = daemon if alive else None
+        if isinstance(daemon, dict):
+            alive = _pid_alive(int(daemon.get("pid", 0)))
+            out["daemon"] = daemon if alive else None
+            # A halt outlives the daemon (it exits 1 when integration cannot resume):
+            # it is said until a daemon starts again and rewrites the file.
+            if daemon.get("halted"):
+                out["halted"] = str(daemon["halted"])
     except (OSError, ValueError):
         pass
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
@@ -74,6 +79,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             },
         }
     out["capture"] = _ingest_status(conf)
+    daemon = out["capture"]["daemon"] or {}
+    out["halted"] = out["capture"]["halted"]
+    out["problems"] = [str(p) for p in daemon.get("problems") or []]
+    out["problems_total"] = int(daemon.get("problems_total") or len(out["problems"]))
     out["cold_store"] = _cold_status(conf, out["capture"])
     out["media"] = _media_status(conf)
     out["retention"] = _retention_status(conf)
@@ -90,6 +99,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         lg = out["ledger"]
         assert isinstance(lg, dict)
         print(f"station {out['origin']} ({out['data_dir']})")
+        if out["halted"]:
+            running = "" if out["capture"]["daemon"] else " (the daemon has stopped)"
+            print(f"HALTED: capture and release are stopped{running}: {out['halted']}")
+        if out["problems_total"]:
+            shown = len(out["problems"])
+            more = f", the latest {shown} shown" if shown < out["problems_total"] else ""
+            print(f"PROBLEMS: {out['problems_total']} the daemon cannot resolve by itself{more}:")
+            for line in out["problems"]:
+                print(f"  problem: {line}")
         age = lg.get("checkpoint_age_s")
         print(
             f"ledger: {lg['entries']} entries, {lg['pending']} awaiting a checkpoint; "
@@ -180,7 +198,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                     f"{len(last['refused'])} refused, {len(last['failed'])} failed"
                     + (f"; held back: {last['clock']}" if last.get("clock") else "")
                 )
-    return 0
+    # A halted daemon is an integrity failure someone must resolve: exit 1, as documented.
+    return 1 if out["halted"] else 0
 
 
 def _disk_status(conf: cfg.Config) -> dict[str, Any]:

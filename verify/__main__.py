@@ -10,67 +10,146 @@ Needs only the standard library, PyNaCl and the pure ledger core:
         and root, and consistency with checkpoints kept from earlier.
     python -m verify file FILE --ledger DIR --vkey VKEY
         is this exact file named by an entry of the ledger (verified whole)?
-    python -m verify bag DIR --vkey VKEY [--known CHECKPOINT] [--report FILE]
+    python -m verify bag DIR [--vkey VKEY] [--known CHECKPOINT] [--report FILE]
         check an export package: every file against its manifest, every entry's
-        signature and inclusion proof against the bag's signed checkpoint, and
-        that each file is the one its entries name.
+        signature and inclusion proof against the bag's signed checkpoint, the
+        payload against the signed export entry, and each label against the
+        signed entries. Without --vkey the key inside the bag is used, and the
+        verdict says so (intact, but not proven to come from the station).
 
 VKEY is the station's verifier key (``name+keyid+key``) or a file holding it;
 get it from the unit through a channel you trust, not from the package you
-are checking. Exit status: 0 all good, 1 something failed (each problem is
-listed), 2 the inputs could not be read.
+are checking. Every command takes --json. Exit status: 0 all good, 1 something
+failed (each problem is listed), 2 the inputs could not be read or used.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
+import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from ledger.audit import verify_log
 from ledger.entry import EntryError, decode_entry
 from ledger.note import NoteError, Verifier
 from ledger.proof import ProofError, TlogProof
 from verify.folder import FolderSource
+from verify.quiet import finish_stdout, guard_stdout
+from verify.readfile import Unreadable, read_regular, read_text
+
+MAX_KEY_FILE = 1 << 16  # a verifier key is ~100 bytes
+MAX_NOTE_FILE = 1 << 16  # a checkpoint or tlog-proof (a 63-hash proof is ~3 KiB)
+MAX_ENTRY_FILE = 65536  # one entry (C2SP tlog-tiles caps an entry at 65535) and a newline
 
 
 class InputError(Exception):
     pass
 
 
-def _text(path: str, what: str) -> str:
+def _text(path: str, what: str, limit: int = MAX_NOTE_FILE) -> str:
     try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise InputError(f"cannot read {what} {path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{what} {path} is not UTF-8 text") from None
+        return read_text(path, limit)
+    except FileNotFoundError:
+        raise InputError(f"{what} {path} does not exist") from None
+    except Unreadable as e:
+        raise InputError(f"cannot read {what} {path}: {e}") from None
+
+
+def _bytes(path: str, what: str, limit: int) -> bytes:
+    try:
+        return read_regular(path, limit)
+    except FileNotFoundError:
+        raise InputError(f"{what} {path} does not exist") from None
+    except Unreadable as e:
+        raise InputError(f"cannot read {what} {path}: {e}") from None
 
 
 def _vkey(value: str) -> Verifier:
-    text = _text(value, "verifier key file") if Path(value).is_file() else value
+    # Anything at that path is read as a key file (and refused if it is not a regular
+    # file); otherwise the value is the key itself.
+    text = _text(value, "verifier key file", MAX_KEY_FILE) if os.path.lexists(value) else value
     try:
         return Verifier.parse(text.strip())
     except NoteError as e:
         raise InputError(f"--vkey: {e}") from None
 
 
+def _folder(value: str, what: str) -> Path:
+    folder = Path(value)
+    if not folder.is_dir():
+        why = "does not exist" if not os.path.lexists(folder) else "is not a folder"
+        raise InputError(f"{what} {folder} {why}")
+    return folder
+
+
+def _digest(path: str) -> str:
+    """SHA-256 of a regular file, opened without blocking (a FIFO is refused, not waited on)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise InputError(f"{path} is a folder, not a file")
+        raise InputError(f"{path} is not a regular file (a pipe, socket or device)")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+        except OSError as e:
+            raise InputError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _progress() -> Callable[[int, int], None] | None:
+    """A line on stderr while a ledger is recomputed, only when a person is watching."""
+    if not sys.stderr.isatty():
+        return None
+    import time
+
+    last = [0.0]
+
+    def show(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] > 0.5 or done == total:
+            last[0] = now
+            sys.stderr.write(f"\rverifying {done}/{total} entries")
+            sys.stderr.flush()
+
+    return show
+
+
+def _end_progress(show: object) -> None:
+    if show is not None:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _print_json(out: dict[str, Any]) -> None:
+    print(json.dumps(out, ensure_ascii=False))
+
+
 def cmd_proof(args: argparse.Namespace) -> int:
     vkey = _vkey(args.vkey)
-    try:
-        leaf = Path(args.entry).read_bytes()
-    except OSError as e:
-        raise InputError(f"cannot read entry {args.entry}: {e.strerror}") from None
+    leaf = _bytes(args.entry, "entry", MAX_ENTRY_FILE)
     # `custody ledger entry` prints the leaf followed by one newline.
     if leaf.endswith(b"\n"):
         leaf = leaf[:-1]
+    proof_text = _text(args.proof, "proof")
     problems: list[str] = []
+    ok_lines: list[str] = []
+    out: dict[str, Any] = {}
     try:
-        proof = TlogProof.parse(_text(args.proof, "proof"))
+        proof = TlogProof.parse(proof_text)
         sc = proof.verify(leaf, [vkey])
-        print(
+        out.update(index=proof.index, size=sc.checkpoint.size, origin=sc.checkpoint.origin)
+        ok_lines.append(
             f"OK: the entry is number {proof.index} of {sc.checkpoint.size} in the log "
             f"{sc.checkpoint.origin}, whose checkpoint is signed by {vkey.vkey()}"
         )
@@ -78,31 +157,39 @@ def cmd_proof(args: argparse.Namespace) -> int:
         problems.append(f"proof: {e}")
     try:
         entry = decode_entry(leaf)
+        out.update(type=entry.type, time=entry.time)
         if not entry.verify(vkey):
             problems.append("entry: its signature does not verify with this verifier key")
         elif not problems:
-            print(f"OK: the entry is a {entry.type!r} entry of {entry.time}, signed by the station")
+            ok_lines.append(
+                f"OK: the entry is a {entry.type!r} entry of {entry.time}, signed by the station"
+            )
     except EntryError as err:
         problems.append(f"entry: not a custody entry ({err})")
-    for p in problems:
-        print(f"FAILED {p}")
+    if args.json:
+        _print_json({"ok": not problems, "vkey": vkey.vkey(), **out, "problems": problems})
+    else:
+        for line in ok_lines:
+            print(line)
+        for p in problems:
+            print(f"FAILED {p}")
     return 1 if problems else 0
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
     vkey = _vkey(args.vkey)
-    folder = Path(args.dir)
-    if not folder.is_dir():
-        raise InputError(f"{folder} is not a folder")
+    folder = _folder(args.dir, "ledger folder")
     known = [_text(k, "checkpoint file") for k in args.known or []]
     src = FolderSource(folder)
     try:
         checkpoint = src.read_checkpoint()
     except ValueError as e:
         raise InputError(str(e)) from None
-    rep = verify_log(src, checkpoint, [vkey], None, known)
+    show = _progress()
+    rep = verify_log(src, checkpoint, [vkey], None, known, progress=show)
+    _end_progress(show)
     if args.json:
-        print(json.dumps(rep.to_json(), ensure_ascii=False))
+        _print_json(rep.to_json())
     else:
         for line in rep.lines():
             print(line)
@@ -113,40 +200,62 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     return 0 if rep.ok else 1
 
 
-def cmd_bag(args: argparse.Namespace) -> int:
-    from verify.bag import verify_bag
+def _write_report(path: str, text: str) -> str:
+    """Write the misbehaviour report; "" when written, else why not (one line)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK, 0o644)
+    except OSError as e:
+        return e.strerror or str(e)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return "not a regular file"
+        data = text.encode("utf-8")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+        return ""
+    except OSError as e:
+        return e.strerror or str(e)
+    finally:
+        os.close(fd)
 
-    vkey = _vkey(args.vkey)
-    root = Path(args.dir)
-    if not root.is_dir():
-        raise InputError(f"{root} is not a folder")
+
+def cmd_bag(args: argparse.Namespace) -> int:
+    from verify.bag import PINNED, verify_bag
+
+    vkey = _vkey(args.vkey) if args.vkey else None
+    root = _folder(args.dir, "bag")
     known = [_text(k, "checkpoint file").encode() for k in args.known or []]
-    rep = verify_bag(root, vkey, known)
-    if rep.conflict and args.report:
-        Path(args.report).write_text(rep.conflict, encoding="utf-8")
+    rep = verify_bag(root, vkey, known, key_source=args.key_source or PINNED)
+    # The fork evidence goes to stdout first: a report path that cannot be written
+    # must not lose the proof that the station's key signed two histories.
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "ok": rep.ok,
-                    "problems": rep.problems,
-                    "notes": rep.notes,
-                    "files": rep.files,
-                    "entries": rep.entries,
-                    "checkpoint_size": rep.checkpoint_size,
-                },
-                ensure_ascii=False,
-            )
-        )
+        out = rep.to_json()
+        if rep.conflict:
+            out["conflict"] = rep.conflict
+        _print_json(out)
     else:
-        for n in rep.notes:
-            print(f"note: {n}")
-        for p in rep.problems:
-            print(f"FAILED {p}")
+        for line in rep.lines():
+            print(line)
         print(
             f"{'OK' if rep.ok else 'FAILED'}: bag {root}: {rep.files} file(s), {rep.entries} "
             f"entries with proofs against checkpoint {rep.checkpoint_size}"
         )
+        if rep.conflict:
+            print("misbehaviour report (keep it: it proves the key signed conflicting states):")
+            print(rep.conflict)
+    sys.stdout.flush()
+    if rep.conflict and args.report:
+        why = _write_report(args.report, rep.conflict)
+        if why:
+            print(
+                f"verify: error: the misbehaviour report could not be written to "
+                f"{args.report} ({why}); it is printed above",
+                file=sys.stderr,
+            )
+        else:
+            print(f"misbehaviour report written to {args.report}", file=sys.stderr)
     return 0 if rep.ok else 1
 
 
@@ -155,21 +264,14 @@ def cmd_file(args: argparse.Namespace) -> int:
     verified on the way: an entry in a log that does not verify proves nothing.)"""
 
     vkey = _vkey(args.vkey)
-    from verify.bag import file_digest
-
-    try:
-        sha = file_digest(Path(args.file))
-    except OSError as e:
-        raise InputError(f"cannot read {args.file}: {e.strerror}") from None
-    folder = Path(args.ledger)
-    if not folder.is_dir():
-        raise InputError(f"{folder} is not a folder")
+    sha = _digest(args.file)
+    folder = _folder(args.ledger, "ledger folder")
     src = FolderSource(folder)
     try:
         checkpoint = src.read_checkpoint()
     except ValueError as e:
         raise InputError(str(e)) from None
-    found: list[str] = []
+    found: list[dict[str, Any]] = []
     needle = sha.encode()
 
     def look(index: int, leaf: bytes) -> None:
@@ -178,10 +280,18 @@ def cmd_file(args: argparse.Namespace) -> int:
                 e = decode_entry(leaf)
             except EntryError:
                 return
-            if needle in leaf:
-                found.append(f"entry {index}: {e.type} of {e.time}")
+            found.append({"entry": index, "type": e.type, "time": e.time})
 
-    rep = verify_log(src, checkpoint, [vkey], None, [], on_leaf=look)
+    show = _progress()
+    rep = verify_log(src, checkpoint, [vkey], None, [], on_leaf=look, progress=show)
+    _end_progress(show)
+    ok = rep.ok and bool(found)
+    if args.json:
+        out: dict[str, Any] = {"ok": ok, "file": args.file, "sha256": sha, "size": rep.size}
+        out["ledger"] = rep.to_json()
+        out["entries"] = found if rep.ok else []
+        _print_json(out)
+        return 0 if ok else 1
     for line in rep.lines():
         print(line)
     if not rep.ok:
@@ -191,47 +301,77 @@ def cmd_file(args: argparse.Namespace) -> int:
         print(f"FAILED: {args.file} (SHA-256 {sha}) is named by no entry (ledger size {rep.size})")
         return 1
     print(f"OK: {args.file} (SHA-256 {sha}) is in the ledger, size {rep.size}:")
-    for line in found:
-        print(f"  {line}")
+    for f in found:
+        print(f"  entry {f['entry']}: {f['type']} of {f['time']}")
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m verify",
-        description="Check custody inclusion proofs and ledgers offline.",
+        description="Check custody inclusion proofs, ledgers, files and export bags offline. "
+        "Exit status: 0 all good, 1 something failed (each problem is listed), "
+        "2 the inputs could not be read or used.",
     )
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("proof", help="is this entry in the signed log?")
     s.add_argument("entry", help="file with the entry's exact bytes")
     s.add_argument("proof", help="the .tlog-proof file")
     s.add_argument("--vkey", required=True, help="verifier key, or a file holding it")
+    s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_proof)
     s = sub.add_parser("ledger", help="recompute a whole ledger tile folder")
     s.add_argument("dir")
-    s.add_argument("--vkey", required=True)
+    s.add_argument("--vkey", required=True, help="verifier key, or a file holding it")
     s.add_argument("--known", action="append", help="a checkpoint kept earlier (repeatable)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_ledger)
-    s = sub.add_parser("file", help="is this exact file named by an entry of the ledger?")
+    s = sub.add_parser(
+        "file", help="is this exact file named by an entry of the ledger (verified whole)?"
+    )
     s.add_argument("file")
     s.add_argument("--ledger", required=True, help="the ledger tile folder (or a mirror of it)")
-    s.add_argument("--vkey", required=True)
+    s.add_argument("--vkey", required=True, help="verifier key, or a file holding it")
+    s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_file)
-    s = sub.add_parser("bag", help="check an export bag: files, entries, proofs, checkpoint")
+    s = sub.add_parser(
+        "bag",
+        help="check an export bag: files, signed entries and proofs, the export list, labels",
+    )
     s.add_argument("dir")
-    s.add_argument("--vkey", required=True)
+    s.add_argument(
+        "--vkey",
+        help="verifier key you trust, or a file holding it (default: the key in the bag, "
+        "which proves the bag intact but not where it came from)",
+    )
+    s.add_argument("--key-source", help=argparse.SUPPRESS)  # what `custody verify` says
     s.add_argument("--known", action="append", help="a checkpoint from elsewhere (repeatable)")
-    s.add_argument("--report", help="write a misbehaviour report here if checkpoints conflict")
+    s.add_argument(
+        "--report",
+        help="write a misbehaviour report here if checkpoints conflict (it is printed too)",
+    )
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_bag)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    guard_stdout()
+    args = build_parser().parse_args(argv)
     try:
         rc: int = args.func(args)
+        finish_stdout()
         return rc
     except InputError as e:
         print(f"verify: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file that vanished or failed mid-read
+        where = f" {e.filename}:" if e.filename else ""
+        print(f"verify: error:{where} {e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("verify: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
