@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
         "captures every docked file exactly once, signs every event into an append-only "
         "Merkle ledger (C2SP tlog-tiles), keeps the files in cold storage under retention "
         "rules, and exports them for courts with proof that verifies offline.",
+        epilog="Every command that reports takes --json (one JSON document on stdout). "
+        "Exit codes: 0 ok; 1 an integrity or verification failure (something does not "
+        "verify, an audit found a problem, the daemon halted on one); 2 a usage, "
+        "configuration or operational error (one line on stderr says what to do). "
+        "Progress lines go to stderr, and only when it is a terminal.",
     )
     p.add_argument(
         "-c",

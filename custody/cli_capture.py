@@ -64,7 +64,9 @@ def add_parsers(sub: Any) -> None:
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser(
-        "ingest", help="capture files or folders once (card reader, USB disk), no watching"
+        "ingest",
+        help="capture files or folders once (card reader, USB disk), no watching; exit 2 "
+        "when a file could not be captured or is still changing",
     )
     s.add_argument("paths", nargs="+", metavar="PATH")
     s.add_argument(

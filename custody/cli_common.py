@@ -101,17 +101,35 @@ def cold_store(conf: cfg.Config) -> Any:
     return store
 
 
-def progress() -> Any:
-    last = [0.0]
+class Progress:
+    """A progress line on stderr, only when a person is watching (stderr is a terminal):
+    nothing at all in a pipe, a log or a cron mail."""
 
-    def show(done: int, total: int) -> None:
+    def __init__(self, what: str, unit: str) -> None:
+        self.on = sys.stderr.isatty()
+        self.what, self.unit = what, unit
+        self.done, self.total = 0, 0
+        self._last = 0.0
+        self._shown = False
+
+    def update(self, done: int, total: int = 0) -> None:
+        self.done, self.total = done, total
         now = time.monotonic()
-        if now - last[0] > 0.5 or done == total:
-            last[0] = now
-            sys.stderr.write(f"\rverifying {done}/{total} entries")
+        if self.on and (now - self._last > 0.2 or (total and done == total)):
+            self._last = now
+            of = f"/{total}" if total else ""
+            sys.stderr.write(f"\r{self.what} {done}{of} {self.unit}")
             sys.stderr.flush()
+            self._shown = True
 
-    return show
+    def step(self) -> None:
+        self.update(self.done + 1, self.total)
+
+    def end(self) -> None:
+        if self._shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self._shown = False
 
 
 def full_disk(args: argparse.Namespace) -> str:
@@ -131,3 +149,22 @@ def full_disk(args: argparse.Namespace) -> str:
         if st.f_bavail * st.f_frsize < 1 << 20:
             return str(d)
     return ""
+
+
+class Reporter:
+    """What a command reports: lines for a person as they happen, or with --json one
+    object at the end (``fields``), never both."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.fields: dict[str, Any] = {}
+
+    def line(self, text: str) -> None:
+        if not self.as_json:
+            print(text, flush=True)
+
+    def finish(self) -> None:
+        if self.as_json:
+            import json
+
+            print(json.dumps(self.fields, ensure_ascii=False))

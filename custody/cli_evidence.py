@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from custody import config as cfg
-from custody.cli_common import load, parse_vkey, with_config
+from custody.cli_common import Progress, load, parse_vkey, with_config
 from custody.errors import CustodyError
 from custody.retain import index_db
 from custody.station import open_ledger, operator, station_verifier
@@ -27,7 +27,15 @@ def cmd_export(args: argparse.Namespace, conf: cfg.Config) -> int:
         raise CustodyError("give --case NUMBER or SHA-256s, not both")
     who = args.operator or operator()
     store = open_store(conf)
-    fetch = Retriever(LocalObjects(conf.store_dir).path, store)
+    show = Progress("exporting", "file(s) copied and verified")
+
+    class ShownRetriever(Retriever):
+        def fetch(self, sha256: str, dest: Path, chunk: int = 8 << 20) -> Any:
+            got = super().fetch(sha256, dest, chunk)
+            show.step()
+            return got
+
+    fetch = ShownRetriever(LocalObjects(conf.store_dir).path, store)
     with open_ledger(conf) as ledger:
         db = index_db(ledger)
         try:
@@ -63,8 +71,21 @@ def cmd_export(args: argparse.Namespace, conf: cfg.Config) -> int:
             )
         finally:
             db.close()
+            show.end()
     for s in res.skipped:
         print(f"note: {s}", file=sys.stderr)
+    if args.json:
+        out = {
+            "out": str(res.out),
+            "files": res.files,
+            "bytes": res.bytes,
+            "entries": res.entries,
+            "checkpoint_size": res.checkpoint_size,
+            "export_entry": res.export_entry,
+            "skipped": list(res.skipped),
+        }
+        print(json.dumps(out, ensure_ascii=False))
+        return 0
     print(
         f"exported {res.files} file(s), {res.bytes} bytes, {res.entries} entries with proofs "
         f"against checkpoint {res.checkpoint_size} to {res.out} (export entry "
@@ -142,17 +163,21 @@ def _verify_file(path: Path, conf: cfg.Config, args: argparse.Namespace) -> int:
                 "SELECT entry, type FROM entry_refs WHERE sha256=? ORDER BY entry", (sha,)
             ).fetchall()
             latest = ledger.latest()
-            lines = []
-            for e, t in refs:
-                fields = decode_entry(ledger.entry(int(e))).fields
-                lines.append(f"  entry {e}: {t} of {fields.get('time')}")
+            named = [
+                {"entry": int(e), "type": t, "time": decode_entry(ledger.entry(int(e))).time}
+                for e, t in refs
+            ]
         finally:
             db.close()
+    size = latest.size if latest else 0
     if refs:
+        if args.json:
+            out = {"ok": True, "file": str(path), "sha256": sha, "entries": named, "size": size}
+            print(json.dumps(out, ensure_ascii=False))
+            return 0
         print(f"OK: {path} (SHA-256 {sha}) is in the ledger of {conf.origin}:")
-        for ln in lines:
-            print(ln)
-        size = latest.size if latest else 0
+        for n in named:
+            print(f"  entry {n['entry']}: {n['type']} of {n['time']}")
         print(f"  proofs: custody ledger proof --index N --size {size}")
         return 0
     from ingest.media import is_media, sniff
@@ -166,6 +191,10 @@ def _verify_file(path: Path, conf: cfg.Config, args: argparse.Namespace) -> int:
         ns = argparse.Namespace(config=args.config, clip=str(path), json=args.json, no_frames=False)
         rc: int = cmd_verify_clip(ns)
         return rc
+    if args.json:
+        out = {"ok": False, "file": str(path), "sha256": sha, "entries": [], "size": size}
+        print(json.dumps(out, ensure_ascii=False))
+        return 1
     print(f"FAILED: {path} (SHA-256 {sha}) is not in the ledger of {conf.origin}")
     return 1
 
@@ -180,6 +209,33 @@ def cmd_audit(args: argparse.Namespace, conf: cfg.Config) -> int:
         raise CustodyError("--full or --sample N, not both")
     store = open_store(conf)
     verifier = station_verifier(conf)
+    show = Progress("auditing:", "object(s) re-hashed")
+    seen: set[str] = set()
+
+    def saw(name: str) -> None:
+        if name not in seen:
+            seen.add(name)
+            show.step()
+
+    class ShownObjects(LocalObjects):
+        def path(self, sha256: str) -> Path:
+            saw(sha256)
+            return super().path(sha256)
+
+    class ShownStore:  # the audit reads each object's head first
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def head(self, key: str) -> Any:
+            saw(key.rsplit("/", 1)[-1])
+            return self._inner.head(key)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+    if show.on:
+        sys.stderr.write("auditing: recomputing the ledger\n")
+        sys.stderr.flush()
     with open_ledger(conf) as ledger:
         ledger.integrate()
         history: list[str] = []
@@ -193,8 +249,8 @@ def cmd_audit(args: argparse.Namespace, conf: cfg.Config) -> int:
             res = run_audit(
                 ledger,
                 db,
-                LocalObjects(conf.store_dir),
-                store,
+                ShownObjects(conf.store_dir),
+                ShownStore(store) if store is not None and show.on else store,
                 verifier,
                 conf.ledger_dir,
                 Path(args.out) if args.out else conf.state_dir / "audits",
@@ -207,6 +263,7 @@ def cmd_audit(args: argparse.Namespace, conf: cfg.Config) -> int:
             ledger.integrate()
         finally:
             db.close()
+            show.end()
     s = res.summary()
     if args.json:
         s["report"] = str(res.out)
@@ -233,30 +290,43 @@ def cmd_audit(args: argparse.Namespace, conf: cfg.Config) -> int:
 
 def add_parsers(sub: Any) -> None:
     run = with_config
-    s = sub.add_parser("export", help="a BagIt package for a case or files, with proofs")
+    s = sub.add_parser(
+        "export",
+        help="a BagIt package of a case's or the named originals (with access copies), every "
+        "entry naming them with its inclusion proof, and a signed export entry listing it",
+    )
     s.add_argument("sha256", nargs="*")
     s.add_argument("--case")
     s.add_argument("--out", required=True, help="a new folder")
     s.add_argument("--purpose", required=True, help="why, and for whom (recorded)")
-    s.add_argument("--operator")
+    s.add_argument("--operator", help="who exports it (default: the login user)")
+    s.add_argument("--json", action="store_true")
     s.set_defaults(func=run(cmd_export))
     s = sub.add_parser(
-        "audit", help="recompute the ledger, re-hash stored objects, check completeness"
+        "audit",
+        help="recompute the ledger (and its cold-store copy), re-hash stored objects on the "
+        "dock and in the store, check completeness; a signed fixity entry and a report; "
+        "exit 1 when a problem is found",
     )
     s.add_argument("--full", action="store_true", help="every object (default: a sample)")
-    s.add_argument("--sample", type=int, help="this many objects, continuing the last audit")
+    s.add_argument(
+        "--sample", type=int, help="this many objects, continuing the last audit (default 100)"
+    )
     s.add_argument("--max-duration", type=float, metavar="S", help="stop after S seconds")
     s.add_argument("--out", help="where reports go (default: DATA/state/audits)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=run(cmd_audit))
     s = sub.add_parser(
         "verify",
-        help="check a bag, a ledger folder or bucket (s3://), or a file (in the ledger? cut from?)",
+        help="check a bag, a ledger folder or bucket (s3://), or a file (in the ledger? cut "
+        "from?); exit 1 when it does not verify",
     )
     s.add_argument("path")
     s.add_argument("--vkey", help="the verifier key you trust (default: this station's)")
     s.add_argument("--known", action="append", help="a checkpoint kept from elsewhere")
-    s.add_argument("--report", help="where to write a misbehaviour report, if any")
+    s.add_argument(
+        "--report", help="where to write a misbehaviour report, if any (it is printed too)"
+    )
     s.add_argument("--endpoint-url", help="S3 endpoint, for PATH = s3://BUCKET[/PREFIX]")
     s.add_argument("--region", default="us-east-1")
     s.add_argument("--json", action="store_true")

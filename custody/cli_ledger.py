@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from custody import config as cfg
-from custody.cli_common import index_arg, load, parse_vkey, progress, read_text
+from custody.cli_common import Progress, index_arg, load, parse_vkey, read_text
 from custody.errors import CustodyError
 from custody.station import open_ledger, station_verifier
 from ledger.audit import verify_log
@@ -142,10 +142,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for extra in args.known or []:
         history.append(read_text(extra, "checkpoint file"))
     started = time.monotonic()
-    show = progress() if sys.stderr.isatty() else None
-    rep = verify_log(src, checkpoint, [verifier], None, history, progress=show)
-    if show:
-        sys.stderr.write("\n")
+    show = Progress("verifying", "entries")
+    rep = verify_log(src, checkpoint, [verifier], None, history, progress=show.update)
+    show.end()
     elapsed = time.monotonic() - started
     if args.json:
         out: dict[str, Any] = rep.to_json()
@@ -184,7 +183,9 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_consistency)
     s = lsub.add_parser(
-        "verify", help="recompute every leaf, tile, root and signature; list every failure"
+        "verify",
+        help="recompute every leaf, tile, root and signature, and check the checkpoints "
+        "recorded and --known are consistent; list every failure; exit 1 on any",
     )
     s.add_argument("--vkey", help="verifier key, or a file holding it (default: the station's)")
     s.add_argument("--dir", help="verify this tile folder instead of the station's ledger")

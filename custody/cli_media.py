@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from custody import config as cfg
-from custody.cli_common import cold_store, load, sha_arg
+from custody.cli_common import Reporter, cold_store, load, sha_arg
 from custody.errors import CustodyError
 from custody.station import open_ledger
 
@@ -54,6 +54,7 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
     objects = LocalObjects(conf.store_dir)
     media = replace(conf.media, signature=args.signature or conf.media.signature)
     failed = 0
+    results: list[dict[str, Any]] = []
     with open_ledger(conf) as ledger:
         db = index_db(ledger)
         try:
@@ -62,6 +63,7 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
                 why = _not_a_video_here(db, objects, sha)
                 if why:
                     print(f"{sha}: {why}", file=sys.stderr)
+                    results.append({"sha256": sha, "ok": False, "error": why})
                     failed += 1
                     continue
                 done = db.execute(
@@ -70,10 +72,25 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
                 idx = done[0] if done else fp.run_frames(sha, media.signature)
                 if idx is None:
                     print(f"{sha}: not hashed now (see the log line above)", file=sys.stderr)
+                    results.append({"sha256": sha, "ok": False, "error": "not hashed now"})
                     failed += 1
                     continue
                 fields = decode_entry(ledger.entry(int(idx))).fields
-                if "error" in fields:
+                results.append(
+                    {
+                        "sha256": sha,
+                        "ok": "error" not in fields,
+                        "entry": int(idx),
+                        "already": done is not None,
+                        "frames": fields.get("frames"),
+                        "complete": fields.get("complete"),
+                        "signature": "signature" in fields,
+                        "error": fields.get("error"),
+                    }
+                )
+                if args.json:
+                    failed += "error" in fields
+                elif "error" in fields:
                     print(f"{sha}: no frame hashes (entry {idx}): {fields['error']}")
                     failed += 1
                 else:
@@ -86,6 +103,8 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
             ledger.integrate()
         finally:
             db.close()
+    if args.json:
+        print(json.dumps({"results": results}, ensure_ascii=False))
     return 1 if failed else 0
 
 
@@ -103,6 +122,8 @@ def cmd_derive(args: argparse.Namespace) -> int:
     shas = [sha_arg(v) for v in args.sha256]
     objects = LocalObjects(conf.store_dir)
     failed = 0
+    results: list[dict[str, Any]] = []
+    say = Reporter(args.json)
     with open_ledger(conf) as ledger:
         db = index_db(ledger)
         try:
@@ -119,6 +140,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
                 why = _not_a_video_here(db, objects, sha)
                 if why:
                     print(f"{sha}: {why}", file=sys.stderr)
+                    results.append({"sha256": sha, "ok": False, "error": why, "made": []})
                     failed += 1
                     continue
                 deriver.run(sha, force=True)
@@ -128,21 +150,37 @@ def cmd_derive(args: argparse.Namespace) -> int:
                     (sha,),
                 ).fetchall()
                 copy = [m for m in made if m[0] == "access_copy" and m[1] >= 0]
+                result: dict[str, Any] = {"sha256": sha, "ok": bool(copy), "made": []}
+                results.append(result)
                 if not copy:
-                    print(f"{sha}: no access copy made (see the log line above)")
+                    say.line(f"{sha}: no access copy made (see the log line above)")
                     failed += 1
                 for kind, entry, output in made:
                     if entry < 0:
                         continue
                     fields = decode_entry(ledger.entry(int(entry))).fields
+                    result["made"].append(
+                        {
+                            "kind": kind,
+                            "entry": int(entry),
+                            "output": output,
+                            "method": fields.get("method"),
+                            "error": fields.get("error"),
+                        }
+                    )
                     if output:
-                        print(f"{sha}: {kind} {output} by {fields.get('method')} (entry {entry})")
+                        say.line(
+                            f"{sha}: {kind} {output} by {fields.get('method')} (entry {entry})"
+                        )
                     else:
-                        print(f"{sha}: no {kind} (entry {entry}): {fields.get('error')}")
+                        say.line(f"{sha}: no {kind} (entry {entry}): {fields.get('error')}")
                         failed += kind == "access_copy"
+                        result["ok"] = result["ok"] and kind != "access_copy"
             ledger.integrate()
         finally:
             db.close()
+    say.fields["results"] = results
+    say.finish()
     return 1 if failed else 0
 
 
@@ -374,7 +412,7 @@ def add_parsers(sub: Any) -> None:
     s = sub.add_parser(
         "verify-clip",
         help="trace a clip back to the docked original it was cut from (packet hashes; "
-        "decoded frames for a re-mux)",
+        "decoded frames for a re-mux); exit 1 unless it is an exact cut",
     )
     s.add_argument("clip")
     s.add_argument("--json", action="store_true")
@@ -387,14 +425,17 @@ def add_parsers(sub: Any) -> None:
 
     s = sub.add_parser(
         "derive",
-        help="make the access copy and poster of captured videos now (transcodes too)",
+        help="make the access copy and poster of captured videos now (transcodes too, "
+        "whatever the daily budget); exit 1 if one could not be made",
     )
     s.add_argument("sha256", nargs="+", help="SHA-256 of a captured video")
+    s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_derive)
 
     s = sub.add_parser(
         "fingerprint",
-        help="hash the decoded frames of captured videos now (survives a re-mux; slow)",
+        help="hash the decoded frames of captured videos now (survives a re-mux; slow); "
+        "exit 1 if one could not be hashed",
     )
     s.add_argument("sha256", nargs="+", help="SHA-256 of a captured video")
     s.add_argument(
@@ -404,4 +445,5 @@ def add_parsers(sub: Any) -> None:
         help="decoded-frame hashes (packet hashes are made for every file already)",
     )
     s.add_argument("--signature", action="store_true", help="also the MPEG-7 video signature")
+    s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_fingerprint)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from custody import config as cfg
-from custody.cli_common import iso_date, parse_date, sha_arg, with_config
+from custody.cli_common import Reporter, iso_date, parse_date, sha_arg, with_config
 from custody.errors import CustodyError
 from custody.retain import (
     applied_policy,
@@ -37,11 +37,12 @@ def _originals(db: sqlite3.Connection, shas: list[str]) -> None:
             raise CustodyError(f"{sha}: deleted by retention (entry {it['deleted_entry']})")
 
 
-def _report_sync(res: SweepResult) -> None:
+def _report_sync(say: Reporter, res: SweepResult) -> None:
+    say.fields["sync"] = res.to_json()
     for line in res.done:
-        print(f"  {line}")
+        say.line(f"  {line}")
     for line in res.refused + res.failed:
-        print(f"  not done now (the next sweep tries again): {line}")
+        say.line(f"  not done now (the next sweep tries again): {line}")
 
 
 def cmd_annotate(args: argparse.Namespace, conf: cfg.Config) -> int:
@@ -61,27 +62,32 @@ def cmd_annotate(args: argparse.Namespace, conf: cfg.Config) -> int:
         raise CustodyError("nothing to record: give --category, --case or --important")
     if args.reason:
         payload["reason"] = args.reason
+    say = Reporter(args.json)
     with open_ledger(conf) as ledger:
         db = index_db(ledger)
         try:
             refresh(ledger, db)
             _originals(db, [sha])
             idx = ledger.append("annotate", payload)
-            print(f"recorded annotation as entry {idx}")
+            say.fields.update(entry=idx, annotation=payload)
+            say.line(f"recorded annotation as entry {idx}")
             with sweep_lock(conf):
                 res = make_sweeper(conf, ledger, db, operator=who).sync([sha])
-            _report_sync(res)
+            _report_sync(say, res)
             policy, _ = applied_policy(conf)
             if policy is not None:
                 st = states(db, only=sha)[0]
                 s = schedule(policy, st.facts)
-                print(
+                say.fields["rule"] = s.rule.name
+                say.fields["delete_on"] = iso_date(s.delete_at) if s.delete_at else None
+                say.line(
                     f"rule {s.rule.name!r}: kept {s.rule.describe_keep()}"
                     + (f", until {iso_date(s.delete_at)}" if s.delete_at else "")
                 )
             ledger.integrate()
         finally:
             db.close()
+    say.finish()
     return 0
 
 
@@ -101,6 +107,7 @@ def _hold_targets(db: sqlite3.Connection, args: argparse.Namespace) -> tuple[str
 
 def cmd_hold(args: argparse.Namespace, conf: cfg.Config) -> int:
     who = args.operator or operator()
+    say = Reporter(args.json)
     with open_ledger(conf) as ledger:
         db = index_db(ledger)
         try:
@@ -109,22 +116,25 @@ def cmd_hold(args: argparse.Namespace, conf: cfg.Config) -> int:
             idx = ledger.append(
                 "hold", {"scope": scope, "target": target, "reason": args.reason, "operator": who}
             )
-            print(
+            say.fields.update(entry=idx, scope=scope, target=target, items=shas)
+            say.line(
                 f"hold recorded as entry {idx}: {scope} {target} "
                 f"({len(shas)} item(s) now; footage linked to the case later is held too)"
                 if scope == "case"
                 else f"hold recorded as entry {idx}: {target}"
             )
             with sweep_lock(conf):
-                _report_sync(make_sweeper(conf, ledger, db, operator=who).sync(shas))
+                _report_sync(say, make_sweeper(conf, ledger, db, operator=who).sync(shas))
             ledger.integrate()
         finally:
             db.close()
+    say.finish()
     return 0
 
 
 def cmd_release(args: argparse.Namespace, conf: cfg.Config) -> int:
     who = args.operator or operator()
+    say = Reporter(args.json)
     with open_ledger(conf) as ledger:
         db = index_db(ledger)
         try:
@@ -147,27 +157,51 @@ def cmd_release(args: argparse.Namespace, conf: cfg.Config) -> int:
                     "holds": [int(h[0]) for h in open_holds],
                 },
             )
-            print(
+            ended = [int(h[0]) for h in open_holds]
+            say.fields.update(entry=idx, scope=scope, target=target, holds_ended=ended)
+            say.line(
                 f"release recorded as entry {idx} (ends hold entries "
-                f"{', '.join(str(h[0]) for h in open_holds)})"
+                f"{', '.join(str(h) for h in ended)})"
             )
             with sweep_lock(conf):
-                _report_sync(make_sweeper(conf, ledger, db, operator=who).sync(shas))
+                _report_sync(say, make_sweeper(conf, ledger, db, operator=who).sync(shas))
             ledger.integrate()
         finally:
             db.close()
+    say.finish()
     return 0
 
 
+_LOCK_BLOCK = "store lock until "
+
+
+def _lock_until(a: Action) -> int | None:
+    """The retain-until (epoch seconds) an action names: a lock extension's new date, or
+    the store lock that holds back a deletion."""
+    if a.kind == "lock" and a.detail.isdigit():
+        return int(a.detail)
+    rest = a.blocked[len(_LOCK_BLOCK) :] if a.blocked.startswith(_LOCK_BLOCK) else ""
+    return int(rest) if rest.isdigit() else None
+
+
+def _blocked_text(a: Action) -> str:
+    """Why the action waits, with dates (the planner says epoch seconds)."""
+    until = _lock_until(a)
+    if a.blocked.startswith(_LOCK_BLOCK) and until is not None:
+        return _LOCK_BLOCK + iso_date(until)
+    return a.blocked
+
+
 def _action_line(a: Action) -> str:
+    until = _lock_until(a)
     what = {
         "delete": "delete",
         "evict_local": "evict dock copy",
         "tier": f"move to {a.detail}",
-        "lock": f"extend lock to {iso_date(int(a.detail)) if a.detail.isdigit() else a.detail}",
+        "lock": f"extend lock to {iso_date(until) if until is not None else a.detail}",
     }[a.kind]
     line = f"{iso_date(a.due)}  {what:<28} {a.sha256[:16]}  rule {a.rule}"
-    return line + (f"  BLOCKED: {a.blocked}" if a.blocked else "")
+    return line + (f"  BLOCKED: {_blocked_text(a)}" if a.blocked else "")
 
 
 def cmd_plan(args: argparse.Namespace, conf: cfg.Config) -> int:
@@ -226,7 +260,9 @@ def cmd_plan(args: argparse.Namespace, conf: cfg.Config) -> int:
                 "sha256": a.sha256,
                 "rule": a.rule,
                 "detail": a.detail,
-                "blocked": a.blocked,
+                "blocked": _blocked_text(a),
+                # The store's retain-until this action extends to or waits for.
+                "until": iso_date(u) if (u := _lock_until(a)) is not None else None,
             }
             for a in actions
         ]
@@ -283,10 +319,13 @@ def cmd_apply(args: argparse.Namespace, conf: cfg.Config) -> int:
         )
         ledger.integrate()
     earlier = len(diff.deleted_earlier) if diff else 0
-    print(
+    say = Reporter(args.json)
+    say.fields.update(policy=str(path), entry=idx, deleted_earlier=earlier)
+    say.line(
         f"policy {path} applied (entry {idx})"
         + (f"; {earlier} item(s) now deleted earlier" if earlier else "")
     )
+    say.finish()
     return 0
 
 
@@ -316,13 +355,19 @@ def cmd_sweep(args: argparse.Namespace, conf: cfg.Config) -> int:
             f"sweep: {len(res.done)} done, {len(res.refused)} refused, {len(res.failed)} failed, "
             f"{res.blocked} blocked"
         )
-    return 1 if res.refused or res.failed else 0
+    # Refused or failed actions are operational (the store said no, or was away): the
+    # next sweep tries again. Exit 1 is kept for integrity failures.
+    return 2 if res.refused or res.failed else 0
 
 
 def add_parsers(sub: Any) -> None:
     run = with_config
 
-    s = sub.add_parser("annotate", help="record category, case link or importance of footage")
+    s = sub.add_parser(
+        "annotate",
+        help="record category, case link or importance of footage (a signed entry); its "
+        "dock copy, storage class and store lock follow the policy at once",
+    )
     s.add_argument("sha256")
     s.add_argument(
         "--category",
@@ -334,39 +379,61 @@ def add_parsers(sub: Any) -> None:
     g.add_argument("--not-important", dest="important", action="store_const", const=False)
     s.add_argument("--reason")
     s.add_argument("--operator", help="who records it (default: the login user)")
+    s.add_argument("--json", action="store_true")
     s.set_defaults(func=run(cmd_annotate), important=None)
 
     for name, fn, what in (
-        ("hold", cmd_hold, "hold footage: nothing held is deleted"),
-        ("release", cmd_release, "end a hold"),
+        (
+            "hold",
+            cmd_hold,
+            "hold footage (one original, or every item of a case, now and later): nothing "
+            "held is deleted, and a legal hold is set in the cold store",
+        ),
+        ("release", cmd_release, "end the holds in force on an original or a case"),
     ):
         s = sub.add_parser(name, help=what)
         s.add_argument("sha256", nargs="?")
         s.add_argument("--case", metavar="NUMBER", help="every item linked to this case")
         s.add_argument("--reason", required=True)
-        s.add_argument("--operator")
+        s.add_argument("--operator", help="who records it (default: the login user)")
+        s.add_argument("--json", action="store_true")
         s.set_defaults(func=run(fn))
 
     rt = sub.add_parser("retention", help="preview, apply and run the retention policy")
     rsub = rt.add_subparsers(dest="retention_command", required=True, metavar="SUBCOMMAND")
-    s = rsub.add_parser("plan", help="what would move or be deleted, when, by which rule")
-    s.add_argument("--as-of", type=parse_date, help="date to plan to (default: now)")
+    s = rsub.add_parser(
+        "plan",
+        help="what would move or be deleted, on which date (UTC), by which rule, and what "
+        "blocks it; --policy compares a new policy with the applied one",
+    )
+    s.add_argument(
+        "--as-of", type=parse_date, help="date to plan to, YYYY-MM-DD UTC (default: now)"
+    )
     s.add_argument("--policy", help="compare a new policy file against the applied one")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="every action, with ISO dates")
     s.add_argument("--limit", type=int, default=50, help="lines of items to show")
     s.set_defaults(func=run(cmd_plan))
-    s = rsub.add_parser("apply", help="make a policy file the one in force (a signed entry)")
+    s = rsub.add_parser(
+        "apply",
+        help="make a policy file the one in force (a signed entry); one that deletes items "
+        "earlier needs --confirm N",
+    )
     s.add_argument("--policy", help="default: [retention] policy in the config")
     s.add_argument("--confirm", type=int, help="the number of items it deletes earlier")
-    s.add_argument("--operator")
+    s.add_argument("--operator", help="who applies it (default: the login user)")
+    s.add_argument("--json", action="store_true")
     s.set_defaults(func=run(cmd_apply))
-    s = rsub.add_parser("sweep", help="carry out what is due now (the daemon does this hourly)")
-    s.add_argument("--dry-run", action="store_true")
+    s = rsub.add_parser(
+        "sweep",
+        help="carry out what is due now (the daemon does this hourly); exit 2 when the store "
+        "refused or failed an action (the next sweep tries again)",
+    )
+    s.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
     s.add_argument(
         "--accept-clock",
         action="store_true",
         help="the clock jump since the last sweep is right; go ahead",
     )
-    s.add_argument("--operator")
+    s.add_argument("--operator", help="who runs it (default: the login user)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=run(cmd_sweep))

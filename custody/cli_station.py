@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ MAX_NOTES_FILE = 64 << 10  # bytes read from --file at most
 
 def cmd_init(args: argparse.Namespace) -> int:
     res = init_station(Path(args.data), args.origin)
+    if args.json:
+        print(json.dumps({"config": str(res.config_path), "vkey": res.vkey}))
+        return 0
     print(f"station initialised: config {res.config_path}")
     print("verifier key (give it to your supervisors to pin):")
     print(res.vkey)
@@ -67,8 +71,9 @@ def cmd_note(args: argparse.Namespace) -> int:
     who = args.operator or operator()
     with open_ledger(conf) as ledger:
         idx = ledger.append_entries([("note", {"text": ln, "operator": who}) for ln in lines])
-        for i in idx:
-            print(f"recorded note as entry {i}", flush=True)
+        if not args.json:  # said at once: the entries are recorded whatever follows
+            for i in idx:
+                print(f"recorded note as entry {i}", flush=True)
         try:
             rec = ledger.integrate()
         except LedgerError as e:
@@ -77,7 +82,10 @@ def cmd_note(args: argparse.Namespace) -> int:
                 f"covers them yet: {e.message}",
                 "do not record them again; the next checkpoint will include them",
             ) from None
-    if rec is not None:
+    if args.json:
+        size = rec.size if rec is not None else None
+        print(json.dumps({"entries": list(idx), "operator": who, "checkpoint_size": size}))
+    elif rec is not None:
         print(f"checkpoint size {rec.size}")
     return 0
 
@@ -88,10 +96,18 @@ def add_parsers(sub: Any) -> None:
     )
     s.add_argument("--data", required=True, help="data folder to create (custody.toml goes there)")
     s.add_argument("--origin", help="log origin and key name, e.g. custody.example/menghai/dock-01")
+    s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_init)
 
-    s = sub.add_parser("note", help="record signed chain-of-custody remarks")
+    s = sub.add_parser(
+        "note", help="record signed chain-of-custody remarks (one entry each), then a checkpoint"
+    )
     s.add_argument("text", nargs="*", help="the remark")
-    s.add_argument("--file", help="read remarks from a file, one per line")
+    s.add_argument(
+        "--file",
+        help=f"read remarks from a file (or a pipe), one per non-empty line; at most "
+        f"{MAX_NOTES_FILE // 1024} KiB, {MAX_NOTE_CHARS} characters a remark",
+    )
     s.add_argument("--operator", help="who makes the remark (default: the login user)")
+    s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_note)

@@ -355,8 +355,9 @@ def _cold_status(conf: cfg.Config, capture: Any) -> dict[str, Any] | None:
 def add_parsers(sub: Any) -> None:
     s = sub.add_parser(
         "status",
-        help="daemon, queues per dock and recorder, ledger, disk, cold store, media, "
-        "retention, last audit",
+        help="the daemon's halt and problems first, then the daemon, queues per dock and "
+        "recorder, ledger, disk, cold store, media, retention, last audit; exit 1 when "
+        "the daemon has halted on an integrity error",
     )
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)

@@ -435,3 +435,125 @@ def test_status_shows_the_daemons_problems_and_halt(kit: Kit) -> None:
             assert q.returncode == 1 and "does not match" in json.loads(q.stdout)["halted"]
     finally:
         state.unlink(missing_ok=True)
+
+
+def test_every_reporting_command_speaks_json(kit: Kit, tmp_path: Path) -> None:
+    sha = hashlib.sha256(
+        (kit.tmp / "dock" / "slot01" / "ABC1234_010203_20261120093000_0001.txt").read_bytes()
+    ).hexdigest()
+    policy = str(kit.conf.parent / "retention.toml")
+    doc = str(kit.tmp / "dock" / "slot01" / "ABC1234_010203_20261120093000_0001.txt")
+    # (argv, exit code): each prints exactly one JSON document on stdout.
+    commands: list[tuple[list[str], int]] = [
+        (["init", "--data", str(tmp_path / "second")], 0),
+        (["note", "handed to the court clerk"], 0),
+        (["status"], 0),
+        (["ingest", str(kit.tmp / "dock"), "--settle-ms", "0"], 0),
+        (["ledger", "consistency", "--old-size", "1"], 0),
+        (["ledger", "verify"], 0),
+        (["annotate", sha, "--important"], 0),
+        (["hold", sha, "--reason", "appeal"], 0),
+        (["release", sha, "--reason", "appeal decided"], 0),
+        (["retention", "apply", "--policy", policy], 0),
+        (["retention", "plan"], 0),
+        (["retention", "sweep", "--dry-run"], 0),
+        (["find"], 0),
+        (["export", sha, "--out", str(tmp_path / "bag"), "--purpose", "test"], 0),
+        (["audit"], 0),
+        (["verify", str(kit.bag)], 0),
+        (["verify", doc], 0),
+        (["derive", sha], 1),  # not a video: said in the JSON too
+        (["fingerprint", "--frames", sha], 1),
+    ]
+    for argv, code in commands:
+        p = run_cli(*argv, "--json", config=kit.conf, check=False)
+        assert p.returncode == code, f"{argv}: exit {p.returncode}\n{p.stdout}{p.stderr}"
+        assert len(p.stdout.strip().splitlines()) == 1, f"{argv}:\n{p.stdout}"
+        json.loads(p.stdout)
+    note = json.loads(run_cli("note", "seal 2", "--json", config=kit.conf).stdout)
+    assert note["entries"] and note["checkpoint_size"] >= note["entries"][-1] + 1
+    for argv in (
+        ["proof", str(kit.entry), str(kit.proof), "--vkey", kit.vkey],
+        ["file", doc, "--ledger", str(kit.ledger), "--vkey", kit.vkey],
+        ["ledger", str(kit.ledger), "--vkey", kit.vkey],
+        ["bag", str(kit.bag), "--vkey", kit.vkey],
+    ):
+        p = _run([sys.executable, "-m", "verify", *argv, "--json"])
+        assert p.returncode == 0 and json.loads(p.stdout)["ok"] is True, argv
+
+
+def test_retention_plan_says_dates_not_epoch_seconds(tmp_path: Path) -> None:
+    import re
+    import time
+
+    cold = tmp_path / "cold"
+    data = tmp_path / "station"
+    run_cli("init", "--data", str(data), "--origin", "custody.test/unit/dock-01")
+    conf = data / "custody.toml"
+    conf.write_text(
+        conf.read_text() + f'\n[store]\nkind = "local"\npath = "{cold}"\nretain_days = 400\n'
+    )
+    dock = tmp_path / "dock" / "slot01"
+    dock.mkdir(parents=True)
+    (dock / "ABC1234_010203_20261120093000_0001.txt").write_text("statement\n")
+    run_cli("ingest", str(dock.parent), "--settle-ms", "0", config=conf)
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[[rules]]\nname = "ordinary"\nkeep_days = 180\n')
+    run_cli("retention", "apply", "--policy", str(policy), config=conf)
+    as_of = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 420 * 86400))
+    # Listed once the lock has run out (the store refuses earlier), with what held it.
+    text = run_cli("retention", "plan", "--as-of", as_of, config=conf).stdout
+    assert "BLOCKED: store lock until " in text, text
+    assert not re.search(r"\b\d{9,}\b", text), text  # no epoch seconds anywhere
+    until = re.search(r"store lock until (\d{4}-\d\d-\d\d)", text)
+    assert until is not None
+    js = json.loads(run_cli("retention", "plan", "--as-of", as_of, "--json", config=conf).stdout)
+    (delete,) = [a for a in js["actions"] if a["kind"] == "delete"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d", delete["date"])
+    assert delete["until"] == until.group(1) and until.group(1) in delete["blocked"]
+
+
+def _on_a_terminal(cmd: list[str]) -> tuple[int, str]:
+    """Run with stderr on a pseudo-terminal (as a person at a console sees it)."""
+    import pty
+
+    master, slave = pty.openpty()
+    env = dict(os.environ)
+    env.pop("CUSTODY_CONFIG", None)
+    try:
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=slave, env=env, cwd=REPO)
+        os.close(slave)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        rc = p.wait(timeout=120)
+    finally:
+        os.close(master)
+    return rc, seen.decode(errors="replace")
+
+
+def test_progress_on_a_terminal_only(kit: Kit, tmp_path: Path) -> None:
+    sha = hashlib.sha256(
+        (kit.tmp / "dock" / "slot01" / "ABC1234_010203_20261120093000_0001.txt").read_bytes()
+    ).hexdigest()
+    custody = [sys.executable, "-m", "custody", "-c", str(kit.conf)]
+    bag = ["--out", str(tmp_path / "b1"), "--purpose", "t"]
+    outsider = [sys.executable, "-m", "verify", "ledger", str(kit.ledger), "--vkey", kit.vkey]
+    cases = [
+        ([*custody, "ledger", "verify"], "verifying"),
+        ([*custody, "verify", str(kit.ledger)], "verifying"),
+        ([*custody, "audit", "--full"], "auditing:"),
+        ([*custody, "export", sha, *bag], "exporting"),
+        (outsider, "verifying"),
+    ]
+    for cmd, word in cases:
+        rc, err = _on_a_terminal(cmd)
+        assert rc == 0 and word in err, f"{cmd}: {rc}\n{err}"
+        quiet = _run([c.replace("/b1", "/b2") for c in cmd])
+        assert quiet.returncode == 0 and word not in quiet.stderr, f"{cmd}:\n{quiet.stderr}"
