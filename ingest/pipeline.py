@@ -879,13 +879,14 @@ class Capturer:
             payload["after_failure_entry"] = job.failure_entry
         with self._db_lock:
             earlier = self.db.execute(
-                "SELECT entry FROM ingest_files WHERE path=? AND state='changed' AND id<>? "
-                "ORDER BY id DESC LIMIT 1",
-                (os.fsencode(job.path), job.id),
+                "SELECT entry FROM ingest_files WHERE path=? AND id<>? AND (state='changed' "
+                "OR (state='recorded' AND ino=?)) ORDER BY id DESC LIMIT 1",
+                (os.fsencode(job.path), job.id, st.st_ino),
             ).fetchone()
         if earlier is not None:
-            # The same recorder file, captured before and changed since: this is its
-            # new version (the earlier one was never released).
+            # The same recorder file (its inode, or found changed at release), captured
+            # before and changed since: this is its new version, and the earlier one is
+            # never released (a path is released only while it holds what was captured).
             payload["earlier_version_entry"] = int(earlier[0])
         with self._sha_lock(d.sha256):
             with self._db_lock:

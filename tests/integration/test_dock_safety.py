@@ -208,3 +208,68 @@ def test_late_dock_root_and_folder_readable_later_are_captured(tmp_path: Path) -
         assert log.count("slot02/DCIM: cannot open") == 1, log[-3000:]
     finally:
         assert d.stop() == 0
+
+
+def test_file_changed_after_capture_is_captured_again_not_released(tmp_path: Path) -> None:
+    """The recorder appends to a file after it was captured (within the release settle):
+    the captured version is never released; the new one is captured, names the earlier
+    one, and is the one released."""
+    dock = tmp_path / "dock"
+    conf = make_station(tmp_path, dock, settle_ms=300, release="after_capture")
+    (dock / "slot01").mkdir()
+    d = Daemon(conf)
+    try:
+        d.wait_ready()
+        rec = dock / "slot01" / "REC_0002.MP4"
+        first, more = os.urandom(50_000), os.urandom(30_000)
+        rec.write_bytes(first)
+        wait_for(lambda: "slot01/REC_0002.MP4" in by_path(entries(conf)), 30, d.log)
+        with open(rec, "ab") as f:
+            f.write(more)
+        wait_for(lambda: any(e["type"] == "wipe" for e in entries(conf)), 30, d.log)
+        time.sleep(3)  # longer than the release settle: a second wipe would show now
+    finally:
+        assert d.stop() == 0
+    es = entries(conf)
+    ingests = [(i, e) for i, e in enumerate(es) if e["type"] == "ingest"]
+    assert [e["sha256"] for _, e in ingests] == [sha(first), sha(first + more)]
+    assert ingests[1][1]["earlier_version_entry"] == ingests[0][0]
+    assert [e["sha256"] for e in es if e["type"] == "wipe"] == [sha(first + more)]
+    assert not rec.exists()
+
+
+def make_deep(root: Path, levels: int, name: str = "d" * 200) -> list[bytes]:
+    """Folders nested past the kernel's path limit (made by descriptor, as a recorder's
+    own file system could hold them), with a file at every level; their relative paths."""
+    made: list[bytes] = []
+    rel = b""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for i in range(levels):
+            f = os.open(f"f{i}.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+            os.write(f, f"level {i}".encode())
+            os.close(f)
+            made.append(rel + f"f{i}.txt".encode())
+            os.mkdir(name, dir_fd=fd)
+            nxt = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+            rel += name.encode() + b"/"
+    finally:
+        os.close(fd)
+    return made
+
+
+def test_paths_over_the_kernel_limit_are_reported_not_skipped(tmp_path: Path) -> None:
+    card = tmp_path / "card"
+    (card / "DCIM").mkdir(parents=True)
+    made = make_deep(card / "DCIM", 25)
+    conf = make_station(tmp_path, tmp_path / "dock")
+    p = run_cli("ingest", "--settle-ms", "0", "--json", str(card), config=conf, check=False)
+    res = json.loads(p.stdout)
+    fits = [r for r in made if len(os.fsencode(card / "DCIM") + b"/" + r) < 4096]
+    assert 0 < len(fits) < len(made)
+    assert res["captured"] == len(fits), res
+    too_long = [x for x in res["problems"] if "longer than the kernel's limit" in x]
+    # The first level too deep (its file and its folder), said once; nothing below it.
+    assert 1 <= len(too_long) <= 2, res["problems"]
