@@ -522,7 +522,10 @@ class Capturer:
         """inotify saw the file written and not closed since (up to `HOLD_OPEN_MAX_S`)."""
         with self._lock:
             last = self._writing.get(key)
-        return last is not None and now - last < HOLD_OPEN_MAX_S
+            if last is not None and now - last >= HOLD_OPEN_MAX_S:
+                del self._writing[key]  # a writer that died with it open: held long enough
+                return False
+        return last is not None
 
     @staticmethod
     def _lease_writing(dock: Path, path: Path) -> bool:
@@ -969,6 +972,8 @@ class Capturer:
         with self._lock:
             self.docks = list(docks)
             self._resolvers = {d.path: IdentityResolver(d) for d in self.docks}
+        roots = tuple(f"path:{d.path}/" for d in self.docks)
+        self.problems.resolve_where(lambda k: k.startswith("path:") and not k.startswith(roots))
 
     def release_replicated(self, sha256: str, store_entry: int) -> None:
         """The cold store confirmed ``sha256``: release every recorder file that holds it."""
