@@ -40,6 +40,7 @@ from ledger.checkpoint import CheckpointError, SignedCheckpoint, open_checkpoint
 from ledger.entry import EntryError, decode_entry
 from ledger.note import NoteError, Verifier
 from ledger.proof import ProofError, TlogProof
+from verify.readfile import Unreadable, open_regular, read_regular
 
 # Bounds on what the verifier reads whole; a genuine bag is far below each.
 MAX_MANIFEST = 64 << 20  # manifest-*.txt, files.tsv: ~300,000 lines
@@ -202,38 +203,13 @@ def file_digest(p: Path, algorithm: str = "sha256") -> str:
         return hashlib.file_digest(f, algorithm).hexdigest()
 
 
-class _Unreadable(Exception):
-    pass
-
-
-def _open_regular(p: Path) -> int:
-    """An fd on a regular file, never through a symlink, never blocking on a FIFO."""
-    try:
-        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise
-    except OSError as e:
-        raise _Unreadable(
-            "a symbolic link, not a file" if e.errno == 40 else e.strerror or str(e)
-        ) from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise _Unreadable("not a regular file")
-    return fd
-
-
 def read_bounded(p: Path, limit: int) -> bytes:
-    """The whole of a regular file of at most ``limit`` bytes."""
-    fd = _open_regular(p)
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise _Unreadable(f"larger than the {limit}-byte limit for this file")
-    return data
+    """The whole of a regular file in the bag of at most ``limit`` bytes (no links)."""
+    return read_regular(p, limit, follow=False)
 
 
 def _digest_regular(p: Path, algorithm: str = "sha256") -> str:
-    fd = _open_regular(p)
+    fd = open_regular(p, follow=False)
     with os.fdopen(fd, "rb") as f:
         return hashlib.file_digest(f, algorithm).hexdigest()
 
@@ -251,7 +227,7 @@ def _read_text(root: Path, rel: str, limit: int, rep: BagReport, what: str) -> s
         return read_bounded(root / rel, limit).decode("utf-8")
     except FileNotFoundError:
         rep.problems.append(f"{rel} is missing: {what}")
-    except _Unreadable as e:
+    except Unreadable as e:
         rep.problems.append(f"{rel} cannot be read: {e}")
     except UnicodeDecodeError:
         rep.problems.append(f"{rel} is not UTF-8 text")
@@ -279,7 +255,7 @@ def _inside(rel: str) -> bool:
 
 def _trust(vkey: Verifier | None, source: str, root: Path, rep: BagReport) -> Verifier | None:
     claimed = ""
-    with contextlib.suppress(OSError, _Unreadable, UnicodeDecodeError):
+    with contextlib.suppress(OSError, Unreadable, UnicodeDecodeError):
         claimed = read_bounded(root / "custody" / "station.vkey", MAX_TAG).decode().strip()
     if vkey is None:
         try:
@@ -323,7 +299,7 @@ def verify_bag(
     # -- the checkpoint ------------------------------------------------------------
     try:
         cp_text = read_bounded(root / "custody" / "checkpoint", MAX_NOTE)
-    except (OSError, _Unreadable) as e:
+    except (OSError, Unreadable) as e:
         rep.problems.append(f"custody/checkpoint cannot be read ({e}): no proof can be checked")
         return rep
     try:
@@ -342,7 +318,7 @@ def verify_bag(
     export = _export_entry(root, entries, info, rep)
     try:
         sm3_digest = _digest_regular(root / "manifest-sm3.txt")
-    except (OSError, _Unreadable):
+    except (OSError, Unreadable):
         sm3_digest = ""
     _check_payload(man, present, entries, export, sm3_digest, rep)
     _check_files_tsv(root, man, entries, rep)
@@ -374,7 +350,7 @@ def _payload(root: Path, rep: BagReport) -> tuple[dict[str, str], dict[str, int]
             continue
         try:
             got = _digest_regular(root / rel)
-        except (OSError, _Unreadable) as e:
+        except (OSError, Unreadable) as e:
             rep.problems.append(f"{rel}: cannot be read ({e})")
             continue
         if got != digest:
@@ -417,7 +393,7 @@ def _tags(root: Path, rep: BagReport) -> None:
         try:
             if _digest_regular(root / rel) != digest:
                 rep.problems.append(f"{rel}: altered after the export (tag manifest mismatch)")
-        except (OSError, _Unreadable) as e:
+        except (OSError, Unreadable) as e:
             rep.problems.append(f"{rel}: cannot be read ({e})")
     for rel in sorted(tags_present - set(tman)):
         rep.problems.append(f"{rel}: a tag file not in the tag manifest (added after the export)")
@@ -440,7 +416,7 @@ def _entries(
         idx = int(stem)
         try:
             leaf = read_bounded(edir / name, MAX_LEAF)
-        except (OSError, _Unreadable) as e:
+        except (OSError, Unreadable) as e:
             rep.problems.append(f"entry {idx}: cannot be read ({e})")
             continue
         try:
@@ -453,7 +429,7 @@ def _entries(
             continue
         try:
             proof = TlogProof.parse(read_bounded(edir / f"{stem}.tlog-proof", MAX_NOTE))
-        except (OSError, _Unreadable) as e:
+        except (OSError, Unreadable) as e:
             rep.problems.append(f"entry {idx}: no readable inclusion proof ({e})")
             continue
         except ProofError as err:
@@ -486,7 +462,7 @@ def _export_entry(
     """The signed `export` entry that commits to this bag's manifest, if there is one."""
     try:
         mdigest = _digest_regular(root / "manifest-sha256.txt")
-    except (OSError, _Unreadable):
+    except (OSError, Unreadable):
         mdigest = ""
     exports = {i: e for i, e in entries.items() if e.get("type") == "export"}
     mine = [i for i, e in exports.items() if mdigest and e.get("manifest_sha256") == mdigest]

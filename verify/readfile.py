@@ -9,6 +9,7 @@ swap after the check changes nothing), and is read only up to a limit.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -18,25 +19,40 @@ class Unreadable(Exception):
     """One line that says why the file cannot be used (for the caller to prefix)."""
 
 
-def read_regular(path: str | Path, limit: int) -> bytes:
+def open_regular(path: str | Path, follow: bool = True) -> int:
+    """A descriptor on the regular file ``path``; with ``follow`` False a symbolic link
+    is refused too (inside a package, a link may point anywhere, /dev/zero included).
+
+    Raises `FileNotFoundError` for a missing file and `Unreadable` for anything else.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags | (0 if follow else os.O_NOFOLLOW))
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        if e.errno == errno.ELOOP and not follow:
+            raise Unreadable("it is a symbolic link, not a file") from None
+        raise Unreadable(e.strerror or str(e)) from None
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode):
+        return fd
+    os.close(fd)
+    if stat.S_ISDIR(st.st_mode):
+        raise Unreadable("it is a folder, not a file")
+    raise Unreadable("it is not a regular file (a pipe, socket or device)")
+
+
+def read_regular(path: str | Path, limit: int, follow: bool = True) -> bytes:
     """The bytes of the regular file ``path``, at most ``limit`` of them.
 
     Raises `FileNotFoundError` for a missing file (callers may treat it as absent)
     and `Unreadable` for anything else that is not a readable regular file, or
     holds more than ``limit`` bytes.
     """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise
-    except OSError as e:
-        raise Unreadable(e.strerror or str(e)) from None
+    fd = open_regular(path, follow)
     try:
         st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise Unreadable("it is a folder, not a file")
-        if not stat.S_ISREG(st.st_mode):
-            raise Unreadable("it is not a regular file (a pipe, socket or device)")
         if st.st_size > limit:
             raise Unreadable(f"it holds {st.st_size} bytes, more than the {limit} expected")
         chunks: list[bytes] = []
