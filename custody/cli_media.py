@@ -105,7 +105,7 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
             db.close()
     if args.json:
         print(json.dumps({"results": results}, ensure_ascii=False))
-    return 1 if failed else 0
+    return 2 if failed else 0
 
 
 def cmd_derive(args: argparse.Namespace) -> int:
@@ -181,7 +181,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
             db.close()
     say.fields["results"] = results
     say.finish()
-    return 1 if failed else 0
+    return 2 if failed else 0
 
 
 def cmd_verify_clip(args: argparse.Namespace) -> int:

@@ -148,7 +148,7 @@ def test_transcode_budget_and_requests(tmp_path: Path, ffmpeg: str) -> None:
         == 1
     )
     bad = run_cli("derive", "f" * 64, config=conf, check=False)
-    assert bad.returncode == 1 and "not a captured video" in bad.stderr
+    assert bad.returncode == 2 and "not a captured video" in bad.stderr
 
     # The next day's budget takes the last one (the dock's clock, injected).
     c = cfg.load(conf)

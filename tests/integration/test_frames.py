@@ -75,9 +75,9 @@ def test_frames_on_request_and_remux_traced(tmp_path: Path, ffmpeg: str) -> None
     rj = json.loads(run_cli("verify-clip", str(enc), "--json", config=conf, check=False).stdout)
     assert not rj["exact"] and "frames" not in rj
 
-    # Not a captured video, or not hashable: clear messages, exit 1.
+    # Not a captured video, or not hashable: clear messages, exit 2 (operational).
     bad = run_cli("fingerprint", "--frames", "0" * 64, b, config=conf, check=False)
-    assert bad.returncode == 1 and "not a captured video" in bad.stderr
+    assert bad.returncode == 2 and "not a captured video" in bad.stderr
     assert f"{b}: 75 frames hashed" in bad.stdout
 
 
