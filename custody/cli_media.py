@@ -426,7 +426,7 @@ def add_parsers(sub: Any) -> None:
     s = sub.add_parser(
         "derive",
         help="make the access copy and poster of captured videos now (transcodes too, "
-        "whatever the daily budget); exit 1 if one could not be made",
+        "whatever the daily budget); exit 2 if one could not be made",
     )
     s.add_argument("sha256", nargs="+", help="SHA-256 of a captured video")
     s.add_argument("--json", action="store_true")
@@ -435,7 +435,7 @@ def add_parsers(sub: Any) -> None:
     s = sub.add_parser(
         "fingerprint",
         help="hash the decoded frames of captured videos now (survives a re-mux; slow); "
-        "exit 1 if one could not be hashed",
+        "exit 2 if one could not be hashed",
     )
     s.add_argument("sha256", nargs="+", help="SHA-256 of a captured video")
     s.add_argument(
