@@ -16,12 +16,16 @@ compares it with the file's size and layout:
   must reach the Duration in the Segment Info.
 - AVI: the RIFF chunk and ``LIST movi`` must end inside the file, the ``idx1`` index the
   header promises must be there, and ``movi`` must hold the frames the header declares.
+- WAV (audio recorders): the RIFF and ``data`` sizes must be written and fit the file.
 - MPEG-TS (and 192-byte M2TS): the format declares no length at all, so only a final
   packet cut part-way is detectable; a stream cut at a packet boundary looks complete.
 
 What cannot be told from the file is not claimed: a fragmented MP4 without ``mehd`` or
 ``sidx`` cut exactly between two fragments, or a Matroska file written with unknown
-sizes and no Duration cut between two clusters, look like shorter recordings.
+sizes and no Duration cut between two clusters, look like shorter recordings. Zeros
+after the last box or chunk are taken as space a recorder reserved, not as damage.
+Other formats (FLV, MPEG-PS, raw elementary streams) get structure ``unknown``: only
+the demux pass of the probe speaks for them.
 
 Pure: every byte comes through a `Source` (an offset and a length in, bytes out), never
 more than one box or element header at a time except for the small index boxes
@@ -140,6 +144,7 @@ def examine(src: Source) -> Findings:
         "mp4": _mp4,
         "matroska": _matroska,
         "avi": _avi,
+        "wav": _wav,
         "mpegts": _ts,
     }.get(kind)
     if parser is None:
@@ -176,6 +181,8 @@ def sniff(head: bytes, w: _Walk | None = None) -> str:
         return "matroska"
     if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
         return "avi"
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "wav"
     if head[4:8] in MP4_TOP or head[4:8] == b"pnot":
         return "mp4"
     if head[:1] == b"\x47" or head[4:5] == b"\x47":
@@ -213,6 +220,14 @@ class _Box:
 
 def _fourcc(kind: bytes) -> str:
     return kind.decode("latin-1").encode("unicode_escape").decode("ascii")
+
+
+def _padding(w: _Walk, pos: int) -> bool:
+    """Whether the file goes on with zeros from ``pos`` (its first 4 KiB, at least):
+    some recorders reserve space ahead. Whether the recording is whole is then for its
+    index to tell."""
+    tail = w.read(pos, 4096)
+    return bool(tail) and not tail.strip(b"\0")
 
 
 def _printable(kind: bytes) -> bool:
@@ -254,6 +269,8 @@ def _top_boxes(w: _Walk) -> list[_Box]:
     pos = 0
     while pos < w.n:
         h = w.read(pos, 16)
+        if not h.strip(b"\0") and _padding(w, pos):
+            break  # zeros after the last box: space the recorder reserved, not a box
         if len(h) < 8:
             w.add(f"the file ends inside a box header at byte {pos} ({w.n - pos} bytes left)")
             break
@@ -379,10 +396,12 @@ def _compact_sizes(buf: bytes, at: int, count: int, bits: int, end: int) -> tupl
     raise _Bad(f"'stz2' has an impossible field size {bits}")
 
 
-def _present_samples(t: _Track, n: int) -> int:
-    """How many of a track's samples (from the first, in order) lie inside ``n`` bytes."""
+def _present_samples(w: _Walk, t: _Track) -> int:
+    """How many of a track's samples (from the first, in order) lie inside the file."""
+    n = w.n
     if not t.count or not t.offsets:
         return 0
+    w.steps += min(t.count, len(t.sizes)) // 2  # a long table costs its share of the budget
     runs = list(t.stsc) or [(1, t.count)]
     present = 0
     sample = 0
@@ -391,6 +410,7 @@ def _present_samples(t: _Track, n: int) -> int:
         for chunk in range(max(first, 1), min(last, len(t.offsets)) + 1):
             if sample >= t.count:
                 return present
+            w.step()
             off = t.offsets[chunk - 1]
             k = min(per, t.count - sample)
             if t.sample_size:
@@ -474,10 +494,11 @@ def _mp4(w: _Walk, out: dict[str, int | str | None]) -> None:
                 if tid in by_id:
                     by_id[tid].trex_duration, by_id[tid].trex_size = d, s
     # The samples in moov itself (a fragmented file without empty_moov) count too.
-    found_ticks = {t.id: _duration_of(t.stts, _present_samples(t, w.n)) for t in tracks}
-    found_frames = _present_samples(video, w.n) if video else 0
+    in_file = {id(t): _present_samples(w, t) for t in tracks}
+    found_ticks = {t.id: _duration_of(t.stts, in_file[id(t)]) for t in tracks}
+    found_frames = in_file[id(video)] if video else 0
     for t in tracks:
-        if t.count and _present_samples(t, w.n) < t.count:
+        if t.count and in_file[id(t)] < t.count:
             w.add(f"track {t.id} ({t.handler}): samples listed in 'moov' lie past the end")
     _sidx(w, boxes)
     prev_seq: int | None = None
@@ -532,8 +553,10 @@ def _plain(
     movie_ms: int | None,
 ) -> None:
     found: list[int] = []
+    in_file: dict[int, int] = {}
     for t in tracks:
-        present = _present_samples(t, w.n)
+        present = _present_samples(w, t)
+        in_file[id(t)] = present
         ms = _ms(_duration_of(t.stts, present), t.timescale)
         if ms is not None:
             found.append(ms)
@@ -546,7 +569,7 @@ def _plain(
         declared_ms=movie_ms,
         declared_frames=video.count if video else None,
         found_ms=max(found) if found else None,
-        found_frames=_present_samples(video, w.n) if video else None,
+        found_frames=in_file[id(video)] if video else None,
     )
 
 
@@ -630,8 +653,24 @@ def _fragment(
                 at += 4
             fields = [bit for bit in (0x100, 0x200, 0x400, 0x800) if rflags & bit]
             stride = 4 * len(fields)
+            if not stride:
+                # Every sample takes the defaults: no table to walk (and none to bound
+                # the count by), so count them arithmetically.
+                if pos > w.n:
+                    inside = 0
+                elif d_size:
+                    inside = min(n_samples, (w.n - pos) // d_size)
+                else:
+                    inside = n_samples
+                count += n_samples
+                present += inside
+                ticks += inside * d_dur
+                pos += n_samples * d_size
+                continue
             if at + stride * n_samples > r.end:
                 raise _Bad("a 'trun' lists more samples than it holds")
+            w.steps += n_samples // 2  # a long run costs its share of the budget
+            w.step()
             for i in range(n_samples):
                 e = at + stride * i
                 dur = struct.unpack_from(">I", buf, e)[0] if rflags & 0x100 else d_dur
@@ -642,8 +681,6 @@ def _fragment(
                 if pos <= w.n:
                     present += 1
                     ticks += dur
-            if n_samples > 10_000:
-                w.steps += n_samples // 100  # a long run costs its share of the budget
         out[tid] = (count, present, ticks)
         data_end = pos
     return seq, out
@@ -790,7 +827,7 @@ def _matroska(w: _Walk, out: dict[str, int | str | None]) -> None:
                 f"{w.n - el.body} of them"
             )
             break
-        if el.id in (INFO, SEEKHEAD, CUES) and el.size <= MAX_INDEX:
+        if el.id in (INFO, SEEKHEAD, CUES) and el.size <= MAX_INDEX // 8:
             buf = w.read(el.body, el.size)
             if el.id == INFO:
                 for eid, s, e in _elements(buf, 0, len(buf)):
@@ -945,6 +982,8 @@ def _avi(w: _Walk, out: dict[str, int | str | None]) -> None:
     while pos + 12 <= w.n:
         h = w.read(pos, 12)
         riff, size, form = struct.unpack_from("<4sI4s", h)
+        if riff != b"RIFF" and not first and _padding(w, pos):
+            break  # zeros after the last chunk: reserved space
         if riff != b"RIFF":
             if first:
                 w.add("the file does not start with a RIFF chunk")
@@ -1075,6 +1114,37 @@ def _movi(w: _Walk, start: int, end: int, video: int | None) -> int:
             frames += 1
         pos += 8 + size + (size & 1)
     return frames
+
+
+def _wav(w: _Walk, out: dict[str, int | str | None]) -> None:
+    """A WAV file (audio recorders): the RIFF and ``data`` sizes against the file."""
+    size = struct.unpack_from("<I", w.read(4, 4))[0]
+    if 8 + size > w.n:
+        w.add(
+            f"the RIFF 'WAVE' chunk declares {size + 8} bytes; the file holds {w.n} of them "
+            f"({size + 8 - w.n} bytes missing)"
+        )
+    byte_rate = 0
+    at = 12
+    while at + 8 <= w.n:
+        cid, csize = struct.unpack_from("<4sI", w.read(at, 8))
+        if cid == b"fmt " and csize >= 12:
+            byte_rate = struct.unpack_from("<I", w.read(at + 16, 4).ljust(4, b"\0"))[0]
+        elif cid == b"data":
+            held = w.n - at - 8
+            if csize in (0, 0xFFFFFFFF) and held > 0:
+                w.add("the 'data' chunk's size was never written (the recording was not finalised)")
+                csize = held
+            elif csize > held:
+                w.add(f"the 'data' chunk declares {csize} bytes; the file holds {held} of them")
+            if byte_rate:
+                out.update(
+                    declared_ms=csize * 1000 // byte_rate,
+                    found_ms=min(csize, held) * 1000 // byte_rate,
+                )
+            return
+        at += 8 + csize + (csize & 1)
+    w.add("there is no 'data' chunk: the file holds no audio")
 
 
 # -- MPEG-TS ----------------------------------------------------------------------------------

@@ -253,3 +253,20 @@ def test_cut_recording_is_signed_incomplete(recordings: dict[str, Path], tmp_pat
         s = summaries[name]
         assert s["complete"] is False and s["damage"], s
         assert s["found"]["frames"] < FRAMES / 2
+
+
+def test_wav_cut_short_is_incomplete(ffmpeg: str, tmp_path: Path) -> None:
+    """Audio recorders write WAV: its RIFF and data sizes say what a cut lost."""
+    src = tmp_path / "rec.wav"
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-f", "lavfi", "-i", f"sine=duration={SECONDS}", str(src)],
+        check=True,
+        timeout=60,
+    )
+    whole = probe(src)
+    assert whole["complete"] is True and whole["structure"] == "wav"
+    assert whole["declared"] == {"duration_ms": SECONDS * 1000}
+    s = probe(cut_at(src, tmp_path))
+    assert s["complete"] is False
+    assert any("the 'data' chunk declares" in d for d in s["damage"]), s["damage"]
+    assert s["found"]["duration_ms"] < SECONDS * 1000 / 2
