@@ -27,15 +27,8 @@ def cmd_export(args: argparse.Namespace, conf: cfg.Config) -> int:
         raise CustodyError("give --case NUMBER or SHA-256s, not both")
     who = args.operator or operator()
     store = open_store(conf)
-    show = Progress("exporting", "file(s) copied and verified")
-
-    class ShownRetriever(Retriever):
-        def fetch(self, sha256: str, dest: Path, chunk: int = 8 << 20) -> Any:
-            got = super().fetch(sha256, dest, chunk)
-            show.step()
-            return got
-
-    fetch = ShownRetriever(LocalObjects(conf.store_dir).path, store)
+    show = Progress("exporting", "original(s) copied and verified")
+    fetch = Retriever(LocalObjects(conf.store_dir).path, store)
     with open_ledger(conf) as ledger:
         db = index_db(ledger)
         try:
@@ -50,11 +43,6 @@ def cmd_export(args: argparse.Namespace, conf: cfg.Config) -> int:
                 ]
             else:
                 shas = [s.lower() for s in args.sha256]
-            units = {
-                r[0]
-                for s in shas
-                for r in db.execute("SELECT unit FROM retention_items WHERE sha256=?", (s,))
-            }
             res = export_bag(
                 ledger,
                 db,
@@ -66,8 +54,8 @@ def cmd_export(args: argparse.Namespace, conf: cfg.Config) -> int:
                 who,
                 conf.origin,
                 station_verifier(conf).vkey(),
-                ",".join(sorted(u for u in units if u)),
                 sm3=conf.capture.sm3,
+                progress=show.update,
             )
         finally:
             db.close()

@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,16 +108,20 @@ def export_bag(
     operator: str,
     station: str,
     vkey: str,
-    unit: str = "",
     sm3: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ExportResult:
+    """Write the bag for ``shas`` to ``out``; ``progress(done, total)`` after each
+    original (with the files made from it) is in the bag."""
     if out.exists():
         raise CustodyError(f"{out} already exists; choose a new folder for the export")
     if not shas:
         why = f": no footage is linked to case {case}" if case else ""
         raise CustodyError("nothing to export" + why)
     with _partial(out) as tmp:
-        res = _make(ledger, db, fetch, tmp, out, shas, case, purpose, operator, station, vkey, sm3)
+        res = _make(
+            ledger, db, fetch, tmp, out, shas, case, purpose, operator, station, vkey, sm3, progress
+        )
         for d, _, _ in os.walk(tmp):
             fsync_dir(Path(d))
         os.replace(tmp, out)
@@ -138,13 +142,16 @@ def _make(
     station: str,
     vkey: str,
     sm3: bool,
+    progress: Callable[[int, int], None] | None,
 ) -> ExportResult:
     res = ExportResult(out)
     manifest: list[tuple[str, str]] = []  # (sha256, bag path)
     rows: list[str] = ["\t".join(FILES_TSV_HEAD)]
     entry_ids: set[int] = set()
     units: set[str] = set()
-    for sha in shas:
+    for done, sha in enumerate(shas):
+        if progress is not None:
+            progress(done, len(shas))
         it = db.execute(
             "SELECT ingest_entry, size, media_type, deleted_entry FROM retention_items "
             "WHERE sha256=?",
@@ -213,6 +220,8 @@ def _make(
                 dest = tmp / "custody" / "sidecars" / f"{ssha}.{kind}"
                 if not dest.exists():
                     _fetch(fetch, ssha, dest)
+    if progress is not None:
+        progress(len(shas), len(shas))
     manifest.sort(key=lambda x: x[1])
     _write(tmp / "manifest-sha256.txt", "".join(f"{s}  {p}\n" for s, p in manifest).encode())
     # The export entry names exactly what is in the payload, before the checkpoint
