@@ -384,6 +384,14 @@ def read_packets(path: Path) -> Fingerprint:
                         f"its index lists for stream {s.index} (cut short)"
                     )
                     break
+    if not error:
+        # A fragmented MP4 or a Matroska cut mid-write demuxes to a quiet early end:
+        # only the container's own headers tell (see ingest.damage).
+        from ingest.probe import examine_file
+
+        damage = examine_file(path).damage
+        if damage:
+            error = ("; ".join(damage))[:500]
     return Fingerprint(streams, tuple(packets), complete=not error, error=error)
 
 

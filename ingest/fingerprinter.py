@@ -53,7 +53,7 @@ from ingest.frames import (
     sampled,
 )
 from ingest.objects import LocalObjects
-from ingest.probe import ffmpeg_version
+from ingest.probe import examine_file, ffmpeg_version
 from ledger.entry import decode_entry
 from ledger.errors import Withdrawn
 from ledger.log import Ledger
@@ -260,15 +260,20 @@ class Fingerprinter:
             sidecar_sha = self.objects.put_bytes(data)
             new.append((sidecar_sha, len(data)))
             keys = sampled(fh.hashes)
+            # ffmpeg decodes a cut fragmented MP4 or Matroska to a quiet early end: the
+            # container's headers say what is missing.
+            cut = examine_file(src).damage
             payload.update(
                 sidecar={"sha256": sidecar_sha, "size": len(data)},
                 frames=len(fh.frames),
                 time_base=fh.time_base,
                 size=fh.size,
-                complete=code == 0 and not err,
+                complete=code == 0 and not err and not cut,
             )
             if code != 0 or err:
                 payload["damage"] = " | ".join(err.splitlines()[-3:])[:500] or f"exit {code}"
+            elif cut:
+                payload["damage"] = "; ".join(cut)[:500]
             if want_sig and sig.exists() and sig.stat().st_size:
                 sdata = sig.read_bytes()
                 sig_sha = self.objects.put_bytes(sdata)

@@ -253,6 +253,17 @@ def test_cut_recording_is_signed_incomplete(recordings: dict[str, Path], tmp_pat
         s = summaries[name]
         assert s["complete"] is False and s["damage"], s
         assert s["found"]["frames"] < FRAMES / 2
+    # The fingerprints say so too: packet hashes and decoded-frame hashes of a cut
+    # recording are not signed as a whole recording's.
+    shas = {n: sha for sha, n in names.items()}
+    run_cli("fingerprint", "--frames", shas["cut-frag.mp4"], shas["whole.mp4"], config=conf)
+    prints = [e for e in entries(conf) if e["type"] == "fingerprint"]
+    for kind in ("packets", "frames"):
+        by_name = {names[e["sha256"]]: e for e in prints if e.get("kind") == kind}
+        assert by_name["whole.mp4"]["complete"] is True, by_name["whole.mp4"]
+        assert by_name["cut-frag.mp4"]["complete"] is False, by_name["cut-frag.mp4"]
+        if kind == "packets":
+            assert by_name["cut-rec.mkv"]["complete"] is False
 
 
 def test_wav_cut_short_is_incomplete(ffmpeg: str, tmp_path: Path) -> None:
