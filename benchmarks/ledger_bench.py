@@ -56,13 +56,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ledger.audit import verify_log
 from ledger.entry import sign_entries
 from ledger.log import Ledger
 from ledger.note import Signer
 from ledger.tiles import TILE_WIDTH, bundle_for_size, decode_bundle
 from ledger.tree import leaf_hash, verify_consistency, verify_inclusion
 from verify.folder import FolderSource
+from verify.parallel import verify_log
 
 ORIGIN = "bench.example/dock-01"
 REPO = Path(__file__).resolve().parent.parent

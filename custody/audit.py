@@ -30,10 +30,11 @@ from archive.errors import StoreError
 from archive.s3 import COLD_CLASSES
 from archive.store import ColdStore, object_key
 from ingest.objects import LocalObjects
-from ledger.audit import Report, verify_log
+from ledger.audit import Report
 from ledger.entry import decode_entry, parse_time
 from ledger.log import Ledger
 from verify.folder import FolderSource
+from verify.parallel import verify_log
 
 DAY = 86400
 

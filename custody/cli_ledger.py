@@ -14,9 +14,9 @@ from custody import config as cfg
 from custody.cli_common import Progress, index_arg, load, parse_vkey, read_text
 from custody.errors import CustodyError
 from custody.station import open_ledger, station_verifier
-from ledger.audit import verify_log
 from ledger.errors import LedgerError
 from verify.folder import FolderSource
+from verify.parallel import verify_log
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:

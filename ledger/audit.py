@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ledger.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from ledger.entry import EntryError, decode_entry
@@ -107,13 +107,15 @@ def verify_log(
     known_checkpoints: Iterable[bytes | str] = (),
     check_entries: bool = True,
     progress: Callable[[int, int], None] | None = None,
-    workers: int = 2,
+    executor: Executor | None = None,
     on_leaf: Callable[[int, bytes], None] | None = None,
 ) -> Report:
     """Verify a whole tile-based log; see the module docstring.
 
-    Entry signatures are checked on ``workers`` threads (libsodium releases
-    the GIL), overlapping with decoding and hashing on the calling thread.
+    Entry signatures are checked in batches on ``executor`` when the caller gives one
+    (a thread pool: libsodium releases the GIL, so they overlap with decoding and
+    hashing on the calling thread), else here, in order. This module starts no threads
+    itself: `verify.parallel.verify_log` is the threaded shell.
     """
     rep = Report()
     cp = _check_published(rep, checkpoint_text, verifiers, origin)
@@ -121,7 +123,7 @@ def verify_log(
         return rep
     rep.size, rep.root = cp.size, cp.root
     known = _check_known(rep, known_checkpoints, verifiers, cp)
-    with _SignatureChecker(rep, verifiers[0] if verifiers else None, workers) as sigs:
+    with _SignatureChecker(rep, verifiers[0] if verifiers else None, executor) as sigs:
         _stream(rep, source, cp, known, check_entries, progress, sigs, on_leaf)
     return rep
 
@@ -400,29 +402,51 @@ def _check_entry(
     sigs.check(index, e.signed_message(), e.signature)
 
 
+class Outcome(Protocol):
+    def result(self) -> list[int]: ...
+
+
+class Executor(Protocol):
+    """What `verify_log` needs of a `concurrent.futures.Executor`."""
+
+    def submit(
+        self,
+        fn: Callable[[Verifier, list[tuple[int, bytes, bytes]]], list[int]],
+        verifier: Verifier,
+        items: list[tuple[int, bytes, bytes]],
+        /,
+    ) -> Outcome: ...
+
+
+@dataclass(frozen=True)
+class _Done:
+    value: list[int]
+
+    def result(self) -> list[int]:
+        return self.value
+
+
 class _SignatureChecker:
-    """Checks entry signatures on worker threads, reporting failures in index order."""
+    """Checks entry signatures in batches (on an executor if given), reporting failures
+    in index order."""
 
     CHUNK = 256
+    IN_FLIGHT = 4  # batches queued ahead on an executor
 
-    def __init__(self, rep: Report, verifier: Verifier | None, workers: int) -> None:
+    def __init__(self, rep: Report, verifier: Verifier | None, executor: Executor | None) -> None:
         self.rep, self.verifier = rep, verifier
-        self.pool = ThreadPoolExecutor(max_workers=max(1, workers))
-        self.workers = max(1, workers)
+        self.executor = executor
         self.batch: list[tuple[int, bytes, bytes]] = []
-        self.inflight: deque[Future[list[int]]] = deque()
+        self.inflight: deque[Outcome] = deque()
 
     def __enter__(self) -> _SignatureChecker:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        try:
-            if exc[0] is None:
-                self._flush()
-                while self.inflight:
-                    self._collect()
-        finally:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        if exc[0] is None:
+            self._flush()
+            while self.inflight:
+                self._collect()
 
     def check(self, index: int, message: bytes, signature: bytes) -> None:
         if self.verifier is None:
@@ -434,10 +458,13 @@ class _SignatureChecker:
     def _flush(self) -> None:
         if not self.batch or self.verifier is None:
             return
-        self.inflight.append(self.pool.submit(_bad_signatures, self.verifier, self.batch))
+        if self.executor is None:
+            self.inflight.append(_Done(_bad_signatures(self.verifier, self.batch)))
+        else:
+            self.inflight.append(self.executor.submit(_bad_signatures, self.verifier, self.batch))
         self.rep.signatures_checked += len(self.batch)
         self.batch = []
-        while len(self.inflight) > 2 * self.workers:
+        while len(self.inflight) > self.IN_FLIGHT:
             self._collect()
 
     def _collect(self) -> None:

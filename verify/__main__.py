@@ -35,11 +35,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ledger.audit import verify_log
 from ledger.entry import EntryError, decode_entry
 from ledger.note import NoteError, Verifier
 from ledger.proof import ProofError, TlogProof
 from verify.folder import FolderSource
+from verify.parallel import verify_log
 from verify.quiet import finish_stdout, guard_stdout
 from verify.readfile import Unreadable, read_regular, read_text
 

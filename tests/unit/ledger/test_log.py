@@ -244,3 +244,29 @@ def test_tiles_without_any_checkpoint_are_refused(tmp_path: Path) -> None:
     shutil.rmtree(tmp_path / "state")
     with pytest.raises(IntegrityError, match="no checkpoint this station signed"):
         open_ledger(tmp_path)
+
+
+def test_signature_checks_inline_and_on_a_pool_agree(tmp_path: Path) -> None:
+    """The pure verifier checks signatures in order on its own; the threaded shell hands
+    batches to a pool. Both name the same forged entries, in index order."""
+    from ledger.entry import make_entry
+    from verify.parallel import verify_log as verify_on_pool
+
+    forger = Signer(SIGNER.name, bytes(range(1, 33)))  # same name, another key
+    with open_ledger(tmp_path) as led:
+        for i in range(700):
+            signer = forger if i in (3, 300, 699) else SIGNER
+            led.append_leaves(
+                [make_entry(signer.bound(), SIGNER.name, "note", {"n": i}, "2026-11-30T00:00:00Z")]
+            )
+        led.integrate()
+    src = FolderSource(tmp_path / "ledger")
+    text = src.read_checkpoint()
+    reports = [
+        verify_log(src, text, [SIGNER.verifier()], SIGNER.name),
+        verify_on_pool(src, text, [SIGNER.verifier()], SIGNER.name, workers=3),
+    ]
+    for rep in reports:
+        bad = [line for line in rep.lines() if "signature does not verify" in line]
+        assert [b.split(":")[0] for b in bad] == [f"entry {i}" for i in (3, 300, 699)], bad
+        assert rep.signatures_checked == 700
