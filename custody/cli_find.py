@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from custody import config as cfg
-from custody.cli_common import parse_date, with_config
+from custody.cli_common import Progress, parse_date, with_config
 from custody.errors import CustodyError
 from custody.retain import index_db
 from custody.station import open_ledger
@@ -92,13 +92,15 @@ def _by(source: str) -> str:
 
 
 def cmd_reindex(args: argparse.Namespace, conf: cfg.Config) -> int:
+    show = Progress("reindexing", "entries")
     with open_ledger(conf) as ledger:
         db = index_db(ledger)
         try:
-            n = rebuild(ledger, db)
+            n = rebuild(ledger, db, show.update)
             items = db.execute("SELECT COUNT(*) FROM retention_items").fetchone()[0]
         finally:
             db.close()
+            show.end()
     print(f"index rebuilt from {n} entries: {items} originals")
     return 0
 

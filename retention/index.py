@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -363,7 +363,9 @@ def _refs(f: dict[str, Any]) -> list[str]:
     return out
 
 
-def rebuild(ledger: Ledger, db: sqlite3.Connection) -> int:
+def rebuild(
+    ledger: Ledger, db: sqlite3.Connection, progress: Callable[[int, int], None] | None = None
+) -> int:
     """Drop the index and fold every entry again (`custody reindex`). The sweeps' own
     memory (when the last ran, what it did) is kept: the clock checks need it."""
     kept: list[tuple[str, str]] = []
@@ -385,20 +387,23 @@ def rebuild(ledger: Ledger, db: sqlite3.Connection) -> int:
     open_index(db)
     db.executemany("INSERT INTO retention_meta VALUES (?, ?)", kept)
     db.commit()
-    return refresh(ledger, db)
+    return refresh(ledger, db, progress)
 
 
 INDEX_VERSION = "4"  # bump when what is folded changes: the index is then rebuilt
 
 
-def refresh(ledger: Ledger, db: sqlite3.Connection) -> int:
-    """Fold every entry appended since the last refresh; returns how many were read."""
+def refresh(
+    ledger: Ledger, db: sqlite3.Connection, progress: Callable[[int, int], None] | None = None
+) -> int:
+    """Fold every entry appended since the last refresh; returns how many were read.
+    ``progress(done, total)`` is called after each batch of entries."""
     open_index(db)
     ver = db.execute("SELECT value FROM retention_meta WHERE key='version'").fetchone()
     if ver is None or ver[0] != INDEX_VERSION:
         folded = db.execute("SELECT 1 FROM retention_meta WHERE key='next'").fetchone()
         if ver is not None or folded is not None:  # folded by other code: fold afresh
-            return rebuild(ledger, db)
+            return rebuild(ledger, db, progress)
         db.execute("INSERT INTO retention_meta VALUES ('version', ?)", (INDEX_VERSION,))
         db.commit()
     db.executescript(LATE_SCHEMA)
@@ -423,6 +428,8 @@ def refresh(ledger: Ledger, db: sqlite3.Connection) -> int:
         )
         db.commit()
         i = stop
+        if progress is not None:
+            progress(stop - start, end - start)
     return end - start
 
 

@@ -550,6 +550,7 @@ def test_progress_on_a_terminal_only(kit: Kit, tmp_path: Path) -> None:
         ([*custody, "verify", str(kit.ledger)], "verifying"),
         ([*custody, "audit", "--full"], "auditing:"),
         ([*custody, "export", sha, *bag], "exporting"),
+        ([*custody, "reindex"], "reindexing"),
         (outsider, "verifying"),
     ]
     for cmd, word in cases:
