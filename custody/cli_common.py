@@ -53,13 +53,15 @@ def sha_arg(value: str) -> str:
 
 
 def parse_date(value: str) -> int:
-    """argparse type: a date (or ISO date and time; UTC unless it says) as epoch seconds."""
+    """argparse type: a date (or ISO date and time) as epoch seconds. Without a zone it
+    is the station's local time: an officer asking for 25 November means the local day,
+    not 08:00 to 08:00 in Beijing."""
     try:
         d = datetime.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
     if d.tzinfo is None:
-        d = d.replace(tzinfo=UTC)
+        d = d.astimezone()  # a naive time is taken as local time
     return int(d.timestamp())
 
 

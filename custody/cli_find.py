@@ -131,7 +131,8 @@ def add_parsers(sub: Any) -> None:
         "--from",
         dest="since",
         type=parse_date,
-        help="recording started on or after (YYYY-MM-DD; UTC unless it says, e.g. +08:00)",
+        help="recording started on or after (YYYY-MM-DD; the station's local time unless "
+        "it says, e.g. 2026-11-25T00:00+08:00)",
     )
     s.add_argument(
         "--to", dest="until", type=parse_date, help="recording started before (YYYY-MM-DD)"

@@ -407,7 +407,9 @@ def add_parsers(sub: Any) -> None:
         "blocks it; --policy compares a new policy with the applied one",
     )
     s.add_argument(
-        "--as-of", type=parse_date, help="date to plan to, YYYY-MM-DD UTC (default: now)"
+        "--as-of",
+        type=parse_date,
+        help="date to plan to, YYYY-MM-DD in local time (default: now)",
     )
     s.add_argument("--policy", help="compare a new policy file against the applied one")
     s.add_argument("--json", action="store_true", help="every action, with ISO dates")
