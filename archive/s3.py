@@ -76,11 +76,18 @@ class S3Store:
         self.bucket = settings.bucket
         self.prefix = settings.prefix
         self.id = settings.store_id
-        session = boto3.session.Session(
-            profile_name=settings.profile or None,
-            aws_access_key_id=settings.access_key_id or None,
-            aws_secret_access_key=settings.secret_access_key or None,
-        )
+        try:
+            session = boto3.session.Session(
+                profile_name=settings.profile or None,
+                aws_access_key_id=settings.access_key_id or None,
+                aws_secret_access_key=settings.secret_access_key or None,
+            )
+        except bx.ProfileNotFound:
+            raise StoreError(
+                f"[store] profile {settings.profile!r} is in no AWS config file "
+                "(~/.aws/config, ~/.aws/credentials, or AWS_CONFIG_FILE): add it, or remove "
+                "the key to use the standard credential chain"
+            ) from None
         self.client: Any = session.client(
             "s3",
             endpoint_url=settings.endpoint_url or None,

@@ -111,6 +111,16 @@ def config_path(cli_value: str | None) -> Path:
 _CONTROL = {c: f"\\x{c:02x}" for c in range(0x20)} | {0x7F: "\\x7f"}
 
 
+_KIND_NAMES: dict[type, str] = {
+    int: "an integer",
+    str: "a string",
+    bool: "true or false",
+    float: "a number",
+    list: "a list",
+    dict: "a table",
+}
+
+
 class _Table:
     """A TOML table being read; tracks used keys so unknown ones are refused."""
 
@@ -137,10 +147,12 @@ class _Table:
         v = self.data[key]
         if (kind is int and isinstance(v, bool)) or not isinstance(v, kind):
             kinds = kind if isinstance(kind, tuple) else (kind,)
-            names = " or ".join(k.__name__ for k in kinds)
+            names = " or ".join(_KIND_NAMES.get(k, k.__name__) for k in kinds)
             got = repr(v)
             got = got if len(got) <= 80 else got[:80] + "..."
-            raise self.error(key, f"must be a {names}, not {type(v).__name__} {got}")
+            raise self.error(
+                key, f"must be {names}, not {_KIND_NAMES.get(type(v), type(v).__name__)} {got}"
+            )
         return v
 
     def finish(self) -> None:

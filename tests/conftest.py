@@ -24,14 +24,18 @@ def vectors() -> dict[str, Any]:
 
 
 def run_cli(
-    *args: str, config: Path | None = None, check: bool = True, input: str | None = None
+    *args: str,
+    config: Path | None = None,
+    check: bool = True,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real `custody` command in a subprocess."""
+    """Run the real `custody` command in a subprocess (``env`` adds to the environment)."""
     cmd = [sys.executable, "-m", "custody"]
     if config is not None:
         cmd += ["-c", str(config)]
     cmd += list(args)
-    env = dict(os.environ)
+    env = dict(os.environ, **(env or {}))
     env.pop("CUSTODY_CONFIG", None)
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, input=input, timeout=120)
     if check and p.returncode != 0:

@@ -98,7 +98,7 @@ def test_bad_config_names_the_key(tmp_path: Path) -> None:
         'data_dir = "x"\norigin = "has space"\n': "key 'origin'",
         'data_dir = "x"\n': "key 'origin': is required",
         base + '[ledger]\ncheckpoint_interval_ms = "soon"\n': (
-            "key 'ledger.checkpoint_interval_ms': must be a int"
+            "key 'ledger.checkpoint_interval_ms': must be an integer, not a string 'soon'"
         ),
         base + "retention_dayz = 3\n": "key 'retention_dayz': is not a known",
         base + '[store]\nkind = "s3"\nlock_mode = "strict"\n': (
@@ -116,6 +116,23 @@ def test_bad_config_names_the_key(tmp_path: Path) -> None:
         assert expected in lines[0] and str(conf) in lines[0], (expected, lines[0])
     missing = run_cli("status", config=tmp_path / "nope.toml", check=False)
     assert missing.returncode == 2 and "file not found" in missing.stderr
+
+
+def test_a_missing_aws_profile_is_one_line(tmp_path: Path) -> None:
+    run_cli("init", "--data", str(tmp_path / "st"), "--origin", "custody.test/x/dock-01")
+    conf = tmp_path / "st" / "custody.toml"
+    conf.write_text(
+        conf.read_text()
+        + '\n[store]\nkind = "s3"\nbucket = "evidence"\nendpoint_url = "http://127.0.0.1:9"\n'
+        + 'profile = "county"\n'
+    )
+    empty = tmp_path / "aws-config"
+    empty.write_text("")
+    env = {"AWS_CONFIG_FILE": str(empty), "AWS_SHARED_CREDENTIALS_FILE": str(empty)}
+    p = run_cli("store", "check", config=conf, check=False, env=env)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "profile 'county' is in no AWS config file" in lines[0], p.stderr
 
 
 def test_note_errors(station: Path, tmp_path: Path) -> None:
