@@ -471,3 +471,12 @@ def _report_md(res: AuditResult) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def last_fixity(db: sqlite3.Connection) -> int | None:
+    """The index of the latest audit's `fixity` entry (None before the first audit)."""
+    try:
+        row = db.execute("SELECT value FROM audit_state WHERE key='last_fixity'").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return int(row[0]) if row else None

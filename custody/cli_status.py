@@ -11,6 +11,7 @@ from typing import Any
 from custody import config as cfg
 from custody.cli_common import load
 from custody.station import open_ledger
+from ingest.status import capture_status, media_status
 
 
 def _ingest_status(conf: cfg.Config) -> dict[str, Any]:
@@ -30,23 +31,9 @@ def _ingest_status(conf: cfg.Config) -> dict[str, Any]:
         pass
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
-        rows = db.execute(
-            "SELECT dock, recorder, state, count(*), sum(size) FROM ingest_files "
-            "GROUP BY dock, recorder, state"
-        ).fetchall()
-        errors = db.execute(
-            "SELECT dock, recorder, last_error FROM ingest_files "
-            "WHERE state='queued' AND last_error IS NOT NULL ORDER BY id DESC LIMIT 5"
-        ).fetchall()
-    except sqlite3.OperationalError:
-        rows, errors = [], []
+        out.update(capture_status(db))
     finally:
         db.close()
-    for dock, rec, state, n, size in rows:
-        d = out["docks"].setdefault(dock, {})
-        r = d.setdefault(rec or "(dock root)", {})
-        r[state] = {"files": n, "bytes": size or 0}
-    out["recent_errors"] = [f"{d}/{r}: {e}" for d, r, e in errors]
     return out
 
 
@@ -217,18 +204,16 @@ def _disk_status(conf: cfg.Config) -> dict[str, Any]:
 
 def _audit_status(conf: cfg.Config) -> dict[str, Any] | None:
     """The latest `fixity` entry, found through the index (read-only)."""
+    from custody.audit import last_fixity
     from ledger.entry import decode_entry
 
     db = sqlite3.connect(f"file:{conf.state_dir / 'ledger.sqlite'}?mode=ro", uri=True)
     try:
-        row = db.execute("SELECT value FROM audit_state WHERE key='last_fixity'").fetchone()
-    except sqlite3.OperationalError:
-        row = None
+        idx = last_fixity(db)
     finally:
         db.close()
-    if row is None:
+    if idx is None:
         return None
-    idx = int(row[0])
     with open_ledger(conf, writable=False) as ledger:
         f = decode_entry(ledger.entry(idx))
     return {
@@ -247,6 +232,7 @@ def _retention_status(conf: cfg.Config) -> dict[str, Any]:
 
     from custody.retain import applied_policy
     from retention.index import states
+    from retention.index import status as index_status
     from retention.plan import plan
 
     policy, text = applied_policy(conf)
@@ -261,21 +247,11 @@ def _retention_status(conf: cfg.Config) -> dict[str, Any]:
     }
     db = sqlite3.connect(f"file:{conf.state_dir / 'ledger.sqlite'}?mode=ro", uri=True)
     try:
-        out["items"], out["deleted"] = db.execute(
-            "SELECT COUNT(*), COUNT(deleted_entry) FROM retention_items"
-        ).fetchone()
-        out["holds"] = db.execute(
-            "SELECT COUNT(*) FROM retention_holds WHERE released_entry IS NULL"
-        ).fetchone()[0]
-        if policy is not None:
+        out.update(index_status(db))
+        if policy is not None and out["items"]:
             for a in plan(policy, states(db), int(time.time())):
                 if not a.blocked:
                     out["due_now"][a.kind] = out["due_now"].get(a.kind, 0) + 1
-        row = db.execute("SELECT value FROM retention_meta WHERE key='last_result'").fetchone()
-        if row:
-            last = json.loads(row[0])
-            last["at_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last.get("at", 0)))
-            out["last_sweep"] = last
     except sqlite3.OperationalError:
         pass  # no retention index yet
     finally:
@@ -286,36 +262,12 @@ def _retention_status(conf: cfg.Config) -> dict[str, Any]:
 def _media_status(conf: cfg.Config) -> dict[str, Any]:
     out: dict[str, Any] = {
         "mode": conf.media.access_copies,
-        "fingerprinted": 0,
-        "access_copies": 0,
-        "posters": 0,
-        "transcodes_waiting": 0,
         "transcode_budget_min": conf.media.transcode_budget_min,
-        "transcoded_today_s": 0,
         "frame_hashes": conf.media.frame_hashes,
-        "frames_hashed": 0,
     }
     db = sqlite3.connect(f"file:{conf.state_dir / 'ledger.sqlite'}?mode=ro", uri=True)
     try:
-        out["fingerprinted"] = db.execute(
-            "SELECT COUNT(*) FROM ingest_fingerprints WHERE sidecar IS NOT NULL"
-        ).fetchone()[0]
-        for kind, key in (("access_copy", "access_copies"), ("poster", "posters")):
-            out[key] = db.execute(
-                "SELECT COUNT(*) FROM ingest_derivatives WHERE kind=? AND output IS NOT NULL",
-                (kind,),
-            ).fetchone()[0]
-        out["transcodes_waiting"] = db.execute(
-            "SELECT COUNT(*) FROM ingest_derivatives WHERE entry < 0"
-        ).fetchone()[0]
-        today = time.strftime("%Y-%m-%d")
-        row = db.execute("SELECT transcoded_s FROM media_budget WHERE day=?", (today,)).fetchone()
-        out["transcoded_today_s"] = int(row[0]) if row else 0
-        out["frames_hashed"] = db.execute(
-            "SELECT COUNT(*) FROM ingest_frames WHERE sidecar IS NOT NULL"
-        ).fetchone()[0]
-    except sqlite3.OperationalError:
-        pass  # nothing captured yet
+        out.update(media_status(db, time.strftime("%Y-%m-%d")))
     finally:
         db.close()
     return out

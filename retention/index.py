@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -519,3 +520,35 @@ def item(db: sqlite3.Connection, sha: str) -> dict[str, Any] | None:
     if row is None:
         return None
     return dict(zip([d[0] for d in cur.description], row, strict=True))
+
+
+def status(db: sqlite3.Connection) -> dict[str, Any]:
+    """Originals indexed and deleted, holds in force, and the last sweep's result (with
+    its time as ``at_utc``); zeros before the index exists."""
+    out: dict[str, Any] = {"items": 0, "deleted": 0, "holds": 0, "last_sweep": None}
+    try:
+        out["items"], out["deleted"] = db.execute(
+            "SELECT COUNT(*), COUNT(deleted_entry) FROM retention_items"
+        ).fetchone()
+        out["holds"] = db.execute(
+            "SELECT COUNT(*) FROM retention_holds WHERE released_entry IS NULL"
+        ).fetchone()[0]
+        row = db.execute("SELECT value FROM retention_meta WHERE key='last_result'").fetchone()
+    except sqlite3.OperationalError:
+        return out  # no retention index yet
+    if row:
+        last = json.loads(row[0])
+        at = datetime.fromtimestamp(int(last.get("at", 0)), UTC)
+        last["at_utc"] = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        out["last_sweep"] = last
+    return out
+
+
+def record_sweep(db: sqlite3.Connection, result: Mapping[str, Any], at: int) -> None:
+    """Keep a sweep's result (what `status` shows), with the epoch second it ended."""
+    db.execute(
+        "INSERT INTO retention_meta VALUES ('last_result', ?) ON CONFLICT (key) DO UPDATE "
+        "SET value=excluded.value",
+        (json.dumps(dict(result, at=at)),),
+    )
+    db.commit()

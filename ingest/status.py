@@ -1,0 +1,64 @@
+"""What capture and the media worker have done, from ingest's own tables (read-only).
+
+`custody status` and the metrics ask here instead of reading ingest's tables
+themselves: the tables, their schema and their meaning stay with this package.
+A station that has captured nothing yet has no tables: every count is then zero.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+
+def capture_status(db: sqlite3.Connection) -> dict[str, Any]:
+    """Files per dock, recorder and state (count and bytes), and the latest errors."""
+    docks: dict[str, dict[str, dict[str, dict[str, int]]]] = {}
+    try:
+        rows = db.execute(
+            "SELECT dock, recorder, state, count(*), sum(size) FROM ingest_files "
+            "GROUP BY dock, recorder, state"
+        ).fetchall()
+        errors = db.execute(
+            "SELECT dock, recorder, last_error FROM ingest_files "
+            "WHERE state='queued' AND last_error IS NOT NULL ORDER BY id DESC LIMIT 5"
+        ).fetchall()
+    except sqlite3.OperationalError:  # nothing captured yet
+        rows, errors = [], []
+    for dock, rec, state, n, size in rows:
+        r = docks.setdefault(dock, {}).setdefault(rec or "(dock root)", {})
+        r[state] = {"files": n, "bytes": size or 0}
+    return {"docks": docks, "recent_errors": [f"{d}/{r}: {e}" for d, r, e in errors]}
+
+
+def media_status(db: sqlite3.Connection, today: str) -> dict[str, int]:
+    """Fingerprints, access copies, posters and frame hashes made; transcodes waiting;
+    seconds of footage transcoded on ``today`` (YYYY-MM-DD, the daily budget's day)."""
+    out = {
+        "fingerprinted": 0,
+        "access_copies": 0,
+        "posters": 0,
+        "transcodes_waiting": 0,
+        "transcoded_today_s": 0,
+        "frames_hashed": 0,
+    }
+    try:
+        out["fingerprinted"] = db.execute(
+            "SELECT COUNT(*) FROM ingest_fingerprints WHERE sidecar IS NOT NULL"
+        ).fetchone()[0]
+        for kind, key in (("access_copy", "access_copies"), ("poster", "posters")):
+            out[key] = db.execute(
+                "SELECT COUNT(*) FROM ingest_derivatives WHERE kind=? AND output IS NOT NULL",
+                (kind,),
+            ).fetchone()[0]
+        out["transcodes_waiting"] = db.execute(
+            "SELECT COUNT(*) FROM ingest_derivatives WHERE entry < 0"
+        ).fetchone()[0]
+        row = db.execute("SELECT transcoded_s FROM media_budget WHERE day=?", (today,)).fetchone()
+        out["transcoded_today_s"] = int(row[0]) if row else 0
+        out["frames_hashed"] = db.execute(
+            "SELECT COUNT(*) FROM ingest_frames WHERE sidecar IS NOT NULL"
+        ).fetchone()[0]
+    except sqlite3.OperationalError:
+        pass  # nothing captured yet (the media tables come with the first capture)
+    return out
