@@ -43,9 +43,14 @@ from custody.cold import open_store, replication_settings
 from custody.errors import CustodyError
 from custody.station import open_ledger
 from ingest.derive import MediaSettings
+from ingest.jobs import JobDb
+from ingest.mediasched import MediaSteps
 from ingest.objects import LocalObjects
 from ingest.pipeline import Capturer
+from ingest.problems import Problems
+from ingest.release import Releaser
 from ingest.settings import DockSettings
+from ingest.stability import WriteMarks
 from ingest.watch import DockWatcher, mount_table
 from ledger.errors import IntegrityError
 
@@ -575,24 +580,38 @@ def make_capturer(
     rep: Replicator | None,
     media: MediaSettings | None = None,
 ) -> Capturer:
-    if rep is None:
-        gone_here = DeletedIndex(ledger.db_path)
-        return Capturer(ledger, objects, docks, settings, media=media, deleted=gone_here.entry)
+    """The capture pipeline, composed: one job table, the problems and writers' marks
+    capture and release share, the media steps, the releaser and the capturer over
+    them, wired to the cold store's queue when there is one."""
     gone = DeletedIndex(ledger.db_path)
+    on_new_object = None if rep is None else _queue_again_if_deleted(gone, rep)
+    replicated = None if rep is None else _unless_deleted(gone, rep.stored_entry)
+    jobs = JobDb(ledger.db_path)
+    problems, marks = Problems(), WriteMarks()
+    media_steps = MediaSteps(ledger, objects, jobs, media, on_new_object, settings.min_free_mb)
+    releaser = Releaser(
+        ledger, objects, jobs, settings, problems, marks, time.monotonic, replicated
+    )
     cap = Capturer(
         ledger,
         objects,
         docks,
         settings,
-        on_new_object=_queue_again_if_deleted(gone, rep),
-        replicated=_unless_deleted(gone, rep.stored_entry),
+        on_new_object=on_new_object,
+        replicated=replicated,
         media=media,
         deleted=gone.entry,
+        jobs=jobs,
+        media_steps=media_steps,
+        releaser=releaser,
+        problems=problems,
+        marks=marks,
     )
-    rep.on_stored = cap.release_replicated
-    n = backfill(rep)  # after the capturer made its tables
-    if n:
-        log.info("queued %d captured object(s) for %s that were never queued", n, rep.store_id)
+    if rep is not None:
+        rep.on_stored = cap.release_replicated
+        n = backfill(rep)  # after the capturer made its tables
+        if n:
+            log.info("queued %d captured object(s) for %s that were never queued", n, rep.store_id)
     return cap
 
 

@@ -24,19 +24,16 @@ its own entry. A new object is handed to ``on_new_object`` inside that same
 transaction (the cold-store queue), and with ``release = after_replication``
 a source is released only once ``replicated`` names its `store` entry.
 
-Job states (table ``ingest_files``, in the ledger's database):
-``queued`` → ``recorded`` → (``releasing`` → ``released``);
-``superseded`` (the file changed before capture; its new version is a new
-job), ``gone`` (vanished before capture), ``changed`` (recorded, then the source
-changed before it was released: kept on the recorder, its new version is a new
-job).
+The parts, by job: `ingest.stability` (when a file is done being written),
+`ingest.jobs` (the job table and its states), `ingest.release` (removing a
+source from the recorder), `ingest.mediasched` (probe, fingerprints, copies),
+`ingest.dockfs` (reading a dock without following symlinks). The daemon
+composes them (`custody.daemon.make_capturer`); this module discovers files,
+decides when they are stable, and captures and records them.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import fnmatch
 import logging
 import os
@@ -47,197 +44,44 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ingest import dockfs
 from ingest.derive import MediaSettings
-from ingest.deriver import Deriver
 from ingest.errors import CaptureError, DiskFull, SourceChanged, SourceUnreadable
-from ingest.fingerprinter import Fingerprinter, lower_priority
 from ingest.identity import IdentityResolver
-from ingest.media import is_media, sniff
+from ingest.jobs import (
+    DONE_STATES,
+    MAX_BACKOFF_S,
+    Job,
+    JobDb,
+    Stats,
+    Watch,
+    now_text,
+    path_payload,
+    shown,
+)
+from ingest.media import sniff
+from ingest.mediasched import MediaSteps
 from ingest.objects import Digests, LocalObjects, capture_copy
-from ingest.probe import ProbeFailed, ffmpeg_version, probe
 from ingest.problems import Problems
+from ingest.release import Releaser
 from ingest.settings import CaptureSettings, DockSettings
+from ingest.stability import (
+    WriteMarks,
+    ignore_lease_breaks,
+    lease_says_writing,
+    open_for_writing,
+)
 from ledger.entry import format_time
-from ledger.errors import IntegrityError, Withdrawn
+from ledger.errors import IntegrityError
 from ledger.log import Ledger
 
+__all__ = ["Capturer", "Stats", "shown"]
+
 log = logging.getLogger("custody.ingest")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS ingest_files (
-    id INTEGER PRIMARY KEY,
-    dock TEXT NOT NULL,
-    recorder TEXT NOT NULL,
-    path BLOB NOT NULL,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    ino INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    first_seen TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    failure_entry INTEGER,
-    sha256 TEXT,
-    entry INTEGER,
-    kind TEXT,
-    wipe_entry INTEGER,
-    UNIQUE (path, size, mtime_ns)
-);
-CREATE INDEX IF NOT EXISTS ingest_files_state ON ingest_files (state);
-CREATE INDEX IF NOT EXISTS ingest_files_sha ON ingest_files (sha256);
-CREATE TABLE IF NOT EXISTS ingest_objects (
-    sha256 TEXT PRIMARY KEY,
-    size INTEGER NOT NULL,
-    media_type TEXT NOT NULL,
-    first_entry INTEGER NOT NULL,
-    probe_entry INTEGER
-);
-"""
-
-MAX_BACKOFF_S = 300
-# Release waits this many times the capture settle window (at least 2 s more) after the
-# capture, with the source unchanged all along: a writer that paused longer than the
-# settle window gets a second chance to show itself before its file is deleted.
-RELEASE_SETTLE_FACTOR = 4
-RELEASE_SETTLE_MIN_EXTRA_S = 2.0
-# A file inotify saw written and not yet closed is held back this long at most (a writer
-# that died with it open); then it is captured as it stands (and not released while the
-# writer's mark lasts).
-HOLD_OPEN_MAX_S = 600.0
-DONE_STATES = ("recorded", "releasing", "released", "changed")
-
-
-@dataclass
-class _Watch:
-    """A file seen on a dock but not yet stable."""
-
-    dock: DockSettings
-    size: int
-    mtime_ns: int
-    ino: int
-    changed_at: float
-
-
-@dataclass
-class _Job:
-    id: int
-    dock: DockSettings
-    recorder: str
-    path: Path
-    size: int
-    mtime_ns: int
-    ino: int
-    attempts: int = 0
-    not_before: float = 0.0
-    failure_entry: int | None = None
-
-
-@dataclass
-class Stats:
-    captured: int = 0
-    sightings: int = 0
-    failed: int = 0
-    bytes: int = 0
-    errors: deque[str] = field(default_factory=lambda: deque(maxlen=20))
-
-
-def open_for_writing() -> set[tuple[int, int]]:
-    """(dev, ino) of every file some process has open for writing (from /proc)."""
-    out: set[tuple[int, int]] = set()
-    try:
-        pids = [p for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        return out
-    for pid in pids:
-        fd_dir = f"/proc/{pid}/fd"
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as f:
-                    flags = 0
-                    for line in f:
-                        if line.startswith(b"flags:"):
-                            flags = int(line.split()[1], 8)
-                            break
-                if flags & (os.O_WRONLY | os.O_RDWR) == 0:
-                    continue
-                st = os.stat(f"{fd_dir}/{fd}")
-            except (OSError, ValueError):
-                continue
-            if stat.S_ISREG(st.st_mode):
-                out.add((st.st_dev, st.st_ino))
-    return out
-
-
-def lease_says_writing(dock: Path, path: Path) -> bool | None:
-    """Whether some process has ``path`` open for writing, from the kernel itself: a read
-    lease is refused (EAGAIN) while any process holds the file open for writing, whoever
-    it is and whatever /proc shows. None when the kernel will not say (a lease is granted
-    only on the daemon's own files, or with CAP_LEASE). The lease is dropped at once."""
-    try:
-        parts = dockfs.parts_below(dock, path)
-        dfd = dockfs.open_parent(dock, parts)
-    except (OSError, ValueError, dockfs.Outside):
-        return None
-    try:
-        fd = os.open(
-            parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd
-        )
-    except OSError:
-        return None
-    finally:
-        os.close(dfd)
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
-    except OSError as e:
-        return True if e.errno == errno.EAGAIN else None
-    else:
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
-        return False
-    finally:
-        os.close(fd)
-
-
-def _ignore_lease_breaks() -> None:
-    """A writer opening a file during the instant the daemon holds its read lease makes
-    the kernel send SIGIO, whose default action ends the process; the lease is dropped
-    at once anyway, so the signal carries nothing the daemon needs."""
-    import signal
-
-    with contextlib.suppress(ValueError):  # not the main thread: leases stay unused
-        if signal.getsignal(signal.SIGIO) == signal.SIG_DFL:
-            signal.signal(signal.SIGIO, signal.SIG_IGN)
-
-
-_CONTROL = {c: f"\\x{c:02x}" for c in range(0x20)} | {0x7F: "\\x7f"}
-
-
-def shown(path: Path | str) -> str:
-    """A path for a log line: control characters (newlines in names) escaped."""
-    return str(path).translate(_CONTROL)
-
-
-def _now() -> str:
-    return format_time(datetime.now(UTC))
-
-
-def _path_payload(rel: bytes) -> dict[str, str]:
-    try:
-        return {"path": rel.decode("utf-8")}
-    except UnicodeDecodeError:
-        import base64
-
-        return {"path_b64": base64.b64encode(rel).decode()}
 
 
 class Capturer:
@@ -255,15 +99,21 @@ class Capturer:
         replicated: Callable[[str], int | None] | None = None,
         media: MediaSettings | None = None,
         deleted: Callable[[str], int | None] | None = None,
+        jobs: JobDb | None = None,
+        media_steps: MediaSteps | None = None,
+        releaser: Releaser | None = None,
+        problems: Problems | None = None,
+        marks: WriteMarks | None = None,
     ) -> None:
         """``on_new_object(conn, sha256, size, role)`` runs inside the transaction of each
         new object's entry (`ingest` for originals, `fingerprint` for sidecars: the
         cold-store queue); ``replicated(sha256)`` gives the
-        `store` entry of a replicated object, for release after replication."""
+        `store` entry of a replicated object, for release after replication. The job
+        table, the media steps and the releaser are made here unless given (the daemon
+        composes them)."""
         if settings.release == "after_replication" and replicated is None:
             raise ValueError("release after replication needs a cold store")
         self.on_new_object = on_new_object
-        self.replicated = replicated
         # The `delete` entry of an object retention deleted (None otherwise): docked again,
         # such a file is captured anew, not recorded as a sighting of what is gone.
         self.deleted = deleted
@@ -272,27 +122,29 @@ class Capturer:
         self.docks = list(docks)
         self.settings = settings
         self.clock = clock
-        self.db = sqlite3.connect(ledger.db_path, timeout=60, check_same_thread=False)
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA busy_timeout=60000")
-        self.db.executescript(SCHEMA)
-        self.db.commit()
-        self._db_lock = threading.Lock()
-        self.fingerprinter = Fingerprinter(
-            ledger, objects, self.db, self._db_lock, on_new_object, media
+        self.jobs = jobs or JobDb(ledger.db_path)
+        self.db, self._db_lock = self.jobs.db, self.jobs.lock
+        self.problems = problems or Problems()
+        # Files inotify saw written and not yet closed (close-write).
+        self.marks = marks or WriteMarks()
+        self.media_steps = media_steps or MediaSteps(
+            ledger, objects, self.jobs, media, on_new_object, settings.min_free_mb
         )
-        self.deriver = Deriver(
-            ledger,
-            objects,
-            self.db,
-            self._db_lock,
-            media or MediaSettings(),
-            on_new_object,
-            min_free_mb=settings.min_free_mb,
+        self.media_steps.halt = self.halt
+        self.media_steps.halted = lambda: bool(self.halted)
+        self.fingerprinter = self.media_steps.fingerprinter
+        self.deriver = self.media_steps.deriver
+        self.releaser = releaser or Releaser(
+            ledger, objects, self.jobs, settings, self.problems, self.marks, clock, replicated
         )
+        self.releaser.docks = lambda: list(self.docks)
+        self.releaser.halt = self.halt
+        self.releaser.halted = lambda: bool(self.halted)
+        self.releaser.changed = lambda dock, path, st: self._note(dock, os.fsencode(path), path, st)
+        self.releaser.refuse = self._refuse
         self._lock = threading.Lock()
-        self._watch: dict[bytes, _Watch] = {}
-        self._queued: dict[str, deque[_Job]] = {}  # recorder key -> jobs
+        self._watch: dict[bytes, Watch] = {}
+        self._queued: dict[str, deque[Job]] = {}  # recorder key -> jobs
         self._job_paths: set[bytes] = set()
         self._active: set[str] = set()
         # Striped locks: one capture at a time per SHA-256 prefix (ingest vs sighting).
@@ -300,23 +152,7 @@ class Capturer:
         self._pool = ThreadPoolExecutor(
             max_workers=settings.max_parallel_recorders, thread_name_prefix="capture"
         )
-        self._probe_pool = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="media", initializer=lower_priority
-        )
-        self._release_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="release")
-        self._media_queued: set[tuple[str, str]] = set()
-        self._media_lock = threading.Lock()
         self._resolvers = {d.path: IdentityResolver(d) for d in self.docks}
-        self.problems = Problems()
-        # Files inotify saw written and not yet closed (close-write): path -> last write.
-        self._writing: dict[bytes, float] = {}
-        # Releases waiting out the release settle: job id -> (not before, store entry).
-        self._release_due: dict[int, tuple[float, int | None]] = {}
-        self._captured_at: dict[int, float] = {}
-        settle_s = settings.settle_ms / 1000
-        self.release_settle_s = max(
-            RELEASE_SETTLE_FACTOR * settle_s, settle_s + RELEASE_SETTLE_MIN_EXTRA_S
-        )
         # The integrity error that stopped capture ("" while none): capture and release
         # stop, everything queued stays queued, and the daemon says so and exits.
         self.halted: str = ""
@@ -325,19 +161,18 @@ class Capturer:
         self.copying: dict[str, tuple[str, int, float]] = {}  # recorder -> file, size, since
         self.stats = Stats()
         self._inflight = 0
-        self._releasing: set[int] = set()
         self._idle = threading.Condition(self._lock)
         self._stopping = False
-        _ignore_lease_breaks()
+        ignore_lease_breaks()
 
     # -- bookkeeping ---------------------------------------------------------
 
     def close(self, wait: bool = True) -> None:
         self._stopping = True
         self._pool.shutdown(wait=wait, cancel_futures=True)
-        self._probe_pool.shutdown(wait=wait, cancel_futures=True)
-        self._release_pool.shutdown(wait=wait, cancel_futures=True)
-        self.db.close()
+        self.media_steps.close(wait)
+        self.releaser.close(wait)
+        self.jobs.close()
 
     def _dock_for(self, path: Path) -> DockSettings | None:
         for d in self.docks:
@@ -372,12 +207,7 @@ class Capturer:
         if dock is None or path == dock.path:
             return
         key = os.fsencode(path)
-        if event in ("modified", "closed", "deleted"):
-            with self._lock:
-                if event == "modified":
-                    self._writing[key] = self.clock()
-                else:
-                    self._writing.pop(key, None)
+        self.marks.event(key, event, self.clock())
         st = self._lstat(dock, key, path)
         if st is None:
             with self._lock:
@@ -429,7 +259,7 @@ class Capturer:
             if w is None or (w.size, w.mtime_ns, w.ino) != (st.st_size, st.st_mtime_ns, st.st_ino):
                 if w is None and self._already_done(key, st):
                     return None
-                self._watch[key] = _Watch(dock, st.st_size, st.st_mtime_ns, st.st_ino, now)
+                self._watch[key] = Watch(dock, st.st_size, st.st_mtime_ns, st.st_ino, now)
         return None
 
     def _already_done(self, key: bytes, st: os.stat_result) -> bool:
@@ -488,7 +318,7 @@ class Capturer:
         with self._lock:
             due = [(k, w) for k, w in self._watch.items() if now - w.changed_at >= settle]
         if due and not self.halted:
-            ready: list[tuple[bytes, Path, _Watch]] = []
+            ready: list[tuple[bytes, Path, Watch]] = []
             writing = open_for_writing()
             for key, w in due:
                 path = Path(os.fsdecode(key))
@@ -506,9 +336,9 @@ class Capturer:
                             now,
                         )
                     continue
-                if self._held_open(key, now):
+                if self.marks.held(key, now):
                     continue  # inotify saw it written and not closed: look again later
-                if (st.st_dev, st.st_ino) in writing or self._lease_writing(w.dock.path, path):
+                if (st.st_dev, st.st_ino) in writing or lease_says_writing(w.dock.path, path):
                     with self._lock:
                         w.changed_at = now  # still being written; look again later
                     continue
@@ -516,24 +346,11 @@ class Capturer:
             if ready:
                 self._enqueue(ready)
         self._dispatch()
-        self._release_tick(now)
+        self.releaser.tick(now)
 
-    def _held_open(self, key: bytes, now: float) -> bool:
-        """inotify saw the file written and not closed since (up to `HOLD_OPEN_MAX_S`)."""
-        with self._lock:
-            last = self._writing.get(key)
-            if last is not None and now - last >= HOLD_OPEN_MAX_S:
-                del self._writing[key]  # a writer that died with it open: held long enough
-                return False
-        return last is not None
-
-    @staticmethod
-    def _lease_writing(dock: Path, path: Path) -> bool:
-        return bool(lease_says_writing(dock, path))
-
-    def _enqueue(self, items: list[tuple[bytes, Path, _Watch]]) -> None:
+    def _enqueue(self, items: list[tuple[bytes, Path, Watch]]) -> None:
         """Record stable files as queued jobs (one transaction), then hand them to workers."""
-        jobs: list[tuple[bytes, _Job]] = []
+        jobs: list[tuple[bytes, Job]] = []
         done: list[bytes] = []
         with self._db_lock:
             try:
@@ -555,8 +372,8 @@ class Capturer:
 
     def _enqueue_rows(
         self,
-        items: list[tuple[bytes, Path, _Watch]],
-        jobs: list[tuple[bytes, _Job]],
+        items: list[tuple[bytes, Path, Watch]],
+        jobs: list[tuple[bytes, Job]],
         done: list[bytes],
     ) -> None:
         for key, path, w in items:
@@ -565,7 +382,7 @@ class Capturer:
                 "INSERT OR IGNORE INTO ingest_files "
                 "(dock, recorder, path, size, mtime_ns, ino, state, first_seen) "
                 "VALUES (?,?,?,?,?,?,'queued',?)",
-                (w.dock.label, recorder, key, w.size, w.mtime_ns, w.ino, _now()),
+                (w.dock.label, recorder, key, w.size, w.mtime_ns, w.ino, now_text()),
             )
             if cur.rowcount == 1:
                 job_id, attempts, failure_entry = cur.lastrowid, 0, None
@@ -582,7 +399,7 @@ class Capturer:
                     self.db.execute("UPDATE ingest_files SET state='queued' WHERE id=?", (row[0],))
                 job_id, attempts, failure_entry = row[0], row[2], row[3]
             assert job_id is not None
-            job = _Job(job_id, w.dock, recorder, path, w.size, w.mtime_ns, w.ino, attempts)
+            job = Job(job_id, w.dock, recorder, path, w.size, w.mtime_ns, w.ino, attempts)
             job.failure_entry = failure_entry
             jobs.append((key, job))
 
@@ -602,14 +419,14 @@ class Capturer:
             if dock is None:
                 continue
             key = bytes(r[3])
-            job = _Job(
+            job = Job(
                 r[0], dock, r[2], Path(os.fsdecode(key)), r[4], r[5], r[6], r[7], failure_entry=r[8]
             )
             with self._lock:
                 self._job_paths.add(key)
                 self._queued.setdefault(f"{dock.label}/{r[2]}", deque()).append(job)
-        self._resume_releases()
-        self._schedule_probes()
+        self.releaser.resume()
+        self.media_steps.resume()
 
     def halt(self, reason: str) -> None:
         """An integrity error: stop capture and release (the first reason is kept)."""
@@ -687,7 +504,7 @@ class Capturer:
 
     # -- one capture -----------------------------------------------------------
 
-    def _run_job(self, job: _Job) -> bool:
+    def _run_job(self, job: Job) -> bool:
         """Capture one file; True to keep it queued for a retry."""
         try:
             free = self.objects.free_bytes()
@@ -762,14 +579,10 @@ class Capturer:
         )
         return True
 
-    def _set_state(self, job: _Job, state: str, error: str | None = None) -> None:
-        with self._db_lock:
-            self.db.execute(
-                "UPDATE ingest_files SET state=?, last_error=? WHERE id=?", (state, error, job.id)
-            )
-            self.db.commit()
+    def _set_state(self, job: Job, state: str, error: str | None = None) -> None:
+        self.jobs.set_state_error(job.id, state, error)
 
-    def _record_failure(self, job: _Job, msg: str) -> None:
+    def _record_failure(self, job: Job, msg: str) -> None:
         """The first failure of a job is a signed entry; later ones update the job only."""
         if job.failure_entry is not None:
             with self._db_lock:
@@ -781,7 +594,7 @@ class Capturer:
             return
         rel = os.fsencode(job.path.relative_to(job.dock.path))
         payload = {
-            "source": {"dock": job.dock.label, "recorder": job.recorder, **_path_payload(rel)},
+            "source": {"dock": job.dock.label, "recorder": job.recorder, **path_payload(rel)},
             "size": job.size,
             "error": msg[:1000],
             "will_retry": True,
@@ -800,7 +613,7 @@ class Capturer:
         except Exception:
             log.exception("could not record the capture failure of %s", job.path)
 
-    def _capture(self, job: _Job) -> None:
+    def _capture(self, job: Job) -> None:
         # The lstat through folders opened without following symlinks: `capture_copy`
         # compares the file it opens (device, inode, size, mtime) with this one, so a
         # symlink swapped in on the way makes the copy fail rather than read elsewhere.
@@ -843,7 +656,7 @@ class Capturer:
 
     def _record(
         self,
-        job: _Job,
+        job: Job,
         st: os.stat_result,
         d: Digests,
         media_type: str,
@@ -860,7 +673,7 @@ class Capturer:
             "sha256": d.sha256,
             "size": d.size,
             "media_type": media_type,
-            "source": {"dock": job.dock.label, "recorder": job.recorder, **_path_payload(rel)},
+            "source": {"dock": job.dock.label, "recorder": job.recorder, **path_payload(rel)},
             "recorder": ident.payload(),
             "times": {
                 "dock_received": format_time(dock_time),
@@ -942,12 +755,7 @@ class Capturer:
                 d.sha256[:16],
                 index,
             )
-            if is_media(media_type):
-                self._probe_pool.submit(self._probe, d.sha256)
-                self._submit_media("fingerprinting", d.sha256)
-                self._submit_media("making copies", d.sha256)
-                if self.fingerprinter.media.frame_hashes and media_type.startswith("video/"):
-                    self._submit_media("hashing frames", d.sha256)
+            self.media_steps.captured(d.sha256, media_type)
         else:
             self.stats.sightings += 1
             log.info(
@@ -957,15 +765,7 @@ class Capturer:
                 d.sha256[:16],
                 index,
             )
-        with self._lock:
-            self._captured_at[job.id] = self.clock()
-        if self.settings.release == "after_capture":
-            self._request_release(job.id)
-        elif self.settings.release == "after_replication":
-            assert self.replicated is not None
-            store_entry = self.replicated(d.sha256)  # a duplicate of a replicated object
-            if store_entry is not None:
-                self._request_release(job.id, store_entry)
+        self.releaser.captured(job.id, d.sha256)
 
     def set_docks(self, docks: list[DockSettings] | tuple[DockSettings, ...]) -> None:
         """New dock settings (a configuration reload); work already queued goes on."""
@@ -977,283 +777,15 @@ class Capturer:
 
     def release_replicated(self, sha256: str, store_entry: int) -> None:
         """The cold store confirmed ``sha256``: release every recorder file that holds it."""
-        if self.settings.release != "after_replication":
-            return
-        with self._db_lock:
-            rows = self.db.execute(
-                "SELECT id FROM ingest_files WHERE sha256=? AND state IN ('recorded','releasing')",
-                (sha256,),
-            ).fetchall()
-        for (job_id,) in rows:
-            # On the release worker, after the release settle: a release re-hashes the
-            # stored copy first, which must not hold up the uploads that called us.
-            self._request_release(job_id, store_entry)
-
-    # -- probe -----------------------------------------------------------------
-
-    def _schedule_probes(self) -> None:
-        with self._db_lock:
-            rows = self.db.execute(
-                "SELECT sha256, media_type FROM ingest_objects WHERE probe_entry IS NULL"
-            ).fetchall()
-        for sha, mt in rows:
-            if is_media(mt):
-                self._probe_pool.submit(self._probe, sha)
-        self.schedule_media()
+        self.releaser.replicated_now(sha256, store_entry)
 
     def schedule_media(self) -> None:
-        """Queue every media step still owed (at start, and from the daemon's scheduler:
-        transcodes waiting for the next day's budget)."""
-        for sha in self.fingerprinter.pending():
-            self._submit_media("fingerprinting", sha)
-        for sha in self.deriver.pending():
-            self._submit_media("making copies", sha)
-        for sha in self.fingerprinter.frames_pending():
-            self._submit_media("hashing frames", sha)
-
-    def _submit_media(self, what: str, sha: str) -> None:
-        """One media step on the media worker, unless the same step is queued already."""
-        with self._media_lock:
-            if (what, sha) in self._media_queued:
-                return
-            self._media_queued.add((what, sha))
-        try:
-            self._probe_pool.submit(self._media_job, what, sha)
-        except RuntimeError:  # shutting down: found pending at the next start
-            with self._media_lock:
-                self._media_queued.discard((what, sha))
-
-    def _media_job(self, what: str, sha: str) -> None:
-        """One media step for one object on the media worker; a failure never takes the
-        daemon down, and the step is found pending again at the next start."""
-        jobs: dict[str, Callable[[str], object]] = {
-            "fingerprinting": self.fingerprinter.run,
-            "making copies": self.deriver.run,
-            "hashing frames": self.fingerprinter.run_frames,
-        }
-        try:
-            if not self._stopping and not self.halted:
-                jobs[what](sha)
-        except IntegrityError as e:
-            self.halt(f"while {what} {sha[:16]}: {e}")
-        except Exception:
-            log.exception("%s of %s failed; it is tried again at the next start", what, sha[:16])
-        finally:
-            with self._media_lock:
-                self._media_queued.discard((what, sha))
-
-    def _probe(self, sha: str) -> None:
-        if self._stopping:
-            return
-        path = self.objects.path(sha)
-        payload: dict[str, Any] = {"sha256": sha, "tool": ffmpeg_version()}
-        try:
-            payload["summary"] = probe(path)
-        except ProbeFailed as e:
-            payload["error"] = str(e)[:1000]
-        except Exception as e:  # never let a probe take the daemon down
-            payload["error"] = f"probe crashed: {type(e).__name__}: {e}"[:1000]
-
-        def mark(conn: sqlite3.Connection, idx: list[int]) -> None:
-            cur = conn.execute(
-                "UPDATE ingest_objects SET probe_entry=? WHERE sha256=? AND probe_entry IS NULL",
-                (idx[0], sha),
-            )
-            if cur.rowcount != 1:
-                raise Withdrawn()  # probed already
-
-        try:
-            index = self.ledger.append("probe", payload, mark)
-        except Withdrawn:
-            return
-        if "error" in payload:
-            log.warning(
-                "ffmpeg cannot read %s as media (kept and recorded; entry %d): %s",
-                sha[:16],
-                index,
-                payload["error"],
-            )
-
-    # -- release -----------------------------------------------------------------
-
-    def _resume_releases(self) -> None:
-        mode = self.settings.release
-        if mode == "never":
-            return
-        with self._db_lock:
-            rows = self.db.execute(
-                "SELECT id, sha256 FROM ingest_files WHERE state IN ('recorded','releasing')"
-            ).fetchall()
-        for job_id, sha in rows:
-            if mode == "after_capture":
-                self._request_release(job_id)
-                continue
-            assert self.replicated is not None
-            store_entry = self.replicated(sha)
-            if store_entry is not None:
-                self._request_release(job_id, store_entry)
-
-    def _request_release(self, job_id: int, store_entry: int | None = None) -> None:
-        """Release a recorded source once the release settle has passed since its capture
-        (from now, for one captured before a restart)."""
-        if self.settings.release == "after_replication" and store_entry is None:
-            return
-        with self._lock:
-            since = self._captured_at.get(job_id, self.clock())
-            self._release_due[job_id] = (since + self.release_settle_s, store_entry)
-
-    def _release_tick(self, now: float) -> None:
-        if self.halted:
-            return
-        with self._lock:
-            due = [(j, e) for j, (t, e) in self._release_due.items() if t <= now]
-            for j, _ in due:
-                del self._release_due[j]
-        for job_id, store_entry in due:
-            try:
-                self._release_pool.submit(self._release, job_id, store_entry)
-            except RuntimeError:  # shutting down: resumed at the next start
-                return
+        """Queue every media step still owed (the daemon's scheduler: transcodes waiting
+        for the next day's budget)."""
+        self.media_steps.schedule_media()
 
     def releases_waiting(self) -> int:
-        with self._lock:
-            return len(self._release_due)
-
-    def _release(self, job_id: int, store_entry: int | None = None) -> None:
-        """Remove the source from the recorder: only after the capture is durable and,
-        with ``after_replication``, the cold store confirmed its copy (``store_entry``)."""
-        if self.settings.release == "after_replication" and store_entry is None:
-            return
-        # One release per job at a time: the capture thread (a duplicate of a replicated
-        # object) and the replicator (its store entry) can ask for the same job at once.
-        with self._lock:
-            if job_id in self._releasing:
-                return
-            self._releasing.add(job_id)
-        try:
-            if not self.halted:
-                self._release_claimed(job_id, store_entry)
-        except IntegrityError as e:
-            self.halt(f"while releasing job {job_id}: {e}")
-        finally:
-            with self._lock:
-                self._releasing.discard(job_id)
-
-    def _release_claimed(self, job_id: int, store_entry: int | None) -> None:
-        with self._db_lock:
-            row = self.db.execute(
-                "SELECT dock, recorder, path, size, mtime_ns, sha256, entry, state, ino "
-                "FROM ingest_files WHERE id=?",
-                (job_id,),
-            ).fetchone()
-            if row is None or row[7] not in ("recorded", "releasing"):
-                return
-            # 'releasing' already: an earlier release was cut short (crash or shutdown);
-            # the source may have been removed by it before its entry was signed.
-            interrupted = row[7] == "releasing"
-            self.db.execute("UPDATE ingest_files SET state='releasing' WHERE id=?", (job_id,))
-            self.db.commit()
-        path = Path(os.fsdecode(bytes(row[2])))
-        dock = next((d for d in self.docks if d.label == row[0]), None)
-        if dock is None:
-            # Its dock left the configuration: the folders to it cannot be trusted now.
-            self._set_state_id(job_id, "recorded")
-            return
-        if self.objects.hash_of(row[5]) != row[5]:
-            self.problems.report(
-                f"stored:{row[5]}",
-                f"not releasing {shown(path)}: its stored copy {row[5][:16]} is missing or "
-                "damaged; the source stays on the recorder (run 'custody audit')",
-                logging.ERROR,
-            )
-            self._set_state_id(job_id, "recorded")
-            return
-        captured = (row[3], row[4], row[8])
-        key = os.fsencode(path)
-        absent = False
-        try:
-            st = dockfs.lstat_below(dock.path, path)
-            if (st.st_size, st.st_mtime_ns, st.st_ino) != captured:
-                self._changed_after_capture(job_id, dock, path, st, row[3])
-                return
-            if self._held_open(key, self.clock()) or self._lease_writing(dock.path, path):
-                # inotify saw a write with no close since, or the kernel says a writer
-                # holds it: not now; the settle starts again.
-                self._set_state_id(job_id, "recorded")
-                with self._lock:
-                    self._captured_at[job_id] = self.clock()
-                self._request_release(job_id, store_entry)
-                return
-
-            def same(now: os.stat_result) -> bool:
-                return (now.st_size, now.st_mtime_ns, now.st_ino) == captured
-
-            # The lstat again through the same folder descriptor, immediately before
-            # the unlink: a write since the checks above keeps the file.
-            if not dockfs.unlink_below(dock.path, path, same):
-                again = dockfs.lstat_below(dock.path, path)
-                self._changed_after_capture(job_id, dock, path, again, row[3])
-                return
-        except FileNotFoundError:
-            absent = True
-        except dockfs.Outside as e:
-            self._refuse(e.refused)
-            self._set_state_id(job_id, "recorded")
-            return
-        except OSError as e:
-            log.error(
-                "cannot release %s from the recorder: %s (tried again at the next start)",
-                shown(path),
-                e.strerror,
-            )
-            return
-        rel = os.fsencode(path.relative_to(dock.path))
-        payload: dict[str, Any] = {
-            "sha256": row[5],
-            "ingest_entry": row[6],
-            "source": {"dock": row[0], "recorder": row[1], **_path_payload(rel)},
-            "rule": self.settings.release,
-        }
-        if store_entry is not None:
-            payload["store_entry"] = store_entry
-        if absent:
-            why = "release_interrupted" if interrupted else "source_already_absent"
-            payload[why] = True
-
-        def mark(conn: sqlite3.Connection, idx: list[int]) -> None:
-            cur = conn.execute(
-                "UPDATE ingest_files SET state='released', wipe_entry=? "
-                "WHERE id=? AND state='releasing'",
-                (idx[0], job_id),
-            )
-            if cur.rowcount != 1:
-                raise Withdrawn()
-
-        try:
-            index = self.ledger.append("wipe", payload, mark)
-        except Withdrawn:
-            return
-        log.info("released %s from the recorder (entry %d)", shown(path), index)
-
-    def _changed_after_capture(
-        self, job_id: int, dock: DockSettings, path: Path, st: os.stat_result, size: int
-    ) -> None:
-        """The source changed after it was captured: it is never released on the strength
-        of the older copy; its new version is captured (its entry names this one)."""
-        log.warning(
-            "not releasing %s: it changed after it was captured (%d bytes then, %d now); "
-            "the new version is captured and released on its own",
-            shown(path),
-            size,
-            st.st_size,
-        )
-        self._set_state_id(job_id, "changed")
-        self._note(dock, os.fsencode(path), path, st)
-
-    def _set_state_id(self, job_id: int, state: str) -> None:
-        with self._db_lock:
-            self.db.execute("UPDATE ingest_files SET state=? WHERE id=?", (state, job_id))
-            self.db.commit()
+        return self.releaser.waiting()
 
     # -- one-shot ------------------------------------------------------------------
 
@@ -1284,18 +816,10 @@ class Capturer:
                 self._idle.wait(0.05)
             if end is not None and self.clock() > end:
                 return False
-        self._probe_pool.shutdown(wait=True)
-        self._probe_pool = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="media", initializer=lower_priority
-        )
+        self.media_steps.finish()
         return True
 
     def finish_releases(self) -> None:
         """Wait out the release settle of every release asked for, then for the release
-        worker (one-shot ingest); a source that keeps changing is left in place."""
-        end = self.clock() + 2 * self.release_settle_s + 30
-        while self.releases_waiting() and not self.halted and self.clock() < end:
-            self._release_tick(self.clock())
-            time.sleep(0.05)
-        self._release_pool.shutdown(wait=True)
-        self._release_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="release")
+        worker (one-shot ingest)."""
+        self.releaser.finish()
