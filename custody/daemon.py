@@ -377,6 +377,11 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
                 last_ping = time.monotonic()
     finally:
         halted = halted_reason(cap, ledger, rep)
+        # Taken now, while the replicator's database is still open.
+        try:
+            last = status_doc(cap, started, rep, halted)
+        except Exception:  # the stop goes on whatever the status says
+            last = {"pid": os.getpid(), "started": started, "halted": halted or None}
         if halted:
             notify.status(_summary(cap, rep, halted))
         notify.stopping()
@@ -397,9 +402,9 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
         ledger.close()
         if halted:
             # Kept for `custody status` after the daemon is gone: what stopped it.
-            doc = status_doc(cap, started, rep, halted)
-            doc["stopped"] = time.time()
-            status_file.write(doc)
+            last["halted"] = halted
+            last["stopped"] = time.time()
+            status_file.write(last)
         else:
             status_file.remove()
         lock.release()
