@@ -462,8 +462,8 @@ def test_every_reporting_command_speaks_json(kit: Kit, tmp_path: Path) -> None:
         (["audit"], 0),
         (["verify", str(kit.bag)], 0),
         (["verify", doc], 0),
-        (["derive", sha], 1),  # not a video: said in the JSON too
-        (["fingerprint", "--frames", sha], 1),
+        (["derive", sha], 2),  # not a video: said in the JSON too
+        (["fingerprint", "--frames", sha], 2),
     ]
     for argv, code in commands:
         p = run_cli(*argv, "--json", config=kit.conf, check=False)
