@@ -41,8 +41,12 @@ def _write_tmp(path: Path, data: bytes, mode: int) -> Path:
             n = os.write(fd, view)
             view = view[n:]
         os.fsync(fd)
-    finally:
+    except BaseException:
+        # A full disk (ENOSPC) or an I/O error must not leave a stray temporary behind.
         os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
     return tmp
 
 

@@ -33,3 +33,29 @@ def test_a_held_lock_names_its_holder_and_dies_with_it(tmp_path: Path) -> None:
         p.wait()
     with file_lock(lock, wait=False, record_pid=True):
         assert lock.read_text().strip().isdigit()
+
+
+def test_a_write_that_fills_the_disk_leaves_no_temporary(tmp_path: Path) -> None:
+    import errno
+    import os
+
+    from ledger.durable import write_atomic, write_many_atomic
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root: mounts a 1 MiB tmpfs to fill")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        (mnt / "kept").write_bytes(b"old")
+        with pytest.raises(OSError) as e:
+            write_atomic(mnt / "kept", b"x" * (2 << 20))
+        assert e.value.errno == errno.ENOSPC
+        with pytest.raises(OSError):
+            write_many_atomic(
+                {mnt / "a": (b"y" * 1000, 0o644), mnt / "b": (b"z" * (2 << 20), 0o644)}, mnt
+            )
+        assert sorted(p.name for p in mnt.iterdir()) == ["kept"]
+        assert (mnt / "kept").read_bytes() == b"old"
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
