@@ -26,7 +26,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,18 @@ def enqueue(conn: sqlite3.Connection, store: str, sha256: str, size: int, role: 
         (store, sha256, size, role, format_time(now), now.timestamp()),
     )
     return cur.rowcount == 1
+
+
+def enqueue_missing(
+    db: sqlite3.Connection, store: str, batches: Iterable[list[tuple[str, int]]]
+) -> int:
+    """Queue the originals this store has no row for (a store added after capture began);
+    returns how many were queued. One transaction per batch."""
+    n = 0
+    for batch in batches:
+        with db:
+            n += sum(enqueue(db, store, sha, size, "original") for sha, size in batch)
+    return n
 
 
 def requeue(conn: sqlite3.Connection, store: str, sha256: str, size: int, role: str) -> None:

@@ -19,7 +19,6 @@ fault), and exits 1 if that does not resolve it.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import glob
@@ -52,6 +51,7 @@ from ingest.release import Releaser
 from ingest.settings import DockSettings
 from ingest.stability import WriteMarks
 from ingest.watch import DockWatcher, mount_table
+from ledger.durable import write_atomic
 from ledger.errors import IntegrityError
 
 log = logging.getLogger("custody")
@@ -155,23 +155,12 @@ class StatusFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         self._failing = ""
 
     def write(self, doc: dict[str, Any]) -> bool:
-        data = json.dumps(doc).encode()
         try:
-            fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-            finally:
-                os.close(fd)
-            os.replace(self.tmp, self.path)
+            write_atomic(self.path, json.dumps(doc).encode(), sync_dir=False)
         except OSError as e:
-            with contextlib.suppress(OSError):
-                self.tmp.unlink()
             line = f"cannot write {self.path}: {e.strerror or e}"
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 line += " (the disk is full: make room on it)"
@@ -508,6 +497,7 @@ def _reload(conf: cfg.Config, cap: Capturer, watcher: DockWatcher) -> cfg.Config
 def _retention_sweep(conf: cfg.Config, ledger: Any, cap: Capturer) -> None:
     """The scheduled sweep: what the applied policy allows now, each move an entry."""
     from custody.retain import index_db, make_sweeper, sweep_lock
+    from retention.index import record_sweep
 
     db = index_db(ledger)
     try:
@@ -521,12 +511,7 @@ def _retention_sweep(conf: cfg.Config, ledger: Any, cap: Capturer) -> None:
             log.warning("retention: not done now: %s", line)
         if res.done:
             log.info("retention sweep: %d done (%s)", len(res.done), "; ".join(res.done[:5]))
-        db.execute(
-            "INSERT INTO retention_meta VALUES ('last_result', ?) ON CONFLICT (key) DO UPDATE "
-            "SET value=excluded.value",
-            (json.dumps(dict(res.to_json(), at=int(time.time()))),),
-        )
-        db.commit()
+        record_sweep(db, res.to_json(), int(time.time()))
     except IntegrityError as e:
         cap.halt(f"retention sweep: {e}")
     except Exception:
@@ -558,16 +543,10 @@ def make_replicator(conf: cfg.Config, ledger: Any, objects: LocalObjects) -> Rep
 
 def backfill(rep: Replicator) -> int:
     """Queue captured objects that this store has no row for (a store added later)."""
-    with rep.db:
-        cur = rep.db.execute(
-            "INSERT OR IGNORE INTO archive_queue (store, sha256, size, role, enqueued, "
-            "enqueued_at, state) SELECT ?, o.sha256, o.size, 'original', "
-            "strftime('%Y-%m-%dT%H:%M:%SZ','now'), CAST(strftime('%s','now') AS REAL), 'queued' "
-            "FROM ingest_objects o WHERE NOT EXISTS (SELECT 1 FROM archive_queue q "
-            "WHERE q.store=? AND q.sha256=o.sha256)",
-            (rep.store_id, rep.store_id),
-        )
-    return cur.rowcount
+    from archive.replicate import enqueue_missing
+    from ingest.status import captured_objects
+
+    return enqueue_missing(rep.db, rep.store_id, captured_objects(rep.db))
 
 
 def _clean_uploads(rep: Replicator) -> None:
@@ -631,19 +610,10 @@ class DeletedIndex:
         self._db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, check_same_thread=False)
 
     def entry(self, sha256: str) -> int | None:
-        import sqlite3
+        from retention.index import deleted_entry
 
-        try:
-            with self._lock:
-                row = self._db.execute(
-                    "SELECT deleted_entry FROM retention_items WHERE sha256=? AND "
-                    "deleted_entry IS NOT NULL UNION ALL SELECT deleted_entry FROM "
-                    "retention_objects WHERE sha256=? AND deleted_entry IS NOT NULL",
-                    (sha256, sha256),
-                ).fetchone()
-        except sqlite3.OperationalError:
-            return None  # no retention index yet: nothing was ever deleted
-        return None if row is None else int(row[0])
+        with self._lock:
+            return deleted_entry(self._db, sha256)
 
 
 def _unless_deleted(gone: DeletedIndex, stored_entry: Any) -> Any:

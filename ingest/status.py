@@ -8,6 +8,7 @@ A station that has captured nothing yet has no tables: every count is then zero.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -62,3 +63,18 @@ def media_status(db: sqlite3.Connection, today: str) -> dict[str, int]:
     except sqlite3.OperationalError:
         pass  # nothing captured yet (the media tables come with the first capture)
     return out
+
+
+def captured_objects(db: sqlite3.Connection, batch: int = 1000) -> Iterator[list[tuple[str, int]]]:
+    """Every captured original as (SHA-256, size), in batches by SHA-256 (memory stays
+    flat on a station of millions)."""
+    last = ""
+    while True:
+        rows = db.execute(
+            "SELECT sha256, size FROM ingest_objects WHERE sha256 > ? ORDER BY sha256 LIMIT ?",
+            (last, batch),
+        ).fetchall()
+        if not rows:
+            return
+        yield [(str(s), int(n)) for s, n in rows]
+        last = rows[-1][0]

@@ -552,3 +552,18 @@ def record_sweep(db: sqlite3.Connection, result: Mapping[str, Any], at: int) -> 
         (json.dumps(dict(result, at=at)),),
     )
     db.commit()
+
+
+def deleted_entry(db: sqlite3.Connection, sha256: str) -> int | None:
+    """The `delete` entry of an object retention deleted (an original, or an access copy
+    or poster that went with it); None if it was not deleted or there is no index yet."""
+    try:
+        row = db.execute(
+            "SELECT deleted_entry FROM retention_items WHERE sha256=? AND "
+            "deleted_entry IS NOT NULL UNION ALL SELECT deleted_entry FROM "
+            "retention_objects WHERE sha256=? AND deleted_entry IS NOT NULL",
+            (sha256, sha256),
+        ).fetchone()
+    except sqlite3.OperationalError:
+        return None  # no retention index yet: nothing was ever deleted
+    return None if row is None else int(row[0])

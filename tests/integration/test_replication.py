@@ -176,3 +176,28 @@ def test_local_folder_cold_store_end_to_end(tmp_path: Path, clip: Path) -> None:
     out = tmp_path / "fetched.mp4"
     got = run_cli("store", "fetch", sha(clip), "--out", str(out), "--cold", config=conf)
     assert "verified (from file://" in got.stdout and out.read_bytes() == clip.read_bytes()
+
+
+def test_a_store_added_later_receives_what_was_captured_before(tmp_path: Path, clip: Path) -> None:
+    """Footage captured while no cold store was configured is queued once one is."""
+    dock = tmp_path / "dock"
+    cold = tmp_path / "cold"
+    conf = make_station(tmp_path, dock)
+    (dock / "slot01").mkdir()
+    shutil.copy(clip, dock / "slot01" / "x.mp4")
+    (dock / "slot01" / "y.bin").write_bytes(b"not media, still evidence")
+    run_cli("ingest", str(dock), "--settle-ms", "0", config=conf)
+    assert of_type(entries(conf), "store") == []
+    conf.write_text(conf.read_text() + f'\n[store]\nkind = "local"\npath = "{cold}"\n')
+    d = Daemon(conf)
+    try:
+        d.wait_ready()
+
+        def originals_stored() -> int:
+            return len([e for e in of_type(entries(conf), "store") if e["role"] == "original"])
+
+        wait_for(lambda: originals_stored() == 2, 60, d.log)
+        assert b"queued 2 captured object(s)" in d.log.read_bytes()[d.log_start :]
+    finally:
+        assert d.stop() == 0
+    assert (cold / object_key(sha(clip))).read_bytes() == clip.read_bytes()
