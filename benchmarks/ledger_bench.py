@@ -179,7 +179,7 @@ def stage_floor(work: Path, batch: int, count: int) -> Result:
     signer = Signer.generate(ORIGIN)
     n_leaves = min(FLOOR_DISTINCT_LEAVES, count)
     items = [("note", big_payload(i)) for i in range(n_leaves)]
-    leaves = sign_entries(signer.bound(), ORIGIN, items)
+    leaves = sign_entries(signer.bound(), ORIGIN, items, datetime.now(UTC))
     framed = [len(leaf).to_bytes(2, "big") + leaf for leaf in leaves]
     work.mkdir(parents=True, exist_ok=True)
     fd = os.open(work / "floor.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -244,7 +244,7 @@ def stage_append(work: Path, batch: int, count: int, mode: str) -> Result:
     # Context for the ratios: the CPU cost of signing alone (no I/O).
     sample = [("note", big_payload(i)) for i in range(min(count, 4096))]
     ts = time.perf_counter()
-    sign_entries(signer.bound(), ORIGIN, sample)
+    sign_entries(signer.bound(), ORIGIN, sample, datetime.now(UTC))
     out["sign_only_rate"] = len(sample) / (time.perf_counter() - ts)
     return out
 

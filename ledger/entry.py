@@ -127,10 +127,6 @@ def parse_time(s: str) -> datetime:
         raise EntryError(f"time {s!r} is not a valid date and time") from e
 
 
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclass(frozen=True)
 class Entry:
     """A decoded, well-formed entry (signature not yet checked)."""
@@ -173,15 +169,16 @@ def make_entry(
     station: str,
     type_: str,
     payload: Mapping[str, Any],
-    time: datetime | str | None = None,
+    time: datetime | str,
 ) -> bytes:
-    """Build and sign an entry; returns its leaf bytes (canonical JSON)."""
+    """Build and sign an entry stamped ``time`` (the caller reads the clock: this core
+    does not); returns its leaf bytes (canonical JSON)."""
     if not _TYPE_RE.fullmatch(type_):
         raise EntryError(f"entry type {type_!r} must be lowercase letters, digits, _ . -")
     clash = [k for k in payload if k in ENVELOPE]
     if clash:
         raise EntryError(f"payload uses reserved field(s) {', '.join(clash)}")
-    t = time if isinstance(time, str) else format_time(time or now_utc())
+    t = time if isinstance(time, str) else format_time(time)
     fields: dict[str, Any] = {"v": SCHEMA_VERSION, "type": type_, "time": t, "station": station}
     fields.update(payload)
     ascii_keys = _check(fields)
@@ -239,8 +236,8 @@ def sign_entries(
     signer: Signer | BoundSigner,
     station: str,
     items: Sequence[tuple[str, Mapping[str, Any]]],
-    time: datetime | None = None,
+    time: datetime | str,
 ) -> list[bytes]:
     """Sign several entries with one timestamp (a batch)."""
-    t = format_time(time or now_utc())
+    t = time if isinstance(time, str) else format_time(time)
     return [make_entry(signer, station, ty, p, t) for ty, p in items]

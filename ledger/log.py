@@ -38,11 +38,12 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ledger.checkpoint import Checkpoint, CheckpointError, open_checkpoint
-from ledger.entry import format_time, make_entry, now_utc
+from ledger.entry import format_time, make_entry
 from ledger.errors import IntegrityError, LedgerError
 from ledger.integrate import Edge, edge_from_tiles, edge_tiles, integrate
 from ledger.note import BoundSigner, Signer
@@ -65,6 +66,11 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 MAX_INTEGRATION_BATCH = 16384
+
+
+def now_utc() -> datetime:
+    """The station's clock, read here (the entry core is pure and takes the time given)."""
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -277,7 +283,7 @@ class Ledger:
         self, type_: str, payload: Mapping[str, Any], on_commit: OnCommit | None = None
     ) -> int:
         """Sign an entry with the station key and append it durably; returns its index."""
-        leaf = make_entry(self._require_signer(), self.origin, type_, payload)
+        leaf = make_entry(self._require_signer(), self.origin, type_, payload, now_utc())
         return self.append_leaves([leaf], on_commit)[0]
 
     def append_entries(

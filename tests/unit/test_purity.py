@@ -116,13 +116,6 @@ CLOCK_READS = {"now", "utcnow", "today"}  # datetime.now(), date.today(), ...
 
 RETENTION_PURE = ["retention/policy.py", "retention/plan.py"]
 
-# Pure modules that still read the clock or start threads (see the two tests below):
-# ledger/entry.py stamps entries with datetime.now() when the caller gives no time. It
-# moves to the list of modules that comply once the caller passes the time in.
-STILL_EFFECTFUL = {
-    "ledger/entry.py": "datetime.now in now_utc() (the default entry time)",
-}
-
 
 def effects(path: Path) -> list[str]:
     """Where ``path`` opens files, starts threads or reads the clock (line: what)."""
@@ -151,16 +144,10 @@ def effects(path: Path) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("module", [m for m in PURE + RETENTION_PURE if m not in STILL_EFFECTFUL])
+@pytest.mark.parametrize("module", PURE + RETENTION_PURE)
 def test_pure_modules_open_no_files_start_no_threads_read_no_clock(module: str) -> None:
     found = effects(REPO / module)
     assert not found, f"{module} is not pure: {found}"
-
-
-@pytest.mark.parametrize("module", sorted(STILL_EFFECTFUL))
-def test_known_effectful_modules_are_still_listed_for_a_reason(module: str) -> None:
-    """Fails once a listed module is pure: then it belongs with the others above."""
-    assert effects(REPO / module), f"{module} is pure now: remove it from STILL_EFFECTFUL"
 
 
 def test_the_purity_check_sees_open_threads_and_the_clock(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from ledger.entry import (
 from ledger.note import Signer
 
 SIGNER = Signer("custody.test/entry", bytes(range(32)))
+T = "2026-11-30T08:00:00.000Z"
 OTHER = Signer("custody.test/entry", bytes(range(1, 33)))
 
 scalars = st.one_of(
@@ -65,7 +66,7 @@ def test_values_outside_domain_are_refused(bad: Any) -> None:
 
 
 def test_sign_and_verify() -> None:
-    leaf = make_entry(SIGNER, SIGNER.name, "note", {"text": "hello 执法记录仪", "n": 3})
+    leaf = make_entry(SIGNER, SIGNER.name, "note", {"text": "hello 执法记录仪", "n": 3}, T)
     e = decode_entry(leaf)
     assert e.type == "note" and e.payload() == {"text": "hello 执法记录仪", "n": 3}
     assert e.verify(SIGNER.verifier())
@@ -80,7 +81,7 @@ def test_sign_and_verify() -> None:
 @settings(max_examples=300)
 @given(pos=st.integers(0, 10_000), bit=st.integers(0, 7))
 def test_any_changed_byte_fails(pos: int, bit: int) -> None:
-    leaf = make_entry(SIGNER, SIGNER.name, "note", {"text": "the original", "case": "A-1"})
+    leaf = make_entry(SIGNER, SIGNER.name, "note", {"text": "the original", "case": "A-1"}, T)
     pos %= len(leaf)
     bad = leaf[:pos] + bytes([leaf[pos] ^ (1 << bit)]) + leaf[pos + 1 :]
     try:
@@ -92,7 +93,7 @@ def test_any_changed_byte_fails(pos: int, bit: int) -> None:
 
 def test_signature_base64_must_be_canonical() -> None:
     """A leaf is malleable if the sig's unused base64 bits may vary; refuse that."""
-    leaf = make_entry(SIGNER, SIGNER.name, "note", {"text": "x"})
+    leaf = make_entry(SIGNER, SIGNER.name, "note", {"text": "x"}, T)
     fields = json.loads(leaf)
     s = fields["sig"]
     assert s.endswith("==")
@@ -107,17 +108,17 @@ def test_signature_base64_must_be_canonical() -> None:
 
 def test_limits_and_reserved_fields() -> None:
     with pytest.raises(EntryError, match="sidecar"):
-        make_entry(SIGNER, SIGNER.name, "note", {"text": "x" * 70_000})
+        make_entry(SIGNER, SIGNER.name, "note", {"text": "x" * 70_000}, T)
     with pytest.raises(EntryError, match="reserved"):
-        make_entry(SIGNER, SIGNER.name, "note", {"sig": "x"})
+        make_entry(SIGNER, SIGNER.name, "note", {"sig": "x"}, T)
     with pytest.raises(EntryError, match="type"):
-        make_entry(SIGNER, SIGNER.name, "Bad Type", {})
+        make_entry(SIGNER, SIGNER.name, "Bad Type", {}, T)
     with pytest.raises(EntryError, match="floats"):
-        make_entry(SIGNER, SIGNER.name, "note", {"duration": 1.5})
+        make_entry(SIGNER, SIGNER.name, "note", {"duration": 1.5}, T)
 
 
 def test_non_canonical_leaf_is_refused() -> None:
-    leaf = make_entry(SIGNER, SIGNER.name, "note", {"text": "x"})
+    leaf = make_entry(SIGNER, SIGNER.name, "note", {"text": "x"}, T)
     spaced = json.dumps(json.loads(leaf), indent=1).encode()
     with pytest.raises(EntryError, match="canonical"):
         decode_entry(spaced)
