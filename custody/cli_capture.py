@@ -37,6 +37,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             print(f"paused: {res['paused']}")
         for f in res["still_changing"]:
             print(f"not taken: {f} (still being written or changing; run again later)")
+        for line in res.get("problems", []):
+            print(f"problem: {line}")
+        if res.get("halted"):
+            print(f"HALTED on an integrity error: {res['halted']}")
         rep = res.get("replication")
         if rep:
             print(
@@ -45,7 +49,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 + (" (the daemon uploads them)" if rep["backlog"] else "")
                 + (f"; last error: {rep['last_error']}" if rep["last_error"] else "")
             )
-    return 0 if not res["failures"] and not res["paused"] and not res["still_queued"] else 2
+    if res.get("halted"):
+        return 1
+    ok = not res["failures"] and not res["paused"] and not res["still_queued"]
+    return 0 if ok and not res.get("problems") else 2
 
 
 def add_parsers(sub: Any) -> None:

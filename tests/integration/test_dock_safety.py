@@ -100,7 +100,9 @@ def test_symlinked_folders_are_never_followed(tmp_path: Path) -> None:
     card = tmp_path / "card"
     subprocess.run(["cp", "-a", str(src), str(card)], check=True)
     (card / "DCIM" / "100MEDIA" / "REC_0002.txt").write_text("second file")
-    res = json.loads(run_cli("ingest", "--settle-ms", "0", "--json", str(card), config=conf).stdout)
+    p = run_cli("ingest", "--settle-ms", "0", "--json", str(card), config=conf, check=False)
+    assert p.returncode == 2, p.stderr  # not all of the card was taken: a person looks
+    res = json.loads(p.stdout)
     assert res["captured"] == 1, res
     assert any("deep/outside" in p for p in res["problems"]), res
     assert not captured_shas(conf) & secret_shas
@@ -266,6 +268,7 @@ def test_paths_over_the_kernel_limit_are_reported_not_skipped(tmp_path: Path) ->
     made = make_deep(card / "DCIM", 25)
     conf = make_station(tmp_path, tmp_path / "dock")
     p = run_cli("ingest", "--settle-ms", "0", "--json", str(card), config=conf, check=False)
+    assert p.returncode == 2, p.stderr
     res = json.loads(p.stdout)
     fits = [r for r in made if len(os.fsencode(card / "DCIM") + b"/" + r) < 4096]
     assert 0 < len(fits) < len(made)
