@@ -19,8 +19,8 @@ fault), and exits 1 if that does not resolve it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import fcntl
 import glob
 import json
 import logging
@@ -51,7 +51,7 @@ from ingest.release import Releaser
 from ingest.settings import DockSettings
 from ingest.stability import WriteMarks
 from ingest.watch import DockWatcher, mount_table
-from ledger.durable import write_atomic
+from ledger.durable import LockBusy, file_lock, write_atomic
 from ledger.errors import IntegrityError
 
 log = logging.getLogger("custody")
@@ -96,29 +96,24 @@ def setup_logging(level: str = "INFO", fmt: str = "plain") -> None:
 
 
 class InstanceLock:
+    """One capturer per data folder (the daemon or a `custody ingest`), held until
+    `release`; the kernel frees it if the process dies."""
+
     def __init__(self, path: Path, what: str = "custody run") -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.f = open(path, "a+")  # noqa: SIM115 - held for the life of the daemon
+        self._held = contextlib.ExitStack()
         try:
-            fcntl.flock(self.f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.f.seek(0)
-            holder = self.f.read(32).strip()
-            self.f.close()
-            who = f" (PID {holder}, holding {path})" if holder.isdigit() else f" (holding {path})"
+            self._held.enter_context(file_lock(path, wait=False, record_pid=True))
+        except LockBusy as e:
+            who = f" (PID {e.holder}, holding {path})" if e.holder else f" (holding {path})"
             raise CustodyError(
                 f"cannot start {what}: another custody process{who} is capturing into "
                 f"{path.parent.parent}",
                 "with the daemon running, put the files on a dock instead; otherwise wait "
                 "for the other 'custody ingest' to finish",
             ) from None
-        self.f.seek(0)
-        self.f.truncate()
-        self.f.write(f"{os.getpid()}\n")
-        self.f.flush()
 
     def release(self) -> None:
-        self.f.close()
+        self._held.close()
 
 
 def status_doc(

@@ -31,7 +31,6 @@ progress commits everything queued so far in one transaction.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import sqlite3
 import threading
@@ -43,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger.checkpoint import Checkpoint, CheckpointError, open_checkpoint
+from ledger.durable import file_lock
 from ledger.entry import format_time, make_entry
 from ledger.errors import IntegrityError, LedgerError
 from ledger.integrate import Edge, edge_from_tiles, edge_tiles, integrate
@@ -306,12 +306,8 @@ class Ledger:
 
     @contextmanager
     def _process_lock(self) -> Iterator[None]:
-        with self._integrate_lock, open(self._lock_path, "a+b") as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        with self._integrate_lock, file_lock(self._lock_path):
+            yield
 
     def integrate(self) -> CheckpointRecord | None:
         """Integrate every pending leaf; returns the new checkpoint (None if none pending)."""
