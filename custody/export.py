@@ -40,7 +40,15 @@ from custody.errors import CustodyError
 from ledger.durable import fsync_dir, write_atomic
 from ledger.entry import decode_entry
 from ledger.log import Ledger
-from verify.bag import FILES_TSV_HEAD, complete_of, file_digest, verify_txt
+from verify.bag import (
+    FILES_TSV_HEAD,
+    LINE_BREAKS,
+    complete_of,
+    entries_digest,
+    file_digest,
+    tsv_cell,
+    verify_txt,
+)
 
 EXT = {"video/mp4": "mp4", "video/quicktime": "mov", "video/x-msvideo": "avi", "audio/wav": "wav"}
 
@@ -73,9 +81,9 @@ def _fetch(fetch: Retriever, sha: str, dest: Path) -> None:
 def _partial(out: Path) -> Iterator[Path]:
     """``OUT.partial`` while the bag is made; gone again if anything fails."""
     tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()  # never an existing folder: only what this export made is removed
     try:
-        (tmp / "data").mkdir(parents=True)
+        (tmp / "data").mkdir()
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -88,12 +96,12 @@ def _labels(fields: dict[str, Any]) -> list[str]:
     source: dict[str, Any] = fields.get("source") or {}
     name = str(source.get("path", "")).rsplit("/", 1)[-1] if source.get("path") else ""
     return [
-        str(ident.get("serial", "")),
-        str(ident.get("officer", "")),
-        str(ident.get("unit", "")),
-        str(ident.get("claimed_start", "")),
-        str(fields.get("time", "")),
-        name,
+        tsv_cell(str(ident.get("serial", ""))),
+        tsv_cell(str(ident.get("officer", ""))),
+        tsv_cell(str(ident.get("unit", ""))),
+        tsv_cell(str(ident.get("claimed_start", ""))),
+        tsv_cell(str(fields.get("time", ""))),
+        tsv_cell(name),
     ]
 
 
@@ -115,9 +123,20 @@ def export_bag(
     original (with the files made from it) is in the bag."""
     if out.exists():
         raise CustodyError(f"{out} already exists; choose a new folder for the export")
+    shas = list(dict.fromkeys(s.lower() for s in shas))  # each original once, in order
     if not shas:
         why = f": no footage is linked to case {case}" if case else ""
         raise CustodyError("nothing to export" + why)
+    for what, text in (("--purpose", purpose), ("--case", case or ""), ("operator", operator)):
+        if any(ch in LINE_BREAKS or ch == "\t" or ord(ch) < 0x20 for ch in text):
+            raise CustodyError(
+                f"{what} holds a line break or control character; write it on one line"
+            )
+    if out.with_name(out.name + ".partial").exists():
+        raise CustodyError(
+            f"{out}.partial exists (an export interrupted by a crash, or another folder): "
+            "look at it and remove it, then export again"
+        )
     with _partial(out) as tmp:
         res = _make(
             ledger, db, fetch, tmp, out, shas, case, purpose, operator, station, vkey, sm3, progress
@@ -174,8 +193,8 @@ def _make(
         whole = complete_of(sha, probes)
         fields = dict(decode_entry(ledger.entry(int(ingest_entry))).fields)
         labels = _labels(fields)
-        if labels[2]:
-            units.add(labels[2])
+        if labels[2] and deleted is None:
+            units.add(str(fields["recorder"]["unit"]))
         ids = ",".join(str(e) for e, _ in refs)
         if deleted is None:
             rel = f"data/originals/{sha}.{EXT.get(media_type, 'bin')}"
@@ -224,6 +243,7 @@ def _make(
         progress(len(shas), len(shas))
     manifest.sort(key=lambda x: x[1])
     _write(tmp / "manifest-sha256.txt", "".join(f"{s}  {p}\n" for s, p in manifest).encode())
+    _write(tmp / "custody" / "files.tsv", ("\n".join(rows) + "\n").encode())
     # The export entry names exactly what is in the payload, before the checkpoint
     # every proof is made against: the bag then carries it with its own proof.
     payload: dict[str, Any] = {
@@ -232,6 +252,11 @@ def _make(
         "bytes": res.bytes,
         "file_count": res.files,
         "manifest_sha256": file_digest(tmp / "manifest-sha256.txt"),
+        # files.tsv and the exact set of entries the bag carries: no label can be changed
+        # and no entry (a probe saying a recording was cut short, a wipe) dropped unseen.
+        "files_tsv_sha256": file_digest(tmp / "custody" / "files.tsv"),
+        "entries_sha256": entries_digest(entry_ids),
+        "entry_count": len(entry_ids),
         "out": str(out),
     }
     if len(manifest) <= MAX_LISTED:
@@ -262,11 +287,10 @@ def _make(
     export_time = str(decode_entry(ledger.entry(res.export_entry)).fields["time"])
     _write(tmp / "custody" / "checkpoint", latest.note.encode())
     _write(tmp / "custody" / "station.vkey", (vkey + "\n").encode())
-    _write(tmp / "custody" / "files.tsv", ("\n".join(rows) + "\n").encode())
     _write(tmp / "bagit.txt", b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n")
     # Every value here is one a signed entry carries; the verifier compares them.
     info = [
-        ("Source-Organization", ",".join(sorted(units)) or station),
+        ("Source-Organization", tsv_cell(",".join(sorted(units)) or station)),
         ("Bagging-Date", export_time[:10]),
         ("Bag-Software-Agent", f"custody {__version__}"),
         ("Payload-Oxum", f"{res.bytes}.{res.files}"),

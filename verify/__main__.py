@@ -224,6 +224,11 @@ def _write_report(path: str, text: str) -> str:
 def cmd_bag(args: argparse.Namespace) -> int:
     from verify.bag import PINNED, verify_bag
 
+    if not args.vkey and not args.trust_bag_key:
+        raise InputError(
+            "give --vkey (the station's verifier key, from a channel you trust) to prove "
+            "where the bag came from, or --trust-bag-key to check it is intact only"
+        )
     vkey = _vkey(args.vkey) if args.vkey else None
     root = _folder(args.dir, "bag")
     known = [_text(k, "checkpoint file").encode() for k in args.known or []]
@@ -339,10 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="check an export bag: files, signed entries and proofs, the export list, labels",
     )
     s.add_argument("dir")
+    s.add_argument("--vkey", help="verifier key you trust, or a file holding it")
     s.add_argument(
-        "--vkey",
-        help="verifier key you trust, or a file holding it (default: the key in the bag, "
-        "which proves the bag intact but not where it came from)",
+        "--trust-bag-key",
+        action="store_true",
+        help="no key of your own: use the one in the bag (proves the bag intact and "
+        "self-consistent, not where it came from; the verdict says so)",
     )
     s.add_argument("--key-source", help=argparse.SUPPRESS)  # what `custody verify` says
     s.add_argument("--known", action="append", help="a checkpoint from elsewhere (repeatable)")
@@ -372,6 +379,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("verify: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug or an input nobody foresaw: one line, never exit 1
+        print(
+            f"verify: error: unexpected {type(e).__name__}: {e} (a bug in the verifier; "
+            "the input was not judged)",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import contextlib
 import hashlib
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,6 +133,34 @@ so the list of exported files is the station's, not this folder's.
 
 Files: {files} ({bytes} bytes). Case: {case}.
 """
+
+
+def tsv_cell(text: str) -> str:
+    """A label as one files.tsv cell: tab, line breaks and other separators (and ``%``
+    itself) percent-encoded, so any file name survives the round trip."""
+    out = []
+    for ch in text:
+        if ch == "%" or ch == "\t" or ch in LINE_BREAKS or ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append("".join(f"%{b:02X}" for b in ch.encode("utf-8")))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+# What str.splitlines() also splits on: never inside a label the bag carries.
+LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def entry_number(text: str) -> int | None:
+    """An entry index written in a bag, or None (ASCII digits only, at most 15)."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 15 else None
+
+
+def entries_digest(indices: Iterable[int]) -> str:
+    """SHA-256 of the sorted entry indices a bag carries, one per line: the export entry
+    signs it, so no entry (a probe saying a recording was cut short, a wipe, a hold)
+    can be dropped from the bag unseen."""
+    return hashlib.sha256("".join(f"{i}\n" for i in sorted(indices)).encode()).hexdigest()
 
 
 def verify_txt(
@@ -321,9 +349,11 @@ def verify_bag(
     except (OSError, Unreadable):
         sm3_digest = ""
     _check_payload(man, present, entries, export, sm3_digest, rep)
-    _check_files_tsv(root, man, entries, rep)
+    originals = _check_files_tsv(root, man, entries, rep)
+    _check_sidecars(root, entries, rep)
     if export is not None:
-        _check_info(info, entries, export, signed, trusted, rep)
+        _check_signed_lists(root, entries, export, rep)
+        _check_info(info, entries, export, signed, trusted, originals, rep)
         _check_verify_txt(root, export, signed, man, rep)
     return rep
 
@@ -380,7 +410,11 @@ def _tags(root: Path, rep: BagReport) -> None:
     tman = _manifest(root, "tagmanifest-sha256.txt", rep, "tag files")
     tags_present: set[str] = set()
     for rel, st in _walk(root, root):
-        if rel.startswith("data/") or rel.split("/")[-1].startswith("tagmanifest-"):
+        if rel.startswith("data/"):
+            continue
+        if "/" not in rel and rel.startswith("tagmanifest-") and rel.endswith(".txt"):
+            if rel != "tagmanifest-sha256.txt":
+                rep.notes.append(f"{rel} not checked (this verifier checks SHA-256 manifests)")
             continue
         if not stat.S_ISREG(st.st_mode):
             rep.problems.append(f"{rel}: not a regular file (a link or device planted)")
@@ -410,10 +444,11 @@ def _entries(
         if not name.endswith(".entry"):
             continue
         stem = name[: -len(".entry")]
-        if not stem.isdigit() or len(stem) > 15:
+        number = entry_number(stem)
+        if number is None:
             rep.problems.append(f"custody/entries/{name}: not named by an entry number")
             continue
-        idx = int(stem)
+        idx = number
         try:
             leaf = read_bounded(edir / name, MAX_LEAF)
         except (OSError, Unreadable) as e:
@@ -548,7 +583,7 @@ def _row_problems(
     out: list[str] = []
     sha = row.get("sha256", "")
     listed = [x for x in row.get("entries", "").split(",") if x]
-    missing = [x for x in listed if not x.isdigit() or int(x) not in entries]
+    missing = [x for x in listed if entry_number(x) not in entries]
     if missing:
         out.append(
             f"entries {', '.join(missing)} are named but missing or do not verify "
@@ -556,14 +591,17 @@ def _row_problems(
         )
     if size is not None and row.get("size") != str(size):
         out.append(f"size says {row.get('size')}, the file has {size} bytes")
-    try:
-        eid = int(row.get("entry", ""))
-    except ValueError:
+    eid = entry_number(row.get("entry", ""))
+    if eid is None:
         return [*out, f"entry {row.get('entry')!r} is not an entry number"]
     e = entries.get(eid)
     named = _names(e) if e else None
     if e is None or named is None or named[0] != sha:
         return [*out, f"entry {eid} is not a verified entry in the bag naming this file"]
+    if named[1] == "original" and e.get("type") != "ingest":
+        # A sighting names the same bytes seen again elsewhere; the labels of an
+        # original are those of its capture.
+        return [*out, f"entry {eid} is a {e.get('type')} entry, not the original's ingest entry"]
     role = "original" if named[1] == "original" else named[1]
     if row.get("role") != role:
         out.append(f"role says {row.get('role')!r}, entry {eid} makes it {role!r}")
@@ -583,12 +621,12 @@ def _row_problems(
     source = source if isinstance(source, dict) else {}
     signed_name = str(source.get("path", "")).rsplit("/", 1)[-1] if source.get("path") else ""
     expect = {
-        "recorder": str(ident.get("serial", "")),
-        "officer": str(ident.get("officer", "")),
-        "unit": str(ident.get("unit", "")),
-        "recorded": str(ident.get("claimed_start", "")),
-        "captured": str(ingest.get("time", "")),
-        "source_name": signed_name,
+        "recorder": tsv_cell(str(ident.get("serial", ""))),
+        "officer": tsv_cell(str(ident.get("officer", ""))),
+        "unit": tsv_cell(str(ident.get("unit", ""))),
+        "recorded": tsv_cell(str(ident.get("claimed_start", ""))),
+        "captured": tsv_cell(str(ingest.get("time", ""))),
+        "source_name": tsv_cell(signed_name),
     }
     for k, v in expect.items():
         if row.get(k, "") != v:
@@ -626,20 +664,24 @@ def damage_of(sha: str, entries: dict[int, dict[str, object]]) -> str:
 
 def _check_files_tsv(
     root: Path, man: dict[str, str], entries: dict[int, dict[str, object]], rep: BagReport
-) -> None:
+) -> list[int]:
+    """Check every row; returns the ingest entries of the exported originals."""
     text = _read_text(
         root, "custody/files.tsv", MAX_MANIFEST, rep, "the files cannot be tied to entries"
     )
     if text is None:
-        return
-    lines = text.splitlines()
+        return []
+    # Split on newlines only: a label's other separators are percent-encoded (tsv_cell).
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
     head = lines[0].split("\t") if lines else []
     if tuple(head) != FILES_TSV_HEAD:
         rep.problems.append(
             "custody/files.tsv has columns the verifier does not know "
             "(made by another version, or altered)"
         )
-        return
+        return []
     rows: list[dict[str, str]] = []
     for n, line in enumerate(lines[1:], start=2):
         cells = line.split("\t")
@@ -648,11 +690,11 @@ def _check_files_tsv(
             cells = [*cells[: len(head)], *[""] * (len(head) - len(cells))]
         rows.append(dict(zip(head, cells, strict=True)))
     # An access copy's labels are its original's: the ingest entry its original row names.
-    ingest_of = {
-        r.get("sha256", ""): int(r["entry"])
-        for r in rows
-        if r.get("role") == "original" and r.get("entry", "").isdigit()
-    }
+    ingest_of: dict[str, int] = {}
+    for r in rows:
+        number = entry_number(r.get("entry", ""))
+        if r.get("role") == "original" and number is not None:
+            ingest_of[r.get("sha256", "")] = number
     seen: set[str] = set()
     for n, row in enumerate(rows, start=2):
         rel, sha = row.get("path", ""), row.get("sha256", "")
@@ -675,12 +717,59 @@ def _check_files_tsv(
             )
     for rel in sorted(set(man) - seen):
         rep.problems.append(f"{rel}: in the manifest but not described in custody/files.tsv")
+    return sorted(set(ingest_of.values()))
+
+
+def _check_signed_lists(
+    root: Path, entries: dict[int, dict[str, object]], export: dict[str, object], rep: BagReport
+) -> None:
+    """files.tsv and the set of entries in the bag are the ones the export entry signed."""
+    try:
+        got = _digest_regular(root / "custody" / "files.tsv")
+    except (OSError, Unreadable):
+        got = ""
+    if got != export.get("files_tsv_sha256"):
+        rep.problems.append(
+            "custody/files.tsv is not the one the signed export entry names (its labels or "
+            "rows were changed after the export)"
+        )
+    carried = [i for i in entries if i != rep.export_entry]
+    if entries_digest(carried) != export.get("entries_sha256"):
+        rep.problems.append(
+            f"the bag carries {len(carried)} verified entries, not the "
+            f"{export.get('entry_count')} the export entry signed for: an entry was removed "
+            "(a probe saying a recording was cut short, a wipe, a hold, ...) or added"
+        )
+
+
+def _check_sidecars(root: Path, entries: dict[int, dict[str, object]], rep: BagReport) -> None:
+    """Each fingerprint sidecar hashes to its name, and a verified entry names that hash."""
+    named: set[str] = set()
+    for e in entries.values():
+        side = e.get("sidecar")
+        if e.get("type") == "fingerprint" and isinstance(side, dict):
+            named.add(str(side.get("sha256", "")))
+    folder = root / "custody" / "sidecars"
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    for name in sorted(os.listdir(folder)):
+        sha = name.split(".", 1)[0]
+        rel = f"custody/sidecars/{name}"
+        try:
+            got = _digest_regular(folder / name)
+        except (OSError, Unreadable) as e:
+            rep.problems.append(f"{rel}: cannot be read ({e})")
+            continue
+        if got != sha:
+            rep.problems.append(f"{rel}: its SHA-256 is {got[:16]}…, not its name (altered)")
+        elif sha not in named:
+            rep.problems.append(f"{rel}: no verified fingerprint entry in the bag names it")
 
 
 def _bag_info(root: Path, rep: BagReport) -> dict[str, str]:
     out: dict[str, str] = {}
     text = _read_text(root, "bag-info.txt", MAX_TAG, rep, "the bag has no metadata")
-    for line in (text or "").splitlines():
+    for line in (text or "").split("\n"):
         k, sep, v = line.partition(": ")
         if sep and k not in out:
             out[k] = v
@@ -706,20 +795,17 @@ def _check_info(
     export: dict[str, object],
     signed: SignedCheckpoint,
     vkey: Verifier,
+    originals: Iterable[int],
     rep: BagReport,
 ) -> None:
     t = str(export.get("time", ""))
     units: set[str] = set()
-    for e in entries.values():
-        ident = e.get("recorder")
-        if (
-            e.get("type") in ("ingest", "sighting")
-            and isinstance(ident, dict)
-            and ident.get("unit")
-        ):
+    for i in originals:  # the ingest entries of the exported originals
+        ident = entries.get(i, {}).get("recorder")
+        if isinstance(ident, dict) and ident.get("unit"):
             units.add(str(ident["unit"]))
     expect = {
-        "Source-Organization": ",".join(sorted(units)) or signed.checkpoint.origin,
+        "Source-Organization": tsv_cell(",".join(sorted(units)) or signed.checkpoint.origin),
         "Bagging-Date": t[:10],
         "External-Identifier": str(export.get("case") or "selection"),
         "Internal-Sender-Description": str(export.get("purpose", "")),

@@ -45,6 +45,10 @@ def exported(tmp_path_factory: pytest.TempPathFactory, ffmpeg: str) -> tuple[Pat
     a = make_clip(ffmpeg, slot / "ABC1234_010203_20261120093000_0001.mp4", tone=300)
     b = make_clip(ffmpeg, slot / "ABC1234_010203_20261120094000_0002.mp4", tone=500)
     make_clip(ffmpeg, slot / "ABC1234_010203_20261120095000_0003.mp4", tone=700)
+    # The same bytes docked again from another officer's recorder: a sighting, whose
+    # labels must never stand in for the original's.
+    (dock / "slot02").mkdir()
+    shutil.copy(a, dock / "slot02" / "XYZ9999_090807_20261121080000_0009.mp4")
     run_cli("ingest", str(dock), "--settle-ms", "0", config=conf)
     for clip in (a, b):
         run_cli(
@@ -303,7 +307,67 @@ def _tsv_column(bag: Path, column: str, value: str) -> None:
     tsv.write_text("\n".join(lines) + "\n")
 
 
+def _drop_entry(bag: Path, kind: str) -> None:
+    """Remove one entry of ``kind`` (its file, its proof, its mention in files.tsv)."""
+    for e in sorted((bag / "custody" / "entries").glob("*.entry")):
+        if json.loads(e.read_bytes())["type"] == kind:
+            e.unlink()
+            e.with_suffix(".tlog-proof").unlink()
+            idx = e.stem
+            tsv = bag / "custody" / "files.tsv"
+            rows = [ln.split("\t") for ln in tsv.read_text().splitlines()]
+            for r in rows[1:]:
+                r[6] = ",".join(x for x in r[6].split(",") if x != idx)
+            tsv.write_text("".join("\t".join(r) + "\n" for r in rows))
+            return
+    raise AssertionError(f"no {kind} entry in the bag")
+
+
+def _point_at_sighting(bag: Path) -> None:
+    """Point an original's row at a sighting of the same bytes (docked again elsewhere)."""
+    for e in sorted((bag / "custody" / "entries").glob("*.entry")):
+        fields = json.loads(e.read_bytes())
+        if fields["type"] == "sighting":
+            tsv = bag / "custody" / "files.tsv"
+            rows = [ln.split("\t") for ln in tsv.read_text().splitlines()]
+            for r in rows[1:]:
+                if r[1] == fields["sha256"] and r[3] == "original":
+                    r[5] = e.stem
+                    r[10] = fields["time"]
+                    r[12] = fields["source"]["path"].rsplit("/", 1)[-1]
+            tsv.write_text("".join("\t".join(r) + "\n" for r in rows))
+            return
+    raise AssertionError("no sighting entry in the bag")
+
+
+def _swap_sidecar(bag: Path) -> None:
+    side = _first(bag, "custody/sidecars/*")
+    data = bytearray(side.read_bytes())
+    data[len(data) // 2] ^= 1
+    side.write_bytes(bytes(data))
+
+
 FORGERIES: dict[str, tuple[Callable[[Path, str], object], str]] = {
+    "the probe entry saying whether it is whole dropped": (
+        lambda bag, ff: _drop_entry(bag, "probe"),
+        "the export entry signed for",
+    ),
+    "an annotation entry dropped": (
+        lambda bag, ff: _drop_entry(bag, "annotate"),
+        "the export entry signed for",
+    ),
+    "an original relabelled through its sighting": (
+        lambda bag, ff: _point_at_sighting(bag),
+        "is a sighting entry, not the original's ingest entry",
+    ),
+    "a fingerprint sidecar altered": (
+        lambda bag, ff: _swap_sidecar(bag),
+        "not its name (altered)",
+    ),
+    "a non-ASCII digit in an entry list": (
+        lambda bag, ff: _tsv_column(bag, "entries", "1,²"),
+        "are named but missing or do not verify",
+    ),
     "a planted video with role 'evidence'": (
         lambda bag, ff: _plant(bag, ff, "evidence"),
         "no verified entry in the bag names SHA-256",
@@ -532,3 +596,62 @@ def test_outsider_checks_a_single_file_against_a_ledger_copy(
         cwd=REPO,
     )
     assert r.returncode == 1 and "does not verify" in r.stdout
+
+
+def test_odd_names_duplicates_and_one_line_labels(tmp_path: Path, ffmpeg: str) -> None:
+    """A file name with a tab and a line separator exports and verifies; a SHA-256 given
+    twice is exported once; a purpose over two lines is refused; an interrupted export's
+    folder is never deleted by the next one."""
+    dock = tmp_path / "dock"
+    conf = make_station(tmp_path, dock)
+    odd = make_clip(ffmpeg, dock / "slot01" / "rec\twith\u2028breaks%.mp4", tone=400)
+    run_cli("ingest", str(dock), "--settle-ms", "0", config=conf)
+    s = sha(odd)
+    vkey = run_cli("ledger", "vkey", config=conf).stdout.strip()
+    bag = tmp_path / "bag"
+    out = run_cli(
+        "export", "--out", str(bag), "--purpose", "review", s, s.upper(), "--json", config=conf
+    )
+    assert json.loads(out.stdout)["files"] >= 1
+    assert (
+        len((bag / "manifest-sha256.txt").read_text().splitlines())
+        == json.loads(out.stdout)["files"]
+    )
+    p = verify(bag, vkey)
+    assert p.returncode == 0, p.stdout
+    assert "rec%09with%E2%80%A8breaks%25.mp4" in (bag / "custody" / "files.tsv").read_text()
+    bad = run_cli(
+        "export",
+        "--out",
+        str(tmp_path / "b2"),
+        "--purpose",
+        "one\ntwo",
+        s,
+        config=conf,
+        check=False,
+    )
+    assert bad.returncode == 2 and "line break" in bad.stderr, bad.stderr
+    (tmp_path / "b3.partial").mkdir()
+    (tmp_path / "b3.partial" / "keep").write_text("someone's file")
+    bad = run_cli(
+        "export", "--out", str(tmp_path / "b3"), "--purpose", "x", s, config=conf, check=False
+    )
+    assert bad.returncode == 2 and "b3.partial exists" in bad.stderr, bad.stderr
+    assert (tmp_path / "b3.partial" / "keep").exists()
+    # Without a key of one's own, the verifier asks for one, or for --trust-bag-key.
+    no_key = subprocess.run(
+        [sys.executable, "-m", "verify", "bag", str(bag)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert no_key.returncode == 2 and "--trust-bag-key" in no_key.stderr, no_key.stderr
+    trusting = subprocess.run(
+        [sys.executable, "-m", "verify", "bag", str(bag), "--trust-bag-key"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert trusting.returncode == 0 and "carried inside the package" in trusting.stdout
