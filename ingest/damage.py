@@ -1190,7 +1190,11 @@ def verdict(f: Findings, d: Demuxed) -> dict[str, object]:
             f"demuxing ends at {d.ms} ms of the {f.declared_ms} ms the container declares "
             f"({f.declared_ms - d.ms} ms missing)"
         )
-    if d.index_frames and d.frames is not None and d.frames < d.index_frames:
+    # The index's frame count is believed only when the durations do not show the whole
+    # recording: an AVI of variable frame rate counts its length in time-base ticks, not
+    # frames, and one with dropped-frame chunks lists frames that carry no data.
+    reached = f.declared_ms is not None and d.ms is not None and not short(f.declared_ms, d.ms)
+    if not reached and d.index_frames and d.frames is not None and d.frames < d.index_frames:
         damage.append(
             f"demuxing ends after {d.frames} of the {d.index_frames} video frames the index "
             f"lists ({d.index_frames - d.frames} missing)"

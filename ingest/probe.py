@@ -104,10 +104,14 @@ def probe(path: Path) -> dict[str, Any]:
             video_packets = 0
             reach: dict[int, tuple[int, int]] = {}  # stream: (first pts, last end)
             for packet in c.demux():
+                i = packet.stream.index
                 if not packet.size:
+                    # The demuxer's flush packets carry nothing; an AVI's empty '00dc'
+                    # chunk is a dropped frame the header counts: count that one.
+                    if packet.pts is not None and video is not None and i == video.index:
+                        video_packets += 1
                     continue
                 packets += 1
-                i = packet.stream.index
                 if video is not None and i == video.index:
                     video_packets += 1
                 if packet.pts is not None:

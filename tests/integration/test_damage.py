@@ -281,3 +281,51 @@ def test_wav_cut_short_is_incomplete(ffmpeg: str, tmp_path: Path) -> None:
     assert s["complete"] is False
     assert any("the 'data' chunk declares" in d for d in s["damage"]), s["damage"]
     assert s["found"]["duration_ms"] < SECONDS * 1000 / 2
+
+
+def test_avi_of_variable_frame_rate_is_whole(ffmpeg: str, tmp_path: Path) -> None:
+    """An AVI stream-copied from a source with dropped frames counts its length in
+    time-base ticks, not frames: its frame count alone is no sign of a cut."""
+    gaps = tmp_path / "gaps.mkv"
+    subprocess.run(
+        [
+            ffmpeg,
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=25:duration=3",
+            "-vf",
+            "select='not(eq(mod(n\\,5)\\,2))'",
+            "-fps_mode",
+            "passthrough",
+            "-c:v",
+            "mpeg4",
+            str(gaps),
+        ],
+        check=True,
+        timeout=60,
+    )
+    avi = tmp_path / "gaps.avi"
+    subprocess.run(
+        [
+            ffmpeg,
+            "-v",
+            "error",
+            "-i",
+            str(gaps),
+            "-c",
+            "copy",
+            "-fps_mode",
+            "passthrough",
+            str(avi),
+        ],
+        check=True,
+        timeout=60,
+    )
+    s = probe(avi)
+    assert s["complete"] is True, s.get("damage")
+    assert s["declared"]["frames"] > s["found"]["frames"]  # the index's count is in ticks
+    s = probe(cut_at(avi, tmp_path))
+    assert s["complete"] is False
