@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import glob
 import json
 import logging
 import os
 import signal
+import stat
 import threading
 import time
 from dataclasses import replace
@@ -41,6 +41,7 @@ from custody import config as cfg
 from custody.cold import open_store, replication_settings
 from custody.errors import CustodyError
 from custody.station import open_ledger
+from ingest import dockfs
 from ingest.derive import MediaSettings
 from ingest.jobs import JobDb
 from ingest.mediasched import MediaSteps
@@ -661,14 +662,71 @@ def ingest_once(
         lock.release()
 
 
+def _own_files(conf: cfg.Config) -> tuple[set[tuple[int, int]], set[tuple[int, int]]]:
+    """The station's own data folder and key, as (st_dev, st_ino): ``inside`` is the data
+    folder and the key themselves (an argument passing through either is within them),
+    ``around`` every folder holding them up to ``/`` (an argument naming one contains
+    them)."""
+    inside: set[tuple[int, int]] = set()
+    around: set[tuple[int, int]] = set()
+    for own in (conf.data_dir, conf.key_path):
+        try:
+            real = Path(os.path.realpath(own))
+            st = os.stat(real)
+        except OSError:
+            continue
+        inside.add((st.st_dev, st.st_ino))
+        for folder in real.parents:
+            with contextlib.suppress(OSError):
+                up = os.stat(folder)
+                around.add((up.st_dev, up.st_ino))
+    return inside, around
+
+
+def ingest_argument(conf: cfg.Config, given: Path) -> Path:
+    """An argument of `custody ingest` as the folder or file it names, reached without
+    following a symlink anywhere in it; never the station's own data folder or key, nor
+    a folder holding or within them (the station would capture its own store and key,
+    as a dock there is refused in the configuration). CustodyError otherwise."""
+    try:
+        got = dockfs.reach(given)
+    except dockfs.Outside as e:
+        raise CustodyError(
+            f"{given}: not taken: {os.fsdecode(e.refused.path)} is {e.refused.reason}",
+            "name the folder or file itself, by a path with no symlink in it",
+        ) from None
+    except FileNotFoundError:
+        raise CustodyError(f"{given}: not found") from None
+    except OSError as e:
+        raise CustodyError(f"{given}: cannot be read: {e.strerror}") from None
+    here = (got.st.st_dev, got.st.st_ino)
+    inside, around = _own_files(conf)
+    p, data = got.path, conf.data_dir
+    if (
+        here in inside
+        or here in around
+        or inside & set(got.through)
+        or p == data
+        or p in data.parents
+        or data in p.parents
+    ):
+        raise CustodyError(
+            f"{given}: not taken: it overlaps the station's data folder {data} (its store "
+            "and key are never captured)",
+            "name the recorder's card or folder, not the station's",
+        )
+    if not (stat.S_ISDIR(got.st.st_mode) or stat.S_ISREG(got.st.st_mode)):
+        raise CustodyError(f"{given}: not taken: not a folder or a regular file")
+    return p
+
+
 def _ingest(conf: cfg.Config, paths: list[Path], settle_ms: int, wait_s: float) -> dict[str, Any]:
     docks: list[DockSettings] = []
     files: dict[Path, list[str]] = {}
-    for given in paths:
-        if given.is_symlink() or not given.exists():
-            raise CustodyError(f"{given}: not found (symlinks are not followed)")
-        p = given.resolve()
-        configured = {d.path.resolve(): d for d in conf.docks}
+    # Every argument is checked before anything is captured: one refused, none taken.
+    checked = [ingest_argument(conf, given) for given in paths]
+    configured = {d.path: d for d in conf.docks}
+    for p in checked:
         if p in configured:
             # A configured dock: its vendor patterns, recorder table and identity command.
             docks.append(configured[p])
@@ -677,9 +735,9 @@ def _ingest(conf: cfg.Config, paths: list[Path], settle_ms: int, wait_s: float) 
         else:
             files.setdefault(p.parent, []).append(p.name)
     for parent, names in files.items():
-        # Exact names: a file called "[1].txt" or "a*.txt" is not a pattern.
-        include = tuple(glob.escape(n) for n in names)
-        docks.append(DockSettings(path=parent, name=f"ingest:{parent.name}", include=include))
+        # Exactly these files (a file called "[1].txt" is not a pattern), and none of the
+        # same name deeper down below their folder.
+        docks.append(DockSettings(path=parent, name=f"ingest:{parent.name}", files=tuple(names)))
     settings = replace(conf.capture, settle_ms=settle_ms)
     ledger = open_ledger(conf)
     objects = LocalObjects(conf.store_dir)

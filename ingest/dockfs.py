@@ -218,3 +218,70 @@ def _points_to_dir(dir_fd: int, name: bytes) -> bool:
         return stat.S_ISDIR(os.stat(name, dir_fd=dir_fd).st_mode)
     except OSError:
         return False
+
+
+@dataclass(frozen=True)
+class Reached:
+    """A path named by a person (a `custody ingest` argument), reached one component at
+    a time without following a symlink: its absolute path (no symlink in it), its lstat,
+    and the (st_dev, st_ino) of every folder passed through on the way."""
+
+    path: Path
+    st: os.stat_result
+    through: tuple[tuple[int, int], ...]
+
+
+def reach(given: Path) -> Reached:
+    """Reach ``given`` (relative to the working folder, which the kernel already holds
+    resolved) opening each folder with ``O_NOFOLLOW`` from the one before, so a
+    symlinked folder anywhere in it, or a symlink as its last component, is refused
+    (`Outside`) instead of followed. FileNotFoundError if a component does not exist."""
+    raw = os.fsencode(given)
+    start = b"/" if raw.startswith(b"/") else os.fsencode(os.getcwd())
+    parts = [p for p in raw.split(b"/") if p and p != b"."]
+    fd = os.open(start, _DIR_FLAGS & ~os.O_NOFOLLOW)
+    through = [_dev_ino(os.fstat(fd))]
+    here = start.rstrip(b"/")
+    try:
+        for i, name in enumerate(parts):
+            here = b"/".join(here.split(b"/")[:-1]) if name == b".." else here + b"/" + name
+            if i == len(parts) - 1:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    kind = "folder" if _points_to_dir(fd, name) else "file"
+                    raise Outside(Refused(here or b"/", f"a symlink to a {kind} (never followed)"))
+                break
+            try:
+                nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as e:
+                if e.errno in (errno.ENOTDIR, errno.ELOOP):
+                    try:
+                        link = stat.S_ISLNK(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
+                    except OSError:
+                        link = False
+                    if link:
+                        e = OSError(errno.ELOOP, "symlink")
+                    elif e.errno == errno.ENOTDIR:
+                        raise FileNotFoundError(
+                            errno.ENOTDIR, "not a folder", os.fsdecode(here)
+                        ) from None
+                if e.errno == errno.ENOENT:
+                    raise
+                raise Outside(Refused(here or b"/", _reason(e, "folder"))) from None
+            os.close(fd)
+            fd = nxt
+            through.append(_dev_ino(os.fstat(fd)))
+        else:
+            st = os.fstat(fd)  # the argument named the starting folder itself
+    finally:
+        os.close(fd)
+    path = Path(os.fsdecode(here or b"/"))
+    # Built from names that are no symlinks, this path is the one the kernel reached; a
+    # component swapped since is caught here rather than trusted.
+    if _dev_ino(os.stat(path, follow_symlinks=False)) != _dev_ino(st):
+        raise Outside(Refused(os.fsencode(path), "it changed while it was being checked"))
+    return Reached(path, st, tuple(through))
+
+
+def _dev_ino(st: os.stat_result) -> tuple[int, int]:
+    return (st.st_dev, st.st_ino)

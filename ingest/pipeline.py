@@ -193,6 +193,8 @@ class Capturer:
 
     def _wanted(self, dock: DockSettings, path: Path) -> bool:
         rel = str(path.relative_to(dock.path))
+        if dock.files:
+            return rel in dock.files
         name = path.name
         if not any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in dock.include):
             return False
@@ -290,6 +292,8 @@ class Capturer:
     def _scan_below(self, dock: DockSettings, start: tuple[bytes, ...]) -> int:
         if not dock.path.is_dir():
             return 0
+        if dock.files:
+            return self._look_at(dock, dock.files)
         top = os.fsdecode(b"/".join((os.fsencode(dock.path), *start)))
         n = 0
         met: set[str] = set()
@@ -306,6 +310,18 @@ class Capturer:
         self.problems.resolve_where(
             lambda k: (k == "path:" + top or k.startswith("path:" + top + "/")) and k not in met
         )
+        return n
+
+    def _look_at(self, dock: DockSettings, names: tuple[str, ...]) -> int:
+        """Only the named files directly in the dock's folder (no walk below it)."""
+        n = 0
+        for name in names:
+            path = dock.path / name
+            key = os.fsencode(path)
+            st = self._lstat(dock, key, path)
+            if st is not None:
+                self._note(dock, key, path, st)
+                n += 1
         return n
 
     # -- stability and dispatch -------------------------------------------------

@@ -46,6 +46,9 @@ class DockSettings:
     # The recorders' clock zone (IANA name) for the start in their file names; "" = the
     # station's own zone.
     timezone: str = ""
+    # Only these names directly in the dock's folder, nothing below it (`custody ingest`
+    # of single files: a file of the same name deeper down is not taken with them).
+    files: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from ..conftest import run_cli
+from ..conftest import REPO, run_cli
 from .daemon import Daemon, entries, make_station, wait_for
 from .test_capture import by_path, sha, src_path, store_files
 
@@ -276,3 +277,80 @@ def test_paths_over_the_kernel_limit_are_reported_not_skipped(tmp_path: Path) ->
     too_long = [x for x in res["problems"] if "longer than the kernel's limit" in x]
     # The first level too deep (its file and its folder), said once; nothing below it.
     assert 1 <= len(too_long) <= 2, res["problems"]
+
+
+def test_ingest_never_follows_a_symlinked_folder_in_its_arguments(tmp_path: Path) -> None:
+    """`custody ingest tree/slot03/shadow` where slot03 is a symlink to a private folder
+    is refused in one line (exit 2) with nothing captured, as is a symlink as the last
+    component; the real folder, named as itself, is taken."""
+    secret, secret_shas = make_secret(tmp_path)
+    (secret / "shadow").write_text(f"root:$6$secret {uuid.uuid4()}")
+    secret_shas.add(sha(secret / "shadow"))
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "slot03").symlink_to(secret, target_is_directory=True)
+    (tree / "real").mkdir()
+    (tree / "real" / "REC_0001.txt").write_text(f"footage {uuid.uuid4()}")
+    (tree / "real" / "up").symlink_to(tmp_path, target_is_directory=True)
+    conf = make_station(tmp_path, tmp_path / "dock")
+    before = len(entries(conf))
+    for arg in (
+        tree / "slot03" / "shadow",
+        tree / "slot03",
+        tree / "slot03" / ".." / "real",
+        tree / "real" / "up" / "private" / "sentinel.txt",
+    ):
+        p = run_cli("ingest", "--settle-ms", "0", str(arg), config=conf, check=False)
+        assert p.returncode == 2, (arg, p.stdout, p.stderr)
+        lines = p.stderr.strip().splitlines()
+        assert lines and "symlink" in lines[0] and "Traceback" not in p.stderr, p.stderr
+        assert len(entries(conf)) == before, arg
+    # Several arguments, one refused: none is taken.
+    p = run_cli(
+        "ingest",
+        "--settle-ms",
+        "0",
+        str(tree / "real"),
+        str(tree / "slot03"),
+        config=conf,
+        check=False,
+    )
+    assert p.returncode == 2 and len(entries(conf)) == before, p.stderr
+    assert not captured_shas(conf) & secret_shas
+    # Relative to the working folder and through "..", with no symlink on the way: taken.
+    cmd = [sys.executable, "-m", "custody", "-c", str(conf), "ingest", "--json"]
+    ok = subprocess.run(
+        [*cmd, "--settle-ms", "0", "tree/real/../real"],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert json.loads(ok.stdout)["captured"] == 1, ok.stdout + ok.stderr
+    assert not captured_shas(conf) & secret_shas
+
+
+def test_ingest_never_takes_the_stations_own_data_folder_or_key(tmp_path: Path) -> None:
+    """An argument that is, holds or lies within the station's data folder (its store and
+    key) is refused as a dock there is refused in the configuration; a single file named
+    like the key takes that file only, not the key of the same name deeper down."""
+    conf = make_station(tmp_path, tmp_path / "dock")
+    data = conf.parent
+    key = data / "keys" / "station.key"
+    key_sha = sha(key)
+    before = len(entries(conf))
+    for arg in (data, data / "keys", key, tmp_path, data / "ledger"):
+        p = run_cli("ingest", "--settle-ms", "0", str(arg), config=conf, check=False)
+        assert p.returncode == 2, (arg, p.stdout, p.stderr)
+        assert "data folder" in p.stderr and "Traceback" not in p.stderr, p.stderr
+        assert len(p.stderr.strip().splitlines()) <= 2, p.stderr
+        assert len(entries(conf)) == before, arg
+    decoy = tmp_path / "station.key"
+    decoy.write_text("an officer's file that happens to share the key's name")
+    res = json.loads(
+        run_cli("ingest", "--settle-ms", "0", "--json", str(decoy), config=conf).stdout
+    )
+    assert res["captured"] == 1, res
+    assert key_sha not in captured_shas(conf)
+    assert sha(decoy) in captured_shas(conf)
