@@ -43,6 +43,12 @@ class Outside(Exception):
         self.refused = refused
 
 
+class FolderGone(FileNotFoundError):
+    """A folder on the way to a path is gone (the dock root, or the recorder's folder: a
+    recorder unplugged, a folder renamed away), as opposed to the file itself missing
+    from a folder that is there."""
+
+
 def _reason(err: OSError, what: str) -> str:
     if err.errno in (errno.ELOOP, errno.EMLINK):
         return f"a symlink to a {what} (never followed)"
@@ -77,9 +83,12 @@ def parts_below(root: Path, path: Path) -> tuple[bytes, ...]:
 def open_parent(root: Path, parts: tuple[bytes, ...]) -> int:
     """A descriptor of the folder holding ``root/parts``, reached one folder at a time
     from the dock root without following a symlink. Raises `Outside` naming the first
-    component that is a symlink (or that cannot be opened), FileNotFoundError if a
-    folder on the way is gone."""
-    fd = open_root(root)
+    component that is a symlink (or that cannot be opened), `FolderGone` if a folder on
+    the way is gone."""
+    try:
+        fd = open_root(root)
+    except (FileNotFoundError, NotADirectoryError) as e:
+        raise FolderGone(errno.ENOENT, "gone", str(root)) from e
     here = os.fsencode(root)
     try:
         for name in parts[:-1]:
@@ -88,14 +97,14 @@ def open_parent(root: Path, parts: tuple[bytes, ...]) -> int:
                 nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
             except OSError as e:
                 if e.errno == errno.ENOENT:
-                    raise
+                    raise FolderGone(errno.ENOENT, "gone", os.fsdecode(here)) from e
                 if e.errno == errno.ENOTDIR:
                     try:
                         st = os.stat(name, dir_fd=fd, follow_symlinks=False)
                     except OSError:
-                        raise FileNotFoundError(errno.ENOENT, "gone", os.fsdecode(here)) from e
+                        raise FolderGone(errno.ENOENT, "gone", os.fsdecode(here)) from e
                     if not stat.S_ISLNK(st.st_mode):
-                        raise FileNotFoundError(errno.ENOENT, "gone", os.fsdecode(here)) from e
+                        raise FolderGone(errno.ENOENT, "gone", os.fsdecode(here)) from e
                     e = OSError(errno.ELOOP, "symlink")
                 raise Outside(Refused(here, _reason(e, "folder"))) from None
             os.close(fd)
@@ -109,25 +118,50 @@ def open_parent(root: Path, parts: tuple[bytes, ...]) -> int:
 def lstat_below(root: Path, path: Path) -> os.stat_result:
     """The lstat of ``path``, reached from ``root`` without following a symlink on the
     way (see `open_parent`); the path itself is not followed either."""
+    return lstat_with_folder(root, path)[0]
+
+
+def lstat_with_folder(root: Path, path: Path) -> tuple[os.stat_result, os.stat_result]:
+    """The lstat of ``path`` and the fstat of the folder holding it, both through one
+    descriptor of that folder (see `lstat_below`). `FileAbsent` (with the folder's
+    fstat) if the folder is there and the file is not, so a caller can tell a
+    recorder's folder from the mount point left behind when the recorder is unplugged
+    (another device); `FolderGone` if a folder on the way is gone."""
     parts = parts_below(root, path)
     if not parts:
-        return os.stat(root)
+        st = os.stat(root)
+        return st, st
     fd = open_parent(root, parts)
     try:
-        return os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
+        folder = os.fstat(fd)
+        try:
+            return os.stat(parts[-1], dir_fd=fd, follow_symlinks=False), folder
+        except FileNotFoundError:
+            raise FileAbsent(folder) from None
     finally:
         os.close(fd)
+
+
+class FileAbsent(FileNotFoundError):
+    """The file is not in its folder, which is there (``folder``: its fstat)."""
+
+    def __init__(self, folder: os.stat_result) -> None:
+        super().__init__(errno.ENOENT, "not in its folder")
+        self.folder = folder
 
 
 def unlink_below(root: Path, path: Path, check: Callable[[os.stat_result], bool]) -> bool:
     """Remove the file ``path`` from its folder reached from ``root`` without following
     a symlink, if ``check`` accepts its lstat taken through the same folder descriptor
     immediately before; returns False (nothing removed) if it does not. The folder is
-    fsynced after. FileNotFoundError if the file is gone."""
+    fsynced after. `FileAbsent` if the file is gone, `FolderGone` if its folder is."""
     parts = parts_below(root, path)
     fd = open_parent(root, parts)
     try:
-        st = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
+        try:
+            st = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise FileAbsent(os.fstat(fd)) from None
         if not stat.S_ISREG(st.st_mode) or not check(st):
             return False
         os.unlink(parts[-1], dir_fd=fd)

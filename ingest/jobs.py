@@ -20,7 +20,11 @@ from pathlib import Path
 from ingest.settings import DockSettings
 from ledger.entry import format_time
 
-SCHEMA = """
+# A file version is (path, size, mtime, inode, device): a recorder that reuses a name
+# (FILE0001.MP4 again, after the first was released) with the same size and mtime is
+# another file, never skipped as already taken. No UNIQUE key: a released row and the
+# new file of the same name, size and mtime, even on a reused inode, are two jobs.
+FILES_TABLE = """
 CREATE TABLE IF NOT EXISTS ingest_files (
     id INTEGER PRIMARY KEY,
     dock TEXT NOT NULL,
@@ -38,10 +42,19 @@ CREATE TABLE IF NOT EXISTS ingest_files (
     entry INTEGER,
     kind TEXT,
     wipe_entry INTEGER,
-    UNIQUE (path, size, mtime_ns)
+    dev INTEGER NOT NULL DEFAULT 0
 );
+"""
+FILES_COLUMNS = (
+    "id, dock, recorder, path, size, mtime_ns, ino, state, first_seen, attempts, "
+    "last_error, failure_entry, sha256, entry, kind, wipe_entry"
+)
+SCHEMA = (
+    FILES_TABLE
+    + """
 CREATE INDEX IF NOT EXISTS ingest_files_state ON ingest_files (state);
 CREATE INDEX IF NOT EXISTS ingest_files_sha ON ingest_files (sha256);
+CREATE INDEX IF NOT EXISTS ingest_files_version ON ingest_files (path, size, mtime_ns);
 CREATE TABLE IF NOT EXISTS ingest_objects (
     sha256 TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
@@ -50,9 +63,15 @@ CREATE TABLE IF NOT EXISTS ingest_objects (
     probe_entry INTEGER
 );
 """
+)
 
 MAX_BACKOFF_S = 300
-DONE_STATES = ("recorded", "releasing", "released", "changed")
+# Taken and still on the recorder as captured: the same version seen again is not taken
+# again. A `released` job is not among them: the station removed that file (or found it
+# gone), so a file at its path now is another one and is captured.
+DONE_STATES = ("recorded", "releasing", "changed")
+# Rows from before the device was recorded have dev 0: their device is unknown.
+SAME_VERSION = "path=? AND size=? AND mtime_ns=? AND ino=? AND (dev=? OR dev=0)"
 
 
 @dataclass
@@ -63,6 +82,7 @@ class Watch:
     size: int
     mtime_ns: int
     ino: int
+    dev: int
     changed_at: float
 
 
@@ -75,6 +95,7 @@ class Job:
     size: int
     mtime_ns: int
     ino: int
+    dev: int
     attempts: int = 0
     not_before: float = 0.0
     failure_entry: int | None = None
@@ -118,6 +139,7 @@ class JobDb:
         self.db = sqlite3.connect(db_path, timeout=60, check_same_thread=False)
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA busy_timeout=60000")
+        _migrate(self.db)
         self.db.executescript(SCHEMA)
         self.db.commit()
         self.lock = threading.Lock()
@@ -136,3 +158,22 @@ class JobDb:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """A job table from before the device was recorded (UNIQUE on path, size and mtime,
+    which made a reused name look taken): rebuilt in one transaction, dev 0 (unknown)."""
+    cols = {r[1] for r in db.execute("PRAGMA table_info(ingest_files)")}
+    if not cols or "dev" in cols:
+        return
+    db.execute("BEGIN IMMEDIATE")  # DDL too: sqlite3 would otherwise commit each alone
+    with db:  # commits, or rolls back on an error
+        db.execute("ALTER TABLE ingest_files RENAME TO ingest_files_before_dev")
+        for index in ("ingest_files_state", "ingest_files_sha"):
+            db.execute(f"DROP INDEX IF EXISTS {index}")
+        db.execute(FILES_TABLE)
+        db.execute(
+            f"INSERT INTO ingest_files ({FILES_COLUMNS}) "
+            f"SELECT {FILES_COLUMNS} FROM ingest_files_before_dev"
+        )
+        db.execute("DROP TABLE ingest_files_before_dev")

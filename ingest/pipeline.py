@@ -55,6 +55,7 @@ from ingest.identity import IdentityResolver
 from ingest.jobs import (
     DONE_STATES,
     MAX_BACKOFF_S,
+    SAME_VERSION,
     Job,
     JobDb,
     Stats,
@@ -258,19 +259,28 @@ class Capturer:
             if key in self._job_paths:
                 return None
             w = self._watch.get(key)
-            if w is None or (w.size, w.mtime_ns, w.ino) != (st.st_size, st.st_mtime_ns, st.st_ino):
+            if w is None or _version(w) != _version(st):
                 if w is None and self._already_done(key, st):
                     return None
-                self._watch[key] = Watch(dock, st.st_size, st.st_mtime_ns, st.st_ino, now)
+                self._watch[key] = Watch(
+                    dock, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, now
+                )
         return None
 
     def _already_done(self, key: bytes, st: os.stat_result) -> bool:
+        """This file version (path, size, mtime, inode, device) was taken and is still
+        on the recorder as taken; its release is tried again now if it was waiting for
+        the recorder to come back."""
         with self._db_lock:
             row = self.db.execute(
-                "SELECT state FROM ingest_files WHERE path=? AND size=? AND mtime_ns=?",
-                (key, st.st_size, st.st_mtime_ns),
+                f"SELECT id, state FROM ingest_files WHERE {SAME_VERSION} ORDER BY id DESC LIMIT 1",
+                (key, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev),
             ).fetchone()
-        return row is not None and row[0] in DONE_STATES
+        if row is None or row[1] not in DONE_STATES:
+            return False
+        if row[1] in ("recorded", "releasing"):
+            self.releaser.seen_again(int(row[0]))
+        return True
 
     def forget_identities(self) -> None:
         """A mount came or went: ask identity commands afresh."""
@@ -343,12 +353,13 @@ class Capturer:
                     with self._lock:
                         self._watch.pop(key, None)
                     continue
-                if (st.st_size, st.st_mtime_ns, st.st_ino) != (w.size, w.mtime_ns, w.ino):
+                if _version(st) != _version(w):
                     with self._lock:
-                        w.size, w.mtime_ns, w.ino, w.changed_at = (
+                        w.size, w.mtime_ns, w.ino, w.dev, w.changed_at = (
                             st.st_size,
                             st.st_mtime_ns,
                             st.st_ino,
+                            st.st_dev,
                             now,
                         )
                     continue
@@ -394,20 +405,22 @@ class Capturer:
     ) -> None:
         for key, path, w in items:
             recorder = self._recorder(w.dock, path)
-            cur = self.db.execute(
-                "INSERT OR IGNORE INTO ingest_files "
-                "(dock, recorder, path, size, mtime_ns, ino, state, first_seen) "
-                "VALUES (?,?,?,?,?,?,'queued',?)",
-                (w.dock.label, recorder, key, w.size, w.mtime_ns, w.ino, now_text()),
-            )
-            if cur.rowcount == 1:
+            # The job of this file version, unless it was released: a file at a released
+            # path is another one (the recorder reused the name), a job of its own.
+            row = self.db.execute(
+                "SELECT id, state, attempts, failure_entry FROM ingest_files "
+                f"WHERE {SAME_VERSION} AND state<>'released' ORDER BY id DESC LIMIT 1",
+                (key, w.size, w.mtime_ns, w.ino, w.dev),
+            ).fetchone()
+            if row is None:
+                cur = self.db.execute(
+                    "INSERT INTO ingest_files "
+                    "(dock, recorder, path, size, mtime_ns, ino, dev, state, first_seen) "
+                    "VALUES (?,?,?,?,?,?,?,'queued',?)",
+                    (w.dock.label, recorder, key, w.size, w.mtime_ns, w.ino, w.dev, now_text()),
+                )
                 job_id, attempts, failure_entry = cur.lastrowid, 0, None
             else:
-                row = self.db.execute(
-                    "SELECT id, state, attempts, failure_entry FROM ingest_files "
-                    "WHERE path=? AND size=? AND mtime_ns=?",
-                    (key, w.size, w.mtime_ns),
-                ).fetchone()
                 if row[1] not in ("queued", "gone", "superseded"):
                     done.append(key)
                     continue
@@ -415,7 +428,7 @@ class Capturer:
                     self.db.execute("UPDATE ingest_files SET state='queued' WHERE id=?", (row[0],))
                 job_id, attempts, failure_entry = row[0], row[2], row[3]
             assert job_id is not None
-            job = Job(job_id, w.dock, recorder, path, w.size, w.mtime_ns, w.ino, attempts)
+            job = Job(job_id, w.dock, recorder, path, w.size, w.mtime_ns, w.ino, w.dev, attempts)
             job.failure_entry = failure_entry
             jobs.append((key, job))
 
@@ -426,8 +439,8 @@ class Capturer:
             log.info("removed %d unfinished copies left by an interrupted capture", n)
         with self._db_lock:
             rows = self.db.execute(
-                "SELECT id, dock, recorder, path, size, mtime_ns, ino, attempts, failure_entry "
-                "FROM ingest_files WHERE state='queued'"
+                "SELECT id, dock, recorder, path, size, mtime_ns, ino, dev, attempts, "
+                "failure_entry FROM ingest_files WHERE state='queued'"
             ).fetchall()
         by_label = {d.label: d for d in self.docks}
         for r in rows:
@@ -435,9 +448,8 @@ class Capturer:
             if dock is None:
                 continue
             key = bytes(r[3])
-            job = Job(
-                r[0], dock, r[2], Path(os.fsdecode(key)), r[4], r[5], r[6], r[7], failure_entry=r[8]
-            )
+            job = Job(r[0], dock, r[2], Path(os.fsdecode(key)), r[4], r[5], r[6], r[7], r[8])
+            job.failure_entry = r[9]
             with self._lock:
                 self._job_paths.add(key)
                 self._queued.setdefault(f"{dock.label}/{r[2]}", deque()).append(job)
@@ -642,7 +654,7 @@ class Capturer:
             raise SourceChanged(f"{job.path}: {e.refused.reason}") from None
         if not stat.S_ISREG(st.st_mode):
             raise SourceChanged(f"{job.path}: is no longer a regular file")
-        if (st.st_size, st.st_mtime_ns, st.st_ino) != (job.size, job.mtime_ns, job.ino):
+        if _version(st) != _version(job, st.st_dev):
             raise SourceChanged(f"{job.path}: changed after it was queued")
         dock_time = datetime.now(UTC)
         temp, fd = self.objects.new_temp()
@@ -839,3 +851,11 @@ class Capturer:
         """Wait out the release settle of every release asked for, then for the release
         worker (one-shot ingest)."""
         self.releaser.finish()
+
+
+def _version(v: os.stat_result | Watch | Job, dev_unknown: int = 0) -> tuple[int, int, int, int]:
+    """A file version: (size, mtime, inode, device). A job from before the device was
+    recorded (dev 0) takes ``dev_unknown`` for it."""
+    if isinstance(v, os.stat_result):
+        return (v.st_size, v.st_mtime_ns, v.st_ino, v.st_dev)
+    return (v.size, v.mtime_ns, v.ino, v.dev or dev_unknown)

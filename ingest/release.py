@@ -3,12 +3,20 @@
 A release is asked for once the capture is durable (``after_capture``) or the
 cold store confirmed its copy (``after_replication``, with its `store` entry).
 It then waits the release settle (longer than capture's), and on the release
-worker: re-hashes the stored copy; refuses a source whose size, mtime or inode
-changed since capture (state ``changed``: its new version is captured anew);
-holds back one inotify saw written and not closed, or the kernel says a writer
-has open; takes the lstat again through the folder's descriptor immediately
-before the unlink; then signs the `wipe` entry in the transaction that marks
-the job released.
+worker: re-hashes the stored copy; refuses a source whose size, mtime, inode or
+device changed since capture (state ``changed``: its new version is captured
+anew); holds back one inotify saw written and not closed, or the kernel says a
+writer has open; takes the lstat again through the folder's descriptor
+immediately before the unlink; then signs the `wipe` entry in the transaction
+that marks the job released.
+
+A source is "already absent" (a `wipe` with ``source_already_absent``) only when
+its own folder is there, on the device the file was captured from, and the file
+is not in it. A folder on the way that is gone, or a mount point left behind
+on another device, is a recorder unplugged before its release: the job stays
+``recorded`` and is released when the recorder is docked again. Any other
+error while releasing is a line in the status (`Problems`), the job goes back
+to ``recorded``, and the release is tried again with a growing delay.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest import dockfs
-from ingest.jobs import JobDb, path_payload, shown
+from ingest.jobs import MAX_BACKOFF_S, JobDb, path_payload, shown
 from ingest.objects import LocalObjects
 from ingest.problems import Problems
 from ingest.settings import CaptureSettings, DockSettings
@@ -61,6 +69,8 @@ class Releaser:
         self._due: dict[int, tuple[float, int | None]] = {}
         self._captured_at: dict[int, float] = {}
         self._releasing: set[int] = set()
+        # Releases that failed (an error, or the recorder gone): job id -> attempts.
+        self._retrying: dict[int, int] = {}
         self._pool = self._new_pool()
         # Wired by the capturer: its docks, its halt, and what to do with a source that
         # changed after capture (watch it again) or sits behind a symlink (refuse it).
@@ -143,9 +153,19 @@ class Releaser:
             except RuntimeError:  # shutting down: resumed at the next start
                 return
 
-    def waiting(self) -> int:
+    def seen_again(self, job_id: int) -> None:
+        """A recorded source was seen on its dock again: if its release was waiting for
+        the recorder to come back, it is tried once the release settle has passed."""
         with self._lock:
-            return len(self._due)
+            if job_id not in self._retrying or job_id not in self._due:
+                return
+            due, store_entry = self._due[job_id]
+            self._due[job_id] = (min(due, self.clock() + self.settle_s), store_entry)
+
+    def waiting(self) -> int:
+        """Releases waiting out their settle (not those waiting to be tried again)."""
+        with self._lock:
+            return len(self._due.keys() - self._retrying.keys())
 
     def finish(self) -> None:
         """Wait out the release settle of every release asked for, then for the release
@@ -185,7 +205,7 @@ class Releaser:
     def _release_claimed(self, job_id: int, store_entry: int | None) -> None:
         with self.jobs.lock:
             row = self.jobs.db.execute(
-                "SELECT dock, recorder, path, size, mtime_ns, sha256, entry, state, ino "
+                "SELECT dock, recorder, path, size, mtime_ns, sha256, entry, state, ino, dev "
                 "FROM ingest_files WHERE id=?",
                 (job_id,),
             ).fetchone()
@@ -211,12 +231,19 @@ class Releaser:
             )
             self.jobs.set_state(job_id, "recorded")
             return
-        captured = (row[3], row[4], row[8])
+        size, mtime_ns, ino, dev = row[3], row[4], row[8], row[9]
+
+        def same(now: os.stat_result) -> bool:
+            # dev 0: a job from before the device was recorded.
+            return (now.st_size, now.st_mtime_ns, now.st_ino) == (size, mtime_ns, ino) and (
+                dev == 0 or now.st_dev == dev
+            )
+
         key = os.fsencode(path)
         absent = False
         try:
-            st = dockfs.lstat_below(dock.path, path)
-            if (st.st_size, st.st_mtime_ns, st.st_ino) != captured:
+            st, _ = dockfs.lstat_with_folder(dock.path, path)
+            if not same(st):
                 self._changed_after_capture(job_id, dock, path, st, row[3])
                 return
             if self.marks.held(key, self.clock()) or lease_says_writing(dock.path, path):
@@ -227,28 +254,28 @@ class Releaser:
                     self._captured_at[job_id] = self.clock()
                 self.request(job_id, store_entry)
                 return
-
-            def same(now: os.stat_result) -> bool:
-                return (now.st_size, now.st_mtime_ns, now.st_ino) == captured
-
             # The lstat again through the same folder descriptor, immediately before
             # the unlink: a write since the checks above keeps the file.
             if not dockfs.unlink_below(dock.path, path, same):
                 again = dockfs.lstat_below(dock.path, path)
                 self._changed_after_capture(job_id, dock, path, again, row[3])
                 return
-        except FileNotFoundError:
+        except dockfs.FolderGone:
+            self._later(job_id, store_entry, path, "", interrupted, gone=True)
+            return
+        except dockfs.FileAbsent as e:
+            if dev and e.folder.st_dev != dev:
+                # The folder there is not on the recorder's device: the mount point left
+                # behind when the recorder was unplugged.
+                self._later(job_id, store_entry, path, "", interrupted, gone=True)
+                return
             absent = True
         except dockfs.Outside as e:
             self.refuse(e.refused)
             self.jobs.set_state(job_id, "recorded")
             return
         except OSError as e:
-            log.error(
-                "cannot release %s from the recorder: %s (tried again at the next start)",
-                shown(path),
-                e.strerror,
-            )
+            self._later(job_id, store_entry, path, e.strerror or str(e), interrupted)
             return
         rel = os.fsencode(path.relative_to(dock.path))
         payload: dict[str, Any] = {
@@ -276,7 +303,57 @@ class Releaser:
             index = self.ledger.append("wipe", payload, mark)
         except Withdrawn:
             return
+        except (OSError, sqlite3.OperationalError) as e:
+            # Not signed (a full disk, a busy database): the source may be gone already,
+            # and the retry signs the wipe as interrupted.
+            self._later(job_id, store_entry, path, f"the wipe entry was not signed: {e}", True)
+            return
+        with self._lock:
+            self._retrying.pop(job_id, None)
+        self.problems.resolve(f"release:{job_id}")
+        self.problems.resolve(f"release-gone:{row[0]}/{row[1]}")
         log.info("released %s from the recorder (entry %d)", shown(path), index)
+
+    def _later(
+        self,
+        job_id: int,
+        store_entry: int | None,
+        path: Path,
+        error: str,
+        interrupted: bool,
+        gone: bool = False,
+    ) -> None:
+        """The release cannot be done now: the job is ``recorded`` again, the status says
+        why, and it is tried again after a delay that grows with each attempt (sooner,
+        after the release settle, when ``gone`` and the recorder is docked again). A job
+        whose source may already be unlinked (``interrupted``) stays ``releasing``, so
+        its wipe says so when it is signed."""
+        self.jobs.set_state(job_id, "releasing" if interrupted else "recorded")
+        with self._lock:
+            attempts = self._retrying.get(job_id, 0) + 1
+            self._retrying[job_id] = attempts
+            delay = min(MAX_BACKOFF_S, self.settle_s * 2 ** min(attempts, 10))
+            self._due[job_id] = (self.clock() + delay, store_entry)
+        if gone:
+            # One line per recorder, not per file: unplugging one is ordinary.
+            with self.jobs.lock:
+                row = self.jobs.db.execute(
+                    "SELECT dock, recorder FROM ingest_files WHERE id=?", (job_id,)
+                ).fetchone()
+            where = f"{row[0]}/{row[1]}" if row else str(path.parent)
+            self.problems.report(
+                f"release-gone:{where}",
+                f"not releasing from recorder {shown(where)} yet: its folder is gone "
+                "(unplugged before release?); its files are released when it is docked again",
+                logging.INFO,
+            )
+            return
+        self.problems.report(
+            f"release:{job_id}",
+            f"cannot release {shown(path)} from the recorder: {error}; tried again in "
+            f"{delay:.0f} s (attempt {attempts})",
+            logging.ERROR,
+        )
 
     def _changed_after_capture(
         self, job_id: int, dock: DockSettings, path: Path, st: os.stat_result, size: int

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -354,3 +355,152 @@ def test_ingest_never_takes_the_stations_own_data_folder_or_key(tmp_path: Path) 
     assert res["captured"] == 1, res
     assert key_sha not in captured_shas(conf)
     assert sha(decoy) in captured_shas(conf)
+
+
+def job_states(conf: Path) -> dict[str, list[str]]:
+    """The capture jobs' states by path below the dock (from the job table)."""
+    db = sqlite3.connect(f"file:{conf.parent / 'state' / 'ledger.sqlite'}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT path, state FROM ingest_files ORDER BY id").fetchall()
+    finally:
+        db.close()
+    out: dict[str, list[str]] = {}
+    for p, s in rows:
+        out.setdefault(os.fsdecode(bytes(p)).split("/dock/", 1)[-1], []).append(s)
+    return out
+
+
+def wipes(conf: Path) -> list[dict[str, Any]]:
+    return [e for e in entries(conf) if e["type"] == "wipe"]
+
+
+def test_recorder_unplugged_before_release_is_released_when_docked_again(tmp_path: Path) -> None:
+    """A recorder's folder disappears between capture and release (renamed away; as root
+    also a recorder mount moved away, leaving the empty mount point on the dock's own
+    device): no `wipe` is signed and the job stays recorded; docked again, the file is
+    released properly (a real unlink, not "already absent")."""
+    dock = tmp_path / "dock"
+    # settle 1 s: the release settle is 4 s, time enough to unplug after the capture.
+    conf = make_station(tmp_path, dock, settle_ms=1000, release="after_capture")
+    (dock / "slot01" / "DCIM").mkdir(parents=True)
+    away = tmp_path / "away"
+    away.mkdir()
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    as_root = os.geteuid() == 0
+    mounted: list[Path] = []
+    d = Daemon(conf)
+    try:
+        if as_root:
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(usb)], check=True
+            )
+            mounted = [usb]
+            (usb / "REC_0002.MP4").write_bytes(os.urandom(40_000))  # at the recorder's root
+            (dock / "slot02").mkdir()
+        d.wait_ready()
+        time.sleep(1)
+        rec = dock / "slot01" / "DCIM" / "REC_0001.MP4"
+        rec.write_bytes(os.urandom(50_000))
+        if as_root:
+            subprocess.run(["mount", "--move", str(usb), str(dock / "slot02")], check=True)
+            mounted = [dock / "slot02"]
+        want = {"slot01/DCIM/REC_0001.MP4"} | ({"slot02/REC_0002.MP4"} if as_root else set())
+        wait_for(lambda: want <= set(by_path(entries(conf))), 30, d.log)
+        (dock / "slot01").rename(away / "slot01")  # unplugged before the release
+        if as_root:
+            subprocess.run(["mount", "--move", str(dock / "slot02"), str(usb)], check=True)
+            mounted = [usb]
+            assert (dock / "slot02").is_dir()  # the mount point stays behind, empty
+        time.sleep(7)  # longer than the release settle, and a first retry
+        assert wipes(conf) == [], "a wipe was signed for a recorder that was unplugged"
+        states = job_states(conf)
+        assert states["slot01/DCIM/REC_0001.MP4"][-1] == "recorded", states
+        problems = daemon_json(conf).get("problems", [])
+        assert any("slot01" in p and "gone" in p for p in problems), problems
+
+        (away / "slot01").rename(dock / "slot01")  # docked again
+        if as_root:
+            subprocess.run(["mount", "--move", str(usb), str(dock / "slot02")], check=True)
+            mounted = [dock / "slot02"]
+        wait_for(lambda: len(wipes(conf)) == len(want), 60, d.log)
+        assert not rec.exists()
+        if as_root:
+            assert not (dock / "slot02" / "REC_0002.MP4").exists()
+    finally:
+        for m in mounted:
+            subprocess.run(["umount", str(m)], check=False)
+        assert d.stop() == 0
+    for w in wipes(conf):
+        assert "source_already_absent" not in w and "release_interrupted" not in w, w
+    assert {src_path(w) for w in wipes(conf)} == want
+    assert [e["type"] for e in entries(conf)].count("ingest") == len(want)
+
+
+def test_a_name_the_recorder_reuses_after_release_is_captured(tmp_path: Path) -> None:
+    """After FILE0001.MP4 was captured and released, the recorder writes a new
+    FILE0001.MP4 of the same size with the same mtime: it is captured, not skipped as
+    the version already taken."""
+    dock = tmp_path / "dock"
+    conf = make_station(tmp_path, dock, settle_ms=300, release="after_capture")
+    (dock / "slot01").mkdir()
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    mtime_ns = 1_732_000_000_123_456_789
+
+    def record(data: bytes) -> None:
+        f = staging / "FILE0001.MP4"
+        f.write_bytes(data)
+        os.utime(f, ns=(mtime_ns, mtime_ns))
+        f.rename(dock / "slot01" / "FILE0001.MP4")
+
+    first, second = os.urandom(30_000), os.urandom(30_000)
+    d = Daemon(conf)
+    try:
+        d.wait_ready()
+        record(first)
+        wait_for(lambda: len(wipes(conf)) == 1, 30, d.log)
+        record(second)
+        wait_for(lambda: len(wipes(conf)) == 2, 30, d.log)
+    finally:
+        assert d.stop() == 0
+    ingests = [e["sha256"] for e in entries(conf) if e["type"] == "ingest"]
+    assert ingests == [sha(first), sha(second)]
+    assert [w["sha256"] for w in wipes(conf)] == [sha(first), sha(second)]
+
+
+def test_a_release_error_is_in_the_status_and_retried(tmp_path: Path) -> None:
+    """The recorder's folder refuses the unlink (EACCES): the status says so, the job is
+    recorded again (not left `releasing`), and once the folder allows it the release is
+    tried again by itself, without a restart, and signed as a real release."""
+    dock = tmp_path / "dock"
+    conf = make_station(tmp_path, dock, settle_ms=300, release="after_capture")
+    folder = dock / "slot01" / "DCIM"
+    folder.mkdir(parents=True)
+    d = Daemon(conf, drop_dac=True)
+    try:
+        d.wait_ready()
+        time.sleep(1)
+        rec = folder / "REC_0003.MP4"
+        rec.write_bytes(os.urandom(20_000))
+        wait_for(lambda: "slot01/DCIM/REC_0003.MP4" in by_path(entries(conf)), 30, d.log)
+        folder.chmod(0o555)  # the unlink is refused
+
+        def said() -> bool:
+            return any(
+                "cannot release" in p and "REC_0003" in p
+                for p in daemon_json(conf).get("problems", [])
+            )
+
+        wait_for(said, 30, d.log)
+        assert job_states(conf)["slot01/DCIM/REC_0003.MP4"] == ["recorded"]
+        assert wipes(conf) == []
+        folder.chmod(0o755)
+        wait_for(lambda: len(wipes(conf)) == 1, 60, d.log)
+        assert not rec.exists()
+        wait_for(lambda: not said(), 10, d.log)  # over: gone from the status
+    finally:
+        folder.chmod(0o755)
+        assert d.stop() == 0
+    (w,) = wipes(conf)
+    assert "release_interrupted" not in w and "source_already_absent" not in w, w
