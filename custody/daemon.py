@@ -234,7 +234,14 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
     cap.recover()
     if rep is not None:
         rep.start()
-    watcher = DockWatcher([d.path for d in conf.docks], cap.discover, cap.scan_dir, cap.problems)
+    watcher = DockWatcher(
+        [d.path for d in conf.docks],
+        cap.discover,
+        cap.scan_dir,
+        cap.problems,
+        halt=cap.halt,
+        events_lost=cap.events_lost,
+    )
     watcher.start()
     scheduler = BackgroundScheduler(timezone="UTC")
 

@@ -164,6 +164,7 @@ class Capturer:
         self._inflight = 0
         self._idle = threading.Condition(self._lock)
         self._stopping = False
+        self._rescan = False
         ignore_lease_breaks()
 
     # -- bookkeeping ---------------------------------------------------------
@@ -282,6 +283,13 @@ class Capturer:
             self.releaser.seen_again(int(row[0]))
         return True
 
+    def events_lost(self) -> None:
+        """inotify dropped events (its queue overflowed): writes may have gone unseen,
+        so every file already there is unsure for one hold window, and the docks are
+        scanned again at the next tick."""
+        self.marks.blind(self.clock())
+        self._rescan = True
+
     def forget_identities(self) -> None:
         """A mount came or went: ask identity commands afresh."""
         for r in self._resolvers.values():
@@ -339,6 +347,9 @@ class Capturer:
     def tick(self) -> None:
         """Queue files that have been stable for the settle window; start workers; hand
         releases that waited out the release settle to the release worker."""
+        if self._rescan:
+            self._rescan = False
+            self.scan()
         now = self.clock()
         settle = self.settings.settle_ms / 1000
         with self._lock:
@@ -434,6 +445,8 @@ class Capturer:
 
     def recover(self) -> None:
         """After a restart: clear half-made copies, requeue queued jobs, finish probes/releases."""
+        # Writers that held a file open before this start left no inotify mark here.
+        self.marks.blind(self.clock())
         n = self.objects.remove_temporaries()
         if n:
             log.info("removed %d unfinished copies left by an interrupted capture", n)

@@ -246,9 +246,14 @@ class Releaser:
             if not same(st):
                 self._changed_after_capture(job_id, dock, path, st, row[3])
                 return
-            if self.marks.held(key, self.clock()) or lease_says_writing(dock.path, path):
-                # inotify saw a write with no close since, or the kernel says a writer
-                # holds it: not now; the settle starts again.
+            now = self.clock()
+            writing = lease_says_writing(dock.path, path)
+            # No mark may mean no writer, or a writer that paused before the daemon
+            # started (or before events were lost): then only the kernel's word will do.
+            unsure = writing is None and self.marks.unsure(key, now)
+            if self.marks.held(key, now) or writing or unsure:
+                # inotify saw a write with no close since, the kernel says a writer holds
+                # it, or neither can be known: not now; the settle starts again.
                 self.jobs.set_state(job_id, "recorded")
                 with self._lock:
                     self._captured_at[job_id] = self.clock()

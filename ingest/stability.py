@@ -37,18 +37,64 @@ def release_settle_s(settle_ms: int) -> float:
 
 
 class WriteMarks:
-    """Files inotify saw written and not yet closed: path -> time of the last write."""
+    """Files inotify saw written and not yet closed: path -> time of the last write.
+
+    A file seen created (IN_CREATE) and not closed since is open for writing by its
+    creator, who may pause before the first write: it is `unsure` for release (not for
+    capture: the close-write of a file created in a folder that appeared a moment
+    before can be missed while its watch is being added, and capture must not wait on
+    that). An open alone (IN_OPEN) sets no mark: it does not say whether for reading or
+    writing, and the station's own reads and lease checks open files too.
+
+    The marks live in memory: after the daemon starts, or after the kernel's inotify
+    queue overflowed, a writer that was already holding a file open left no mark, so
+    until `HOLD_OPEN_MAX_S` has passed every file not seen arriving or closed since is
+    `unsure` too. Release of an unsure file needs the kernel's word that no one has it
+    open for writing (`lease_says_writing`)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._last: dict[bytes, float] = {}
+        self._created: dict[bytes, float] = {}
+        self._blind_until = 0.0
+        self._known: set[bytes] = set()
 
     def event(self, key: bytes, kind: str, now: float) -> None:
         with self._lock:
             if kind == "modified":
                 self._last[key] = now
+            elif kind == "created":
+                self._created[key] = now
             elif kind in ("closed", "deleted"):
                 self._last.pop(key, None)
+                self._created.pop(key, None)
+            # Seen arriving or closed since the marks were lost: its writers are seen.
+            if kind in ("created", "moved", "closed"):
+                self._known.add(key)
+            elif kind == "deleted":
+                self._known.discard(key)
+
+    def blind(self, now: float) -> None:
+        """Events may have been missed (the daemon started, the inotify queue
+        overflowed): every file already there is `unsure` for one hold window."""
+        with self._lock:
+            self._blind_until = now + HOLD_OPEN_MAX_S
+            self._known.clear()
+
+    def unsure(self, key: bytes, now: float) -> bool:
+        """Whether a writer may hold this file open unseen: created and not closed since
+        (up to `HOLD_OPEN_MAX_S`), or within the hold window after `blind` and not seen
+        arriving or closed since."""
+        with self._lock:
+            made = self._created.get(key)
+            if made is not None:
+                if now - made < HOLD_OPEN_MAX_S:
+                    return True
+                del self._created[key]
+            if now >= self._blind_until:
+                self._known.clear()
+                return False
+            return key not in self._known
 
     def held(self, key: bytes, now: float) -> bool:
         """Written and not closed since (up to `HOLD_OPEN_MAX_S`)."""

@@ -55,9 +55,18 @@ _KINDS: tuple[tuple[type[FileSystemEvent], str], ...] = (
 )
 
 
+def _no_halt(reason: str) -> None:
+    pass
+
+
 class _Handler(FileSystemEventHandler):
-    def __init__(self, on_file: OnFile, on_dir: Callable[[Path], object]) -> None:
-        self.on_file, self.on_dir = on_file, on_dir
+    def __init__(
+        self,
+        on_file: OnFile,
+        on_dir: Callable[[Path], object],
+        halt: Callable[[str], None] = _no_halt,
+    ) -> None:
+        self.on_file, self.on_dir, self.halt = on_file, on_dir, halt
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         try:
@@ -72,11 +81,15 @@ class _Handler(FileSystemEventHandler):
             else:
                 for cls, kind in _KINDS:
                     if isinstance(event, cls):
+                        if kind == "created" and getattr(event, "is_synthetic", False):
+                            # watchdog listing a folder that just appeared: the file was
+                            # there already, nobody was seen creating (writing) it.
+                            kind = "found"
                         self.on_file(Path(str(event.src_path)), kind)
                         break
         except IntegrityError as e:
-            # Never swallowed: the capturer halts on it (the daemon polls `halted`).
-            log.critical("integrity error handling %s: %s", event, e)
+            # Never swallowed: capture and release stop (the daemon polls `halted`).
+            self.halt(f"while handling {event.event_type} of {event.src_path!r}: {e}")
         except Exception:
             log.exception("error handling %s", event)
 
@@ -90,14 +103,19 @@ class DockWatcher:
         on_file: OnFile,
         on_dir: Callable[[Path], object],
         problems: Problems | None = None,
+        halt: Callable[[str], None] = _no_halt,
+        events_lost: Callable[[], object] | None = None,
     ) -> None:
         self.roots = roots
-        self.handler = _Handler(on_file, on_dir)
+        self.handler = _Handler(on_file, on_dir, halt)
+        self._overflow = _Overflow(events_lost) if events_lost is not None else None
         self.observer: BaseObserver = Observer()
         self.watched: dict[Path, tuple[Any, int]] = {}  # root -> (watch, inode)
         self.problems = problems or Problems()
 
     def start(self) -> None:
+        if self._overflow is not None:
+            logging.getLogger("watchdog").addHandler(self._overflow)
         self.refresh()
         self.observer.start()
 
@@ -157,3 +175,19 @@ class DockWatcher:
     def stop(self) -> None:
         self.observer.stop()
         self.observer.join(timeout=10)
+        if self._overflow is not None:
+            logging.getLogger("watchdog").removeHandler(self._overflow)
+
+
+class _Overflow(logging.Handler):
+    """The kernel's inotify queue overflowed (events were lost). watchdog rebuilds its
+    watches but tells a handler nothing; it says so in a warning, which is heard here."""
+
+    def __init__(self, events_lost: Callable[[], object]) -> None:
+        super().__init__(logging.WARNING)
+        self.events_lost = events_lost
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "queue overflow" in str(record.msg).lower():
+            log.warning("inotify lost events (its queue overflowed): scanning the docks again")
+            self.events_lost()

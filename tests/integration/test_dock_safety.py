@@ -504,3 +504,66 @@ def test_a_release_error_is_in_the_status_and_retried(tmp_path: Path) -> None:
         assert d.stop() == 0
     (w,) = wipes(conf)
     assert "release_interrupted" not in w and "source_already_absent" not in w, w
+
+
+def test_a_restart_does_not_forget_a_paused_writer(open_tmp: Path) -> None:
+    """A writer holds a file open and pauses; the daemon (its own unprivileged user: no
+    lease on another user's file, nothing in /proc) is restarted meanwhile, so its
+    in-memory marks are gone. The file must not be released while the writer holds it;
+    once the writer finishes, the whole file is captured and released."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: it creates a system user and runs the daemon as it")
+    dock = open_tmp / "dock"
+    conf = make_station(open_tmp, dock, settle_ms=300, release="after_capture")
+    (dock / "slot01").mkdir()
+    rec = dock / "slot01" / "REC_0004.MP4"
+    head, tail = os.urandom(100 * 1024), os.urandom(300 * 1024)
+    with system_user() as user:
+        subprocess.run(["chown", "-R", f"{user}:{user}", str(conf.parent), str(dock)], check=True)
+        d = Daemon(conf, user=user)
+        try:
+            d.wait_ready()
+            time.sleep(1)
+            with open(rec, "wb") as f:
+                f.write(head)
+                f.flush()
+                time.sleep(1)
+                assert d.stop() == 0  # restarted while the writer pauses
+                d = Daemon(conf, user=user)
+                d.wait_ready()
+                time.sleep(6)  # longer than the settle (0.3 s) and release settle (2.3 s)
+                assert os.stat(rec).st_nlink == 1, "released while a writer held it open"
+                f.write(tail)
+            full = sha(head + tail)
+            wait_for(lambda: any(w["sha256"] == full for w in wipes(conf)), 60, d.log)
+            assert not rec.exists()
+        finally:
+            assert d.stop() == 0
+    assert [w["sha256"] for w in wipes(conf)] == [full]
+
+
+def test_a_writer_that_pauses_before_its_first_write_is_not_released(open_tmp: Path) -> None:
+    """A recorder creates its file and pauses before writing anything (the daemon runs
+    as its own unprivileged user and cannot take a lease on it): the empty file is not
+    released from under the writer; what is finally released is the whole file."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: it creates a system user and runs the daemon as it")
+    dock = open_tmp / "dock"
+    conf = make_station(open_tmp, dock, settle_ms=300, release="after_capture")
+    (dock / "slot01").mkdir()
+    with system_user() as user:
+        subprocess.run(["chown", "-R", f"{user}:{user}", str(conf.parent), str(dock)], check=True)
+        d = Daemon(conf, user=user)
+        try:
+            d.wait_ready()
+            time.sleep(1)
+            rec = dock / "slot01" / "REC_0005.MP4"
+            body = os.urandom(200 * 1024)
+            with open(rec, "wb") as f:
+                time.sleep(5)  # longer than the settle and the release settle
+                assert os.stat(rec).st_nlink == 1, "released while its creator held it open"
+                f.write(body)
+            wait_for(lambda: any(w["sha256"] == sha(body) for w in wipes(conf)), 30, d.log)
+        finally:
+            assert d.stop() == 0
+    assert [w["sha256"] for w in wipes(conf)] == [sha(body)]
