@@ -57,7 +57,9 @@ def test_service_exposure_is_ok(tmp_path: Path) -> None:
         "User=custody",
         "ProtectSystem=strict",
         "ReadWritePaths=/var/lib/custody /srv/dock",
-        "CapabilityBoundingSet=\n",
+        # The one capability: leases tell release whether a writer holds a file.
+        "CapabilityBoundingSet=CAP_LEASE\n",
+        "AmbientCapabilities=CAP_LEASE\n",
         "SystemCallFilter=@system-service",
         "ExecReload=/bin/kill -HUP $MAINPID",
     ):
