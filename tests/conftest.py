@@ -23,6 +23,12 @@ def vectors() -> dict[str, Any]:
     return data
 
 
+def needs_root(why: str) -> None:
+    """Skip, saying so in one line, when not root (CI runs as root: nothing is skipped)."""
+    if os.geteuid() != 0:
+        pytest.skip(f"needs root: {why}")
+
+
 def run_cli(
     *args: str,
     config: Path | None = None,

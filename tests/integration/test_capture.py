@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ..conftest import make_clip, run_cli
+from ..conftest import make_clip, needs_root, run_cli
 from .daemon import Daemon, entries, make_station, status, wait_for
 
 
@@ -268,6 +268,8 @@ def test_recorder_mounted_under_the_dock(tmp_path: Path, clip: Path) -> None:
     set far away here). Unplugging it mid-run is normal."""
     import subprocess
 
+    needs_root("mounts a tmpfs as the recorder")
+
     dock = tmp_path / "dock"
     conf = make_station(tmp_path, dock, scan_s=3600)
     staging = tmp_path / "usb"
@@ -310,6 +312,8 @@ def test_disk_full_mid_copy_pauses_and_recovers(tmp_path: Path) -> None:
     """The store's disk fills up during copies (a real, tiny tmpfs): capture pauses with
     one clear line, keeps no partial copy, loses nothing, and resumes when space returns."""
     import subprocess
+
+    needs_root("mounts a 6 MiB tmpfs as the store")
 
     dock = tmp_path / "dock"
     conf = make_station(tmp_path, dock, min_free_mb=0)

@@ -11,6 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from ..conftest import needs_root
 from .daemon import Daemon, entries, make_station, wait_for
 from .test_appliance import drain, listen
 from .test_capture import by_path
@@ -95,6 +96,7 @@ def fill(folder: Path) -> Path:
 
 
 def test_full_disk_is_one_line_and_leaves_no_temporary_files(tmp_path: Path) -> None:
+    needs_root("mounts a 24 MiB tmpfs to fill")
     station = tmp_path / "station"
     station.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(station)], check=True)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..conftest import REPO
+from ..conftest import REPO, needs_root
 
 UNITS = REPO / "systemd"
 
@@ -67,6 +67,7 @@ def test_service_exposure_is_ok(tmp_path: Path) -> None:
 
 
 def test_sysusers_and_tmpfiles_make_the_user_and_folders(tmp_path: Path) -> None:
+    needs_root("systemd-tmpfiles gives the folders to the custody user")
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     subprocess.run(
