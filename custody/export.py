@@ -189,8 +189,9 @@ def _make(
         ]
         entry_ids.update(e for e, _ in refs)
         entry_ids.add(int(ingest_entry))
-        probes = {e: dict(decode_entry(ledger.entry(e)).fields) for e, t in refs if t == "probe"}
-        whole = complete_of(sha, probes)
+        # Each entry about this original read and decoded once.
+        about = {e: dict(decode_entry(ledger.entry(e)).fields) for e, _ in refs}
+        whole = complete_of(sha, about)
         fields = dict(decode_entry(ledger.entry(int(ingest_entry))).fields)
         labels = _labels(fields)
         if labels[2] and deleted is None:
@@ -209,7 +210,7 @@ def _make(
             )
         # Access copies and sidecars named by this original's entries.
         for e, t in refs:
-            f = decode_entry(ledger.entry(e)).fields
+            f = about[e]
             if t == "derive" and f.get("kind") == "access_copy" and f.get("output"):
                 osha = f["output"]["sha256"]
                 rel = f"data/access/{osha}.mp4"

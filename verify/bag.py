@@ -319,8 +319,9 @@ def verify_bag(
     if text is not None and not text.startswith("BagIt-Version: "):
         rep.problems.append("bagit.txt does not declare a BagIt version")
     trusted = _trust(vkey, key_source, root, rep)
-    man, present = _payload(root, rep)
+    man, present, planted = _payload(root, rep)
     info = _bag_info(root, rep)
+    _check_oxum(info.get("Payload-Oxum"), present, planted, rep)
     _tags(root, rep)
     if trusted is None:
         return rep
@@ -358,15 +359,18 @@ def verify_bag(
     return rep
 
 
-def _payload(root: Path, rep: BagReport) -> tuple[dict[str, str], dict[str, int]]:
-    """The manifest, every line checked; and what data/ holds (path -> size)."""
+def _payload(root: Path, rep: BagReport) -> tuple[dict[str, str], dict[str, int], int]:
+    """The manifest, every line checked; what data/ holds (path -> size of each regular
+    file), and how many other things (links, devices) it holds."""
     man = _manifest(root, "manifest-sha256.txt", rep, "files")
     present: dict[str, int] = {}
+    planted = 0
     data = root / "data"
     if data.is_dir() and not data.is_symlink():
         for rel, st in _walk(root, data):
             if not stat.S_ISREG(st.st_mode):
                 rep.problems.append(f"{rel}: not a regular file (a link or device planted)")
+                planted += 1
                 continue
             present[rel] = st.st_size
     elif data.exists():
@@ -403,7 +407,7 @@ def _payload(root: Path, rep: BagReport) -> tuple[dict[str, str], dict[str, int]
     for rel in sorted(set(present) - set(man)):
         rep.problems.append(f"{rel}: in data/ but not in the manifest (added after the export)")
     rep.files = len(man)
-    return man, present
+    return man, present, planted
 
 
 def _tags(root: Path, rep: BagReport) -> None:
@@ -640,26 +644,30 @@ def _row_problems(
     return out
 
 
-def complete_of(sha: str, entries: dict[int, dict[str, object]]) -> str:
-    """ "true"/"false" as the newest probe entry of ``sha`` says, "" without one."""
+def _newest_probe(sha: str, entries: dict[int, dict[str, object]]) -> dict[str, object] | None:
+    """The summary of the newest `probe` entry of ``sha`` among ``entries``."""
     for i in sorted(entries, reverse=True):
         e = entries[i]
         summary = e.get("summary")
         if e.get("type") == "probe" and e.get("sha256") == sha and isinstance(summary, dict):
-            c = summary.get("complete")
-            return "" if c is None else ("true" if c else "false")
-    return ""
+            return summary
+    return None
+
+
+def complete_of(sha: str, entries: dict[int, dict[str, object]]) -> str:
+    """ "true"/"false" as the newest probe entry of ``sha`` says, "" without one."""
+    summary = _newest_probe(sha, entries)
+    c = summary.get("complete") if summary is not None else None
+    return "" if c is None else ("true" if c else "false")
 
 
 def damage_of(sha: str, entries: dict[int, dict[str, object]]) -> str:
     """What the newest probe entry of ``sha`` says is missing, for a recording cut short."""
-    for i in sorted(entries, reverse=True):
-        e = entries[i]
-        summary = e.get("summary")
-        if e.get("type") == "probe" and e.get("sha256") == sha and isinstance(summary, dict):
-            d = summary.get("damage") or summary.get("problems") or []
-            return "; ".join(map(str, d)) if isinstance(d, list) else str(d)
-    return ""
+    summary = _newest_probe(sha, entries)
+    if summary is None:
+        return ""
+    d = summary.get("damage") or summary.get("problems") or []
+    return "; ".join(map(str, d)) if isinstance(d, list) else str(d)
 
 
 def _check_files_tsv(
@@ -777,16 +785,18 @@ def _bag_info(root: Path, rep: BagReport) -> dict[str, str]:
             rep.problems.append(f"bag-info.txt names {k} twice")
         elif line.strip():
             rep.problems.append(f"bag-info.txt: a line that is not 'Key: value' ({line[:60]!r})")
-    oxum = out.get("Payload-Oxum")
-    if oxum:
-        data = root / "data"
-        files = [st for _, st in _walk(root, data)] if data.is_dir() else []
-        total = sum(st.st_size for st in files if stat.S_ISREG(st.st_mode))
-        if oxum != f"{total}.{len(files)}":
-            rep.problems.append(
-                f"Payload-Oxum says {oxum}, the payload is {total} bytes in {len(files)} files"
-            )
     return out
+
+
+def _check_oxum(oxum: str | None, present: dict[str, int], planted: int, rep: BagReport) -> None:
+    """Payload-Oxum against the walk of data/ that `_payload` made (not a second walk)."""
+    if not oxum:
+        return
+    total, count = sum(present.values()), len(present) + planted
+    if oxum != f"{total}.{count}":
+        rep.problems.append(
+            f"Payload-Oxum says {oxum}, the payload is {total} bytes in {count} files"
+        )
 
 
 def _check_info(
