@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -50,6 +51,15 @@ def make_station(tmp: Path, dock: Path, extra: str = "", **opts: Any) -> Path:
     return conf
 
 
+def _let_others_pass(*paths: Path) -> None:
+    """Add search permission for others on every folder above ``paths`` lacking it."""
+    for path in paths:
+        for d in path.parents:
+            st = d.stat()
+            if not st.st_mode & stat.S_IXOTH:
+                d.chmod(st.st_mode | stat.S_IXOTH)
+
+
 class Daemon:
     def __init__(
         self,
@@ -65,7 +75,10 @@ class Daemon:
         cmd += list(args)
         if user is not None:
             # As the unit's unprivileged user would run it: no capabilities, other users'
-            # processes invisible in /proc, file permissions in force.
+            # processes invisible in /proc, file permissions in force. The checkout and the
+            # interpreter may sit below folders private to root (a mktemp clone, /root's
+            # pyenv): let other users pass through them, as /opt/custody/venv would allow.
+            _let_others_pass(REPO, Path(sys.executable).resolve(), Path(sys.prefix))
             cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
         elif drop_dac and os.geteuid() == 0:
             # As root, file permissions do not apply; drop that power so an unreadable
