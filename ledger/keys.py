@@ -8,11 +8,13 @@ rotate`` appends a ``key`` entry signed by the current key:
  "new_vkey": "<next vkey>", "reason": "..."}
 ```
 
-Every entry after it is signed by the new key. ``custody key revoke`` is the
-same step for a key that may be compromised, with ``"action": "revoke"`` and
-``"last_index": N``: the last index the old key still vouches for. Entries
-after N up to the revoke entry carry the old key's signature but nobody
-should trust them for more than "they are in the log"; checkpoints signed
+Every entry after it is signed by the new key. (`custody init` records the
+first key as ``{"action": "create", "vkey": ...}``; it changes nothing.)
+``custody key revoke`` is the same step for a key that may be compromised,
+with ``"action": "revoke"`` and ``"last_index": N``, the last index the old
+key still vouches for. Entries after N up to the revoke entry carry the old
+key's signature but are trusted for no more than being in the log;
+checkpoints signed
 only by the revoked key beyond N + 1 are not trusted.
 
 A verifier pinned to any key of the chain follows it forward: each ``key``
@@ -119,8 +121,13 @@ def extend(chain: KeyChain, index: int, entry: Entry) -> KeyChain:
         raise KeyChainError(f"entry {index} is a {entry.type!r} entry, not a key entry")
     if chain.changes and index <= chain.changes[-1].index:
         raise KeyChainError(f"key entry {index} is not after key entry {chain.changes[-1].index}")
-    change = parse_key_change(index, entry)
     cur = chain.key_for_entry(index)
+    if entry.payload().get("action") == "create":
+        # `custody init` records the first key; it changes nothing, but must be true.
+        if entry.payload().get("vkey") != cur.vkey() or not entry.verify(cur):
+            raise KeyChainError(f"key entry {index} (create) does not match the station key")
+        return chain
+    change = parse_key_change(index, entry)
     if change.old != cur:
         raise KeyChainError(
             f"key entry {index} retires {change.old.vkey()}, but the key current there is "
@@ -142,9 +149,10 @@ def follow(pinned: Verifier, key_entries: Iterable[tuple[int, Entry]]) -> KeyCha
     checkpoints commit to everything earlier).
     """
     items = sorted(key_entries, key=lambda x: x[0])
+    changes = [(i, e) for i, e in items if e.payload().get("action") != "create"]
     first = pinned
-    if items:
-        first = parse_key_change(items[0][0], items[0][1]).old
+    if changes:
+        first = parse_key_change(changes[0][0], changes[0][1]).old
     chain = KeyChain(first)
     for idx, e in items:
         chain = extend(chain, idx, e)
