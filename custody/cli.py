@@ -26,6 +26,7 @@ from custody import (
     cli_station,
     cli_status,
     cli_store,
+    cli_witness,
 )
 from custody import config as cfg
 from custody.cli_common import full_disk
@@ -44,6 +45,7 @@ AREAS = (
     cli_find,
     cli_evidence,
     cli_store,
+    cli_witness,
 )
 
 
