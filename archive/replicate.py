@@ -483,8 +483,10 @@ class Replicator:
         return f"ledger_size:{self.store_id}"
 
     def sync_ledger(self) -> int:
-        """Bring the store's copy of the ledger up to the latest signed checkpoint."""
-        latest = self.ledger.latest()
+        """Bring the store's copy of the ledger up to the latest signed checkpoint whose
+        witness round is over (``checkpoints/<size>`` is written once and locked, so it
+        waits for the cosignatures; see `Ledger.publishable`)."""
+        latest = self.ledger.publishable()
         done = self.ledger_mirrored_size()
         if latest is None or latest.size <= done:
             return done

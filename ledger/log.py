@@ -42,11 +42,12 @@ from pathlib import Path
 from typing import Any
 
 from ledger.checkpoint import Checkpoint, CheckpointError, open_checkpoint
+from ledger.cosignature import add_signature_lines
 from ledger.durable import file_lock
 from ledger.entry import format_time, make_entry
 from ledger.errors import IntegrityError, LedgerError
 from ledger.integrate import Edge, edge_from_tiles, edge_tiles, integrate
-from ledger.note import BoundSigner, Signer
+from ledger.note import BoundSigner, NoteError, Signer, Verifier, parse_note
 from ledger.proof import TlogProof
 from ledger.storage import FolderTiles
 from ledger.tiles import MAX_ENTRY_SIZE, TILE_WIDTH, TileHashReader, bundle_for_size, decode_bundle
@@ -125,12 +126,23 @@ class Ledger:
         state_dir: Path,
         origin: str,
         signer: Signer | None = None,
+        *,
+        also_sign: Sequence[Signer] = (),
+        known_keys: Sequence[Verifier] = (),
     ) -> None:
+        """``signer`` signs entries and checkpoints; ``also_sign`` adds signatures to
+        checkpoints only (the previous key during a rotation's overlap, so witnesses
+        and verifiers that know only it keep accepting); ``known_keys`` are earlier
+        station keys whose checkpoints this ledger may find published."""
         self.origin = origin
         self.tiles = FolderTiles(ledger_dir)
         self.state_dir = state_dir
         self._signer = signer.bound() if signer else None
         self._checkpoint_signer = signer
+        self._checkpoint_signers: list[Signer] = [signer, *also_sign] if signer else []
+        self._known_keys: list[Verifier] = [s.verifier() for s in self._checkpoint_signers]
+        self._known_keys += [k for k in known_keys if k not in self._known_keys]
+        self._signer_vkey = signer.verifier().vkey() if signer else ""
         if signer is not None:
             state_dir.mkdir(parents=True, exist_ok=True)
             ledger_dir.mkdir(parents=True, exist_ok=True)
@@ -232,6 +244,7 @@ class Ledger:
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
+                self._check_signer(db)
                 nxt = self._next_index(db)
                 for q in batch:
                     idx = list(range(nxt, nxt + len(q.leaves)))
@@ -267,6 +280,16 @@ class Ledger:
         finally:
             for q in batch:
                 q.done = True
+
+    def _check_signer(self, db: sqlite3.Connection) -> None:
+        """Refuse entries signed by a key the station has rotated away from (another
+        process ran `custody key rotate` since this one loaded its key)."""
+        row = db.execute("SELECT value FROM meta WHERE key='signer'").fetchone()
+        if row is not None and self._signer_vkey and row[0] != self._signer_vkey:
+            raise LedgerError(
+                "the station key changed (custody key rotate) after this process loaded it",
+                "run the command again; restart the daemon if it is running",
+            )
 
     @staticmethod
     def _next_index(db: sqlite3.Connection) -> int:
@@ -368,9 +391,7 @@ class Ledger:
         except FileNotFoundError:
             return None
         try:
-            return open_checkpoint(
-                text, [self._checkpoint_signer.verifier()], self.origin
-            ).checkpoint
+            return open_checkpoint(text, self._known_keys, self.origin).checkpoint
         except CheckpointError as e:
             raise IntegrityError(
                 f"the published checkpoint {self.tiles.root / 'checkpoint'} is not this "
@@ -451,7 +472,7 @@ class Ledger:
         self.tiles.write_tiles(result.tiles)
         new = result.edge
         root = new.root()
-        note = Checkpoint(self.origin, new.size, root).sign([self._checkpoint_signer])
+        note = Checkpoint(self.origin, new.size, root).sign(self._checkpoint_signers)
         rec = CheckpointRecord(new.size, root, note, format_time(now_utc()))
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -476,6 +497,80 @@ class Ledger:
         self.tiles.collect_partials(result.completed)
         self._edge = new
         return rec
+
+    # -- witnesses ---------------------------------------------------------
+
+    def add_cosignatures(self, size: int, lines: Sequence[str]) -> CheckpointRecord:
+        """Add witness cosignature lines (already verified by the caller) to the signed
+        checkpoint of ``size``: stored in place of its note, and republished as
+        ``<ledger>/checkpoint`` when it is still the latest. The station's own signature
+        and the root never change; only lines are added."""
+        with self._process_lock():
+            db = self._integ_db
+            row = db.execute(
+                "SELECT size, root, note, signed_at FROM checkpoints WHERE size = ?", (size,)
+            ).fetchone()
+            if row is None:
+                raise LedgerError(f"no checkpoint was signed at size {size}")
+            rec = CheckpointRecord(row[0], bytes(row[1]), row[2], row[3])
+            note = add_signature_lines(rec.note, lines)
+            if note == rec.note:
+                return rec
+            try:
+                parsed = parse_note(note)
+            except NoteError as e:
+                raise LedgerError(f"cosignature lines do not fit the checkpoint: {e}") from e
+            if parsed.text != parse_note(rec.note).text:
+                raise LedgerError("cosignature lines changed the checkpoint text")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("UPDATE checkpoints SET note = ? WHERE size = ?", (note, size))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            latest = self._db_latest(db)
+            if latest is not None and latest.size == size:
+                self.tiles.write_checkpoint(note)
+            return CheckpointRecord(rec.size, rec.root, note, rec.signed_at)
+
+    def set_witness_settled(self, size: int | None) -> None:
+        """Record that the witness round for checkpoints up to ``size`` is over (cosigned,
+        or given up on after the configured wait); None: the station has no witnesses,
+        nothing is held back. `publishable` reads it."""
+        with self._process_lock():
+            db = self._integ_db
+            if size is None:
+                db.execute("DELETE FROM meta WHERE key='witness_settled'")
+            else:
+                db.execute(
+                    "INSERT INTO meta(key, value) VALUES ('witness_settled', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value "
+                    "WHERE CAST(value AS INTEGER) < CAST(excluded.value AS INTEGER)",
+                    (str(size),),
+                )
+
+    def witness_settled(self) -> int | None:
+        with self._read_lock:
+            row = self._read_db.execute(
+                "SELECT value FROM meta WHERE key='witness_settled'"
+            ).fetchone()
+        return int(row[0]) if row else None
+
+    def publishable(self) -> CheckpointRecord | None:
+        """The newest checkpoint the cold-store mirror may write as ``checkpoints/<size>``
+        (write-once, locked): the latest, unless a witness round for it is still open;
+        then the newest one whose round is over."""
+        settled = self.witness_settled()
+        if settled is None:
+            return self.latest()
+        with self._read_lock:
+            row = self._read_db.execute(
+                "SELECT size, root, note, signed_at FROM checkpoints WHERE size <= ? "
+                "ORDER BY size DESC LIMIT 1",
+                (settled,),
+            ).fetchone()
+        return CheckpointRecord(row[0], bytes(row[1]), row[2], row[3]) if row else None
 
     def start_integrator(self, interval: float = 1.0) -> None:
         """Integrate in a background thread every ``interval`` seconds while leaves are pending."""
