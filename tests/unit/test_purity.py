@@ -160,3 +160,17 @@ def test_the_purity_check_sees_open_threads_and_the_clock(tmp_path: Path) -> Non
     found = " ".join(effects(src))
     for what in ("threading", "concurrent.futures", "open()", ".now", "import time"):
         assert what in found, what
+
+
+def test_the_witness_protocol_is_pure() -> None:
+    """The witness decides from bytes and stored values alone: no I/O, no clock (the
+    caller passes the cosignature's time), no database, no web framework."""
+    module = "witness/protocol.py"
+    mods = imports(REPO / module)
+    found = {m.split(".")[0] for m in mods}
+    assert not found & (FORBIDDEN_IN_PURE | {"starlette", "uvicorn", "custody"}), found
+    ledger_deps = {m for m in mods if m.startswith("ledger.")}
+    allowed = {"ledger." + Path(p).stem for p in PURE} | {"ledger.cosignature"}
+    assert ledger_deps <= allowed, f"{module} imports impure {ledger_deps - allowed}"
+    assert not {m for m in mods if m.startswith("witness.")}, "the core imports no shell"
+    assert not effects(REPO / module), effects(REPO / module)
