@@ -7,6 +7,15 @@ and compares the recomputed root with the signed checkpoint. Roots of older
 checkpoints the caller knows (the station's history, or one a supervisor
 kept) are checked on the way past their sizes, which is exactly consistency.
 
+The station key may change on the way (``key`` entries, see `ledger.keys`):
+the chain is followed while the entries stream past. Each entry's signature is
+checked with the key current at its index, each ``key`` entry must be signed by
+the key it retires, and the published checkpoint (and every known one) is
+checked with the keys the chain trusts at its size, once the key entries below
+that size have been read. The caller pins any key of the chain; when it is not
+the first, the entries before the first ``key`` entry are checked again with the
+first key once that entry names it (a second read of that prefix only).
+
 Every problem is collected and reported with where it is and what it means;
 nothing stops at the first failure.
 """
@@ -19,8 +28,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ledger.checkpoint import Checkpoint, CheckpointError, open_checkpoint
-from ledger.entry import EntryError, decode_entry
+from ledger.entry import Entry, EntryError, decode_entry
 from ledger.integrate import edge_root
+from ledger.keys import KEY_TYPE, KeyChain, KeyChainError, extend
 from ledger.note import NoteError, Verifier, b64, parse_note
 from ledger.tiles import (
     ENTRIES,
@@ -29,6 +39,7 @@ from ledger.tiles import (
     BundleError,
     TileID,
     TileSource,
+    bundle_for_size,
     decode_bundle,
     split_hashes,
 )
@@ -47,6 +58,71 @@ class Problem:
         return f"{self.where}: {self.what}"
 
 
+@dataclass(frozen=True)
+class RevokedRange:
+    """Entries signed by a revoked key after the last index it vouches for: they are in
+    the log, but their signature proves nothing (a warning, not a failure of the log)."""
+
+    first: int
+    last: int
+    key: Verifier
+    revoked_by: int  # the index of the revoke entry
+
+    def line(self) -> str:
+        span = (
+            f"entry {self.first}"
+            if self.first == self.last
+            else (f"entries {self.first} to {self.last}")
+        )
+        return (
+            f"warning: {span} signed by the revoked key {self.key.vkey()} after index "
+            f"{self.first - 1}, the last one it vouches for (revoked by key entry "
+            f"{self.revoked_by}): they are in the log, but their signature proves nothing"
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "first": self.first,
+            "last": self.last,
+            "count": self.last - self.first + 1,
+            "vkey": self.key.vkey(),
+            "key_id": self.key.key_id.hex(),
+            "revoked_by": self.revoked_by,
+        }
+
+
+def chain_json(chain: KeyChain) -> list[dict[str, object]]:
+    """The station keys in log order: the first, then each one a key entry announced."""
+    out: list[dict[str, object]] = [
+        {"vkey": chain.pinned.vkey(), "key_id": chain.pinned.key_id.hex(), "key_entry": None}
+    ]
+    for c in chain.changes:
+        item: dict[str, object] = {
+            "vkey": c.new.vkey(),
+            "key_id": c.new.key_id.hex(),
+            "key_entry": c.index,
+            "action": c.action,
+        }
+        if c.last_index is not None:
+            item["old_key_last_index"] = c.last_index
+        out.append(item)
+    return out
+
+
+def checkpoint_keys(chain: KeyChain, pinned: Sequence[Verifier], size: int) -> list[Verifier]:
+    """The keys whose signature on a checkpoint of ``size`` is trusted, for a verifier
+    that pinned ``pinned``: the chain's keys for that size, less any key before the
+    earliest pinned one. A key before the pinned key is trusted for entries only because
+    a checkpoint by the pinned key (or a later one) commits to them; its own signature
+    on a checkpoint would let whoever wrote the log's first key entry vouch for it."""
+    order = chain.all_keys()
+    at = [order.index(k) for k in pinned if k in order]
+    if not at:
+        return []
+    first = min(at)
+    return [k for k in chain.keys_for_checkpoint(size) if order.index(k) >= first]
+
+
 @dataclass
 class Report:
     size: int = 0
@@ -56,6 +132,9 @@ class Report:
     checkpoints_checked: int = 0
     problems: list[Problem] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    chain: KeyChain | None = None  # the station keys the log's key entries lead through
+    checkpoint_signed_by: list[Verifier] = field(default_factory=list)
+    revoked: list[RevokedRange] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -67,11 +146,24 @@ class Report:
         if n <= MAX_LISTED_PER_KIND:
             self.problems.append(Problem(kind, where, what))
 
+    def add_many(self, kind: str, n: int) -> None:
+        """Count ``n`` more problems of ``kind`` beyond those listed."""
+        if n > 0:
+            self.counts[kind] = self.counts.get(kind, 0) + n
+
     def lines(self) -> list[str]:
+        """Problems, then warnings (entries signed by a revoked key), then key changes."""
         out = [p.line() for p in self.problems]
         for kind, n in sorted(self.counts.items()):
             if n > MAX_LISTED_PER_KIND:
                 out.append(f"... and {n - MAX_LISTED_PER_KIND} more problems of kind {kind}")
+        out += [r.line() for r in self.revoked]
+        if self.chain is not None:
+            for c in self.chain.changes:
+                out.append(
+                    f"key change: entry {c.index} ({c.action}) hands the station key on from "
+                    f"{c.old.key_id.hex()} to {c.new.vkey()}"
+                )
         return out
 
     def to_json(self) -> dict[str, object]:
@@ -84,6 +176,9 @@ class Report:
             "checkpoints_checked": self.checkpoints_checked,
             "problem_counts": dict(sorted(self.counts.items())),
             "problems": [{"kind": p.kind, "where": p.where, "what": p.what} for p in self.problems],
+            "key_chain": chain_json(self.chain) if self.chain is not None else [],
+            "checkpoint_signed_by": [v.vkey() for v in self.checkpoint_signed_by],
+            "revoked_signatures": [r.to_json() for r in self.revoked],
         }
 
 
@@ -118,28 +213,43 @@ def verify_log(
     itself: `verify.parallel.verify_log` is the threaded shell.
     """
     rep = Report()
-    cp = _check_published(rep, checkpoint_text, verifiers, origin)
+    cp = _parse_published(rep, checkpoint_text)
     if cp is None:
         return rep
     rep.size, rep.root = cp.size, cp.root
-    known = _check_known(rep, known_checkpoints, verifiers, cp)
-    with _SignatureChecker(rep, verifiers[0] if verifiers else None, executor) as sigs:
-        _stream(rep, source, cp, known, check_entries, progress, sigs, on_leaf)
+    known = _parse_known(rep, known_checkpoints)
+    roots_at: dict[int, bytes] = {}
+    # Start with a pinned key that signs the published checkpoint (the usual case: no
+    # rotation, or the pinned key is the newest); the first key entry may correct it.
+    first = _signer_of(checkpoint_text, verifiers) if checkpoint_text is not None else None
+    with _SignatureChecker(rep, first, executor) as sigs:
+        keys = _ChainFollower(rep, source, cp.size, first, sigs)
+        _stream(rep, source, cp, known, roots_at, check_entries, progress, sigs, on_leaf, keys)
+        keys.finish()
+    if first is not None:
+        rep.chain = keys.chain
+    _check_signatures(rep, checkpoint_text, cp, verifiers, rep.chain, origin)
+    _check_known(rep, known, roots_at, rep.chain, verifiers, cp)
     return rep
 
 
-def _check_published(
-    rep: Report, text: bytes | None, verifiers: Sequence[Verifier], origin: str | None
-) -> Checkpoint | None:
+def _signer_of(text: bytes, verifiers: Sequence[Verifier]) -> Verifier | None:
+    """The first pinned key whose signature on ``text`` verifies, else the first pinned."""
+    for v in verifiers:
+        try:
+            open_checkpoint(text, [v])
+            return v
+        except CheckpointError:
+            continue
+    return verifiers[0] if verifiers else None
+
+
+def _parse_published(rep: Report, text: bytes | None) -> Checkpoint | None:
+    """The published checkpoint's body; its signature is checked once the key chain up
+    to its size is known (`_check_signatures`)."""
     if text is None:
         rep.add("checkpoint-missing", "checkpoint", "no checkpoint file: the log cannot be checked")
         return None
-    try:
-        return open_checkpoint(text, verifiers, origin).checkpoint
-    except CheckpointError as e:
-        what = f"not signed by the station key ({e}); it may be forged or from another station"
-        rep.add("checkpoint-signature", "checkpoint", what)
-    # Go on with the unverified body so the rest of the log is still examined.
     try:
         return Checkpoint.parse_body(parse_note(text.decode("utf-8", "replace")).text)
     except (NoteError, CheckpointError) as e:
@@ -147,34 +257,89 @@ def _check_published(
         return None
 
 
-def _check_known(
+def _check_signatures(
     rep: Report,
-    known: Iterable[bytes | str],
+    text: bytes | None,
+    cp: Checkpoint,
     verifiers: Sequence[Verifier],
-    published: Checkpoint,
-) -> dict[int, bytes]:
-    """Checkpoints the station signed before; returns size -> root to check in the stream."""
-    out: dict[int, bytes] = {}
-    newest = None
+    chain: KeyChain | None,
+    origin: str | None,
+) -> None:
+    assert text is not None
+    keys = list(verifiers)
+    if chain is not None:
+        keys = checkpoint_keys(chain, verifiers, cp.size)
+        if not keys:
+            rep.add(
+                "key-chain",
+                "checkpoint",
+                f"the trusted key {verifiers[0].vkey()} is not in this log's key chain (it "
+                f"starts with {chain.pinned.vkey()}): the log is another station's, or a key "
+                "entry that hands the key on is missing or forged",
+            )
+            keys = list(verifiers)
+    try:
+        rep.checkpoint_signed_by = list(open_checkpoint(text, keys, origin).verified_by)
+    except CheckpointError as e:
+        what = f"not signed by the station key ({e}); it may be forged or from another station"
+        rep.add("checkpoint-signature", "checkpoint", what)
+
+
+def _parse_known(rep: Report, known: Iterable[bytes | str]) -> list[tuple[Checkpoint, bytes | str]]:
+    """Checkpoints the station signed before, parsed (signatures checked at the end)."""
+    out: list[tuple[Checkpoint, bytes | str]] = []
     for text in known:
         try:
-            sc = open_checkpoint(text, verifiers)
+            raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+            out.append((Checkpoint.parse_body(parse_note(raw).text), text))
+        except (NoteError, CheckpointError) as e:
+            rep.add("history-signature", "checkpoint history", f"a recorded checkpoint is bad: {e}")
+    return out
+
+
+def _check_known(
+    rep: Report,
+    known: list[tuple[Checkpoint, bytes | str]],
+    roots_at: dict[int, bytes],
+    chain: KeyChain | None,
+    verifiers: Sequence[Verifier],
+    published: Checkpoint,
+) -> None:
+    """Each known checkpoint: signed by a key the chain trusts at its size, and its root
+    is the root the stream recomputed at that size (exactly consistency)."""
+    seen: dict[int, bytes] = {}
+    newest = None
+    for c, text in known:
+        keys = chain.keys_for_checkpoint(c.size) if chain is not None else list(verifiers)
+        try:
+            open_checkpoint(text, keys)
         except CheckpointError as e:
             rep.add("history-signature", "checkpoint history", f"a recorded checkpoint is bad: {e}")
             continue
-        c = sc.checkpoint
         rep.checkpoints_checked += 1
         if c.size > published.size:
             if newest is None or c.size > newest.size:
                 newest = c
             continue
-        if c.size in out and out[c.size] != c.root:
+        if c.size in seen and seen[c.size] != c.root:
             rep.add(
                 "fork",
                 f"size {c.size}",
                 "two different signed roots for one size: the station signed a fork",
             )
-        out[c.size] = c.root
+            continue
+        if c.size in seen:
+            continue
+        seen[c.size] = c.root
+        got = roots_at.get(c.size)
+        if got is not None and got != c.root:
+            what = (
+                "recorded checkpoint of size 0 has a wrong root"
+                if c.size == 0
+                else "a checkpoint the station signed earlier does not match this log: "
+                "history was rewritten (not consistent)"
+            )
+            rep.add("history-root", f"size {c.size}", what)
     if newest is not None:
         rep.add(
             "rollback",
@@ -182,7 +347,89 @@ def _check_known(
             f"published size {published.size} is older than the signed checkpoint of size "
             f"{newest.size}: the log was rolled back or truncated",
         )
-    return out
+
+
+class _ChainFollower:
+    """Follows the station key chain through the ``key`` entries as they stream past,
+    and tells the signature checker which key to use from each index on."""
+
+    def __init__(
+        self,
+        rep: Report,
+        source: TileSource,
+        size: int,
+        first: Verifier | None,
+        sigs: _SignatureChecker,
+    ) -> None:
+        self.rep, self.source, self.size, self.sigs = rep, source, size, sigs
+        self.chain = KeyChain(first) if first is not None else None
+        self.settled = first is None
+        if first is None:
+            sigs.holding = False  # no key: no signature is checked
+
+    def on_key_entry(self, index: int, entry: Entry) -> None:
+        if self.chain is None:
+            return
+        if not self.settled:
+            self._settle(index, entry)
+        self.rep.signatures_checked += 1
+        try:
+            new = extend(self.chain, index, entry)
+        except KeyChainError as e:
+            self.rep.add(
+                "key-entry",
+                f"entry {index}",
+                f"{e}: the key change is not trusted (the entry was forged or altered)",
+            )
+            return
+        if new.changes != self.chain.changes:
+            c = new.changes[-1]
+            self.sigs.use(c.new)
+            if c.last_index is not None and c.last_index < c.index:
+                self.rep.revoked.append(RevokedRange(c.last_index + 1, c.index, c.old, c.index))
+        self.chain = new
+
+    def _settle(self, index: int, entry: Entry) -> None:
+        """The first key entry names the first key: if it is not the key assumed so far,
+        the entries before it are checked again with it."""
+        assert self.chain is not None
+        p = entry.payload()
+        named = p.get("vkey") if p.get("action") == "create" else p.get("old_vkey")
+        try:
+            first = Verifier.parse(str(named)) if named is not None else None
+        except NoteError:
+            first = None  # extend() reports the malformed entry
+        self.settled = True
+        if first is None or first == self.chain.pinned:
+            self.sigs.settle(release=True)
+            return
+        self.sigs.settle(release=False)
+        self.chain = KeyChain(first)
+        self.sigs.use(first)
+        self._recheck(index)
+
+    def _recheck(self, end: int) -> None:
+        """Check the signatures of entries [0, end) again with the chain's first key (their
+        form and station were judged on the first read)."""
+        for n in range((end + TILE_WIDTH - 1) // TILE_WIDTH):
+            try:
+                leaves = decode_bundle(self.source.read_tile(bundle_for_size(n, self.size)))
+            except (KeyError, OSError, ValueError, BundleError):
+                continue  # reported on the first read
+            for i, leaf in enumerate(leaves):
+                index = n * TILE_WIDTH + i
+                if index >= end:
+                    return
+                try:
+                    e = decode_entry(leaf)
+                except EntryError:
+                    continue
+                self.sigs.check(index, e.signed_message(), e.signature)
+
+    def finish(self) -> None:
+        if not self.settled:
+            self.sigs.settle(release=True)
+            self.settled = True
 
 
 class _Levels:
@@ -244,18 +491,20 @@ def _stream(
     rep: Report,
     source: TileSource,
     cp: Checkpoint,
-    known: dict[int, bytes],
+    known: list[tuple[Checkpoint, bytes | str]],
+    roots_at: dict[int, bytes],
     check_entries: bool,
     progress: Callable[[int, int], None] | None,
     sigs: _SignatureChecker,
-    on_leaf: Callable[[int, bytes], None] | None = None,
+    on_leaf: Callable[[int, bytes], None] | None,
+    keys: _ChainFollower,
 ) -> None:
+    """Stream every bundle; ``roots_at`` gets the recomputed root at each known size."""
     size = cp.size
     levels = _Levels(rep, source, size)
-    pending_sizes = sorted(s for s in known if s > 0)
+    pending_sizes = sorted({c.size for c, _ in known if 0 < c.size <= size})
     ki = 0
-    if 0 in known and known[0] != edge_root([]):
-        rep.add("history-root", "size 0", "recorded checkpoint of size 0 has a wrong root")
+    roots_at[0] = edge_root([])
     index = 0
     absent_run = 0
     for n in range((size + TILE_WIDTH - 1) // TILE_WIDTH):
@@ -312,7 +561,9 @@ def _stream(
                     if first_bad < 0:
                         first_bad = index
                 if check_entries:
-                    _check_entry(rep, index, leaf, cp.origin, sigs)
+                    _check_entry(rep, index, leaf, cp.origin, sigs, keys)
+                elif KEY_MARK in leaf:
+                    _follow_only(index, leaf, keys)
                 if on_leaf is not None:
                     on_leaf(index, leaf)
                 rep.entries_checked += 1
@@ -324,13 +575,7 @@ def _stream(
             recomputed.append(h)
             index += 1
             while ki < len(pending_sizes) and pending_sizes[ki] == index:
-                if levels.root_now() != known[index]:
-                    rep.add(
-                        "history-root",
-                        f"size {index}",
-                        "a checkpoint the station signed earlier does not match this log: "
-                        "history was rewritten (not consistent)",
-                    )
+                roots_at[index] = levels.root_now()
                 ki += 1
         if mismatched:
             rep.add(
@@ -388,8 +633,18 @@ def _check_partials(
             )
 
 
+# How a key entry's leaf starts its type (canonical JSON: no spaces), for the pass that
+# does not decode every entry.
+KEY_MARK = b'"type":"key"'
+
+
 def _check_entry(
-    rep: Report, index: int, leaf: bytes, origin: str, sigs: _SignatureChecker
+    rep: Report,
+    index: int,
+    leaf: bytes,
+    origin: str,
+    sigs: _SignatureChecker,
+    keys: _ChainFollower,
 ) -> None:
     where = f"entry {index}"
     try:
@@ -399,7 +654,19 @@ def _check_entry(
         return
     if e.station != origin:
         rep.add("entry-station", where, f"names station {e.station!r}, not {origin!r}")
-    sigs.check(index, e.signed_message(), e.signature)
+    if e.type == KEY_TYPE:
+        keys.on_key_entry(index, e)  # checked with the key it retires
+    else:
+        sigs.check(index, e.signed_message(), e.signature)
+
+
+def _follow_only(index: int, leaf: bytes, keys: _ChainFollower) -> None:
+    try:
+        e = decode_entry(leaf)
+    except EntryError:
+        return
+    if e.type == KEY_TYPE:
+        keys.on_key_entry(index, e)
 
 
 class Outcome(Protocol):
@@ -428,7 +695,11 @@ class _Done:
 
 class _SignatureChecker:
     """Checks entry signatures in batches (on an executor if given), reporting failures
-    in index order."""
+    in index order. A batch is for one key: `use` closes it when the key changes.
+
+    Until the key chain's first key is settled (`settle`), failures are held back (the
+    first few and a count): if the key assumed was not the first, they are dropped and
+    those entries checked again."""
 
     CHUNK = 256
     IN_FLIGHT = 4  # batches queued ahead on an executor
@@ -438,6 +709,26 @@ class _SignatureChecker:
         self.executor = executor
         self.batch: list[tuple[int, bytes, bytes]] = []
         self.inflight: deque[Outcome] = deque()
+        self.holding = True
+        self.held: list[int] = []
+        self.held_count = 0
+
+    def use(self, verifier: Verifier) -> None:
+        """Check the entries from here on with ``verifier``."""
+        if verifier != self.verifier:
+            self._flush()
+            self.verifier = verifier
+
+    def settle(self, release: bool) -> None:
+        """Stop holding failures back: report them (``release``) or drop them."""
+        self._flush()
+        while self.inflight:
+            self._collect()
+        if release:
+            for index in self.held:
+                self._report(index)
+            self.rep.add_many("entry-signature", self.held_count - len(self.held))
+        self.holding, self.held, self.held_count = False, [], 0
 
     def __enter__(self) -> _SignatureChecker:
         return self
@@ -469,11 +760,19 @@ class _SignatureChecker:
 
     def _collect(self) -> None:
         for index in self.inflight.popleft().result():
-            self.rep.add(
-                "entry-signature",
-                f"entry {index}",
-                "signature does not verify with the station key: the entry was altered or forged",
-            )
+            if not self.holding:
+                self._report(index)
+                continue
+            self.held_count += 1
+            if len(self.held) < MAX_LISTED_PER_KIND:
+                self.held.append(index)
+
+    def _report(self, index: int) -> None:
+        self.rep.add(
+            "entry-signature",
+            f"entry {index}",
+            "signature does not verify with the station key: the entry was altered or forged",
+        )
 
 
 def _bad_signatures(verifier: Verifier, items: list[tuple[int, bytes, bytes]]) -> list[int]:
