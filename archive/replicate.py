@@ -13,8 +13,9 @@ a store that is down for hours only delays.
 
 Ledger. Full tiles and entry bundles are written once (locked like
 evidence), partial tiles at the right edge unlocked, every signed
-checkpoint as ``checkpoints/<size>`` and the latest as ``checkpoint``; the
-tiles always go before the checkpoints that need them. The replicated size
+checkpoint as ``checkpoints/<size>`` and the latest as ``checkpoint`` (written
+again when it gains witness cosignatures after it was mirrored); the tiles
+always go before the checkpoints that need them. The replicated size
 is kept in ``archive_meta``.
 """
 
@@ -488,9 +489,13 @@ class Replicator:
         waits for the cosignatures; see `Ledger.publishable`)."""
         latest = self.ledger.publishable()
         done = self.ledger_mirrored_size()
+        prefix = ledger_prefix(self.ledger.origin)
+        if latest is not None and latest.size == done:
+            # Cosignatures that arrived after the mirror wrote this checkpoint: the locked
+            # checkpoints/<size> keeps what it had, the mutable `checkpoint` gains them.
+            self._put_latest(prefix, latest.note)
         if latest is None or latest.size <= done:
             return done
-        prefix = ledger_prefix(self.ledger.origin)
         lock = self._lock(self.settings.ledger_retain_days)
         completed = []
         for tid in tiles_to_publish(done, latest.size):
@@ -511,8 +516,7 @@ class Replicator:
             if len(batch) < 1000:
                 break
             after = batch[-1].size
-        note = latest.note.encode()
-        self.store.put(f"{prefix}checkpoint", note, hashlib.sha256(note).hexdigest(), replace=True)
+        self._put_latest(prefix, latest.note)
         with self._db_lock:
             self.db.execute(
                 "INSERT OR REPLACE INTO archive_meta (name, value) VALUES (?,?)",
@@ -523,6 +527,23 @@ class Replicator:
             self._drop_partials(prefix + tid.path() + ".p/")
         log.debug("ledger mirrored to %s up to size %d", self.store_id, latest.size)
         return latest.size
+
+    def _put_latest(self, prefix: str, note_text: str) -> None:
+        """Write the mutable ``checkpoint`` unless the store already holds these bytes
+        (their SHA-256 is kept in ``archive_meta``)."""
+        note = note_text.encode()
+        sha = hashlib.sha256(note).hexdigest()
+        name = f"ledger_checkpoint_sha256:{self.store_id}"
+        with self._db_lock:
+            row = self.db.execute("SELECT value FROM archive_meta WHERE name=?", (name,)).fetchone()
+        if row is not None and row[0] == sha:
+            return
+        self.store.put(f"{prefix}checkpoint", note, sha, replace=True)
+        with self._db_lock:
+            self.db.execute(
+                "INSERT OR REPLACE INTO archive_meta (name, value) VALUES (?,?)", (name, sha)
+            )
+            self.db.commit()
 
     # -- housekeeping and status -----------------------------------------------------------
 

@@ -68,6 +68,21 @@ class RetentionSettings:
 
 
 @dataclass(frozen=True)
+class WitnessSettings:
+    """``[witness]``: the trust policy naming the witnesses to ask, and how long to wait.
+
+    Capture never waits for a witness; only the cold store's write-once
+    ``checkpoints/<size>`` is held back, for at most ``publish_wait_s``, so that the
+    locked copy carries the cosignatures."""
+
+    policy: Path | None = None  # a C2SP tlog-policy file whose witness lines carry URLs
+    timeout_s: int = 5  # per request
+    publish_wait_s: int = 30  # hold checkpoints/<size> back this long for cosignatures
+    alarm_after_s: int = 300  # quorum unmet this long: status, metrics and STATUS say so
+    retry_s: int = 10  # a witness that failed is asked again after this long
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     data_dir: Path
@@ -79,6 +94,12 @@ class Config:
     media: MediaSettings = field(default_factory=MediaSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     metrics_listen: str = ""  # [metrics] listen = "127.0.0.1:9108"; "" = off
+    witness: WitnessSettings = field(default_factory=WitnessSettings)
+
+    @property
+    def witness_policy(self) -> Path | None:
+        """The witness policy file (``[witness] policy``), None when none is configured."""
+        return self.witness.policy
 
     @property
     def ledger_dir(self) -> Path:
@@ -330,10 +351,37 @@ def parse(path: Path, data: dict[str, Any]) -> Config:
         t = _Table(path, mt2, "metrics.")
         metrics = _listen(t)
         t.finish()
+    witness = WitnessSettings()
+    wt = top.get("witness", dict)
+    if wt is not None:
+        witness = _parse_witness(_Table(path, wt, "witness."), base)
     top.finish()
     return Config(
-        path, data_dir, origin, ledger, tuple(docks), store, capture, media, retention, metrics
+        path,
+        data_dir,
+        origin,
+        ledger,
+        tuple(docks),
+        store,
+        capture,
+        media,
+        retention,
+        metrics,
+        witness,
     )
+
+
+def _parse_witness(t: _Table, base: Path) -> WitnessSettings:
+    pol = t.get("policy", str, "")
+    ws = WitnessSettings(
+        policy=_path(t, "policy", base, pol) if pol else None,
+        timeout_s=_int(t, "timeout_s", 5, 1, 300),
+        publish_wait_s=_int(t, "publish_wait_s", 30, 0, 86_400),
+        alarm_after_s=_int(t, "alarm_after_s", 300, 1, 30 * 86_400),
+        retry_s=_int(t, "retry_s", 10, 1, 86_400),
+    )
+    t.finish()
+    return ws
 
 
 def _parse_media(t: _Table, base: Path) -> MediaSettings:
@@ -635,6 +683,16 @@ def render(data_dir: Path, origin: str) -> str:
         "frame_hashes = false\n"
         "signature = false              # the MPEG-7 video signature in the same pass\n"
         '# ffmpeg = "/usr/bin/ffmpeg"     # default: ffmpeg on PATH, else the imageio-ffmpeg one\n'
+        "\n"
+        "# Witnesses (C2SP tlog-witness) that cosign each checkpoint: a C2SP tlog-policy\n"
+        "# file whose witness lines carry URLs. Capture never waits for them; the cold\n"
+        "# store's checkpoints/<size> waits publish_wait_s for the cosignatures.\n"
+        "# [witness]\n"
+        '# policy = "witnesses.policy"\n'
+        "# timeout_s = 5                 # per request\n"
+        "# publish_wait_s = 30\n"
+        "# alarm_after_s = 300           # quorum unmet this long: status and metrics say so\n"
+        "# retry_s = 10                  # a failing witness is asked again this often\n"
         "\n"
         "# Prometheus metrics on localhost (off unless set):\n"
         "# [metrics]\n"
