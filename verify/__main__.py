@@ -10,7 +10,8 @@ Needs only the standard library, PyNaCl and the pure ledger core:
         and root, and consistency with checkpoints kept from earlier.
     python -m verify file FILE --ledger DIR --vkey VKEY
         is this exact file named by an entry of the ledger (verified whole)?
-    python -m verify bag DIR [--vkey VKEY] [--known CHECKPOINT] [--report FILE]
+    python -m verify bag DIR [--vkey VKEY] [--policy FILE] [--known CHECKPOINT]
+        [--report FILE]
         check an export package: every file against its manifest, every entry's
         signature and inclusion proof against the bag's signed checkpoint, the
         payload against the signed export entry, and each label against the
@@ -19,8 +20,14 @@ Needs only the standard library, PyNaCl and the pure ledger core:
 
 VKEY is the station's verifier key (``name+keyid+key``) or a file holding it;
 get it from the unit through a channel you trust, not from the package you
-are checking. Every command takes --json. Exit status: 0 all good, 1 something
-failed (each problem is listed), 2 the inputs could not be read or used.
+are checking. Any key the station has had will do: the ``key`` entries of the
+log hand it on from one key to the next. ``--policy FILE`` (a C2SP
+tlog-policy: log keys, witnesses, quorum) on `ledger` and `bag` also requires
+the policy's quorum of witnesses to have cosigned the checkpoint; its log
+lines are trusted station keys too. Every verdict lists the keys it trusted
+and where each came from. Every command takes --json. Exit status: 0 all
+good, 1 something failed (each problem is listed), 2 the inputs could not be
+read or used.
 """
 
 from __future__ import annotations
@@ -37,13 +44,16 @@ from typing import Any
 
 from ledger.entry import EntryError, decode_entry
 from ledger.note import NoteError, Verifier
+from ledger.policy import Policy, PolicyError, parse_policy
 from ledger.proof import ProofError, TlogProof
 from verify.folder import FolderSource
 from verify.parallel import verify_log
 from verify.quiet import finish_stdout, guard_stdout
 from verify.readfile import Unreadable, read_regular, read_text
+from verify.witnesses import FROM_VKEY, policy_keys, trusted_key, trusted_line, witnessing
 
 MAX_KEY_FILE = 1 << 16  # a verifier key is ~100 bytes
+MAX_POLICY_FILE = 1 << 20  # a policy of 256 witnesses is ~40 KiB
 MAX_NOTE_FILE = 1 << 16  # a checkpoint or tlog-proof (a 63-hash proof is ~3 KiB)
 MAX_ENTRY_FILE = 65536  # one entry (C2SP tlog-tiles caps an entry at 65535) and a newline
 
@@ -78,6 +88,19 @@ def _vkey(value: str) -> Verifier:
         return Verifier.parse(text.strip())
     except NoteError as e:
         raise InputError(f"--vkey: {e}") from None
+
+
+def _policy(value: str | None) -> Policy | None:
+    if not value:
+        return None
+    try:
+        return parse_policy(_bytes(value, "policy file", MAX_POLICY_FILE))
+    except PolicyError as e:
+        raise InputError(f"--policy {value}: {e}") from None
+
+
+def _key_json(v: Verifier, source: str) -> dict[str, str]:
+    return trusted_key("log", v.name, v.key_id, v.vkey(), source)
 
 
 def _folder(value: str, what: str) -> Path:
@@ -166,9 +189,19 @@ def cmd_proof(args: argparse.Namespace) -> int:
             )
     except EntryError as err:
         problems.append(f"entry: not a custody entry ({err})")
+    trusted = [_key_json(vkey, FROM_VKEY)]
     if args.json:
-        _print_json({"ok": not problems, "vkey": vkey.vkey(), **out, "problems": problems})
+        _print_json(
+            {
+                "ok": not problems,
+                "vkey": vkey.vkey(),
+                "trusted_keys": trusted,
+                **out,
+                "problems": problems,
+            }
+        )
     else:
+        print(trusted_line(trusted[0]))
         for line in ok_lines:
             print(line)
         for p in problems:
@@ -177,7 +210,17 @@ def cmd_proof(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    vkey = _vkey(args.vkey)
+    policy = _policy(args.policy)
+    pinned = [_vkey(args.vkey)] if args.vkey else []
+    trusted = [_key_json(v, args.key_source or FROM_VKEY) for v in pinned]
+    if policy is not None:
+        trusted += [k for k in policy_keys(policy) if k["vkey"] not in {v.vkey() for v in pinned}]
+        pinned += [lg.key for lg in policy.logs if lg.key not in pinned]
+    if not pinned:
+        raise InputError(
+            "give --vkey (the station's key, from a channel you trust) or a "
+            "--policy whose log lines name it"
+        )
     folder = _folder(args.dir, "ledger folder")
     known = [_text(k, "checkpoint file") for k in args.known or []]
     src = FolderSource(folder)
@@ -186,18 +229,40 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise InputError(str(e)) from None
     show = _progress()
-    rep = verify_log(src, checkpoint, [vkey], None, known, progress=show)
+    rep = verify_log(src, checkpoint, pinned, None, known, progress=show)
     _end_progress(show)
+    # Witnesses are judged on a checkpoint the station's key chain vouches for.
+    w = None
+    if checkpoint is not None and rep.checkpoint_signed_by:
+        w = witnessing(checkpoint, policy, rep.checkpoint_signed_by)
+    witness_problems = w.problems if w is not None else []
+    ok = rep.ok and not witness_problems
     if args.json:
-        _print_json(rep.to_json())
+        out = rep.to_json()
+        out.update(
+            ok=ok,
+            trusted_keys=trusted,
+            cosignatures=w.cosignatures if w is not None else [],
+            quorum=w.quorum if w is not None else None,
+            witness_problems=witness_problems,
+        )
+        _print_json(out)
     else:
+        for k in trusted:
+            print(trusted_line(k))
+        for v in rep.checkpoint_signed_by:
+            print(f"checkpoint: size {rep.size}, signed by {v.vkey()}")
         for line in rep.lines():
             print(line)
+        for line in w.lines() if w is not None else []:
+            print(line)
+        for p in witness_problems:
+            print(f"FAILED {p}")
         print(
-            f"{'OK' if rep.ok else 'FAILED'}: {folder}, size {rep.size}, "
+            f"{'OK' if ok else 'FAILED'}: {folder}, size {rep.size}, "
             f"{rep.entries_checked} entries and {rep.signatures_checked} signatures checked"
         )
-    return 0 if rep.ok else 1
+    return 0 if ok else 1
 
 
 def _write_report(path: str, text: str) -> str:
@@ -222,17 +287,19 @@ def _write_report(path: str, text: str) -> str:
 
 
 def cmd_bag(args: argparse.Namespace) -> int:
-    from verify.bag import PINNED, verify_bag
+    from verify.bag import verify_bag
 
-    if not args.vkey and not args.trust_bag_key:
+    policy = _policy(args.policy)
+    if not args.vkey and not args.trust_bag_key and not (policy is not None and policy.logs):
         raise InputError(
             "give --vkey (the station's verifier key, from a channel you trust) to prove "
-            "where the bag came from, or --trust-bag-key to check it is intact only"
+            "where the bag came from, or a --policy whose log lines name it, or "
+            "--trust-bag-key to check it is intact only"
         )
     vkey = _vkey(args.vkey) if args.vkey else None
     root = _folder(args.dir, "bag")
     known = [_text(k, "checkpoint file").encode() for k in args.known or []]
-    rep = verify_bag(root, vkey, known, key_source=args.key_source or PINNED)
+    rep = verify_bag(root, vkey, known, key_source=args.key_source or FROM_VKEY, policy=policy)
     # The fork evidence goes to stdout first: a report path that cannot be written
     # must not lose the proof that the station's key signed two histories.
     if args.json:
@@ -311,6 +378,12 @@ def cmd_file(args: argparse.Namespace) -> int:
     return 0
 
 
+POLICY_HELP = (
+    "a witness policy (C2SP tlog-policy) you trust: its quorum of witnesses must have "
+    "cosigned the checkpoint; its log lines are trusted station keys"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m verify",
@@ -327,7 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_proof)
     s = sub.add_parser("ledger", help="recompute a whole ledger tile folder")
     s.add_argument("dir")
-    s.add_argument("--vkey", required=True, help="verifier key, or a file holding it")
+    s.add_argument("--vkey", help="verifier key, or a file holding it")
+    s.add_argument("--policy", help=POLICY_HELP)
+    s.add_argument("--key-source", help=argparse.SUPPRESS)  # what `custody verify` says
     s.add_argument("--known", action="append", help="a checkpoint kept earlier (repeatable)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_ledger)
@@ -351,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="no key of your own: use the one in the bag (proves the bag intact and "
         "self-consistent, not where it came from; the verdict says so)",
     )
+    s.add_argument("--policy", help=POLICY_HELP)
     s.add_argument("--key-source", help=argparse.SUPPRESS)  # what `custody verify` says
     s.add_argument("--known", action="append", help="a checkpoint from elsewhere (repeatable)")
     s.add_argument(

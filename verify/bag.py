@@ -36,11 +36,24 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ledger.checkpoint import CheckpointError, SignedCheckpoint, open_checkpoint
-from ledger.entry import EntryError, decode_entry
-from ledger.note import NoteError, Verifier
+from ledger.audit import chain_json, checkpoint_keys
+from ledger.checkpoint import Checkpoint, CheckpointError, SignedCheckpoint, open_checkpoint
+from ledger.entry import Entry, EntryError, decode_entry
+from ledger.keys import KEY_TYPE, KeyChain, KeyChainError, follow
+from ledger.note import NoteError, Verifier, parse_note
+from ledger.policy import Policy
 from ledger.proof import ProofError, TlogProof
+from ledger.tree import leaf_hash, verify_inclusion
 from verify.readfile import Unreadable, open_regular, read_regular
+from verify.witnesses import (
+    FROM_PACKAGE,
+    FROM_POLICY,
+    PACKAGE_ONLY,
+    policy_keys,
+    trusted_key,
+    trusted_line,
+    witnessing,
+)
 
 # Bounds on what the verifier reads whole; a genuine bag is far below each.
 MAX_MANIFEST = 64 << 20  # manifest-*.txt, files.tsv: ~300,000 lines
@@ -48,9 +61,11 @@ MAX_TAG = 1 << 20  # bag-info.txt, bagit.txt, VERIFY.txt, station.vkey
 MAX_NOTE = 1 << 16  # checkpoint, one tlog-proof (a 63-hash proof is ~3 KiB)
 MAX_LEAF = 65535  # an entry (C2SP tlog-tiles bundles cap an entry at this)
 
-# Where the trusted key came from, as the verdict says it.
+# Where the trusted key came from, as the verdict says it (a caller in code pins it;
+# `python -m verify` says "on the command line (--vkey)").
 PINNED = "pinned by the user"
-FROM_BAG = "carried inside the package"
+FROM_BAG = FROM_PACKAGE
+POLICY_TXT = "policy.txt"  # the station's witness policy, carried (not trusted) in the bag
 
 FILES_TSV_HEAD = (
     "path",
@@ -83,6 +98,7 @@ SIGNED_INFO = (
     "Custody-Export-Entry",
     "Custody-Checkpoint-Size",
     "Custody-Verifier-Key",
+    "Witness-Policy",
 )
 
 VERIFY_TXT = """\
@@ -131,7 +147,25 @@ so the list of exported files is the station's, not this folder's.
    checkpoint with a later one from the unit (or its published ledger):
    python -m verify ledger <ledger folder> --vkey ... --known custody/checkpoint
 
-Files: {files} ({bytes} bytes). Case: {case}.
+{witnesses}Files: {files} ({bytes} bytes). Case: {case}.
+"""
+
+WITNESS_TXT = """\
+4. Witnesses. The unit's witness policy is in policy.txt (C2SP tlog-policy:
+   the witnesses, their keys, and how many of them must cosign). A witness
+   is an independent office that cosigns a checkpoint only after checking
+   it is consistent with everything it saw from this unit before; its
+   cosignatures are the extra signature lines in custody/checkpoint. To
+   require the policy's witnesses:
+
+       python -m verify bag <this folder> --vkey '<key>' --policy <policy file>
+
+   The policy.txt in this folder is carried inside the package: by itself
+   it makes no witness trusted. Check each witness key in it with the
+   witness's office (or take the policy your own office publishes), then
+   pass that file with --policy; it may be this same file once checked.
+   Without --policy the verifier lists the cosignatures as not checked.
+
 """
 
 
@@ -172,8 +206,10 @@ def verify_txt(
     files: int,
     nbytes: int,
     case: str | None,
+    policy: bool = False,
 ) -> str:
-    """VERIFY.txt exactly as the export writes it: every value in it is a signed one."""
+    """VERIFY.txt exactly as the export writes it: every value in it is a signed one
+    (``policy``: the export entry names a policy.txt)."""
     when = export_time[:10] + " " + export_time[11:16] + " UTC"
     return VERIFY_TXT.format(
         station=station,
@@ -184,6 +220,7 @@ def verify_txt(
         files=files,
         bytes=nbytes,
         case=case or "(a selection of files)",
+        witnesses=WITNESS_TXT if policy else "",
     )
 
 
@@ -198,6 +235,13 @@ class BagReport:
     checkpoint_size: int = 0
     export_entry: int = -1
     conflict: str = ""  # a misbehaviour report's text, when two checkpoints conflict
+    trusted_keys: list[dict[str, str]] = field(default_factory=list)
+    checkpoint_signed_by: list[str] = field(default_factory=list)  # vkeys that verified
+    chain: KeyChain | None = None
+    cosignatures: list[dict[str, object]] = field(default_factory=list)
+    quorum: dict[str, object] | None = None
+    witness_lines: list[str] = field(default_factory=list)
+    policy_in_package: str | None = None  # "policy.txt" when the bag carries one
 
     @property
     def ok(self) -> bool:
@@ -207,18 +251,36 @@ class BagReport:
         return {
             "ok": self.ok,
             "trusted": self.trusted,
+            "trusted_keys": self.trusted_keys,
             "problems": self.problems,
             "notes": self.notes,
             "unsigned": self.unsigned,
             "files": self.files,
             "entries": self.entries,
             "checkpoint_size": self.checkpoint_size,
+            "checkpoint_signed_by": self.checkpoint_signed_by,
+            "key_chain": chain_json(self.chain) if self.chain is not None else [],
+            "cosignatures": self.cosignatures,
+            "quorum": self.quorum,
+            "witness_policy_in_package": self.policy_in_package,
             "export_entry": self.export_entry,
         }
 
     def lines(self) -> list[str]:
-        """The verdict for a person: the trust line first, then notes and problems."""
-        out = [f"trusted: {self.trusted}"] if self.trusted else []
+        """The verdict for a person: the trusted keys first, then the checkpoint's
+        signers and witnesses, then notes and problems."""
+        out = [trusted_line(k) for k in self.trusted_keys]
+        if any(k["source"] == FROM_PACKAGE for k in self.trusted_keys):
+            out.append(f"note: {PACKAGE_ONLY}")
+        for v in self.checkpoint_signed_by:
+            out.append(f"checkpoint: size {self.checkpoint_size}, signed by {v}")
+        if self.chain is not None:
+            for c in self.chain.changes:
+                out.append(
+                    f"key change: entry {c.index} ({c.action}) hands the station key on from "
+                    f"{c.old.key_id.hex()} to {c.new.vkey()}"
+                )
+        out += self.witness_lines
         out += [f"note: {n}" for n in self.notes]
         out += [f"unsigned: {u}" for u in self.unsigned]
         out += [f"FAILED {p}" for p in self.problems]
@@ -281,29 +343,50 @@ def _inside(rel: str) -> bool:
     return bool(rel) and not rel.startswith("/") and ".." not in parts and "" not in parts
 
 
-def _trust(vkey: Verifier | None, source: str, root: Path, rep: BagReport) -> Verifier | None:
-    claimed = ""
+def _claimed_key(root: Path) -> str:
     with contextlib.suppress(OSError, Unreadable, UnicodeDecodeError):
-        claimed = read_bounded(root / "custody" / "station.vkey", MAX_TAG).decode().strip()
-    if vkey is None:
+        return read_bounded(root / "custody" / "station.vkey", MAX_TAG).decode().strip()
+    return ""
+
+
+def _trust(
+    vkey: Verifier | None,
+    source: str,
+    policy: Policy | None,
+    policy_source: str,
+    root: Path,
+    rep: BagReport,
+) -> list[Verifier]:
+    """The station keys the verdict may rest on (pinned, from the policy's log lines, or
+    else the package's own), each listed with where it came from."""
+    keys: list[Verifier] = []
+    if vkey is not None:
+        keys.append(vkey)
+        rep.trusted_keys.append(trusted_key("log", vkey.name, vkey.key_id, vkey.vkey(), source))
+    if policy is not None:
+        for k in policy_keys(policy, policy_source):
+            if k["role"] == "log" and k["vkey"] in {v.vkey() for v in keys}:
+                continue
+            rep.trusted_keys.append(k)
+        keys += [lg.key for lg in policy.logs if lg.key not in keys]
+    if not keys:
         try:
-            vkey = Verifier.parse(claimed)
+            vkey = Verifier.parse(_claimed_key(root))
         except NoteError as e:
             rep.problems.append(f"no key given and custody/station.vkey is not a key ({e})")
-            return None
-        source = FROM_BAG
+            return []
+        keys.append(vkey)
+        rep.trusted_keys.insert(
+            0, trusted_key("log", vkey.name, vkey.key_id, vkey.vkey(), FROM_BAG)
+        )
         rep.notes.append(
             "the key came from the package itself: this proves the package is intact and "
             "self-consistent, not that the station made it; pin the station's key (--vkey) "
             "from a channel you trust to prove origin"
         )
-    elif claimed and claimed != vkey.vkey():
-        rep.notes.append(
-            f"custody/station.vkey names {claimed}, not the key trusted; the trusted key is "
-            "what counts"
-        )
-    rep.trusted = f"{vkey.name} (key id {vkey.key_id.hex()}), {source}"
-    return vkey
+    first = next(k for k in rep.trusted_keys if k["role"] == "log")
+    rep.trusted = f"{first['name']} (key id {first['key_id']}), {first['source']}"
+    return keys
 
 
 def verify_bag(
@@ -311,38 +394,67 @@ def verify_bag(
     vkey: Verifier | None,
     known: list[bytes] | None = None,
     key_source: str = PINNED,
+    policy: Policy | None = None,
+    policy_source: str = FROM_POLICY,
 ) -> BagReport:
-    """Check the bag at ``root``. ``vkey`` None trusts the key the bag carries, and the
-    verdict says so; ``key_source`` says where a given key came from."""
+    """Check the bag at ``root``. ``vkey`` None (and no ``policy`` naming a log) trusts
+    the key the bag carries, and the verdict says so; ``key_source`` says where a given
+    key came from. With ``policy`` the checkpoint must also carry its witnesses' quorum."""
     rep = BagReport()
     text = _read_text(root, "bagit.txt", MAX_TAG, rep, "this folder is not a BagIt bag")
     if text is not None and not text.startswith("BagIt-Version: "):
         rep.problems.append("bagit.txt does not declare a BagIt version")
-    trusted = _trust(vkey, key_source, root, rep)
+    pinned = _trust(vkey, key_source, policy, policy_source, root, rep)
     man, present, planted = _payload(root, rep)
     info = _bag_info(root, rep)
     _check_oxum(info.get("Payload-Oxum"), present, planted, rep)
     _tags(root, rep)
-    if trusted is None:
+    if (root / POLICY_TXT).exists():
+        rep.policy_in_package = POLICY_TXT
+    if not pinned:
         return rep
-    # -- the checkpoint ------------------------------------------------------------
+    # -- the checkpoint, the key chain up to it, and its witnesses -----------------------
     try:
         cp_text = read_bounded(root / "custody" / "checkpoint", MAX_NOTE)
+        body = Checkpoint.parse_body(parse_note(cp_text).text)
     except (OSError, Unreadable) as e:
         rep.problems.append(f"custody/checkpoint cannot be read ({e}): no proof can be checked")
         return rep
-    try:
-        signed = open_checkpoint(cp_text, [trusted])
-        rep.checkpoint_size = signed.checkpoint.size
-    except CheckpointError as e:
-        rep.problems.append(
-            f"custody/checkpoint does not verify with the key {trusted.vkey()}: "
-            f"{e} (signed by another key, or altered)"
-        )
+    except (NoteError, CheckpointError) as e:
+        rep.problems.append(f"custody/checkpoint is not a checkpoint ({e}): altered")
         return rep
+    rep.checkpoint_size = body.size
+    found = _entries(root, cp_text, body, rep)
+    chain = _chain(pinned, found, rep)
+    if chain is None:
+        return rep
+    rep.chain = chain
+    keys = checkpoint_keys(chain, pinned, body.size)
+    try:
+        signed = open_checkpoint(cp_text, keys)
+    except CheckpointError as e:
+        rep.problems.append(_unreachable(cp_text, chain, pinned, keys, e))
+        return rep
+    rep.checkpoint_signed_by = [v.vkey() for v in signed.verified_by]
+    claimed = _claimed_key(root)
+    if claimed and claimed not in {k.vkey() for k in chain.all_keys()}:
+        rep.notes.append(
+            f"custody/station.vkey names {claimed}, which is not a key of the station's chain; "
+            "the trusted key is what counts"
+        )
+    w = witnessing(cp_text, policy, signed.verified_by, policy_source)
+    rep.cosignatures, rep.quorum = w.cosignatures, w.quorum
+    rep.witness_lines = w.lines()
+    rep.problems += w.problems
+    if policy is None and rep.policy_in_package:
+        rep.notes.append(
+            "the package carries the station's witness policy (policy.txt), carried inside "
+            "the package: it makes no witness trusted by itself; check its witness keys with "
+            "their offices, then pass it (or your own policy) with --policy"
+        )
     for other in known or []:
-        _compare_known(cp_text, signed, other, trusted, rep)
-    entries = _entries(root, cp_text, trusted, rep)
+        _compare_known(cp_text, signed, other, chain, rep)
+    entries = _signed_entries(found, chain, rep)
     rep.entries = len(entries)
     export = _export_entry(root, entries, info, rep)
     try:
@@ -353,10 +465,51 @@ def verify_bag(
     originals = _check_files_tsv(root, man, entries, rep)
     _check_sidecars(root, entries, rep)
     if export is not None:
+        station_key = chain.key_for_entry(rep.export_entry)
         _check_signed_lists(root, entries, export, rep)
-        _check_info(info, entries, export, signed, trusted, originals, rep)
+        _check_policy_file(root, export, rep)
+        _check_info(info, entries, export, signed, station_key, originals, rep)
         _check_verify_txt(root, export, signed, man, rep)
     return rep
+
+
+def _chain(pinned: list[Verifier], found: dict[int, Entry], rep: BagReport) -> KeyChain | None:
+    """The station key chain from a trusted key through the bag's ``key`` entries."""
+    key_entries = [(i, e) for i, e in sorted(found.items()) if e.type == KEY_TYPE]
+    errors: list[str] = []
+    for k in pinned:
+        try:
+            return follow(k, key_entries)
+        except KeyChainError as e:
+            errors.append(str(e))
+    rep.problems.append(
+        f"the package's key entries do not lead from the trusted key: {errors[0]} (a key "
+        "entry was forged or altered, or the package is another station's)"
+    )
+    return None
+
+
+def _unreachable(
+    cp_text: bytes,
+    chain: KeyChain,
+    pinned: list[Verifier],
+    keys: list[Verifier],
+    err: CheckpointError,
+) -> str:
+    """Why the checkpoint is not trusted, in words a person can act on."""
+    try:
+        signers = ", ".join(f"{s.name}+{s.key_id.hex()}" for s in parse_note(cp_text).signatures)
+    except NoteError:
+        signers = "nobody"
+    if not keys:
+        return f"custody/checkpoint: the trusted key is not in the station's key chain ({err})"
+    size = Checkpoint.parse_body(parse_note(cp_text).text).size
+    return (
+        f"custody/checkpoint does not verify with the keys trusted at size {size} "
+        f"({', '.join(k.key_id.hex() for k in keys)}): it is signed by {signers}; a key "
+        f"entry that hands the station key on from {pinned[0].key_id.hex()} is missing "
+        f"from the package, the checkpoint was altered, or it is another station's ({err})"
+    )
 
 
 def _payload(root: Path, rep: BagReport) -> tuple[dict[str, str], dict[str, int], int]:
@@ -437,11 +590,10 @@ def _tags(root: Path, rep: BagReport) -> None:
         rep.problems.append(f"{rel}: a tag file not in the tag manifest (added after the export)")
 
 
-def _entries(
-    root: Path, cp_text: bytes, vkey: Verifier, rep: BagReport
-) -> dict[int, dict[str, object]]:
-    """Every entry whose signature and inclusion proof verify, by index."""
-    entries: dict[int, dict[str, object]] = {}
+def _entries(root: Path, cp_text: bytes, body: Checkpoint, rep: BagReport) -> dict[int, Entry]:
+    """Every entry whose inclusion proof holds under the checkpoint's root, by index
+    (signatures are checked once the key chain is known: `_signed_entries`)."""
+    entries: dict[int, Entry] = {}
     edir = root / "custody" / "entries"
     names = sorted(os.listdir(edir)) if edir.is_dir() and not edir.is_symlink() else []
     for name in names:
@@ -463,9 +615,6 @@ def _entries(
         except EntryError as err:
             rep.problems.append(f"entry {idx}: not a custody entry ({err}); altered")
             continue
-        if not ent.verify(vkey):
-            rep.problems.append(f"entry {idx}: its signature does not verify (altered)")
-            continue
         try:
             proof = TlogProof.parse(read_bounded(edir / f"{stem}.tlog-proof", MAX_NOTE))
         except (OSError, Unreadable) as e:
@@ -483,16 +632,41 @@ def _entries(
                 "(swapped checkpoint)"
             )
             continue
-        try:
-            proof.verify(leaf, [vkey])
-        except ProofError as err:
+        if not verify_inclusion(idx, body.size, leaf_hash(leaf), proof.hashes, body.root):
             rep.problems.append(
-                f"entry {idx}: not in the signed log at that position ({err}); the entry or "
-                "its proof was altered"
+                f"entry {idx}: not in the signed log at that position (inclusion proof does "
+                "not verify); the entry or its proof was altered"
             )
             continue
-        entries[idx] = dict(ent.fields)
+        entries[idx] = ent
     return entries
+
+
+def _signed_entries(
+    found: dict[int, Entry], chain: KeyChain, rep: BagReport
+) -> dict[int, dict[str, object]]:
+    """The entries signed by the station key current at their index, and not by a key
+    revoked before them."""
+    out: dict[int, dict[str, object]] = {}
+    for idx, ent in sorted(found.items()):
+        key = chain.key_for_entry(idx)
+        if not ent.verify(key):
+            rep.problems.append(
+                f"entry {idx}: its signature does not verify with the station key of that "
+                f"index ({key.key_id.hex()}) (altered)"
+            )
+            continue
+        revoked = chain.suspect(idx)
+        if revoked is not None:
+            rep.problems.append(
+                f"entry {idx}: signed by the revoked key {revoked.old.key_id.hex()} after "
+                f"index {revoked.last_index}, the last one that key vouches for (revoked by "
+                f"key entry {revoked.index}): it proves nothing, and neither does what "
+                "rests on it alone"
+            )
+            continue
+        out[idx] = dict(ent.fields)
+    return out
 
 
 def _export_entry(
@@ -774,6 +948,25 @@ def _check_sidecars(root: Path, entries: dict[int, dict[str, object]], rep: BagR
             rep.problems.append(f"{rel}: no verified fingerprint entry in the bag names it")
 
 
+def _check_policy_file(root: Path, export: dict[str, object], rep: BagReport) -> None:
+    """policy.txt is the witness policy the export entry names by hash (or absent)."""
+    want = export.get("witness_policy_sha256")
+    try:
+        got = _digest_regular(root / POLICY_TXT)
+    except FileNotFoundError:
+        got = ""
+    except (OSError, Unreadable) as e:
+        rep.problems.append(f"{POLICY_TXT}: cannot be read ({e})")
+        return
+    if want is None and got:
+        rep.problems.append(f"{POLICY_TXT} was added after the export (no signed entry names it)")
+    elif want is not None and got != want:
+        rep.problems.append(
+            f"{POLICY_TXT} is not the witness policy the signed export entry names "
+            "(altered or removed)"
+        )
+
+
 def _bag_info(root: Path, rep: BagReport) -> dict[str, str]:
     out: dict[str, str] = {}
     text = _read_text(root, "bag-info.txt", MAX_TAG, rep, "the bag has no metadata")
@@ -825,6 +1018,12 @@ def _check_info(
         "Custody-Checkpoint-Size": str(signed.checkpoint.size),
         "Custody-Verifier-Key": vkey.vkey(),
     }
+    if export.get("witness_policy_sha256") is not None:
+        expect["Witness-Policy"] = POLICY_TXT
+    elif "Witness-Policy" in info:
+        rep.problems.append(
+            "bag-info.txt names a Witness-Policy, but the signed export entry names none"
+        )
     for k, v in expect.items():
         if k in info and info[k] != v:
             rep.problems.append(f"bag-info.txt {k} says {info[k]!r}; the signed entries say {v!r}")
@@ -856,6 +1055,7 @@ def _check_verify_txt(
         len(man),
         int(b) if isinstance(b, int) else 0,
         str(export["case"]) if export.get("case") else None,
+        policy=export.get("witness_policy_sha256") is not None,
     )
     if text != want:
         rep.problems.append(
@@ -864,13 +1064,14 @@ def _check_verify_txt(
 
 
 def _compare_known(
-    cp_text: bytes, signed: SignedCheckpoint, other: bytes, vkey: Verifier, rep: BagReport
+    cp_text: bytes, signed: SignedCheckpoint, other: bytes, chain: KeyChain, rep: BagReport
 ) -> None:
     try:
-        o = open_checkpoint(other, [vkey])
+        o = open_checkpoint(other, chain.all_keys())
     except CheckpointError as e:
         rep.problems.append(f"a known checkpoint does not verify with this key: {e}")
         return
+    vkey = o.verified_by[0]
     mine = signed.checkpoint
     if o.checkpoint.size == mine.size and o.checkpoint.root != mine.root:
         rep.problems.append(
