@@ -20,12 +20,14 @@ from retention.index import refresh
 def cmd_export(args: argparse.Namespace, conf: cfg.Config) -> int:
     from archive.retrieve import Retriever
     from custody.cold import open_store
-    from custody.export import export_bag
+    from custody.export import export_bag, read_policy
     from ingest.objects import LocalObjects
 
     if bool(args.case) == bool(args.sha256):
         raise CustodyError("give --case NUMBER or SHA-256s, not both")
     who = args.operator or operator()
+    # The station's witness policy goes into the bag (carried, not trusted by itself).
+    policy = read_policy(getattr(conf, "witness_policy", None))
     store = open_store(conf)
     show = Progress("exporting", "original(s) copied and verified")
     fetch = Retriever(LocalObjects(conf.store_dir).path, store)
@@ -56,6 +58,7 @@ def cmd_export(args: argparse.Namespace, conf: cfg.Config) -> int:
                 station_verifier(conf).vkey(),
                 sm3=conf.capture.sm3,
                 progress=show.update,
+                policy=policy,
             )
         finally:
             db.close()
@@ -70,6 +73,7 @@ def cmd_export(args: argparse.Namespace, conf: cfg.Config) -> int:
             "entries": res.entries,
             "checkpoint_size": res.checkpoint_size,
             "export_entry": res.export_entry,
+            "witness_policy": "policy.txt" if policy is not None else None,
             "skipped": list(res.skipped),
         }
         print(json.dumps(out, ensure_ascii=False))
@@ -89,6 +93,11 @@ def cmd_verify_path(args: argparse.Namespace) -> int:
 
         if not args.vkey:
             raise CustodyError("a bucket is checked against --vkey (the key you trust)")
+        if args.policy:
+            raise CustodyError(
+                "--policy is checked on a bag or a ledger folder; for a bucket, copy its "
+                "ledger folder and verify that"
+            )
         ns = argparse.Namespace(
             config=args.config,
             s3=args.path,
@@ -110,12 +119,13 @@ def cmd_verify_path(args: argparse.Namespace) -> int:
     else:
         conf = load(args)
         vkey = station_verifier(conf)
+    # The verdict says where the key it trusted came from.
+    source = ["--key-source", f"the station's own key (config {conf.path})"] if conf else []
+    policy = ["--policy", args.policy] if args.policy else []
     if path.is_dir() and (path / "bagit.txt").exists():
         from verify.__main__ import main as verify_main
 
-        argv = ["bag", str(path), "--vkey", vkey.vkey()]
-        if conf is not None:  # the verdict says where the key it trusted came from
-            argv += ["--key-source", f"the station's own key (config {conf.path})"]
+        argv = ["bag", str(path), "--vkey", vkey.vkey(), *source, *policy]
         for k in args.known or []:
             argv += ["--known", k]
         if args.report:
@@ -124,10 +134,12 @@ def cmd_verify_path(args: argparse.Namespace) -> int:
     if path.is_dir():
         from verify.__main__ import main as verify_main
 
-        argv = ["ledger", str(path), "--vkey", vkey.vkey()]
+        argv = ["ledger", str(path), "--vkey", vkey.vkey(), *source, *policy]
         for k in args.known or []:
             argv += ["--known", k]
         return verify_main(argv + (["--json"] if args.json else []))
+    if args.policy:
+        raise CustodyError(f"{path}: --policy is checked on a bag or a ledger folder")
     if path.is_file():
         return _verify_file(path, conf or load(args), args)
     if os.path.lexists(path):
@@ -311,6 +323,11 @@ def add_parsers(sub: Any) -> None:
     )
     s.add_argument("path")
     s.add_argument("--vkey", help="the verifier key you trust (default: this station's)")
+    s.add_argument(
+        "--policy",
+        help="a witness policy you trust (C2SP tlog-policy): its quorum must have cosigned "
+        "the checkpoint (bags and ledger folders)",
+    )
     s.add_argument("--known", action="append", help="a checkpoint kept from elsewhere")
     s.add_argument(
         "--report", help="where to write a misbehaviour report, if any (it is printed too)"

@@ -14,6 +14,13 @@ Layout::
     custody/entries/<index>.entry        each ledger entry naming an exported file
     custody/entries/<index>.tlog-proof   its C2SP inclusion proof in that checkpoint
     custody/sidecars/<sha256>.<kind>     fingerprint sidecars (packets, frames)
+    policy.txt                           the station's witness policy, when it has one
+                                         (carried, not trusted: see VERIFY.txt)
+
+Every ``key`` entry of the ledger below the checkpoint is in the bag too, with its
+proof, so a verifier pinned to any earlier station key follows the chain to the key
+that signed the checkpoint. The checkpoint carries whatever witness cosignatures the
+ledger holds for it.
 
 Files come from the dock's store, else the cold store, each verified against its
 SHA-256 on the way (nothing unverified enters the bag). The bag is written to
@@ -40,9 +47,12 @@ from custody.errors import CustodyError
 from ledger.durable import fsync_dir, write_atomic
 from ledger.entry import decode_entry
 from ledger.log import Ledger
+from ledger.policy import PolicyError, parse_policy
+from ledger.tiles import TILE_WIDTH, bundle_for_size, decode_bundle
 from verify.bag import (
     FILES_TSV_HEAD,
     LINE_BREAKS,
+    POLICY_TXT,
     complete_of,
     entries_digest,
     file_digest,
@@ -105,6 +115,58 @@ def _labels(fields: dict[str, Any]) -> list[str]:
     ]
 
 
+# Key entries start like this in canonical JSON: the scan decodes only those.
+KEY_MARK = b'"type":"key"'
+KEY_SCAN_SCHEMA = """
+CREATE TABLE IF NOT EXISTS export_key_entries (idx INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS export_key_scan (id INTEGER PRIMARY KEY CHECK (id = 0),
+    next INTEGER NOT NULL);
+"""
+
+
+def key_entries(ledger: Ledger, db: sqlite3.Connection, size: int) -> list[int]:
+    """Indices of every ``key`` entry below ``size``. Entries never change once signed,
+    so the scan goes on from where the last export stopped (kept in ``db``)."""
+    db.executescript(KEY_SCAN_SCHEMA)
+    row = db.execute("SELECT next FROM export_key_scan WHERE id = 0").fetchone()
+    start = int(row[0]) if row else 0
+    found: list[int] = []
+    for n in range(start // TILE_WIDTH, (size + TILE_WIDTH - 1) // TILE_WIDTH):
+        leaves = decode_bundle(ledger.tiles.read_tile(bundle_for_size(n, size)))
+        for i, leaf in enumerate(leaves):
+            idx = n * TILE_WIDTH + i
+            if idx >= start and KEY_MARK in leaf and decode_entry(leaf).type == "key":
+                found.append(idx)
+    with db:
+        db.executemany("INSERT OR IGNORE INTO export_key_entries VALUES (?)", [(i,) for i in found])
+        if size > start:
+            db.execute(
+                "INSERT INTO export_key_scan VALUES (0, ?) ON CONFLICT (id) DO UPDATE SET "
+                "next = excluded.next WHERE excluded.next > next",
+                (size,),
+            )
+    return [
+        int(r[0])
+        for r in db.execute(
+            "SELECT idx FROM export_key_entries WHERE idx < ? ORDER BY idx", (size,)
+        )
+    ]
+
+
+def read_policy(path: Path | None) -> bytes | None:
+    """The station's witness policy file, checked to parse (None: the station has none)."""
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+        parse_policy(data)
+    except OSError as e:
+        raise CustodyError(f"cannot read the witness policy {path}: {e.strerror}") from None
+    except PolicyError as e:
+        raise CustodyError(f"the witness policy {path} does not parse: {e}") from None
+    return data
+
+
 def export_bag(
     ledger: Ledger,
     db: sqlite3.Connection,
@@ -118,6 +180,7 @@ def export_bag(
     vkey: str,
     sm3: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    policy: bytes | None = None,
 ) -> ExportResult:
     """Write the bag for ``shas`` to ``out``; ``progress(done, total)`` after each
     original (with the files made from it) is in the bag."""
@@ -139,7 +202,20 @@ def export_bag(
         )
     with _partial(out) as tmp:
         res = _make(
-            ledger, db, fetch, tmp, out, shas, case, purpose, operator, station, vkey, sm3, progress
+            ledger,
+            db,
+            fetch,
+            tmp,
+            out,
+            shas,
+            case,
+            purpose,
+            operator,
+            station,
+            vkey,
+            sm3,
+            progress,
+            policy,
         )
         for d, _, _ in os.walk(tmp):
             fsync_dir(Path(d))
@@ -162,6 +238,7 @@ def _make(
     vkey: str,
     sm3: bool,
     progress: Callable[[int, int], None] | None,
+    policy: bytes | None,
 ) -> ExportResult:
     res = ExportResult(out)
     manifest: list[tuple[str, str]] = []  # (sha256, bag path)
@@ -253,11 +330,10 @@ def _make(
         "bytes": res.bytes,
         "file_count": res.files,
         "manifest_sha256": file_digest(tmp / "manifest-sha256.txt"),
-        # files.tsv and the exact set of entries the bag carries: no label can be changed
-        # and no entry (a probe saying a recording was cut short, a wipe) dropped unseen.
+        # files.tsv and (below) the exact set of entries the bag carries: no label can
+        # be changed and no entry (a probe saying a recording was cut short, a wipe, a
+        # key change) dropped unseen.
         "files_tsv_sha256": file_digest(tmp / "custody" / "files.tsv"),
-        "entries_sha256": entries_digest(entry_ids),
-        "entry_count": len(entry_ids),
         "out": str(out),
     }
     if len(manifest) <= MAX_LISTED:
@@ -268,8 +344,19 @@ def _make(
             "".join(f"{file_digest(tmp / p, 'sm3')}  {p}\n" for _, p in manifest).encode(),
         )
         payload["manifest_sm3_sha256"] = file_digest(tmp / "manifest-sm3.txt")
+    if policy is not None:
+        _write(tmp / POLICY_TXT, policy)
+        payload["witness_policy_sha256"] = file_digest(tmp / POLICY_TXT)
+    # Every key entry so far: a verifier pinned to an earlier station key follows the
+    # chain to the key that signs the checkpoint.
+    ledger.integrate()
+    before = ledger.latest()
+    keys = key_entries(ledger, db, before.size if before is not None else 0)
+    entry_ids.update(keys)
     if case:
         payload["case"] = case
+    payload["entries_sha256"] = entries_digest(entry_ids)
+    payload["entry_count"] = len(entry_ids)
     res.export_entry = ledger.append("export", payload)
     entry_ids.add(res.export_entry)
     ledger.integrate()
@@ -278,6 +365,11 @@ def _make(
         raise CustodyError("the ledger did not sign a checkpoint holding the export entry")
     size = latest.size
     res.checkpoint_size = size
+    if key_entries(ledger, db, size) != keys:
+        raise CustodyError(
+            "the station key changed (custody key rotate) while the export was made",
+            "export again",
+        )
     for e in sorted(entry_ids):
         _write(tmp / "custody" / "entries" / f"{e}.entry", ledger.entry(e))
         _write(
@@ -304,11 +396,21 @@ def _make(
         ("Custody-Checkpoint-Size", str(size)),
         ("Custody-Verifier-Key", vkey),
     ]
+    if policy is not None:
+        info.append(("Witness-Policy", POLICY_TXT))
     _write(tmp / "bag-info.txt", "".join(f"{k}: {v}\n" for k, v in info).encode())
     _write(
         tmp / "VERIFY.txt",
         verify_txt(
-            station, export_time, purpose, size, res.export_entry, res.files, res.bytes, case
+            station,
+            export_time,
+            purpose,
+            size,
+            res.export_entry,
+            res.files,
+            res.bytes,
+            case,
+            policy=policy is not None,
         ).encode(),
     )
     tags = sorted(
