@@ -131,8 +131,21 @@ def open_ledger(conf: cfg.Config, writable: bool = True) -> Ledger:
             f"data folder {conf.data_dir} does not exist",
             "run 'custody init --data DIR' first",
         )
-    signer = load_signer(conf) if writable else None
-    return Ledger(conf.ledger_dir, conf.state_dir, conf.origin, signer)
+    if not writable:
+        return Ledger(conf.ledger_dir, conf.state_dir, conf.origin, None)
+    from custody import keys
+
+    keys.finish_interrupted(conf)
+    signer = load_signer(conf)
+    previous = keys.overlap_signer(conf)
+    return Ledger(
+        conf.ledger_dir,
+        conf.state_dir,
+        conf.origin,
+        signer,
+        also_sign=[previous] if previous else [],
+        known_keys=keys.read_history(keys.key_files(conf)),
+    )
 
 
 def operator() -> str:

@@ -83,9 +83,10 @@ class KeyChain:
 
     def suspect(self, index: int) -> KeyChange | None:
         """The revocation that makes the entry at ``index`` untrustworthy (signed by a
-        revoked key after the last index that key vouches for), or None."""
+        revoked key after the last index that key vouches for, before the revoke entry
+        itself), or None."""
         for c in self.changes:
-            if c.last_index is not None and c.last_index < index <= c.index:
+            if c.last_index is not None and c.last_index < index < c.index:
                 return c
         return None
 
