@@ -166,7 +166,7 @@ class WitnessState:
     def logs(self) -> list[LogInfo]:
         keys: dict[str, list[str]] = {}
         for origin, vkey in self.db.execute(
-            "SELECT origin, vkey FROM log_keys ORDER BY origin, added, vkey"
+            "SELECT origin, vkey FROM log_keys ORDER BY origin, rowid"
         ):
             keys.setdefault(origin, []).append(vkey)
         return [

@@ -440,7 +440,7 @@ def test_witness_commands(tmp_path: Path, log: MemoryLog) -> None:
     assert [(e["origin"], e["size"], e["vkeys"]) for e in listing["logs"]] == [
         (ORIGIN, 0, [log.vkey]),
         ("custom/origin", 0, [other]),
-    ] or sorted(e["origin"] for e in listing["logs"]) == sorted([ORIGIN, "custom/origin"])
+    ]
     text = run_cli("witness", "--data", str(wdir), "list").stdout
     assert ORIGIN in text and "size 0" in text and log.vkey in text
     # Bad input: one line, exit 2.
