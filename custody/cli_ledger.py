@@ -25,8 +25,67 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
         data = (conf.ledger_dir / "checkpoint").read_bytes()
     except FileNotFoundError:
         raise CustodyError(f"{conf.ledger_dir}/checkpoint does not exist yet") from None
-    sys.stdout.buffer.write(data)
+    if args.json:
+        print(json.dumps(_checkpoint_json(conf, data), ensure_ascii=False))
+    else:
+        sys.stdout.buffer.write(data)  # with the cosignature lines witnesses added
     return 0
+
+
+def _checkpoint_json(conf: cfg.Config, data: bytes) -> dict[str, Any]:
+    """The published checkpoint and who cosigned it. With a [witness] policy the
+    cosignatures are those that verify with its witness keys, and ``quorum_met`` says
+    whether they meet its quorum; without one they are listed as read, unverified."""
+    import struct
+
+    from ledger.checkpoint import Checkpoint, CheckpointError
+    from ledger.note import NoteError, parse_note
+
+    try:
+        text = data.decode("utf-8")
+        note = parse_note(text)
+        cp = Checkpoint.parse_body(note.text)
+    except (UnicodeDecodeError, NoteError, CheckpointError) as e:
+        raise CustodyError(
+            f"{conf.ledger_dir}/checkpoint is not a signed checkpoint: {e}"
+        ) from None
+    out: dict[str, Any] = {
+        "origin": cp.origin,
+        "size": cp.size,
+        "root": base64.b64encode(cp.root).decode(),
+        "note": text,
+    }
+    station = station_verifier(conf)
+    own = (station.name, station.key_id)
+    if conf.witness_policy is None:
+        out["cosignatures"] = [
+            {
+                "witness": sig.name,
+                "key_id": sig.key_id.hex(),
+                "time": struct.unpack(">Q", sig.signature[:8])[0],
+                "verified": False,
+            }
+            for sig in note.signatures
+            if len(sig.signature) == 8 + 64 and (sig.name, sig.key_id) != own
+        ]
+        return out
+    from ledger.policy import PolicyError, check_checkpoint
+    from witness.client import load_policy
+
+    policy = load_policy(conf.witness_policy)
+    try:
+        check = check_checkpoint(text, policy, [station])
+    except PolicyError as e:
+        raise CustodyError(
+            f"{conf.ledger_dir}/checkpoint does not pass the witness policy: {e}"
+        ) from None
+    out["cosignatures"] = [
+        {"witness": name, "key_id": c.key_id.hex(), "time": c.timestamp, "verified": True}
+        for name, c in sorted(check.cosigned.items())
+    ]
+    out["quorum"] = policy.describe_quorum()
+    out["quorum_met"] = check.satisfied
+    return out
 
 
 def cmd_vkey(args: argparse.Namespace) -> int:
@@ -166,7 +225,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def add_parsers(sub: Any) -> None:
     lg = sub.add_parser("ledger", help="read, prove and verify the ledger")
     lsub = lg.add_subparsers(dest="ledger_command", required=True, metavar="SUBCOMMAND")
-    s = lsub.add_parser("checkpoint", help="print the latest signed checkpoint, verbatim")
+    s = lsub.add_parser(
+        "checkpoint",
+        help="print the latest signed checkpoint, verbatim, with the witnesses' cosignatures",
+    )
+    s.add_argument(
+        "--json",
+        action="store_true",
+        help="origin, size, root, the note, its cosignatures and (with a [witness] policy) "
+        "whether they meet its quorum",
+    )
     s.set_defaults(func=cmd_checkpoint)
     s = lsub.add_parser("vkey", help="print the station's verifier key")
     s.set_defaults(func=cmd_vkey)

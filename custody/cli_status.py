@@ -75,6 +75,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     out["retention"] = _retention_status(conf)
     out["disk"] = _disk_status(conf)
     out["audit"] = _audit_status(conf)
+    out["witnesses"] = _witness_status(conf, latest)
     if latest is not None:
         from ledger.entry import parse_time
 
@@ -89,6 +90,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         if out["halted"]:
             running = "" if out["capture"]["daemon"] else " (the daemon has stopped)"
             print(f"HALTED: capture and release are stopped{running}: {out['halted']}")
+        ws = out["witnesses"]
+        if ws and ws.get("alarm"):
+            from witness.client import alarm_line
+
+            print(f"WITNESSES: {alarm_line(ws)}: the published checkpoints lack cosignatures")
         if out["problems_total"]:
             shown = len(out["problems"])
             more = f", the latest {shown} shown" if shown < out["problems_total"] else ""
@@ -165,6 +171,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print(f"  last error: {cold['last_error']}")
         else:
             print("cold store: none configured (the dock's disk holds the only copy)")
+        _print_witnesses(ws)
         rt = out["retention"]
         if rt["policy"] is None:
             print(
@@ -187,6 +194,68 @@ def cmd_status(args: argparse.Namespace) -> int:
                 )
     # A halted daemon is an integrity failure someone must resolve: exit 1, as documented.
     return 1 if out["halted"] else 0
+
+
+def _witness_status(conf: cfg.Config, latest: Any) -> dict[str, Any] | None:
+    """What the station's witness client learned (kept in the ledger's database, so this
+    works with the daemon down too); None without a [witness] policy."""
+    if conf.witness_policy is None:
+        return None
+    from custody.station import station_verifier
+    from witness.client import WitnessPolicyError, load_policy, read_status
+
+    try:
+        policy = load_policy(conf.witness_policy)
+    except WitnessPolicyError as e:
+        return {"policy": str(conf.witness_policy), "error": str(e)}
+    db = sqlite3.connect(f"file:{conf.state_dir / 'ledger.sqlite'}?mode=ro", uri=True)
+    try:
+        return read_status(
+            db,
+            policy,
+            conf.witness_policy,
+            latest,
+            [station_verifier(conf)],
+            conf.witness.alarm_after_s,
+            time.time(),
+        )
+    finally:
+        db.close()
+
+
+def _when(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "never"
+
+
+def _print_witnesses(ws: dict[str, Any] | None) -> None:
+    if ws is None:
+        print("witnesses: none configured (checkpoints carry the station's signature alone)")
+        return
+    if ws.get("error"):
+        print(f"witnesses: policy {ws['policy']} cannot be used: {ws['error']}")
+        return
+    by = ", ".join(ws["cosigned_by"]) or "none"
+    state = "met" if ws["quorum_met"] else "NOT MET"
+    since = f" since {_when(ws['unmet_since'])}" if ws["unmet_since"] else ""
+    print(
+        f"witnesses: quorum {ws['quorum']} {state}{since} for checkpoint {ws['checkpoint_size']} "
+        f"(cosigned by {by}); policy {ws['policy']}"
+    )
+    if ws.get("check_error"):
+        print(f"  the latest checkpoint does not pass the policy: {ws['check_error']}")
+    for w in ws["witnesses"]:
+        where = w["url"] or "no URL in the policy: never asked"
+        if w["failing_since"] is not None:
+            what = (
+                f"DOWN since {_when(w['failing_since'])}"
+                if w["last_status"] == "down"
+                else f"REFUSING ({w['last_status']}) since {_when(w['failing_since'])}"
+            )
+            print(f"  {w['name']} {where}: {what}; last ok {_when(w['last_ok'])}")
+            print(f"    {w['last_error']}")
+        else:
+            size = w["size"] if w["size"] is not None else "-"
+            print(f"  {w['name']} {where}: cosigned size {size}, last ok {_when(w['last_ok'])}")
 
 
 def _disk_status(conf: cfg.Config) -> dict[str, Any]:

@@ -54,6 +54,7 @@ from ingest.stability import WriteMarks
 from ingest.watch import DockWatcher, mount_table
 from ledger.durable import LockBusy, file_lock, write_atomic
 from ledger.errors import IntegrityError
+from witness.client import ClientSettings, WitnessClient, alarm_line, load_policy
 
 log = logging.getLogger("custody")
 
@@ -118,7 +119,11 @@ class InstanceLock:
 
 
 def status_doc(
-    cap: Capturer, started: float, rep: Replicator | None, halted: str
+    cap: Capturer,
+    started: float,
+    rep: Replicator | None,
+    halted: str,
+    witnesses: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What `custody status` shows of the running daemon (``state/daemon.json``)."""
     doc: dict[str, Any] = {
@@ -141,6 +146,8 @@ def status_doc(
     }
     if rep is not None:
         doc["replication"] = rep.status()
+    if witnesses is not None:
+        doc["witnesses"] = witnesses
     return doc
 
 
@@ -173,7 +180,12 @@ class StatusFile:
         self.path.unlink(missing_ok=True)
 
 
-def _summary(cap: Capturer, rep: Replicator | None, halted: str = "") -> str:
+def _summary(
+    cap: Capturer,
+    rep: Replicator | None,
+    halted: str = "",
+    witnesses: dict[str, Any] | None = None,
+) -> str:
     if halted:
         return f"HALTED: integrity error: {halted}"[:400]
     out = (
@@ -187,6 +199,9 @@ def _summary(cap: Capturer, rep: Replicator | None, halted: str = "") -> str:
         out += f"; PAUSED: {cap.paused}"
     if cap.problems.total():
         out += f"; {cap.problems.total()} problem(s), see custody status"
+    alarm = alarm_line(witnesses) if witnesses is not None else ""
+    if alarm:
+        out += f"; {alarm}"
     return out
 
 
@@ -224,6 +239,8 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
     signal.signal(signal.SIGHUP, on_hup)
     notify.status("starting: opening the ledger and recovering")
     ledger = open_ledger(conf)
+    # Before the mirror starts: with a policy, it holds checkpoints/<size> for the round.
+    witnesses = make_witness_client(conf, ledger)
     objects = LocalObjects(conf.store_dir)
     rep = make_replicator(conf, ledger, objects)
     cap = make_capturer(ledger, objects, conf.docks, conf.capture, rep, conf.media)
@@ -234,6 +251,8 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
     cap.recover()
     if rep is not None:
         rep.start()
+    if witnesses is not None:
+        witnesses.start()
     watcher = DockWatcher(
         [d.path for d in conf.docks],
         cap.discover,
@@ -277,10 +296,20 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
 
     status_file = StatusFile(conf.state_dir / "daemon.json")
 
+    def witness_status() -> dict[str, Any] | None:
+        if witnesses is None:
+            return None
+        try:
+            return witnesses.status()
+        except Exception as e:  # the status is written whatever the witnesses' part says
+            log.debug("witness status not available: %s", e)
+            return None
+
     def status_job() -> None:
         halted = halted_reason(cap, ledger, rep)
-        status_file.write(status_doc(cap, started, rep, halted))
-        notify.status(_summary(cap, rep, halted))
+        ws = witness_status()
+        status_file.write(status_doc(cap, started, rep, halted, ws))
+        notify.status(_summary(cap, rep, halted, ws))
 
     scheduler.add_job(
         status_job, "interval", seconds=2, id="status", max_instances=1, coalesce=True
@@ -329,6 +358,7 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
                 ledger,
                 str(conf.data_dir),
                 lambda: halted_reason(cap, ledger, rep),
+                witness_status,
             )
             log.info("metrics on http://%s/metrics", conf.metrics_listen)
         except OSError as e:
@@ -371,7 +401,7 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
         halted = halted_reason(cap, ledger, rep)
         # Taken now, while the replicator's database is still open.
         try:
-            last = status_doc(cap, started, rep, halted)
+            last = status_doc(cap, started, rep, halted, witness_status())
         except Exception:  # the stop goes on whatever the status says
             last = {"pid": os.getpid(), "started": started, "halted": halted or None}
         if halted:
@@ -381,6 +411,8 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
             stop_metrics()
         scheduler.shutdown(wait=False)
         watcher.stop()
+        if witnesses is not None:
+            witnesses.close()
         if rep is not None:
             rep.close(timeout=60)  # before the capturer: it may still be releasing for us
         cap.close(wait=True)
@@ -488,6 +520,7 @@ def _reload(conf: cfg.Config, cap: Capturer, watcher: DockWatcher) -> cfg.Config
             ("[store]", conf.store, new.store),
             ("[media]", conf.media, new.media),
             ("[ledger]", conf.ledger, new.ledger),
+            ("[witness]", conf.witness, new.witness),
         )
         if a != b
     ]
@@ -521,6 +554,32 @@ def _retention_sweep(conf: cfg.Config, ledger: Any, cap: Capturer) -> None:
         log.exception("retention sweep failed; it runs again at the next interval")
     finally:
         db.close()
+
+
+def make_witness_client(conf: cfg.Config, ledger: Any) -> WitnessClient | None:
+    """The witness client for the configured policy (None without one: then nothing is
+    held back from the cold store's mirror)."""
+    if conf.witness_policy is None:
+        ledger.set_witness_settled(None)
+        return None
+    from custody.station import station_verifier
+
+    policy = load_policy(conf.witness_policy)
+    w = conf.witness
+    settings = ClientSettings(
+        timeout_s=w.timeout_s,
+        publish_wait_s=w.publish_wait_s,
+        alarm_after_s=w.alarm_after_s,
+        retry_s=w.retry_s,
+    )
+    client = WitnessClient(ledger, policy, conf.witness_policy, [station_verifier(conf)], settings)
+    log.info(
+        "witnesses: %s (quorum %s), from %s",
+        ", ".join(x.name for x in policy.witnesses) or "none",
+        policy.describe_quorum(),
+        conf.witness_policy,
+    )
+    return client
 
 
 def make_replicator(conf: cfg.Config, ledger: Any, objects: LocalObjects) -> Replicator | None:
@@ -747,6 +806,8 @@ def _ingest(conf: cfg.Config, paths: list[Path], settle_ms: int, wait_s: float) 
         docks.append(DockSettings(path=parent, name=f"ingest:{parent.name}", files=tuple(names)))
     settings = replace(conf.capture, settle_ms=settle_ms)
     ledger = open_ledger(conf)
+    if conf.witness_policy is None:
+        ledger.set_witness_settled(None)  # a policy removed: nothing is held back any more
     objects = LocalObjects(conf.store_dir)
     rep = make_replicator(conf, ledger, objects)
     cap = make_capturer(ledger, objects, docks, settings, rep, conf.media)

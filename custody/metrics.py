@@ -1,6 +1,7 @@
 """Prometheus metrics on localhost (``[metrics] listen = "127.0.0.1:9108"``), read from
 the running daemon at each scrape: capture counters, queue depths, the cold-store
-backlog, the ledger's size and checkpoint age, free space. Off unless configured."""
+backlog, the ledger's size and checkpoint age, free space, the witnesses. Off unless
+configured."""
 
 from __future__ import annotations
 
@@ -24,9 +25,11 @@ class DaemonCollector(Collector):
         ledger: Any,
         data_dir: str,
         halted: Callable[[], str] | None = None,
+        witnesses: Callable[[], dict[str, Any] | None] | None = None,
     ) -> None:
         self.cap, self.rep, self.ledger, self.data_dir = cap, rep, ledger, data_dir
         self.halted = halted or (lambda: "")
+        self.witnesses = witnesses or (lambda: None)
 
     def collect(self) -> Iterator[Any]:
         yield _gauge(
@@ -76,6 +79,47 @@ class DaemonCollector(Collector):
                 "Bytes uploaded since start",
                 r.get("uploaded_bytes", 0),
             )
+        ws = self.witnesses()
+        if ws is not None:
+            yield from _witness_metrics(ws)
+
+
+def _witness_metrics(ws: dict[str, Any]) -> Iterator[Any]:
+    """From the witness client's status (see `witness.client.read_status`)."""
+    yield _gauge(
+        "custody_witness_quorum_met",
+        "1 while the latest checkpoint carries the cosignatures the witness policy asks for",
+        int(bool(ws["quorum_met"])),
+    )
+    yield _gauge(
+        "custody_witness_quorum_alarm",
+        "1 once the witness quorum has been unmet longer than [witness] alarm_after_s",
+        int(bool(ws["alarm"])),
+    )
+    up = GaugeMetricFamily(
+        "custody_witness_up",
+        "1 while the witness answers with cosignatures, 0 while it fails (down or refusing)",
+        labels=["witness"],
+    )
+    size = GaugeMetricFamily(
+        "custody_witness_cosigned_size",
+        "The size of this station's log the witness last cosigned, as it said",
+        labels=["witness"],
+    )
+    ok = GaugeMetricFamily(
+        "custody_witness_last_ok_timestamp_seconds",
+        "When the witness last cosigned a checkpoint of this station (POSIX seconds)",
+        labels=["witness"],
+    )
+    for w in ws["witnesses"]:
+        up.add_metric([w["name"]], 0 if w["failing_since"] is not None else 1)
+        if w["size"] is not None:
+            size.add_metric([w["name"]], w["size"])
+        if w["last_ok"] is not None:
+            ok.add_metric([w["name"]], w["last_ok"])
+    yield up
+    yield size
+    yield ok
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
@@ -93,11 +137,12 @@ def serve(
     ledger: Any,
     data_dir: str,
     halted: Callable[[], str] | None = None,
+    witnesses: Callable[[], dict[str, Any] | None] | None = None,
 ) -> Callable[[], None]:
     """Start the HTTP endpoint; returns a function that stops it."""
     host, _, port = listen.rpartition(":")
     registry = CollectorRegistry()
-    registry.register(DaemonCollector(cap, rep, ledger, data_dir, halted))
+    registry.register(DaemonCollector(cap, rep, ledger, data_dir, halted, witnesses))
     server, thread = start_http_server(int(port), addr=host.strip("[]"), registry=registry)
 
     def stop() -> None:

@@ -428,6 +428,7 @@ class WitnessClient:
         self._settled = -1
         self._checked: tuple[str, bool, frozenset[str]] | None = None
         self._check_said = ""
+        self._alarmed = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.requests = 0  # sent since start (tests, benchmarks)
@@ -629,19 +630,29 @@ class WitnessClient:
                 )
 
     def _track_quorum(self, rec: CheckpointRecord, met: bool) -> None:
+        """Keep since when the latest checkpoint has lacked the quorum (every new
+        checkpoint lacks it for the moment a round takes: only an alarm is logged)."""
         with self._db_lock:
             since = _unmet_since(self.db)
             if met and since is not None:
                 with self.db:
                     self.db.execute("UPDATE witness_quorum SET unmet_since = NULL WHERE id = 1")
-                log.info("witness quorum met again (checkpoint %d)", rec.size)
             elif not met and since is None:
+                since = _signed_at(rec) or self.clock()
                 with self.db:
                     self.db.execute(
                         "INSERT INTO witness_quorum (id, unmet_since) VALUES (1, ?) "
                         "ON CONFLICT(id) DO UPDATE SET unmet_since = excluded.unmet_since",
-                        (_signed_at(rec) or self.clock(),),
+                        (since,),
                     )
+        alarmed = (
+            not met and since is not None and self.clock() - since >= self.settings.alarm_after_s
+        )
+        if alarmed and not self._alarmed:
+            log.warning("%s: published checkpoints lack cosignatures", alarm_line(self.status()))
+        elif met and self._alarmed:
+            log.info("witness quorum met again (checkpoint %d)", rec.size)
+        self._alarmed = alarmed
 
     # -- reporting ---------------------------------------------------------------------
 

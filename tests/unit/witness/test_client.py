@@ -267,6 +267,10 @@ def test_a_witness_down_is_retried_the_mirror_waits_at_most_publish_wait_and_ala
             assert st["alarm"] and st["unmet_since"] is not None
             assert alarm_line(st).endswith("(w2 down)")
             assert alarm_line(st).startswith("witness quorum unmet since ")
+            client.step()
+            client.step()
+            alarms = [r for r in caplog.records if "quorum unmet since" in r.getMessage()]
+            assert len(alarms) == 1 and alarms[0].levelname == "WARNING"  # said once
         downs = [r for r in caplog.records if "w2" in r.getMessage() and "cannot" in r.getMessage()]
         assert len(downs) == 1 and downs[0].levelname == "WARNING"  # said once
         # It comes back on the same port: the next turn catches the quorum up.
