@@ -654,6 +654,22 @@ class WitnessClient:
             log.info("witness quorum met again (checkpoint %d)", rec.size)
         self._alarmed = alarmed
 
+    def cosign_now(self, wait_s: float) -> CheckpointRecord | None:
+        """Turns until the latest checkpoint meets the quorum or ``wait_s`` has passed,
+        without the thread (for a command that publishes a checkpoint itself, e.g. an
+        export: it then builds its proofs against the record returned, which carries
+        whatever cosignatures came). Failing witnesses are asked at once, not after
+        ``retry_s``."""
+        end = time.monotonic() + wait_s
+        self._next_try.clear()
+        while True:
+            self.step()
+            rec = self.ledger.latest()
+            if rec is None or self._check(rec)[0] or time.monotonic() >= end:
+                return rec
+            time.sleep(min(TICK_S, max(0.0, end - time.monotonic())))
+            self._next_try.clear()
+
     # -- reporting ---------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:

@@ -189,6 +189,25 @@ def test_both_witnesses_cosign_the_latest_checkpoint_which_is_then_published(
         led.close()
 
 
+def test_cosign_now_returns_the_latest_checkpoint_with_what_came_in_time(
+    tmp_path: Path, witnesses: list[StandIn]
+) -> None:
+    led, client = make(tmp_path, witnesses)
+    try:
+        rec = client.cosign_now(5)
+        assert rec is not None and rec == led.latest()
+        assert cosigners(led, witnesses) == {"w.test/one", "w.test/two"}
+        witnesses[1].close()
+        led.append("note", {"text": "w2 is away"})
+        led.integrate()
+        rec = client.cosign_now(0.5)  # gives up after the wait, with w1's cosignature
+        assert rec is not None and rec.size == 2 and "— w.test/one" in rec.note
+        assert client.requests >= 4  # w2 asked again within the wait, not after retry_s
+    finally:
+        client.close()
+        led.close()
+
+
 def test_request_body_is_the_spec_layout() -> None:
     note = "o\n1\nAAAA\n\n— o AAAA\n"
     assert format_request(0, [], note) == b"old 0\n\n" + note.encode()
