@@ -806,11 +806,17 @@ def _ingest(conf: cfg.Config, paths: list[Path], settle_ms: int, wait_s: float) 
         docks.append(DockSettings(path=parent, name=f"ingest:{parent.name}", files=tuple(names)))
     settings = replace(conf.capture, settle_ms=settle_ms)
     ledger = open_ledger(conf)
-    if conf.witness_policy is None:
-        ledger.set_witness_settled(None)  # a policy removed: nothing is held back any more
+    witnesses = make_witness_client(conf, ledger)
     objects = LocalObjects(conf.store_dir)
     rep = make_replicator(conf, ledger, objects)
     cap = make_capturer(ledger, objects, docks, settings, rep, conf.media)
+
+    def cosign() -> None:
+        # After capture: the witnesses get one short chance (a few seconds, not
+        # publish_wait_s) before the mirror runs; what is still missing is the daemon's.
+        if witnesses is not None:
+            witnesses.cosign_now(conf.witness.timeout_s + 1)
+
     try:
         cap.recover()
         cap.scan()
@@ -818,12 +824,15 @@ def _ingest(conf: cfg.Config, paths: list[Path], settle_ms: int, wait_s: float) 
         replication: dict[str, Any] | None = None
         if rep is None:
             cap.finish_releases()  # after the release settle
+            ledger.integrate()
+            cosign()
         else:
             # One pass: what the store takes now is replicated (and released); the rest
             # stays queued for the daemon.
             rep.run_due(limit=1_000_000)
             cap.finish_releases()
             ledger.integrate()
+            cosign()
             try:
                 rep.sync_ledger()
             except StoreError as e:
@@ -844,7 +853,10 @@ def _ingest(conf: cfg.Config, paths: list[Path], settle_ms: int, wait_s: float) 
             "problems": cap.problems.lines(),
             "problems_total": cap.problems.total(),
             "halted": halted_reason(cap, ledger, rep) or None,
+            "witnesses": witnesses.status() if witnesses is not None else None,
         }
     finally:
+        if witnesses is not None:
+            witnesses.close()
         cap.close()
         ledger.close()

@@ -286,3 +286,29 @@ def test_a_station_restored_from_an_old_copy_is_refused_by_its_witnesses(
         assert len([ln for ln in errors if f"witness {name} " in ln]) == 1, errors
     # The witnesses cosigned nothing of the other history.
     assert cosigned(published(conf), policy, station) == set()
+
+
+def test_custody_ingest_gathers_the_cosignatures_before_it_mirrors_the_ledger(
+    tmp_path: Path,
+) -> None:
+    cold = tmp_path / "cold"
+    conf, ws, policy, station = setup(
+        tmp_path, f'\n[store]\nkind = "local"\npath = "{cold}"\nlock_mode = "none"\n'
+    )
+    try:
+        dock_file(conf, "a.bin", b"ingested by hand")
+        out = json.loads(
+            run_cli(
+                "ingest", str(tmp_path / "dock"), "--settle-ms", "0", "--json", config=conf
+            ).stdout
+        )
+    finally:
+        for w in ws:
+            w.stop()
+    assert out["captured"] == 1 and out["witnesses"]["quorum_met"] is True
+    note = published(conf)
+    assert size_of(note) == len(entries(conf))
+    assert cosigned(note, policy, station) == {"w1", "w2"}
+    mirror = cold / "ledger" / ORIGIN
+    assert (mirror / "checkpoints" / str(size_of(note))).read_text() == note
+    assert (mirror / "checkpoint").read_text() == note
