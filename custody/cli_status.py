@@ -377,7 +377,7 @@ def add_parsers(sub: Any) -> None:
     s = sub.add_parser(
         "status",
         help="the daemon's halt and problems first, then the daemon, queues per dock and "
-        "recorder, ledger, disk, cold store, media, retention, last audit; exit 1 when "
+        "recorder, ledger, disk, cold store, media, witnesses, retention, last audit; exit 1 when "
         "the daemon has halted on an integrity error",
     )
     s.add_argument("--json", action="store_true")

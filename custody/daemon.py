@@ -8,6 +8,8 @@ policy in force is read at every sweep); a configuration with an error is
 refused in one log line and the running one is kept.
 Under systemd (``Type=notify``): READY=1 once capture runs, STATUS= lines,
 watchdog pings from the main loop, RELOADING=1 and STOPPING=1.
+With ``[witness] policy``, a witness thread (`witness.client.WitnessClient`) asks
+the policy's witnesses to cosign each checkpoint; capture never waits for it.
 
 An integrity error anywhere (the ledger's integrator, capture, replication, a
 sweep) is never logged and retried like an outage: capture and release stop at
