@@ -14,12 +14,14 @@ from custody.cli_common import Progress, load, parse_vkey, with_config
 from custody.errors import CustodyError
 from custody.retain import index_db
 from custody.station import open_ledger, operator, station_verifier
+from ledger.log import CheckpointRecord
 from retention.index import refresh
 
 
 def cmd_export(args: argparse.Namespace, conf: cfg.Config) -> int:
     from archive.retrieve import Retriever
     from custody.cold import open_store
+    from custody.daemon import make_witness_client
     from custody.export import export_bag, read_policy
     from ingest.objects import LocalObjects
 
@@ -31,8 +33,21 @@ def cmd_export(args: argparse.Namespace, conf: cfg.Config) -> int:
     store = open_store(conf)
     show = Progress("exporting", "original(s) copied and verified")
     fetch = Retriever(LocalObjects(conf.store_dir).path, store)
+    quorum: dict[str, Any] = {}
     with open_ledger(conf) as ledger:
         db = index_db(ledger)
+        witnesses = make_witness_client(conf, ledger) if policy is not None else None
+
+        def cosign() -> CheckpointRecord | None:
+            # The bag's checkpoint is new: the witnesses have not seen it. Ask them now,
+            # a few seconds at most, so a verifier with --policy can accept the package.
+            assert witnesses is not None
+            rec = witnesses.cosign_now(conf.witness.timeout_s + 1)
+            st = witnesses.status()
+            quorum.update(met=bool(st.get("quorum_met")), cosigned_by=st.get("cosigned_by"))
+            quorum.update(quorum=st.get("quorum"))
+            return rec
+
         try:
             refresh(ledger, db)
             if args.case:
@@ -59,12 +74,24 @@ def cmd_export(args: argparse.Namespace, conf: cfg.Config) -> int:
                 sm3=conf.capture.sm3,
                 progress=show.update,
                 policy=policy,
+                cosign=cosign if witnesses is not None else None,
             )
         finally:
             db.close()
             show.end()
+            if witnesses is not None:
+                witnesses.close()
     for s in res.skipped:
         print(f"note: {s}", file=sys.stderr)
+    if quorum and not quorum.get("met"):
+        by = ", ".join(quorum.get("cosigned_by") or []) or "none"
+        print(
+            f"note: the package's checkpoint {res.checkpoint_size} lacks the witness quorum "
+            f"({quorum.get('quorum')}; cosigned by {by}): it verifies with the station key, "
+            "not with --policy; see `custody status`, and export again once the witnesses "
+            "answer",
+            file=sys.stderr,
+        )
     if args.json:
         out = {
             "out": str(res.out),
@@ -74,6 +101,7 @@ def cmd_export(args: argparse.Namespace, conf: cfg.Config) -> int:
             "checkpoint_size": res.checkpoint_size,
             "export_entry": res.export_entry,
             "witness_policy": "policy.txt" if policy is not None else None,
+            "witness_quorum_met": quorum.get("met") if quorum else None,
             "skipped": list(res.skipped),
         }
         print(json.dumps(out, ensure_ascii=False))

@@ -46,7 +46,7 @@ from custody import __version__
 from custody.errors import CustodyError
 from ledger.durable import fsync_dir, write_atomic
 from ledger.entry import decode_entry
-from ledger.log import Ledger
+from ledger.log import CheckpointRecord, Ledger
 from ledger.policy import PolicyError, parse_policy
 from ledger.tiles import TILE_WIDTH, bundle_for_size, decode_bundle
 from verify.bag import (
@@ -181,6 +181,7 @@ def export_bag(
     sm3: bool = False,
     progress: Callable[[int, int], None] | None = None,
     policy: bytes | None = None,
+    cosign: Callable[[], CheckpointRecord | None] | None = None,
 ) -> ExportResult:
     """Write the bag for ``shas`` to ``out``; ``progress(done, total)`` after each
     original (with the files made from it) is in the bag."""
@@ -216,6 +217,7 @@ def export_bag(
             sm3,
             progress,
             policy,
+            cosign,
         )
         for d, _, _ in os.walk(tmp):
             fsync_dir(Path(d))
@@ -239,6 +241,7 @@ def _make(
     sm3: bool,
     progress: Callable[[int, int], None] | None,
     policy: bytes | None,
+    cosign: Callable[[], CheckpointRecord | None] | None = None,
 ) -> ExportResult:
     res = ExportResult(out)
     manifest: list[tuple[str, str]] = []  # (sha256, bag path)
@@ -361,6 +364,10 @@ def _make(
     entry_ids.add(res.export_entry)
     ledger.integrate()
     latest = ledger.latest()
+    if cosign is not None:
+        # The witnesses get their chance before any proof is written: the proofs lead to
+        # the checkpoint returned, with whatever cosignatures came in time.
+        latest = cosign() or latest
     if latest is None or latest.size <= res.export_entry:
         raise CustodyError("the ledger did not sign a checkpoint holding the export entry")
     size = latest.size

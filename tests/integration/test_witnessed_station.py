@@ -312,3 +312,87 @@ def test_custody_ingest_gathers_the_cosignatures_before_it_mirrors_the_ledger(
     mirror = cold / "ledger" / ORIGIN
     assert (mirror / "checkpoints" / str(size_of(note))).read_text() == note
     assert (mirror / "checkpoint").read_text() == note
+
+
+def test_an_export_verifies_with_the_policy_and_not_with_a_witness_that_never_cosigned(
+    tmp_path: Path,
+) -> None:
+    """The export's own checkpoint is new; the export asks the witnesses before it writes
+    its proofs, so the package verifies under the station's policy (quorum 2), and fails
+    under a policy that also requires a third witness, which never saw this station."""
+    conf, ws, policy, station = setup(tmp_path)
+    try:
+        dock_file(conf, "a.bin", b"evidence for a court")
+        run_cli("ingest", str(tmp_path / "dock"), "--settle-ms", "0", config=conf)
+        sha = next(e["sha256"] for e in entries(conf) if e["type"] == "ingest")
+        out = tmp_path / "bag"
+        res = json.loads(
+            run_cli(
+                "export", sha, "--out", str(out), "--purpose", "court", "--json", config=conf
+            ).stdout
+        )
+        third = Witness(tmp_path, "w.test/three", station.vkey())  # never asked
+    finally:
+        for w in ws:
+            w.stop()
+    assert res["witness_quorum_met"] is True
+    assert cosigned((out / "custody" / "checkpoint").read_text(), policy, station) == {
+        "w1",
+        "w2",
+    }
+    policy_file = conf.parent / "witnesses.policy"
+    ok = run_cli(
+        "verify", str(out), "--policy", str(policy_file), "--json", config=conf, check=False
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert json.loads(ok.stdout)["quorum"]["met"] is True
+    ok = subprocess.run(
+        [sys.executable, "-m", "verify", "bag", str(out), "--policy", str(policy_file)],
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "trusted:" in ok.stdout
+    strict = tmp_path / "three.policy"
+    strict.write_text(
+        policy_file.read_text().replace("group both all w1 w2", f"witness w3 {third.vkey}")
+        + "group all3 all w1 w2 w3\nquorum all3\n"
+    )
+    strict.write_text(strict.read_text().replace("quorum both\n", ""))
+    bad = run_cli("verify", str(out), "--policy", str(strict), config=conf, check=False)
+    third.stop()
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "w3" in bad.stdout + bad.stderr
+
+
+def test_witnesses_keep_accepting_the_station_across_a_key_rotation(tmp_path: Path) -> None:
+    """Witnesses that know only the first key cosign the checkpoints signed during the
+    rotation's overlap (the previous key co-signs); once a witness operator adds the new
+    key, it cosigns checkpoints signed by the new key alone."""
+    conf, ws, policy, station = setup(tmp_path)
+    try:
+        run_cli("note", "before", config=conf)
+        run_cli("ingest", str(tmp_path / "dock"), "--settle-ms", "0", config=conf)
+        assert cosigned(published(conf), policy, station) == {"w1", "w2"}
+        rot = json.loads(run_cli("key", "rotate", "--json", config=conf).stdout)
+        new = Verifier.parse(rot["new_vkey"])
+        run_cli("note", "after the rotation", config=conf)
+        run_cli("ingest", str(tmp_path / "dock"), "--settle-ms", "0", config=conf)
+        note = published(conf)
+        assert size_of(note) == len(entries(conf))
+        assert cosigned(note, policy, new) == {"w1", "w2"}
+        # The overlap ends; the witness operators add the new key; the station goes on.
+        for w in ws:
+            run_cli("witness", "--data", str(w.data), "add-log", "--vkey", new.vkey())
+        (conf.parent / "keys" / "previous.until").write_text("0\n")
+        run_cli("note", "new key only", config=conf)
+        run_cli("ingest", str(tmp_path / "dock"), "--settle-ms", "0", config=conf)
+        note = published(conf)
+        assert note.count("\u2014 ") == 3  # the new key and two witnesses
+        assert cosigned(note, policy, new) == {"w1", "w2"}
+    finally:
+        for w in ws:
+            w.stop()
+    v0 = station.vkey()
+    r = run_cli("ledger", "verify", "--vkey", v0, "--json", config=conf, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
