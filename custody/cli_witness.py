@@ -53,6 +53,18 @@ def cmd_add_log(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_remove_key(args: argparse.Namespace) -> int:
+    from witness.state import WitnessState
+
+    state = WitnessState(_wdir(args))
+    try:
+        origin = state.remove_key(args.vkey, args.origin)
+    finally:
+        state.close()
+    print(f"no longer trusting {args.vkey.strip()} for {origin}; its cosigned state stays")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from ledger.note import b64
     from witness.protocol import origin_id
@@ -150,6 +162,14 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--vkey", required=True, help="the log's verifier key name+id+key")
     s.add_argument("--origin", help="the checkpoint origin line (default: the key's name)")
     s.set_defaults(func=cmd_add_log)
+
+    s = wsub.add_parser(
+        "remove-key",
+        help="stop trusting one key of a log (a revoked station key); its state stays",
+    )
+    s.add_argument("--vkey", required=True, help="the key to stop trusting")
+    s.add_argument("--origin", help="the checkpoint origin line (default: the key's name)")
+    s.set_defaults(func=cmd_remove_key)
 
     s = wsub.add_parser("list", help="the logs followed: origin, cosigned size, keys")
     s.add_argument("--json", action="store_true")

@@ -163,6 +163,35 @@ class WitnessState:
             raise
         return origin, cur.rowcount == 1
 
+    def remove_key(self, vkey: str, origin: str | None = None) -> str:
+        """Stop trusting ``vkey`` for ``origin`` (a revoked station key); the log's state
+        stays, and its other keys. Refuses to remove a log's last key: a log with no key
+        would answer 403 to everyone, which is what removing the log is for."""
+        try:
+            v = Verifier.parse(vkey)
+        except NoteError as e:
+            raise WitnessError(f"log key: {e}") from None
+        origin = origin if origin is not None else v.name
+        c = self.db
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            keys = [
+                r[0] for r in c.execute("SELECT vkey FROM log_keys WHERE origin = ?", (origin,))
+            ]
+            if v.vkey() not in keys:
+                raise WitnessError(f"{origin} is not followed with key {v.vkey()}")
+            if len(keys) == 1:
+                raise WitnessError(
+                    f"{v.vkey()} is the only key of {origin}",
+                    "add the station's new key first (add-log --vkey NEW)",
+                )
+            c.execute("DELETE FROM log_keys WHERE origin = ? AND vkey = ?", (origin, v.vkey()))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return origin
+
     def logs(self) -> list[LogInfo]:
         keys: dict[str, list[str]] = {}
         for origin, vkey in self.db.execute(

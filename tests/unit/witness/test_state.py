@@ -137,3 +137,29 @@ def test_two_connections_racing_cannot_both_win(wdir: Path, log: MemoryLog) -> N
     check = sqlite3.connect(wdir / "witness.db")
     assert check.execute("SELECT size FROM logs").fetchone() == (size,)
     check.close()
+
+
+def test_a_revoked_station_key_is_removed_and_its_checkpoints_refused(
+    wdir: Path, log: MemoryLog
+) -> None:
+    state = WitnessState(wdir)
+    state.add_log(log.vkey)
+    cosigner = load_cosigner(wdir)
+    with pytest.raises(WitnessError, match="only key"):
+        state.remove_key(log.vkey)
+    new = Signer.generate(ORIGIN)
+    state.add_log(new.verifier().vkey())
+    (a,) = state.add_checkpoints([parse_request(log.request(0, 10))], cosigner, lambda: NOW)
+    assert a.status == 200
+    assert state.remove_key(log.vkey) == ORIGIN
+    with pytest.raises(WitnessError, match="not followed"):
+        state.remove_key(log.vkey)
+    # A thief holding the old key is refused; the new key goes on from the same state.
+    (a,) = state.add_checkpoints([parse_request(log.request(10, 12))], cosigner, lambda: NOW)
+    assert a.status == 403
+    req = log.request(10, 12, signers=[new])
+    (a,) = state.add_checkpoints([parse_request(req)], cosigner, lambda: NOW)
+    assert a.status == 200
+    (info,) = state.logs()
+    assert info.size == 12 and info.vkeys == (new.verifier().vkey(),)
+    state.close()
