@@ -25,6 +25,7 @@ BENCHMARKS = (
     ("RESULTS-media.md", "benchmarks/media_bench.py --seconds 300"),
     ("RESULTS-retention.md", "benchmarks/retention_bench.py"),
     ("RESULTS-audit.md", "benchmarks/audit_bench.py"),
+    ("RESULTS-witness.md", "benchmarks/witness_bench.py"),
     ("RESULTS-soak.md", "benchmarks/soak.py --minutes N"),
 )
 
