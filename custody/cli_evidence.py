@@ -121,12 +121,8 @@ def cmd_verify_path(args: argparse.Namespace) -> int:
 
         if not args.vkey:
             raise CustodyError("a bucket is checked against --vkey (the key you trust)")
-        if args.policy:
-            raise CustodyError(
-                "--policy is checked on a bag or a ledger folder; for a bucket, copy its "
-                "ledger folder and verify that"
-            )
         ns = argparse.Namespace(
+            policy=args.policy,
             config=args.config,
             s3=args.path,
             store=False,

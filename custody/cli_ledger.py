@@ -15,8 +15,10 @@ from custody.cli_common import Progress, index_arg, load, parse_vkey, read_text
 from custody.errors import CustodyError
 from custody.station import open_ledger, station_verifier
 from ledger.errors import LedgerError
+from ledger.policy import Policy, PolicyError, parse_policy
 from verify.folder import FolderSource
 from verify.parallel import verify_log
+from verify.witnesses import witnessing
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
@@ -200,26 +202,48 @@ def cmd_verify(args: argparse.Namespace) -> int:
             raise CustodyError(str(e)) from None
     for extra in args.known or []:
         history.append(read_text(extra, "checkpoint file"))
+    policy = _read_policy(args.policy) if getattr(args, "policy", None) else None
     started = time.monotonic()
     show = Progress("verifying", "entries")
     rep = verify_log(src, checkpoint, [verifier], None, history, progress=show.update)
     show.end()
     elapsed = time.monotonic() - started
+    # With a policy, the checkpoint the log verified against must also carry its quorum.
+    w = witnessing(checkpoint, policy, rep.checkpoint_signed_by) if policy else None
+    witness_problems = w.problems if w is not None else []
+    ok = rep.ok and not witness_problems
     if args.json:
         out: dict[str, Any] = rep.to_json()
         out["seconds"] = round(elapsed, 3)
         out["source"] = where
+        if w is not None:
+            out.update(ok=ok, cosignatures=w.cosignatures, quorum=w.quorum)
+            out["witness_problems"] = witness_problems
         print(json.dumps(out, ensure_ascii=False))
     else:
         for line in rep.lines():
             print(line)
-        state = "OK" if rep.ok else f"FAILED ({sum(rep.counts.values())} problems)"
+        if w is not None:
+            for line in w.lines():
+                print(line)
+            for p in witness_problems:
+                print(f"FAILED {p}")
+        state = (
+            "OK" if ok else f"FAILED ({sum(rep.counts.values()) + len(witness_problems)} problems)"
+        )
         print(
             f"ledger {where}: {state}; size {rep.size}, {rep.entries_checked} entries, "
             f"{rep.signatures_checked} signatures, {rep.checkpoints_checked} recorded "
             f"checkpoints checked in {elapsed:.1f} s"
         )
-    return 0 if rep.ok else 1
+    return 0 if ok else 1
+
+
+def _read_policy(path: str) -> Policy:
+    try:
+        return parse_policy(read_text(path, "witness policy", 1 << 20))
+    except PolicyError as e:
+        raise CustodyError(f"--policy {path}: {e}") from None
 
 
 def add_parsers(sub: Any) -> None:
@@ -274,6 +298,12 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--no-verify-tls", action="store_true", help="for --s3 with a test endpoint")
     s.add_argument(
         "--store", action="store_true", help="verify the copy in the configured cold store"
+    )
+    s.add_argument(
+        "--policy",
+        metavar="FILE",
+        help="a witness policy (C2SP tlog-policy): the checkpoint must carry its quorum of "
+        "witness cosignatures",
     )
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_verify)

@@ -363,6 +363,11 @@ def test_an_export_verifies_with_the_policy_and_not_with_a_witness_that_never_co
     third.stop()
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "w3" in bad.stdout + bad.stderr
+    # The station's own ledger, checked under each policy the same way.
+    good = run_cli("ledger", "verify", "--policy", str(policy_file), "--json", config=conf)
+    assert json.loads(good.stdout)["quorum"]["met"] is True
+    bad = run_cli("ledger", "verify", "--policy", str(strict), config=conf, check=False)
+    assert bad.returncode == 1 and "w3 (key id" in bad.stdout, bad.stdout
 
 
 def test_witnesses_keep_accepting_the_station_across_a_key_rotation(tmp_path: Path) -> None:
