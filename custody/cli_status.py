@@ -6,12 +6,14 @@ import argparse
 import json
 import sqlite3
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from custody import config as cfg
 from custody.cli_common import load
 from custody.station import open_ledger
 from ingest.status import capture_status, media_status
+from ledger.note import NoteError, Verifier
 
 
 def _ingest_status(conf: cfg.Config) -> dict[str, Any]:
@@ -76,6 +78,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     out["disk"] = _disk_status(conf)
     out["audit"] = _audit_status(conf)
     out["witnesses"] = _witness_status(conf, latest)
+    out["key"] = _key_status(conf)
     if latest is not None:
         from ledger.entry import parse_time
 
@@ -106,6 +109,16 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"ledger: {lg['entries']} entries, {lg['pending']} awaiting a checkpoint; "
             f"last checkpoint size {lg['checkpoint_size']} signed {lg['checkpoint_signed_at']}"
             + (f" ({age} s ago)" if age is not None else "")
+        )
+        ky = out["key"]
+        print(
+            f"station key: {ky['key_id'] or 'unknown'}"
+            + (f" ({len(ky['history'])} keys so far)" if len(ky["history"]) > 1 else "")
+            + (
+                f"; the previous key co-signs checkpoints until {ky['previous_cosigns_until']}"
+                if ky["previous_cosigns_until"]
+                else ""
+            )
         )
         dk = out["disk"]
         print(
@@ -256,6 +269,31 @@ def _print_witnesses(ws: dict[str, Any] | None) -> None:
         else:
             size = w["size"] if w["size"] is not None else "-"
             print(f"  {w['name']} {where}: cosigned size {size}, last ok {_when(w['last_ok'])}")
+
+
+def _key_status(conf: cfg.Config) -> dict[str, Any]:
+    """The station key in use, the keys before it, and a rotation's overlap."""
+    from custody import keys
+
+    files = keys.key_files(conf)
+    history = keys.read_history(files)
+    try:
+        current = Verifier.parse(files.vkey.read_text())
+    except (OSError, NoteError):
+        current = None
+    until = None
+    try:
+        t = int(files.previous_until.read_text().strip())
+        if files.previous.exists():
+            until = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OSError, ValueError):
+        pass
+    return {
+        "vkey": current.vkey() if current else None,
+        "key_id": current.key_id.hex() if current else None,
+        "history": [k.vkey() for k in history],
+        "previous_cosigns_until": until,
+    }
 
 
 def _disk_status(conf: cfg.Config) -> dict[str, Any]:

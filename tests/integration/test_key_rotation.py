@@ -74,6 +74,9 @@ def test_rotate_then_revoke_verify_with_the_first_key(station: Path) -> None:
         assert r.returncode == 0, r.stdout + r.stderr
         assert json.loads(r.stdout)["ok"] is True
     assert vkeys(station) == (v1, [v0, v1])
+    key = json.loads(run_cli("status", "--json", config=station).stdout)["key"]
+    assert key["vkey"] == v1 and key["history"] == [v0, v1]
+    assert key["previous_cosigns_until"] == rot["overlap_until"]
 
     rev = json.loads(run_cli("key", "revoke", "--last-index", "3", "--json", config=station).stdout)
     v2 = rev["new_vkey"]
