@@ -20,6 +20,7 @@ import hashlib
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import nacl.bindings
 import nacl.exceptions
@@ -137,9 +138,21 @@ class Cosigner:
         if len(self.seed) != 32:
             raise NoteError("Ed25519 seed must be 32 bytes")
 
+    @cached_property
+    def _keypair(self) -> tuple[bytes, bytes]:
+        # Derived once: a witness cosigns every request, and deriving costs as much as
+        # signing. (cached_property writes the instance dict, which a frozen dataclass
+        # allows; it takes no part in equality.)
+        pk, sk = nacl.bindings.crypto_sign_seed_keypair(self.seed)
+        return bytes(pk), bytes(sk)
+
+    @cached_property
+    def key_id(self) -> bytes:
+        return cosignature_key_id(self.name, self.public_key)
+
     @property
     def public_key(self) -> bytes:
-        return bytes(nacl.bindings.crypto_sign_seed_keypair(self.seed)[0])
+        return self._keypair[0]
 
     def verifier(self) -> CosignatureVerifier:
         return CosignatureVerifier(self.name, self.public_key)
@@ -153,11 +166,10 @@ class Cosigner:
         """Cosign a checkpoint body (the caller has checked it is consistent)."""
         if timestamp <= 0:
             raise NoteError("a cosignature needs a non-zero timestamp")
-        secret = bytes(nacl.bindings.crypto_sign_seed_keypair(self.seed)[1])
-        sig = bytes(nacl.bindings.crypto_sign(signed_message(body, timestamp), secret)[:64])
-        return Cosignature(
-            self.name, cosignature_key_id(self.name, self.public_key), timestamp, sig
+        sig = bytes(
+            nacl.bindings.crypto_sign(signed_message(body, timestamp), self._keypair[1])[:64]
         )
+        return Cosignature(self.name, self.key_id, timestamp, sig)
 
     @classmethod
     def generate(cls, name: str) -> Cosigner:
