@@ -534,12 +534,17 @@ class WitnessClient:
             self._pool.submit(self._ask, w, rec, int((rows.get(w.name) or {}).get("size") or 0))
             for w in due
         ]
+        outcomes = []
         for f in futures:
             try:
-                outcome = f.result()
+                outcomes.append(f.result())
             except Exception:  # a bug in one request: that witness alone waits a turn
                 log.exception("asking a witness failed unexpectedly")
-                continue
+        # Every witness's lines in one update: one commit, one rewrite of the checkpoint.
+        lines = [ln for o in outcomes if o.kind == "cosigned" for ln in o.lines]
+        if lines:
+            self.ledger.add_cosignatures(rec.size, lines)
+        for outcome in outcomes:
             self._apply(rec, outcome)
 
     def _post(self, url: str, body: bytes) -> Reply | str:
@@ -590,8 +595,7 @@ class WitnessClient:
 
     def _apply(self, rec: CheckpointRecord, out: Outcome) -> None:
         now = self.clock()
-        if out.kind == "cosigned":
-            self.ledger.add_cosignatures(rec.size, out.lines)
+        if out.kind == "cosigned":  # its lines are stored by `_round`
             with self._db_lock, self.db:
                 self.db.execute(
                     "UPDATE witness_state SET size = ?, last_status = ?, last_error = NULL, "
