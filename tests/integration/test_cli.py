@@ -337,6 +337,7 @@ def test_court_checks_a_proof_offline(station: Path, tmp_path: Path) -> None:
     wrong_key = court("proof", str(entry), str(proof), "--vkey", other.vkey())
     assert wrong_key.returncode == 1 and "no signature by a trusted key" in wrong_key.stdout
     whole = court("ledger", str(station.parent / "ledger"), "--vkey", vkey)
-    assert whole.returncode == 0 and whole.stdout.startswith("OK")
+    assert whole.returncode == 0 and whole.stdout.splitlines()[-1].startswith("OK")
+    assert whole.stdout.startswith("trusted: custody.test/unit/dock-01 (key id ")
     missing = court("ledger", str(tmp_path / "nope"), "--vkey", vkey)
     assert missing.returncode == 2
