@@ -199,7 +199,8 @@ TAMPERS: dict[str, tuple[Callable[[Path, Path], object], str]] = {
     ),
     "a removed entry": (
         lambda bag, conf: _first(bag, "custody/entries/*.entry").unlink(),
-        "are named but missing",
+        # The first entry is the station key's (every key entry travels in the bag).
+        "are named but missing|an entry was removed",
     ),
     "a file added to the payload": (
         lambda bag, conf: (bag / "data" / "originals" / "extra.mp4").write_bytes(b"planted"),
