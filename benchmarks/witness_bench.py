@@ -33,7 +33,7 @@ loopback, with the real server (`custody witness serve`) as a subprocess:
    1 s background integrator runs (as ledger_bench.py's (c)), without witnesses and with
    the `WitnessClient` thread asking the two witnesses, interleaved; the median run is shown.
 4. Memory: VmHWM (/proc/PID/status) of each server process just before it is stopped, and
-   ``ru_maxrss`` of each stage's own subprocess.
+   VmHWM of each stage's own subprocess.
 
 Run from the repository root::
 
@@ -56,7 +56,6 @@ import os
 import platform
 import pstats
 import random
-import resource
 import shlex
 import shutil
 import signal
@@ -742,7 +741,9 @@ def run_stage(stage: str, work: Path, **params: Any) -> Result:
 def run_child(stage: str, work: Path, params: dict[str, Any]) -> None:
     work.mkdir(parents=True, exist_ok=True)
     result = STAGES[stage](work, **params)
-    result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over execve, so a stage started by
+    # the parent holding 100 logs' trees would report the parent's peak.
+    result["max_rss_mb"] = vm_hwm_mb(os.getpid())
     print(json.dumps(result))
 
 
@@ -1042,13 +1043,11 @@ def report_memory(t: Result, s: Result) -> list[str]:
     ]
     for i, h in enumerate(s["witness_hwm_mb"], 1):
         lines.append(f"| witness w{i} of parts 2 and 3 (VmHWM) | {h:,.0f} |")
-    lines.append(f"| station, witness rounds (ru_maxrss) | {s['round']['max_rss_mb']:,.0f} |")
+    lines.append(f"| station, witness rounds (VmHWM) | {s['round']['max_rss_mb']:,.0f} |")
     for key, x in a.items():
         batch, mode = key.split("-")
         what = "with two witnesses" if mode == "witnessed" else "without witnesses"
-        lines.append(
-            f"| station appends, batch {batch}, {what} (ru_maxrss) | {x['max_rss_mb']:,.0f} |"
-        )
+        lines.append(f"| station appends, batch {batch}, {what} (VmHWM) | {x['max_rss_mb']:,.0f} |")
     lines.append("")
     return lines
 

@@ -331,10 +331,11 @@ def test_an_export_verifies_with_the_policy_and_not_with_a_witness_that_never_co
                 "export", sha, "--out", str(out), "--purpose", "court", "--json", config=conf
             ).stdout
         )
-        third = Witness(tmp_path, "w.test/three", station.vkey())  # never asked
     finally:
         for w in ws:
             w.stop()
+    third = Witness(tmp_path, "w.test/three", station.vkey())  # never asked
+    third.stop()
     assert res["witness_quorum_met"] is True
     assert cosigned((out / "custody" / "checkpoint").read_text(), policy, station) == {
         "w1",
@@ -360,7 +361,6 @@ def test_an_export_verifies_with_the_policy_and_not_with_a_witness_that_never_co
     )
     strict.write_text(strict.read_text().replace("quorum both\n", ""))
     bad = run_cli("verify", str(out), "--policy", str(strict), config=conf, check=False)
-    third.stop()
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "w3" in bad.stdout + bad.stderr
     # The station's own ledger, checked under each policy the same way.
