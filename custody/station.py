@@ -19,11 +19,10 @@ from pathlib import Path
 
 from custody import config as cfg
 from custody.errors import CustodyError
-from ledger.durable import fsync_dir, write_atomic
+from ledger.durable import write_atomic
 from ledger.log import Ledger
 from ledger.note import NoteError, Signer, Verifier
 
-KEY_MODE = 0o600
 
 
 def default_origin() -> str:
@@ -58,17 +57,12 @@ def init_station(data_dir: Path, origin: str | None = None) -> InitResult:
         (data_dir / sub).mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir / "keys", 0o700)
     signer = Signer.generate(origin)
-    # O_EXCL: never overwrite a key, even if one appeared since the check above.
+    from custody.keys import write_key
+
     try:
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_MODE)
+        write_key(key_path, signer)  # O_EXCL: never overwrites a key that appeared since
     except FileExistsError:
         raise CustodyError(f"{key_path} already exists; refusing to replace it") from None
-    try:
-        os.write(fd, (signer.key_string() + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    fsync_dir(key_path.parent)
     vkey = signer.verifier().vkey()
     write_atomic(data_dir / "keys" / "station.vkey", (vkey + "\n").encode())
     write_atomic(conf_path, cfg.render(data_dir, origin).encode())

@@ -34,6 +34,7 @@ from ledger.note import (
     b64decode_strict,
     check_key_name,
     parse_note,
+    split_vkey,
 )
 
 ALG_COSIGNATURE_V1 = 0x04
@@ -106,21 +107,10 @@ class CosignatureVerifier:
     @classmethod
     def parse(cls, vkey: str) -> CosignatureVerifier:
         """Parse ``name+hexid+base64(0x04 ‖ key)``; the key ID must match the key."""
-        parts = vkey.strip().split("+", 2)
-        if len(parts) != 3:
-            raise NoteError(f"witness key {vkey!r} is not name+keyid+key")
-        name, hid, k = parts
-        check_key_name(name)
-        if len(hid) != 8 or hid != hid.lower():
-            raise NoteError(f"witness key {vkey!r}: key ID must be 8 lowercase hex digits")
-        try:
-            kid = bytes.fromhex(hid)
-        except ValueError as e:
-            raise NoteError(f"witness key {vkey!r}: key ID is not hex") from e
-        raw = b64decode_strict(k)
-        if len(raw) != 33 or raw[0] != ALG_COSIGNATURE_V1:
-            raise NoteError(f"witness key {vkey!r}: not an Ed25519 cosignature/v1 key (0x04)")
-        v = cls(name, raw[1:])
+        name, kid, key = split_vkey(
+            vkey, "witness key", ALG_COSIGNATURE_V1, "an Ed25519 cosignature/v1 key (0x04)"
+        )
+        v = cls(name, key)
         if v.key_id != kid:
             raise NoteError(f"witness key {vkey!r}: key ID does not match the key")
         return v

@@ -89,24 +89,31 @@ class Verifier:
     @classmethod
     def parse(cls, vkey: str) -> Verifier:
         """Parse ``name+hexid+base64key``; checks the key ID matches the key."""
-        parts = vkey.strip().split("+", 2)
-        if len(parts) != 3:
-            raise NoteError(f"verifier key {vkey!r} is not name+keyid+key")
-        name, hid, k = parts
-        check_key_name(name)
-        if len(hid) != 8 or hid != hid.lower():
-            raise NoteError(f"verifier key {vkey!r}: key ID must be 8 lowercase hex digits")
-        try:
-            kid = bytes.fromhex(hid)
-        except ValueError as e:
-            raise NoteError(f"verifier key {vkey!r}: key ID is not hex") from e
-        raw = b64decode_strict(k)
-        if len(raw) != 33 or raw[0] != ALG_ED25519:
-            raise NoteError(f"verifier key {vkey!r}: not an Ed25519 key")
-        v = cls(name, raw[1:])
+        name, kid, key = split_vkey(vkey, "verifier key", ALG_ED25519, "an Ed25519 key")
+        v = cls(name, key)
         if v.key_id != kid:
             raise NoteError(f"verifier key {vkey!r}: key ID does not match the key")
         return v
+
+
+def split_vkey(vkey: str, what: str, alg: int, alg_name: str) -> tuple[str, bytes, bytes]:
+    """``name+hexid+base64(alg ‖ key)`` → (name, key ID, 32-byte key), strictly (the
+    caller checks the key ID against the key: how it is computed depends on ``alg``)."""
+    parts = vkey.strip().split("+", 2)
+    if len(parts) != 3:
+        raise NoteError(f"{what} {vkey!r} is not name+keyid+key")
+    name, hid, k = parts
+    check_key_name(name)
+    if len(hid) != 8 or hid != hid.lower():
+        raise NoteError(f"{what} {vkey!r}: key ID must be 8 lowercase hex digits")
+    try:
+        kid = bytes.fromhex(hid)
+    except ValueError as e:
+        raise NoteError(f"{what} {vkey!r}: key ID is not hex") from e
+    raw = b64decode_strict(k)
+    if len(raw) != 33 or raw[0] != alg:
+        raise NoteError(f"{what} {vkey!r}: not {alg_name}")
+    return name, kid, raw[1:]
 
 
 @dataclass(frozen=True)
