@@ -24,7 +24,6 @@ from ledger.log import Ledger
 from ledger.note import NoteError, Signer, Verifier
 
 
-
 def default_origin() -> str:
     host = socket.gethostname().split(".")[0] or "dock"
     return f"custody.local/{host}"
