@@ -95,7 +95,7 @@ def read_history(files: KeyFiles) -> list[Verifier]:
     out: list[Verifier] = []
     try:
         lines = files.history.read_text().split()
-    except FileNotFoundError:
+    except OSError:  # none yet, or a user without access to keys/ (custody status)
         lines = []
     for ln in lines:
         try:
@@ -105,7 +105,7 @@ def read_history(files: KeyFiles) -> list[Verifier]:
         if v not in out:
             out.append(v)
     if not out:
-        with contextlib.suppress(FileNotFoundError, NoteError):
+        with contextlib.suppress(OSError, NoteError):
             out.append(Verifier.parse(files.vkey.read_text()))
     return out
 
