@@ -31,9 +31,9 @@ from ledger.note import (
     NoteError,
     NoteSignature,
     b64,
-    b64decode_strict,
     check_key_name,
     parse_note,
+    split_skey,
     split_vkey,
 )
 
@@ -167,15 +167,11 @@ class Cosigner:
 
     @classmethod
     def parse(cls, skey: str) -> Cosigner:
-        parts = skey.strip().split("+", 4)
-        if len(parts) != 5 or parts[0] != "PRIVATE" or parts[1] != "KEY":
-            raise NoteError("witness key is not PRIVATE+KEY+name+keyid+key")
-        _, _, name, hid, k = parts
-        raw = b64decode_strict(k)
-        if len(raw) != 33 or raw[0] != ALG_COSIGNATURE_V1:
-            raise NoteError("witness signing key is not an Ed25519 cosignature/v1 key")
-        c = cls(name, raw[1:])
-        if cosignature_key_id(name, c.public_key).hex() != hid:
+        name, hid, seed = split_skey(
+            skey, "witness signing key", ALG_COSIGNATURE_V1, "an Ed25519 cosignature/v1 key"
+        )
+        c = cls(name, seed)
+        if c.key_id.hex() != hid:
             raise NoteError("witness signing key ID does not match the key")
         return c
 

@@ -157,17 +157,24 @@ class Signer:
 
     @classmethod
     def parse(cls, skey: str) -> Signer:
-        parts = skey.strip().split("+", 4)
-        if len(parts) != 5 or parts[0] != "PRIVATE" or parts[1] != "KEY":
-            raise NoteError("signer key is not PRIVATE+KEY+name+keyid+key")
-        _, _, name, hid, k = parts
-        raw = b64decode_strict(k)
-        if len(raw) != 33 or raw[0] != ALG_ED25519:
-            raise NoteError("signer key is not an Ed25519 key")
-        s = cls(name, raw[1:])
+        name, hid, seed = split_skey(skey, "signer key", ALG_ED25519, "an Ed25519 key")
+        s = cls(name, seed)
         if key_id(name, s.public_key).hex() != hid:
             raise NoteError("signer key ID does not match the key")
         return s
+
+
+def split_skey(skey: str, what: str, alg: int, alg_name: str) -> tuple[str, str, bytes]:
+    """``PRIVATE+KEY+name+hexid+base64(alg ‖ seed)`` → (name, hex key ID, 32-byte seed);
+    the caller checks the key ID (how it is computed depends on ``alg``)."""
+    parts = skey.strip().split("+", 4)
+    if len(parts) != 5 or parts[0] != "PRIVATE" or parts[1] != "KEY":
+        raise NoteError(f"{what} is not PRIVATE+KEY+name+keyid+key")
+    _, _, name, hid, k = parts
+    raw = b64decode_strict(k)
+    if len(raw) != 33 or raw[0] != alg:
+        raise NoteError(f"{what} is not {alg_name}")
+    return name, hid, raw[1:]
 
 
 class BoundSigner:
