@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import platform
 import random
@@ -55,6 +54,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from _common import cpu_model, load_average, percentile, shell
 
 from ledger.entry import sign_entries
 from ledger.log import Ledger
@@ -106,12 +107,6 @@ QUICK = Plan({1: 2_048, 64: 16_384, 1024: 16_384}, 20_000, 5_000, 1000, 1)
 
 def big_payload(i: int) -> dict[str, Any]:
     return {"text": "x" * 850, "operator": "bench", "n": i}
-
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    k = max(0, math.ceil(p / 100 * len(sorted_values)) - 1)
-    return sorted_values[k]
 
 
 def folder_bytes(root: Path) -> tuple[int, int]:
@@ -426,28 +421,6 @@ def run_stage(stage: str, work: Path, **params: Any) -> Result:
         raise RuntimeError(f"stage {stage} {label} failed with exit code {proc.returncode}")
     result: Result = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
-
-
-def shell(cmd: list[str]) -> str:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.rstrip()
-    except (OSError, subprocess.CalledProcessError) as e:
-        return f"({shlex.join(cmd)} failed: {e})"
-
-
-def load_average() -> str:
-    """1/5/15-minute load averages: other work on the machine skews every figure."""
-    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 @dataclass

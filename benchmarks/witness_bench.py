@@ -50,7 +50,6 @@ import contextlib
 import cProfile
 import http.client
 import json
-import math
 import multiprocessing
 import os
 import platform
@@ -73,6 +72,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from _common import cpu_model, load_average, percentile, shell  # noqa: E402
 
 from ledger.checkpoint import Checkpoint  # noqa: E402
 from ledger.cosignature import CosignatureVerifier, Cosigner  # noqa: E402
@@ -112,12 +113,6 @@ QUICK = Plan(4, (1, 4, 16), 1, 20, {64: 8_192, 1024: 16_384})
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-def percentile(sorted_values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    k = max(0, math.ceil(p / 100 * len(sorted_values)) - 1)
-    return sorted_values[k]
 
 
 def summarize_ms(values: Sequence[float]) -> dict[str, float]:
@@ -796,25 +791,6 @@ def part_station(plan: Plan, work: Path) -> Result:
 
 
 # -- report ------------------------------------------------------------------------------
-
-
-def shell(cmd: list[str]) -> str:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.rstrip()
-    except (OSError, subprocess.CalledProcessError) as e:
-        return f"({shlex.join(cmd)} failed: {e})"
-
-
-def load_average() -> str:
-    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def rate(x: float) -> str:
