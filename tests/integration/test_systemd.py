@@ -14,15 +14,28 @@ from ..conftest import REPO, needs_root
 UNITS = REPO / "systemd"
 
 
-def installed_copy(tmp: Path) -> Path:
-    """The service as installed, its ExecStart pointing at this checkout's custody."""
+def installed_copy(tmp: Path, name: str = "custody.service") -> Path:
+    """A unit as installed, its ExecStart pointing at this checkout's custody."""
     custody = Path(sys.executable).parent / "custody"
     assert custody.exists(), "pip install -e . makes the custody command"
-    text = (UNITS / "custody.service").read_text()
+    text = (UNITS / name).read_text()
     assert "ExecStart=/opt/custody/venv/bin/custody " in text
-    unit = tmp / "custody.service"
+    unit = tmp / name
     unit.write_text(text.replace("/opt/custody/venv/bin/custody", str(custody)))
     return unit
+
+
+def exposure(unit: Path) -> re.Match[str]:
+    """`systemd-analyze security --offline`'s overall line: (level, verdict) groups."""
+    p = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(unit)],
+        capture_output=True,
+        text=True,
+        cwd=unit.parent,
+    )
+    m = re.search(rf"Overall exposure level for {re.escape(unit.name)}: ([0-9.]+) (\w+)", p.stdout)
+    assert m, p.stdout + p.stderr
+    return m
 
 
 def test_units_verify(tmp_path: Path) -> None:
@@ -41,14 +54,7 @@ def test_units_verify(tmp_path: Path) -> None:
 
 def test_service_exposure_is_ok(tmp_path: Path) -> None:
     unit = installed_copy(tmp_path)
-    p = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", str(unit)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    m = re.search(r"Overall exposure level for custody\.service: ([0-9.]+) (\w+)", p.stdout)
-    assert m, p.stdout + p.stderr
+    m = exposure(unit)
     assert float(m.group(1)) <= 1.5 and m.group(2) == "OK", m.group(0)
     text = unit.read_text()
     for must in (

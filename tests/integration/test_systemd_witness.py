@@ -17,21 +17,11 @@ from pathlib import Path
 from custody.cli import build_parser
 
 from ..conftest import REPO, needs_root, run_cli
+from .test_systemd import exposure, installed_copy
 from .test_witness_server import free_port
 
 UNITS = REPO / "systemd"
 UNIT = "custody-witness.service"
-
-
-def installed_copy(tmp: Path) -> Path:
-    """The unit as installed, its ExecStart pointing at this checkout's custody."""
-    custody = Path(sys.executable).parent / "custody"
-    assert custody.exists(), "pip install -e . makes the custody command"
-    text = (UNITS / UNIT).read_text()
-    assert "ExecStart=/opt/custody/venv/bin/custody " in text
-    unit = tmp / UNIT
-    unit.write_text(text.replace("/opt/custody/venv/bin/custody", str(custody)))
-    return unit
 
 
 def directives(text: str) -> dict[str, list[str]]:
@@ -44,7 +34,7 @@ def directives(text: str) -> dict[str, list[str]]:
 
 
 def test_witness_unit_verifies(tmp_path: Path) -> None:
-    unit = installed_copy(tmp_path)
+    unit = installed_copy(tmp_path, UNIT)
     p = subprocess.run(
         ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, cwd=tmp_path
     )
@@ -53,15 +43,7 @@ def test_witness_unit_verifies(tmp_path: Path) -> None:
 
 
 def test_witness_unit_exposure_is_ok_and_as_hardened_as_the_station(tmp_path: Path) -> None:
-    unit = installed_copy(tmp_path)
-    p = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", str(unit)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    m = re.search(rf"Overall exposure level for {re.escape(UNIT)}: ([0-9.]+) (\w+)", p.stdout)
-    assert m, p.stdout + p.stderr
+    m = exposure(installed_copy(tmp_path, UNIT))
     assert float(m.group(1)) <= 1.5 and m.group(2) == "OK", m.group(0)
     witness = directives((UNITS / UNIT).read_text())
     station = directives((UNITS / "custody.service").read_text())
