@@ -138,7 +138,6 @@ class Ledger:
         self.tiles = FolderTiles(ledger_dir)
         self.state_dir = state_dir
         self._signer = signer.bound() if signer else None
-        self._checkpoint_signer = signer
         self._checkpoint_signers: list[Signer] = [signer, *also_sign] if signer else []
         self._known_keys: list[Verifier] = [s.verifier() for s in self._checkpoint_signers]
         self._known_keys += [k for k in known_keys if k not in self._known_keys]
@@ -334,7 +333,7 @@ class Ledger:
 
     def integrate(self) -> CheckpointRecord | None:
         """Integrate every pending leaf; returns the new checkpoint (None if none pending)."""
-        if self._checkpoint_signer is None:
+        if not self._checkpoint_signers:
             raise LedgerError("cannot integrate without the station key")
         latest = None
         with self._process_lock():
@@ -385,7 +384,7 @@ class Ledger:
 
     def _published(self) -> Checkpoint | None:
         """The published checkpoint if it is this station's; None if absent."""
-        assert self._checkpoint_signer is not None
+        assert self._checkpoint_signers
         try:
             text = self.tiles.read_checkpoint()
         except FileNotFoundError:
@@ -422,7 +421,7 @@ class Ledger:
 
     def _adopt(self, cp: Checkpoint) -> CheckpointRecord:
         """Record a published checkpoint the database lost, after checking the tiles."""
-        assert self._checkpoint_signer is not None
+        assert self._checkpoint_signers
         self._load_edge(cp.size, cp.root)
         note = self.tiles.read_checkpoint().decode("utf-8")
         db = self._integ_db
@@ -456,7 +455,7 @@ class Ledger:
         return rec
 
     def _integrate_batch(self, end: int) -> CheckpointRecord | None:
-        assert self._edge is not None and self._checkpoint_signer is not None
+        assert self._edge is not None and self._checkpoint_signers
         db = self._integ_db
         start = self._edge.size
         rows = db.execute(
