@@ -1,0 +1,109 @@
+"""Crash campaign for the county hub: SIGKILL `custody hub sync` at random moments,
+and right after it wrote an Iceberg data file (that is, inside a catalog commit).
+
+Two real stations in a SeaweedFS bucket, grown by signed notes to a few thousand
+entries each; hub.toml asks for small commits (batch_rows, step_entries) so that a
+sync makes many of them. After every kill: for each station the hub's verified size
+is not ahead of what is catalogued, and the table holds exactly one row for each index
+below the catalogued size. After a last clean sync: every entry catalogued exactly
+once and every station `ok` at its real size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..conftest import REPO
+from ..integration.hubfix import Hub, assert_exactly_once, by_origin, real_stations, rows_by_origin
+
+KILLS = int(os.environ.get("CUSTODY_HUB_KILLS", "24"))
+
+
+def parquet_files(warehouse: Path) -> int:
+    return sum(1 for p in warehouse.rglob("*.parquet")) if warehouse.exists() else 0
+
+
+def sync_proc(hub: Hub) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("CUSTODY_CONFIG", None)
+    cmd = [sys.executable, "-m", "custody", "-c", str(hub.cfg), "hub", "sync"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+
+
+def check_after_kill(hub: Hub, kill: int) -> dict[str, int]:
+    """The verified state is never ahead of the catalogue; the catalogue holds each
+    index below its mark exactly once. Returns the catalogued marks."""
+    st = hub.status()
+    cat = hub.catalog()
+    marks: dict[str, int] = dict(cat.catalogued())
+    rows = rows_by_origin(cat.scan(None))
+    for s in st["stations"]:
+        o = s["origin"]
+        assert s["size"] <= s["catalogued"], f"kill {kill}: verified ahead of catalogued: {s}"
+        assert s["catalogued"] == marks.get(o, 0), f"kill {kill}: {s} vs catalog {marks}"
+    assert_exactly_once(rows, {o: marks.get(o, 0) for o in by_origin(st)})
+    return marks
+
+
+@pytest.mark.slow
+def test_sigkill_during_sync_and_catalog_commits(tmp_path: Path, seaweed: Any, ffmpeg: str) -> None:
+    rng = random.Random(int(os.environ.get("CUSTODY_HUB_SEED", time.time_ns() % 10**6)))
+    bucket, stations = real_stations(2, seaweed, tmp_path, ffmpeg, clips=1)
+    for st in stations:
+        st.notes(1500, "bulk")
+    hub = Hub.init(tmp_path, batch_rows=97, step_entries=256, workers=1)
+    hub.follow(stations, seaweed.endpoint, bucket)
+    warehouse = hub.data / "warehouse"
+
+    kills = clean = 0
+    targeted = True
+    while kills < KILLS:
+        targeted = not targeted
+        before = parquet_files(warehouse)
+        p = sync_proc(hub)
+        if targeted:
+            # Inside a catalog commit: the data file is written, the commit not yet done.
+            end = time.monotonic() + 30
+            while p.poll() is None and parquet_files(warehouse) == before:
+                if time.monotonic() > end:
+                    break
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0, 0.05))
+        else:
+            time.sleep(rng.uniform(0.3, 4.0))
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            p.wait(30)
+            kills += 1
+        else:
+            err = p.stderr.read().decode() if p.stderr else ""
+            assert p.returncode == 0, f"sync exited {p.returncode}: {err[-3000:]}"
+            clean += 1
+        if p.stderr:
+            p.stderr.close()
+        check_after_kill(hub, kills)
+        now = by_origin(hub.status())
+        if all(now[s.origin]["size"] == s.size() for s in stations):
+            # Caught up: give it more to do.
+            for s in stations:
+                s.notes(rng.randint(300, 900), f"more{kills}")
+
+    _, doc = hub.sync()
+    sizes = {s.origin: s.size() for s in stations}
+    for s in doc["stations"]:
+        n = sizes[s["origin"]]
+        assert (s["state"], s["size"], s["catalogued"], s["cosigned_size"]) == ("ok", n, n, n), s
+    cat = hub.catalog()
+    assert cat.catalogued() == sizes
+    assert_exactly_once(rows_by_origin(cat.scan(None)), sizes)
+    print(json.dumps({"kills": kills, "clean_syncs": clean, "sizes": sizes}))
