@@ -185,6 +185,25 @@ class LocalFolderStore:
             raise NotFound(f"{key}: not in the store {self.root}") from None
         return _chunks(f, chunk)
 
+    def read_small(self, key: str) -> tuple[bytes, str]:
+        """A small object's bytes and a tag that changes when the file is replaced."""
+        try:
+            with open(self._path(key), "rb") as f:
+                st = os.fstat(f.fileno())
+                data = f.read()
+        except FileNotFoundError:
+            raise NotFound(f"{key}: not in the store {self.root}") from None
+        return data, _tag(st)
+
+    def list_tagged(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """Keys below ``prefix`` with the same tags as `read_small`, in lexical order."""
+        for k in self.list(prefix):
+            try:
+                st = os.stat(self._path(k))
+            except FileNotFoundError:
+                continue
+            yield k, _tag(st)
+
     def delete(self, key: str, version_id: str | None = None) -> None:
         st = self.head(key)
         if st is None:
@@ -325,3 +344,8 @@ def _copy_hashing(source: Path | bytes, tmp: Path) -> tuple[int, str]:
     finally:
         os.close(fd)
     return size, h.hexdigest()
+
+
+def _tag(st: os.stat_result) -> str:
+    """What identifies one version of a file: replaced or rewritten, it changes."""
+    return f"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"

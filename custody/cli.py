@@ -20,6 +20,7 @@ from custody import (
     cli_capture,
     cli_evidence,
     cli_find,
+    cli_hub,
     cli_key,
     cli_ledger,
     cli_media,
@@ -48,6 +49,7 @@ AREAS = (
     cli_evidence,
     cli_store,
     cli_witness,
+    cli_hub,
 )
 
 

@@ -80,7 +80,7 @@ class StationConfig:
     store: StoreConfig
     unit: str = ""  # a label for reports (the unit the station serves), optional
     schedule: tuple[Shift, ...] = ()  # when the station works; () = always
-    silent_after_h: int = 24  # no new checkpoint this long while working: `silent`
+    silent_after_h: float = 24  # no new checkpoint this long while working: `silent`
     utc_offset_min: int = 480  # the schedule's clock (China Standard Time by default)
 
 
@@ -247,10 +247,12 @@ def _parse_station(
         schedule = parse_schedule(sched_s)
     except ValueError as e:
         raise t.error("schedule", str(e)) from None
-    silent = _int(t, "silent_after_h", 24, 1, 24 * 365)
+    silent = t.get("silent_after_h", (int, float), 24)
+    if not 0 < silent <= 24 * 365:
+        raise t.error("silent_after_h", f"must be more than 0 and at most 8760 hours, not {silent}")
     offset = _int(t, "utc_offset_min", 480, -720, 840)
     t.finish()
-    return StationConfig(origin, vkey, store, unit, schedule, silent, offset)
+    return StationConfig(origin, vkey, store, unit, schedule, float(silent), offset)
 
 
 def render_hub(data_dir: Path, name: str) -> str:

@@ -23,7 +23,14 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    MutableMapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,12 +111,17 @@ class TokenBuckets:
             self._buckets.clear()
 
 
+# Refuses a request before it is decided (an answer), or lets it through (None).
+Gate = Callable[[AddCheckpoint], Answer | None]
+
+
 class Committer:
     """The one writer: a thread that decides and stores requests in batches, each
     batch one transaction, and answers each request once its batch is committed."""
 
-    def __init__(self, wdir: Path) -> None:
+    def __init__(self, wdir: Path, gate: Gate | None = None) -> None:
         self.wdir = wdir
+        self.gate = gate
         self.cosigner = load_cosigner(wdir)
         self._q: queue.SimpleQueue[
             tuple[AddCheckpoint, asyncio.Future[Answer], asyncio.AbstractEventLoop] | None
@@ -145,6 +157,14 @@ class Committer:
                     stop = True
                     break
                 batch.append(nxt)
+            refused = [self.gate(b[0]) if self.gate else None for b in batch]
+            batch_ok = [b for b, r in zip(batch, refused, strict=True) if r is None]
+            for (_, fut, loop), r in zip(batch, refused, strict=True):
+                if r is not None:
+                    loop.call_soon_threadsafe(_resolve, fut, r)
+            batch = batch_ok
+            if not batch:
+                continue
             try:
                 answers = self._state.add_checkpoints([b[0] for b in batch], self.cosigner)
             except Exception as e:  # the disk or the database failed: nothing was stored
@@ -269,13 +289,22 @@ class Guard:
             )
 
 
-def build_app(wdir: Path, limits: Limits | None = None, notify_ready: bool = False) -> ASGIApp:
-    """The witness as an ASGI app (the writer thread starts with the app's lifespan)."""
+def build_app(
+    wdir: Path,
+    limits: Limits | None = None,
+    notify_ready: bool = False,
+    gate: Gate | None = None,
+    extra_routes: Sequence[Route] = (),
+) -> ASGIApp:
+    """The witness as an ASGI app (the writer thread starts with the app's lifespan).
+
+    ``gate`` may refuse a request before it is decided (the county hub refuses to
+    cosign for a station it holds in alarm); ``extra_routes`` are served beside."""
     limits = limits or Limits()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.committer = Committer(wdir)
+        app.state.committer = Committer(wdir, gate)
         app.state.reader = WitnessState(wdir)
         if notify_ready:
             sd_notify("READY=1")
@@ -289,6 +318,7 @@ def build_app(wdir: Path, limits: Limits | None = None, notify_ready: bool = Fal
         routes=[
             Route("/add-checkpoint", add_checkpoint, methods=["POST"]),
             Route("/{origin_id}/checkpoint", monitor_checkpoint, methods=["GET"]),
+            *extra_routes,
         ],
         lifespan=lifespan,
     )

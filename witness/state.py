@@ -23,10 +23,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ledger.cosignature import Cosigner
+from ledger.checkpoint import Checkpoint
+from ledger.cosignature import Cosigner, add_signature_lines
 from ledger.durable import fsync_dir
 from ledger.errors import LedgerError
-from ledger.note import NoteError, Verifier
+from ledger.note import NoteError, Verifier, parse_note
 from witness.protocol import AddCheckpoint, Answer, LogState, decide, origin_id
 
 KEY_FILE = "witness.key"
@@ -231,6 +232,49 @@ class WitnessState:
                 c.execute("ROLLBACK")
             raise
         return answers
+
+    def state(self, origin: str) -> LogState | None:
+        """What the witness stored for ``origin`` (None: not followed)."""
+        row = self.db.execute(
+            "SELECT size, root, checkpoint FROM logs WHERE origin = ?", (origin,)
+        ).fetchone()
+        return None if row is None else LogState(origin, row[0], bytes(row[1]), row[2])
+
+    def cosign_known(
+        self,
+        text: str,
+        checkpoint: Checkpoint,
+        old: LogState,
+        cosigner: Cosigner,
+        clock: Callable[[], float] = time.time,
+    ) -> str | None:
+        """Cosign a checkpoint whose consistency with ``old`` the caller established
+        itself (the county hub recomputes the tree from the entries instead of taking a
+        proof). The same compare-and-set as a request: only while the stored state is
+        still ``old``; returns the cosigned note, or None when the state moved on."""
+        c = self.db
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            row = c.execute(
+                "SELECT size, root FROM logs WHERE origin = ?", (checkpoint.origin,)
+            ).fetchone()
+            if row is None or row[0] != old.size or bytes(row[1]) != old.root:
+                c.execute("ROLLBACK")
+                return None
+            timestamp = int(clock())
+            note = parse_note(text)
+            line = cosigner.cosign(note.text, timestamp).line()
+            cosigned = add_signature_lines(text, [line])
+            c.execute(
+                "UPDATE logs SET size = ?, root = ?, checkpoint = ?, updated = ? WHERE origin = ?",
+                (checkpoint.size, checkpoint.root, cosigned, timestamp, checkpoint.origin),
+            )
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+        return cosigned
 
     def _decide(self, request: AddCheckpoint, cosigner: Cosigner, timestamp: int) -> Answer:
         origin = request.checkpoint.origin

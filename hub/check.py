@@ -1,0 +1,70 @@
+"""Checking a run of entries: form, station, signature, and their catalog rows.
+
+This is the work that scales with the number of entries (JSON parsing, the RFC 8785
+form check, an Ed25519 verification, a row), so the follower hands it to worker
+processes one entry bundle at a time. It is pure: the same leaves and key chain give
+the same answer in any process.
+
+A worker checks each signature with the key the chain it was given names for that
+index. A ``key`` entry inside the run changes the chain only once the follower has
+checked that entry (with the key it retires); the follower then checks again, with
+the new chain, the signatures the worker found bad after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hub.rows import RowBuffer, entry_row
+from ledger.entry import EntryError, decode_entry
+from ledger.keys import KEY_TYPE, KeyChain
+
+
+@dataclass(frozen=True)
+class Failure:
+    index: int
+    kind: str  # "entry-malformed", "entry-station", "entry-signature"
+    what: str
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    first: int
+    rows: Any  # a pyarrow Table of catalog rows (indices >= catalog_from), or None
+    failures: tuple[Failure, ...]
+    key_entries: tuple[tuple[int, bytes], ...]
+
+
+def check_batch(
+    origin: str, chain: KeyChain, first: int, leaves: list[bytes], catalog_from: int
+) -> BatchResult:
+    """Check the entries ``first``, ``first + 1``, … and build the rows of those at or
+    after ``catalog_from`` (the rows below it are in the catalog already)."""
+    rows = RowBuffer()
+    failures: list[Failure] = []
+    keys: list[tuple[int, bytes]] = []
+    for i, leaf in enumerate(leaves):
+        index = first + i
+        try:
+            e = decode_entry(leaf)
+        except EntryError as err:
+            failures.append(Failure(index, "entry-malformed", f"not a valid custody entry: {err}"))
+            continue
+        if e.station != origin:
+            failures.append(
+                Failure(index, "entry-station", f"names station {e.station!r}, not {origin!r}")
+            )
+            continue
+        if e.type == KEY_TYPE:
+            keys.append((index, leaf))  # the follower checks it with the key it retires
+        elif not e.verify(chain.key_for_entry(index)):
+            failures.append(
+                Failure(index, "entry-signature", "its signature is not the station key's")
+            )
+        if index >= catalog_from:
+            rows.add(entry_row(origin, index, leaf, e.fields))
+    return BatchResult(first, rows.to_arrow() if len(rows) else None, tuple(failures), tuple(keys))
+
+
+__all__ = ["BatchResult", "Failure", "check_batch"]
