@@ -140,11 +140,36 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from hub.county_audit import run_county_audit
+    from hub.sync import Hub
 
     _logging(args.verbose)
     conf = _config(args)
-    return run_county_audit(conf, args)
+    with Hub(conf) as hub:
+        result, paths, index = hub.audit(
+            args.sample,
+            args.max_duration or None,
+            args.seed,
+            Path(args.out) if args.out else None,
+        )
+    if args.json:
+        out = result.to_json()
+        out["reports"] = [str(p) for p in paths]
+        out["entry"] = index
+        print(json.dumps(out, ensure_ascii=False))
+        return 0 if result.ok else 1
+    summary = result.to_json()
+    print(
+        f"county audit: {len(result.checked)} objects re-hashed "
+        f"({result.bytes_read} bytes), results {summary['results']}, "
+        f"completeness {summary['completeness']}"
+    )
+    for line in summary["failures"][:20]:
+        print(
+            f"  {line.get('what')}: {line.get('origin')}#{line.get('leaf_index')} "
+            f"{line.get('sha256')}: {line.get('detail', '')}"
+        )
+    print(f"reports: {paths[0].parent if paths else '-'} (signed as hub entry {index})")
+    return 0 if result.ok else 1
 
 
 def add_parsers(sub: Any) -> None:

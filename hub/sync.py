@@ -617,6 +617,41 @@ class Hub:
         except (StoreError, OSError) as e:
             log.warning("%s: cosigned size %d, but cannot write it back: %s", st.origin, size, e)
 
+    # -- the county audit ------------------------------------------------------------
+
+    def audit(
+        self,
+        sample: int,
+        max_seconds: float | None = None,
+        seed: int | None = None,
+        out: Path | None = None,
+    ) -> tuple[Any, list[Path], int]:
+        """Re-hash a random sample of stored objects across the stations, check each
+        station's completeness, write the reports, and sign an ``audit`` entry.
+        Returns (the result, the report files, the entry's index)."""
+        from hub.audit import AUDIT_TYPES, plan_audit, run_audit
+        from hub.report import write_reports
+
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        rows = self.catalog.scan(types=list(AUDIT_TYPES))
+        sizes = {
+            st.origin: self.state.station(st.origin, int(now.timestamp())).followed.size
+            for st in self.conf.stations
+        }
+        plan = plan_audit(rows, now, sample, seed, sizes)
+        stores: dict[str, ObjectStore] = {}
+        for st in self.conf.stations:
+            try:
+                stores[st.origin] = self._store(st)
+            except (StoreError, OSError) as e:
+                log.warning("%s: no store for the audit: %s", st.origin, e)
+        result = run_audit(plan, stores, max_seconds=max_seconds)
+        out = out or self.conf.reports_dir / now.strftime("audit-%Y%m%dT%H%M%SZ")
+        paths = write_reports(result, out)
+        index = self.ledger.append("audit", result.entry_payload())
+        self.ledger.integrate()
+        return result, paths, index
+
     # -- status ------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
