@@ -11,6 +11,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 
 import uvicorn
 from starlette.requests import Request
@@ -89,10 +90,19 @@ def metrics_text(conf: HubConfig) -> str:
 
 
 class ServerThread:
-    def __init__(self, server: uvicorn.Server) -> None:
+    def __init__(self, server: uvicorn.Server, timeout: float = 30) -> None:
         self.server = server
         self.thread = threading.Thread(target=server.run, name="hub-http", daemon=True)
         self.thread.start()
+        # Ready means listening: systemd and stations may connect once we say so.
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise OSError(
+                    f"the hub's HTTP server did not start on {server.config.host}:"
+                    f"{server.config.port} (is the port in use?)"
+                )
+            time.sleep(0.02)
 
     def stop(self) -> None:
         self.server.should_exit = True
