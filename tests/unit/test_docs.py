@@ -28,7 +28,7 @@ from verify.bag import FILES_TSV_HEAD, SIGNED_INFO
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 VECTORS = REPO / "tests" / "vectors" / "data"
-PACKAGES = ("custody", "ingest", "archive", "retention", "ledger", "verify")
+PACKAGES = ("custody", "ingest", "archive", "retention", "ledger", "verify", "hub")
 TYPE_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 
 # Call sites that append an entry whose type is a variable, and the types each can
