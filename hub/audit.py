@@ -44,6 +44,7 @@ from archive.errors import NotFound, RestoreRequired, StoreUnavailable
 from archive.store import ObjectStore, object_key
 
 DAY = timedelta(hours=24)
+MAX_NOTES = 1000
 NO_UNIT = "(no unit)"
 # The entry types `plan_audit` reads: pass them to `CountyCatalog.scan(types=...)`.
 AUDIT_TYPES = (
@@ -187,8 +188,20 @@ def _unit(u: Any) -> str:
     return u if isinstance(u, str) and u else NO_UNIT
 
 
-def _when(t: Any) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if isinstance(t, datetime) else "?"
+def _when(us: int | None) -> str:
+    """A time in microseconds since the epoch, for people."""
+    if us is None:
+        return "?"
+    return (_EPOCH + timedelta(microseconds=us)).strftime("%Y-%m-%d %H:%M UTC")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DAY_US = DAY // timedelta(microseconds=1)
+_TIMES = ("time", "retain_until")  # read as microseconds: datetimes cost far more to make
+
+
+def _us(t: datetime) -> int:
+    return (t - _EPOCH) // timedelta(microseconds=1)
 
 
 @dataclass
@@ -197,7 +210,25 @@ class _Life:
 
     capture: dict[str, Any]
     store: dict[str, Any] | None = None
-    lock: tuple[datetime, int] | None = None  # the latest retain-until and its entry
+    lock: tuple[int, int] | None = None  # the latest retain-until (µs) and its entry
+
+
+@dataclass
+class _Notes:
+    """Remarks that are not findings (stored late, stored again), at most `MAX_NOTES` kept:
+    a station that stores everything late must not fill the memory or the report."""
+
+    kept: list[str] = field(default_factory=list)
+    more: int = 0
+
+    def add(self, line: str) -> None:
+        if len(self.kept) < MAX_NOTES:
+            self.kept.append(line)
+        else:
+            self.more += 1
+
+    def lines(self) -> tuple[str, ...]:
+        return (*self.kept, f"... and {self.more} more") if self.more else tuple(self.kept)
 
 
 @dataclass
@@ -279,7 +310,7 @@ def plan_audit(
     for o, n in (sizes or {}).items():
         stations.setdefault(o, _Station()).size = int(n)
     findings: list[Finding] = []
-    notes: list[str] = []
+    notes = _Notes()
     holds = _hold_rows(rows)
     # Every station seen, and the highest index seen where no verified size is known.
     for o, hi in _max_index(rows):
@@ -304,18 +335,24 @@ def plan_audit(
             elif -heap[0][0] > p:
                 heapq.heapreplace(heap, (-p, counter, t))
 
-    objs = rows.filter(pc.is_valid(rows.column("sha256")))
+    objs = rows.filter(
+        pc.and_(
+            pc.is_valid(rows.column("sha256")),
+            pc.is_in(rows.column("type"), pa.array(AUDIT_TYPES)),
+        )
+    )
+    now_us = _us(now)
     objs = objs.sort_by(
         [("origin", "ascending"), ("sha256", "ascending"), ("leaf_index", "ascending")]
     )
     group: list[dict[str, Any]] = []
     for r in _iter_rows(objs):
         if group and (group[0]["origin"], group[0]["sha256"]) != (r["origin"], r["sha256"]):
-            _object(group, now, stations, holds, findings, notes, held)
+            _object(group, now_us, stations, holds, findings, notes, held)
             group = []
         group.append(r)
     if group:
-        _object(group, now, stations, holds, findings, notes, held)
+        _object(group, now_us, stations, holds, findings, notes, held)
 
     picks = _pick(heap, first, sample)
     population = sum(s.objects for s in stations.values())
@@ -340,7 +377,7 @@ def plan_audit(
             for o, s in sorted(stations.items())
         ),
         findings=tuple(sorted(findings, key=lambda f: (f.origin, f.leaf_index, f.kind))),
-        notes=tuple(notes),
+        notes=notes.lines(),
     )
 
 
@@ -370,35 +407,59 @@ _ROW_COLS = (
 
 def _iter_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
     for batch in table.to_batches(max_chunksize=65536):
-        cols = [_col(batch, c) for c in _ROW_COLS]
+        cols = [_times(batch, c) if c in _TIMES else _col(batch, c) for c in _ROW_COLS]
         for vals in zip(*cols, strict=True):
             yield dict(zip(_ROW_COLS, vals, strict=True))
 
 
+def _times(batch: pa.RecordBatch, name: str) -> list[int | None]:
+    if name not in batch.schema.names:
+        return [None] * batch.num_rows
+    col = batch.column(name).cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+    return list(col.to_pylist())
+
+
 def _object(
     group: list[dict[str, Any]],
-    now: datetime,
+    now: int,
     stations: dict[str, _Station],
     holds: dict[str, list[tuple[int, str, str, str]]],
     findings: list[Finding],
-    notes: list[str],
+    notes: _Notes,
     held: Any,
 ) -> None:
     """Walk one object's entries at one station in log order: its lives, from each
     capture to its deletion, and what each must show."""
     origin, sha = group[0]["origin"], group[0]["sha256"]
     st = stations.setdefault(origin, _Station())
+    if len(group) == 2:
+        # Most objects: captured, stored once, nothing since. The general walk below
+        # gives the same answer, only slower.
+        cap, sto = group
+        if (
+            cap["type"] == "ingest"
+            and sto["type"] == "store"
+            and sto["role"] in ("original", None)
+            and cap["time"] is not None
+            and sto["time"] is not None
+            and sto["time"] - cap["time"] <= _DAY_US
+        ):
+            unit = _unit(cap["unit"])
+            st.captures += 1
+            st.units.add(unit)
+            _count_held(st, _target(origin, sha, unit, cap, sto), held)
+            return
     captured = any(r["type"] in ("ingest", "sighting") for r in group)
     life: _Life | None = None
     cases: set[str] = set()
     unit = NO_UNIT
 
-    def end(life: _Life, until: datetime) -> None:
+    def end(life: _Life, until: int) -> None:
         cap = life.capture
-        if not isinstance(cap["time"], datetime):
+        if cap["time"] is None:
             return  # no time to judge by (the catalog always has one)
         if life.store is None:
-            if until - cap["time"] > DAY:
+            if until - cap["time"] > _DAY_US:
                 findings.append(
                     Finding(
                         origin,
@@ -413,8 +474,8 @@ def _object(
                 )
             elif until == now:
                 st.waiting += 1  # still within its day: not late yet
-        elif isinstance(life.store["time"], datetime) and life.store["time"] - cap["time"] > DAY:
-            notes.append(
+        elif life.store["time"] is not None and life.store["time"] - cap["time"] > _DAY_US:
+            notes.add(
                 f"{origin}: {sha} stored {_when(life.store['time'])}, more than a day after "
                 f"its capture {_when(cap['time'])} (store entry {life.store['leaf_index']})"
             )
@@ -443,7 +504,7 @@ def _object(
                 )
                 captured = True  # one finding per object
             elif life is None:
-                notes.append(
+                notes.add(
                     f"{origin}: {sha} stored again by entry {r['leaf_index']} after its "
                     "deletion, with no new capture"
                 )
@@ -458,32 +519,39 @@ def _object(
             _deletion(origin, sha, r, life, cases, holds.get(origin, []), unit, findings)
             if r["role"] in ("original", None):
                 if life is not None:
-                    end(life, r["time"] if isinstance(r["time"], datetime) else now)
+                    end(life, r["time"] if r["time"] is not None else now)
                     st.deleted += 1
                 life = None
     if life is not None:
         end(life, now)
         if life.store is not None:
-            cap, sto = life.capture, life.store
-            size = cap["size"] if cap["size"] is not None else sto["size"]
-            t = Target(
-                origin=origin,
-                leaf_index=int(cap["leaf_index"]),
-                sha256=sha,
-                size=int(size or 0),
-                unit=unit,
-                key=sto["store_key"] or object_key(sha),
-                version_id=sto["version_id"] or "",
-                store_index=int(sto["leaf_index"]),
-            )
-            st.objects += 1
-            st.bytes += t.size
-            held(t)
+            _count_held(st, _target(origin, sha, unit, life.capture, life.store), held)
+
+
+def _target(origin: str, sha: str, unit: str, cap: dict[str, Any], sto: dict[str, Any]) -> Target:
+    size = cap["size"] if cap["size"] is not None else sto["size"]
+    return Target(
+        origin=origin,
+        leaf_index=int(cap["leaf_index"]),
+        sha256=sha,
+        size=int(size or 0),
+        unit=unit,
+        key=sto["store_key"] or object_key(sha),
+        version_id=sto["version_id"] or "",
+        store_index=int(sto["leaf_index"]),
+    )
+
+
+def _count_held(st: _Station, t: Target, held: Any) -> None:
+    """An object the station holds: counted, and offered to the sample."""
+    st.objects += 1
+    st.bytes += t.size
+    held(t)
 
 
 def _later_lock(life: _Life, r: dict[str, Any]) -> None:
     ru = r["retain_until"]
-    if isinstance(ru, datetime) and (life.lock is None or ru > life.lock[0]):
+    if ru is not None and (life.lock is None or ru > life.lock[0]):
         life.lock = (ru, int(r["leaf_index"]))
 
 
@@ -504,14 +572,9 @@ def _deletion(
     if not r["rule"]:
         why.append("it names no retention rule")
     ru = r["retain_until"]
-    if isinstance(ru, datetime) and isinstance(when, datetime) and ru > when:
+    if ru is not None and when is not None and ru > when:
         why.append(f"its own retain-until {_when(ru)} had not passed")
-    if (
-        life is not None
-        and life.lock is not None
-        and isinstance(when, datetime)
-        and life.lock[0] > when
-    ):
+    if life is not None and life.lock is not None and when is not None and life.lock[0] > when:
         why.append(f"entry {life.lock[1]} locked it until {_when(life.lock[0])}")
     if r["role"] in ("original", None):
         hold = _hold_in_force(holds, at, sha, cases)

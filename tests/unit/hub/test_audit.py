@@ -22,6 +22,7 @@ from archive.store import ObjectStore, Stored, object_key
 from hub.audit import (
     ALTERED,
     DELETION_NOT_ALLOWED,
+    MAX_NOTES,
     MISSING,
     NO_UNIT,
     NOT_CHECKED,
@@ -218,6 +219,20 @@ def test_deleted_objects_are_not_held_and_a_recapture_is() -> None:
     assert (plan.stations[0].captures, plan.stations[0].deleted) == (3, 2)
 
 
+def test_the_common_case_and_the_full_walk_agree() -> None:
+    # Captured and stored once takes a short cut; an annotation sends the same objects
+    # through the full walk of their entries, which must come to the same plan.
+    log = Log("custody.test/county/dock-a")
+    for k in range(6):
+        log.capture(h(k), NOW - timedelta(days=3), size=100 + k)
+    for k in range(6):
+        log.add("annotate", NOW - timedelta(days=1), sha256=h(k), category="inspection")
+    full = plan_audit(table(log), NOW, 4, seed=5, sizes={log.origin: 12})
+    short = plan_audit(table(log)[:12], NOW, 4, seed=5, sizes={log.origin: 12})
+    assert short.targets == full.targets and short.stations == full.stations
+    assert len(short.targets) == 4 and short.findings == full.findings == ()
+
+
 # -- completeness -------------------------------------------------------------------------
 
 
@@ -240,6 +255,16 @@ def test_a_capture_not_stored_within_a_day_is_found_once_the_day_is_over() -> No
     plan = plan_audit(table(log), NOW, 5, seed=1)
     assert kinds(plan) == []
     assert any("more than a day after" in n for n in plan.notes)
+
+
+def test_notes_are_capped() -> None:
+    log = Log("custody.test/county/dock-a")
+    for k in range(MAX_NOTES + 5):
+        log.add("ingest", NOW - timedelta(days=9), sha256=h(k), size=1)
+        log.store(h(k), NOW - timedelta(days=2), size=1)
+    plan = plan_audit(table(log), NOW, 1, seed=1)
+    assert len(plan.notes) == MAX_NOTES + 1 and plan.notes[-1] == "... and 5 more"
+    assert plan.findings == () and plan.population == MAX_NOTES + 5
 
 
 def test_a_capture_after_deletion_must_be_stored_again() -> None:
