@@ -451,6 +451,17 @@ class SimStation:
                     self.store.delete(k)
         return latest
 
+    def put_latest(self, note: str | int) -> None:
+        """Write ``checkpoint`` as given: a note text (one signed with another key, say),
+        or the size of a checkpoint this station signed earlier (a rollback). For attacks:
+        the station's own `publish` writes the next real one over it."""
+        text = note if isinstance(note, str) else self.checkpoint_note(note)
+        self._put("checkpoint", text.encode(), None, replace=True)
+
+    def recordings(self) -> list[Recording]:
+        """The recordings captured and not deleted, in capture order."""
+        return sorted([*self._recordings, *self._kept], key=lambda r: r.index)
+
     # -- forks and resumption ------------------------------------------------------------
 
     def fork_from(

@@ -21,7 +21,7 @@ from archive.store import object_key
 from archive.tiles import StoreTileSource
 from hub.config import parse_hub
 from ledger.audit import Report, verify_log
-from ledger.checkpoint import open_checkpoint
+from ledger.checkpoint import Checkpoint, open_checkpoint
 from ledger.entry import decode_entry, make_entry
 from ledger.note import Signer, Verifier
 from ledger.tiles import ENTRIES, TILE_WIDTH, TileID, decode_bundle
@@ -313,3 +313,21 @@ def test_generate_in_processes_and_the_hub_config(tmp_path: Path) -> None:
     conf = parse_hub(tmp_path / "hub.toml", __import__("tomllib").loads(text))
     assert [s.origin for s in conf.stations] == [s.origin for s in specs]
     assert conf.stations[0].unit == results[0].unit
+
+
+def test_put_latest_rolls_back_or_forges(tmp_path: Path) -> None:
+    store = LocalFolderStore(tmp_path / "bucket")
+    sim = SimStation(ORIGIN, store=store, seed=37, checkpoint_every=100)
+    sim.append(300)
+    vk = Verifier.parse(sim.vkey())
+    src = StoreTileSource(store, ORIGIN)
+    sim.put_latest(200)
+    rep = verify_log(src, src.read_checkpoint(), [vk], ORIGIN, known_checkpoints=src.checkpoints())
+    assert rep.size == 200 and "rollback" in rep.counts
+    other = Signer.generate(ORIGIN)
+    sim.put_latest(Checkpoint(ORIGIN, 300, sim.root()).sign([other]))
+    rep = verify_log(src, src.read_checkpoint(), [vk], ORIGIN)
+    assert "checkpoint-signature" in rep.counts
+    sim.append(1)  # the station's next publish puts its own checkpoint back
+    assert verify(store, sim).ok
+    assert [r.index for r in sim.recordings()] == sorted(r.index for r in sim.recordings())
