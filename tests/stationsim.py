@@ -94,6 +94,15 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _fmt(t: datetime) -> str:
+    """`ledger.entry.format_time` of a UTC time, without strftime (the simulator formats
+    several times per entry; `SimStation._add` checks the two agree)."""
+    return (
+        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:"
+        f"{t.second:02d}.{t.microsecond // 1000:03d}Z"
+    )
+
+
 def _whole_seconds(t: datetime) -> str:
     return format_time(t.replace(microsecond=0))
 
@@ -202,7 +211,7 @@ class SimStation:
         self.store = store
         self.prefix = ledger_prefix(origin)
         self.rng = random.Random(seed)
-        self.clock = start
+        self.clock = start.astimezone(UTC)  # `_fmt` formats UTC times only
         self.checkpoint_every = checkpoint_every
         self.entries_per_day = entries_per_day
         digest = hashlib.sha256(origin.encode()).digest()
@@ -339,7 +348,7 @@ class SimStation:
     def _add(self, type_: str, payload: Mapping[str, Any], fast: bool = False) -> int:
         index = self.size
         if fast:
-            leaf = _fast_entry(self._bound, self.origin, type_, payload, format_time(self.clock))
+            leaf = _fast_entry(self._bound, self.origin, type_, payload, _fmt(self.clock))
             if index % TILE_WIDTH == 0:  # the shortcut must give make_entry's exact bytes
                 same = make_entry(self._bound, self.origin, type_, payload, self.clock)
                 if same != leaf:
@@ -592,7 +601,7 @@ class SimStation:
         if not self._recordings:
             return None
         r = self._recordings[0]
-        if r.retain_until is None or r.retain_until > format_time(self.clock):
+        if r.retain_until is None or r.retain_until > _fmt(self.clock):
             return None
         return r
 
@@ -638,12 +647,13 @@ class SimStation:
         started = received - timedelta(seconds=rng.randint(600, 12 * 3600))
         local = started.astimezone(CST)
         slot = f"slot{rng.randint(1, 12):02d}"
-        name = f"{serial}_{officer}_{local.strftime('%Y%m%d%H%M%S')}.{ext}"
+        day = f"{local.year:04d}{local.month:02d}{local.day:02d}"
+        name = f"{serial}_{officer}_{day}{local.hour:02d}{local.minute:02d}{local.second:02d}.{ext}"
         recorder: dict[str, Any] = {
             "serial": serial,
             "officer": officer,
             "unit": self.unit,
-            "claimed_start": local.strftime("%Y-%m-%dT%H:%M:%S"),
+            "claimed_start": _fmt(local)[:19],
             "claimed_start_offset": "+08:00",
             "identified_by": ["filename:gat947", "table"],
         }
@@ -661,8 +671,8 @@ class SimStation:
             "source": source,
             "recorder": recorder,
             "times": {
-                "dock_received": format_time(received),
-                "file_mtime": format_time(started + timedelta(seconds=rng.randint(30, 1800))),
+                "dock_received": _fmt(received),
+                "file_mtime": _fmt(started + timedelta(seconds=rng.randint(30, 1800))),
             },
         }
         index = self._add("ingest", payload, fast=True)
@@ -740,11 +750,11 @@ class SimStation:
         if self.with_objects:
             payload["lock_mode"] = "none"  # sample objects are stored unlocked
         else:
-            payload["retain_until"] = format_time(until)
+            payload["retain_until"] = _fmt(until)
         index = self._add("store", payload, fast=True)
         if r is not None:
             r.store_index, r.key, r.version_id = index, object_key(sha), version
-            r.retain_until = format_time(until)
+            r.retain_until = _fmt(until)
             self._unwiped.append(r)
         return index
 
