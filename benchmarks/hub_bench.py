@@ -497,6 +497,27 @@ def run_measured(cmd: list[str], out: Path, server: MeteredSeaweedFS) -> Measure
     return m
 
 
+IDLE = {"acquire", "wait", "poll", "select", "<method 'acquire' of '_thread.lock' objects>"}
+
+
+def top_costs(path: Path, n: int = 15) -> tuple[float, list[tuple[str, int, float, float]]]:
+    """Seconds spent waiting (locks, futures, sockets' select), and (function, calls, own
+    seconds, cumulative seconds) of the rest by own time."""
+    import pstats
+
+    st = pstats.Stats(str(path))
+    rows = []
+    waiting = 0.0
+    for (file, line, func), (_cc, nc, tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
+        if func in IDLE or "acquire" in func:
+            waiting += tt
+            continue
+        where = f"{Path(file).parent.name}/{Path(file).name}:{line}" if line else file
+        rows.append((f"{func} ({where})", nc, tt, ct))
+    rows.sort(key=lambda r: -r[2])
+    return waiting, rows[:n]
+
+
 def custody(*args: str) -> list[str]:
     return [sys.executable, "-m", "custody", *args]
 
@@ -552,6 +573,7 @@ class Run:
     duck_error: str = ""
     catalog: dict[str, Any] = field(default_factory=dict)
     catalog_error: str = ""
+    profile: dict[str, Any] = field(default_factory=dict)
     parent_hwm_mb: float = 0.0
     hub_error: str = ""
 
@@ -621,6 +643,8 @@ def run(args: argparse.Namespace, machine: dict[str, str], work: Path) -> Run:
             r.duck = run_stage("duckdb", {"config": str(hub_conf)})
         except RuntimeError as e:
             r.duck_error = str(e).strip().splitlines()[-1][:500]
+        if args.profile:
+            r.profile = profile_catch_up(work, stations, store, server)
         (work / "catalog").mkdir()
         cp = {"config": str(hub_conf), "n": args.catalog_rows, "batch": 200_000}
         try:
@@ -630,6 +654,31 @@ def run(args: argparse.Namespace, machine: dict[str, str], work: Path) -> Run:
         return r
     finally:
         server.stop()
+
+
+def profile_catch_up(
+    work: Path, stations: list[tuple[str, str, str]], store: dict[str, str], server: Any
+) -> dict[str, Any]:
+    """A second hub, from zero, whose sync runs under cProfile (the main process only:
+    the signature workers are not profiled). Its timings are not the benchmark's."""
+    from tests.stationsim import hub_stations_toml
+
+    hub_dir = work / "hub-profiled"
+    subprocess.run(
+        custody("hub", "init", "--data", str(hub_dir), "--name", HUB_NAME + "-profiled"),
+        check=True,
+        capture_output=True,
+        cwd=REPO,
+    )
+    conf = hub_dir / "hub.toml"
+    with open(conf, "a") as f:
+        f.write("\n" + hub_stations_toml(stations, store))
+    prof = work / "catch-up.prof"
+    cmd = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "custody"]
+    log("hub sync (catch-up, profiled, second hub) ...")
+    m = run_measured([*cmd, "hub", "-c", str(conf), "sync", "--json"], work / "profiled", server)
+    waiting, top = top_costs(prof) if prof.exists() else (0.0, [])
+    return {"wall_s": m.wall_s, "rc": m.rc, "waiting_s": waiting, "top": top}
 
 
 def check_status(text: str, gen: dict[str, Any]) -> str:
@@ -811,6 +860,21 @@ def report(r: Run, command: str) -> str:
         ]
     elif r.catalog_error:
         lines += ["## Catalog writes alone", "", f"Failed: {r.catalog_error}", ""]
+    if r.profile:
+        p = r.profile
+        lines += [
+            "## Where the catch-up's time goes (cProfile, `--profile`)",
+            "",
+            f"A second hub caught up from zero under cProfile (the hub process only, not its "
+            f"signature workers; {p['wall_s']:.1f} s wall with the profiler's overhead, exit "
+            f"{p['rc']}); {p['waiting_s']:.1f} s of it waiting on locks and futures (the "
+            "workers, the I/O threads). Top functions by own time:",
+            "",
+            "| function | calls | own s | cumulative s |",
+            "|---|---:|---:|---:|",
+        ]
+        lines += [f"| `{f}` | {n:,} | {tt:.2f} | {ct:.2f} |" for f, n, tt, ct in p["top"]]
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -862,6 +926,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--catalog-rows", type=int, default=1_000_000, help="rows the catalog baseline writes"
+    )
+    ap.add_argument(
+        "--profile", action="store_true", help="also profile a second hub's catch-up (cProfile)"
     )
     ap.add_argument("--skip-hub", action="store_true", help="generation and baselines only")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
