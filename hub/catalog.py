@@ -63,7 +63,13 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 from pyiceberg.utils.properties import property_as_int
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 
 from custody.errors import CustodyError
 from hub.config import CatalogConfig
@@ -142,6 +148,11 @@ def _props(conf: CatalogConfig) -> dict[str, str]:
     props["uri"] = conf.uri
     props["warehouse"] = conf.warehouse
     return props
+
+
+def _shown(uri: str) -> str:
+    """The catalog URI for a message, without its password."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", uri)
 
 
 def _sqlite_path(uri: str) -> Path | None:
@@ -340,8 +351,15 @@ class CountyCatalog:
             _refuse_locked_bucket(conf, props)
         try:
             catalog, table = _open_table(props)
-        except (OperationalError, ProgrammingError, IntegrityError) as e:
-            raise CatalogError(f"catalog {conf.uri}: {e.orig or e}") from None
+        except DBAPIError as e:
+            raise CatalogError(_shown(f"catalog {conf.uri}: {e.orig or e}")) from None
+        except SQLAlchemyError as e:
+            raise CatalogError(_shown(f"catalog {conf.uri}: {e}")) from None
+        except ImportError as e:
+            raise CatalogError(
+                f"catalog {_shown(conf.uri)}: the database driver is missing ({e.name}): "
+                "pip install psycopg[binary] for postgresql+psycopg://"
+            ) from None
         except OSError as e:
             raise CatalogError(f"catalog warehouse {conf.warehouse}: {e}") from None
         return cls(conf, catalog, table)
@@ -390,7 +408,7 @@ class CountyCatalog:
         except CommitFailedException as e:
             # Nothing of this batch is visible: the caller retries from catalogued().
             raise CatalogError(f"catalog: commit refused ({e}); sync again") from None
-        self.table = tx._table  # the committed state, without reading it back
+        # The transaction updated self.table to the committed metadata in place.
         self._expire()
 
     def _expire(self) -> None:
@@ -438,13 +456,22 @@ class CountyCatalog:
 
 # ---- DuckDB: its iceberg extension, from the pip packages, never downloaded.
 
+_NO_AUTO: dict[str, str | bool | int | float | list[str]] = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+}
 
-def duckdb_extension_path(name: str) -> Path:
+
+def duckdb_extension_path(name: str, con: duckdb.DuckDBPyConnection | None = None) -> Path:
     """The file of DuckDB extension ``name`` as the ``duckdb-ext-<name>`` wheel installs
     it (``duckdb_ext/extensions/v<duckdb version>/<platform>/<name>.duckdb_extension``)."""
     spec = importlib.util.find_spec("duckdb_ext")
     roots: Iterable[str] = (spec.submodule_search_locations or []) if spec else []
-    platform = duckdb.execute("PRAGMA platform").fetchone()
+    if con is None:
+        with duckdb.connect(config=_NO_AUTO) as own:
+            platform = own.execute("PRAGMA platform").fetchone()
+    else:
+        platform = con.execute("PRAGMA platform").fetchone()
     plat = str(platform[0]) if platform else ""
     for root in roots:
         p = Path(root) / "extensions" / f"v{duckdb.__version__}" / plat / f"{name}.duckdb_extension"
@@ -461,18 +488,13 @@ def duckdb_connect(conf: CatalogConfig | None = None) -> duckdb.DuckDBPyConnecti
     (never from the network: automatic install and load are off), UTC as its time
     zone (months are UTC months, as the partitions), and for an ``s3://`` warehouse
     an S3 secret made of ``[catalog.properties]``."""
-    con = duckdb.connect(
-        config={
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-        }
-    )
+    con = duckdb.connect(config=_NO_AUTO)
     # iceberg needs avro loaded first (it would otherwise try to install it).
     names = ["avro", "iceberg"]
     if conf is not None and conf.warehouse.startswith("s3://"):
         names.insert(0, "httpfs")
     for name in names:
-        path = str(duckdb_extension_path(name)).replace("'", "''")
+        path = str(duckdb_extension_path(name, con)).replace("'", "''")
         con.execute(f"LOAD '{path}'")
     con.execute("SET TimeZone = 'UTC'")
     if conf is not None and conf.warehouse.startswith("s3://"):

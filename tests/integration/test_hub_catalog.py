@@ -126,6 +126,22 @@ def test_open_creates_the_table_once(tmp_path: Path) -> None:
     assert (tmp_path / "hub" / "catalog.db").is_file()
 
 
+def test_an_unusable_catalog_place_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    bad = CatalogConfig(
+        f"sqlite:///{tmp_path / 'file' / 'catalog.db'}", f"file://{tmp_path / 'warehouse'}"
+    )
+    with pytest.raises(CatalogError, match=r"^catalog: cannot create .*/file") as e:
+        CountyCatalog.open(bad)
+    assert "\n" not in str(e.value)
+    (tmp_path / "ro").mkdir()
+    db = tmp_path / "ro" / "catalog.db"
+    db.write_bytes(b"this is not an SQLite database, it is text " * 100)
+    with pytest.raises(CatalogError, match=r"^catalog sqlite:///.*: file is not a database") as e:
+        CountyCatalog.open(CatalogConfig(f"sqlite:///{db}", f"file://{tmp_path / 'warehouse'}"))
+    assert "\n" not in str(e.value)
+
+
 def test_concurrent_first_opens_all_succeed(tmp_path: Path) -> None:
     conf = conf_in(tmp_path / "hub")
     # Each child imports everything first, then all open at one signal: a real race.
