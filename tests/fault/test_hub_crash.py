@@ -36,7 +36,7 @@ def parquet_files(warehouse: Path) -> int:
 def sync_proc(hub: Hub) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("CUSTODY_CONFIG", None)
-    cmd = [sys.executable, "-m", "custody", "-c", str(hub.cfg), "hub", "sync"]
+    cmd = [sys.executable, "-m", "custody", "hub", "-c", str(hub.cfg), "sync"]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
 

@@ -380,14 +380,16 @@ class Hub:
         for st in stations:
             self.add_station(st.origin, st.vkey, endpoint, bucket, **fields)
 
-    def run(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-        return run_cli("hub", *args, config=self.cfg, check=check)
+    def run(
+        self, *args: str, check: bool = False, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return run_cli("hub", "-c", str(self.cfg), *args, check=check, env=env)
 
     def sync(
-        self, expect: int | None = 0
+        self, expect: int | None = 0, env: dict[str, str] | None = None
     ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
         """One `custody hub sync --json`; its exit code must be ``expect`` (None: any)."""
-        p = self.run("sync", "--json")
+        p = self.run("sync", "--json", env=env)
         if expect is not None:
             assert p.returncode == expect, (
                 f"hub sync exited {p.returncode}, not {expect}\n"
@@ -483,7 +485,7 @@ class HubServer:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log = hub.data.parent / "hub-run.log"
-        cmd = [sys.executable, "-m", "custody", "-c", str(hub.cfg), "hub", "run"]
+        cmd = [sys.executable, "-m", "custody", "hub", "-c", str(hub.cfg), "run"]
         env = dict(os.environ, PYTHONPATH=str(REPO))
         env.pop("CUSTODY_CONFIG", None)
         with open(self.log, "ab") as logf:
@@ -519,12 +521,21 @@ def copy_station(st: RealStation, number: int) -> RealStation:
 class Scene:
     """Two real stations in one bucket and a hub that has followed both once."""
 
-    def __init__(self, tmp: Path, seaweed: Any, ffmpeg: str, **hub_settings: Any) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        seaweed: Any,
+        ffmpeg: str,
+        station_fields: dict[str, Any] | None = None,
+        **hub_settings: Any,
+    ) -> None:
         self.seaweed = seaweed
         self.s3 = seaweed.client()
         self.bucket, (self.victim, self.bystander) = real_stations(2, seaweed, tmp, ffmpeg, clips=1)
         self.hub = Hub.init(tmp, **hub_settings)
-        self.hub.follow([self.victim, self.bystander], seaweed.endpoint, self.bucket)
+        self.hub.follow(
+            [self.victim, self.bystander], seaweed.endpoint, self.bucket, **(station_fields or {})
+        )
         _, doc = self.hub.sync()
         assert {s["state"] for s in doc["stations"]} == {"ok"}, doc
         self.kid = CosignatureVerifier.parse(self.hub.witness_vkey()).key_id.hex()
@@ -567,7 +578,8 @@ class Scene:
         # Another sync: still in alarm, still nothing cosigned, no second alarm entry.
         _, again = self.hub.sync(expect=1)
         assert by_origin(again)[self.victim.origin]["state"] == state
-        assert len([a for a in self.hub.alarms() if a["origin"] == self.victim.origin]) == 1
+        alarms = [a for a in self.hub.alarms() if a["origin"] == self.victim.origin]
+        assert len(alarms) == 1, f"an alarm entry each sync: {alarms}"
         assert self.cosigned() == cosigned
         st = self.hub.status()
         assert by_origin(st)[self.victim.origin]["state"] == state

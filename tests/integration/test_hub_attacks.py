@@ -21,7 +21,6 @@ import pytest
 from ledger.checkpoint import Checkpoint
 from ledger.note import Signer
 
-from ..conftest import run_cli
 from .hubfix import Scene, by_origin, copy_station
 
 
@@ -107,15 +106,12 @@ def test_a_station_that_stops_is_silent(tmp_path: Path, seaweed: Any, ffmpeg: st
     """silent_after_h = 1 and a schedule that covers the whole week: two hours later
     (the hub's clock moved by CUSTODY_HUB_NOW) the quiet station is `silent`, the
     station that went on recording is not."""
-    sc = Scene(tmp_path, seaweed, ffmpeg)
-    cfg = sc.hub.cfg.read_text().replace(
-        "[stations.store]", 'schedule = "mon-sun 00:00-24:00"\nsilent_after_h = 1\n[stations.store]'
-    )
-    sc.hub.cfg.write_text(cfg)
+    working = {"schedule": "mon-sun 00:00-24:00", "silent_after_h": 1}
+    sc = Scene(tmp_path, seaweed, ffmpeg, station_fields=working)
     later = (datetime.now(UTC) + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
     sc.bystander.notes(2, "still working")
     env = {"CUSTODY_HUB_NOW": later}
-    p = run_cli("hub", "sync", "--json", config=sc.hub.cfg, check=False, env=env)
+    p = sc.hub.run("sync", "--json", env=env)
     assert p.returncode == 0, p.stderr  # silent is not an integrity alarm
     doc = by_origin(json.loads(p.stdout))
     assert doc[sc.victim.origin]["state"] == "silent", doc[sc.victim.origin]
@@ -126,5 +122,5 @@ def test_a_station_that_stops_is_silent(tmp_path: Path, seaweed: Any, ffmpeg: st
     assert [a["state"] for a in alarms] == ["silent"]
     # Recording again ends it.
     sc.victim.notes(1, "back")
-    p = run_cli("hub", "sync", "--json", config=sc.hub.cfg, check=False, env=env)
+    p = sc.hub.run("sync", "--json", env=env)
     assert by_origin(json.loads(p.stdout))[sc.victim.origin]["state"] == "ok"
