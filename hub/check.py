@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hub.rows import RowBuffer, entry_row
+from hub.rows import RowBuffer
 from ledger.entry import EntryError, decode_entry
 from ledger.keys import KEY_TYPE, KeyChain
 
@@ -37,10 +37,16 @@ class BatchResult:
 
 
 def check_batch(
-    origin: str, chain: KeyChain, first: int, leaves: list[bytes], catalog_from: int
+    origin: str,
+    chain: KeyChain,
+    first: int,
+    leaves: list[bytes],
+    catalog_from: int,
+    hashes: list[bytes] | None = None,
 ) -> BatchResult:
     """Check the entries ``first``, ``first + 1``, … and build the rows of those at or
-    after ``catalog_from`` (the rows below it are in the catalog already)."""
+    after ``catalog_from`` (the rows below it are in the catalog already). ``hashes``:
+    their leaf hashes, when the caller has them (the row carries each in hex)."""
     rows = RowBuffer()
     failures: list[Failure] = []
     keys: list[tuple[int, bytes]] = []
@@ -63,7 +69,7 @@ def check_batch(
                 Failure(index, "entry-signature", "its signature is not the station key's")
             )
         if index >= catalog_from:
-            rows.add(entry_row(origin, index, leaf, e.fields))
+            rows.add_entry(origin, index, leaf, e.fields, hashes[i].hex() if hashes else None)
     return BatchResult(first, rows.to_arrow() if len(rows) else None, tuple(failures), tuple(keys))
 
 

@@ -209,22 +209,23 @@ def verify_step(
             if leaf_hash(leaves[i]) != levels[0][i]:
                 raise _changed_entry(origin, state["chain"], start + i, leaves[i], tid)
         new = leaves[skip:]
-        args = (origin, state["chain"], start + skip, new, catalog_from)
+        hashes = [leaf_hash(leaf) for leaf in new]
+        args = (origin, state["chain"], start + skip, new, catalog_from, hashes)
         if pool is not None:
             pending.append((pool.submit(check_batch, *args), new, state["chain"]))
         else:
             pending.append((check_batch(*args), new, state["chain"]))
-        for leaf in new:
-            h = leaf_hash(leaf)
+        for h in hashes:
             count += 1
             _push(levels, 0, h, count, expected)
-            w = watch.pop(count, None)
-            if w is not None and edge_root(levels) != w:
-                raise Alarm(
-                    "fork",
-                    f"the tree of size {count} the station showed a witness (root "
-                    f"{w.hex()[:16]}…) is not the one in the bucket: two histories",
-                )
+            if watch:
+                w = watch.pop(count, None)
+                if w is not None and edge_root(levels) != w:
+                    raise Alarm(
+                        "fork",
+                        f"the tree of size {count} the station showed a witness (root "
+                        f"{w.hex()[:16]}…) is not the one in the bucket: two histories",
+                    )
         if count == size and compare_partials:
             for level, hashes in enumerate(levels):
                 # The partial tiles the step changed (an unchanged one is not re-read).

@@ -187,6 +187,8 @@ def entry_values(
         recorded = recording_start(fields, time)
     station = g("station")
     sha = g("sha256")
+    if ty in _HOLDS and sha is None and g("scope") == "object":
+        sha = g("target")  # an object's hold names it as its target: the object it is about
     size = g("size")
     media = g("media_type")
     role = g("role")

@@ -119,14 +119,16 @@ def test_annotate_row_has_cases_category_and_importance() -> None:
     nulls(row, "unit", "recorded")
 
 
-def test_hold_on_a_case_names_the_case_and_on_an_object_does_not() -> None:
+def test_hold_on_a_case_names_the_case_and_on_an_object_names_the_object() -> None:
     case = {"scope": "case", "target": "2026-行政处罚-0042", "reason": "appeal", "operator": "r"}
     assert row_of("hold", case)["cases"] == ["2026-行政处罚-0042"]
     assert row_of("hold_release", dict(case, holds=[3]))["cases"] == ["2026-行政处罚-0042"]
     obj = {"scope": "object", "target": SHA, "reason": "appeal", "operator": "r"}
     row = row_of("hold", obj)
     assert row["cases"] is None
-    assert row["sha256"] is None  # a hold has no subject of its own
+    # The object held is what the hold is about: the audit finds deletions under it.
+    assert row["sha256"] == SHA
+    assert row_of("hold_release", dict(obj, holds=[3]))["sha256"] == SHA
 
 
 def test_export_names_its_case() -> None:
