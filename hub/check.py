@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hub.rows import RowBuffer
-from ledger.entry import EntryError, decode_entry
+from ledger.entry import SIG_PREFIX, Entry, EntryError, decode_entry
 from ledger.keys import KEY_TYPE, KeyChain
 
 
@@ -64,7 +64,7 @@ def check_batch(
             continue
         if e.type == KEY_TYPE:
             keys.append((index, leaf))  # the follower checks it with the key it retires
-        elif not e.verify(chain.key_for_entry(index)):
+        elif not chain.key_for_entry(index).verify(signed_message(e), e.signature):
             failures.append(
                 Failure(index, "entry-signature", "its signature is not the station key's")
             )
@@ -73,4 +73,23 @@ def check_batch(
     return BatchResult(first, rows.to_arrow() if len(rows) else None, tuple(failures), tuple(keys))
 
 
-__all__ = ["BatchResult", "Failure", "check_batch"]
+def signed_message(e: Entry) -> bytes:
+    """What the station signed: the canonical entry without its ``sig`` member.
+
+    `decode_entry` has checked that the leaf is the canonical encoding, whose top-level
+    members are in key order; removing the ``sig`` member (and one comma) from it gives
+    the canonical encoding of the rest, without encoding the entry again. Only when that
+    member's text occurs once in the leaf is it certainly the top-level one; otherwise
+    the message is encoded from the fields, as `Entry.signed_message` does."""
+    leaf = e.leaf
+    member = b'"sig":"' + str(e.fields["sig"]).encode() + b'"'
+    at = leaf.find(member)
+    if at < 0 or leaf.find(member, at + 1) >= 0:
+        return e.signed_message()
+    end = at + len(member)
+    if leaf[at - 1 : at] == b",":
+        return SIG_PREFIX + leaf[: at - 1] + leaf[end:]
+    return SIG_PREFIX + leaf[:at] + leaf[end + 1 :]  # the first member: drop its comma
+
+
+__all__ = ["BatchResult", "Failure", "check_batch", "signed_message"]

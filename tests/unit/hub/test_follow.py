@@ -207,3 +207,35 @@ def test_a_witnessed_root_inside_the_step_must_match(tmp_path: Path) -> None:
             watch={17: EMPTY_ROOT},
         )
     assert e.value.state == "fork" and "size 17" in e.value.problem
+
+
+def test_the_signed_message_cut_from_the_leaf_is_the_encoded_one() -> None:
+    """The fast path (cutting the sig member out of the canonical leaf) gives exactly
+    `Entry.signed_message`, also when a nested field repeats the sig member's text."""
+    from hub.check import signed_message
+    from ledger.entry import decode_entry, make_entry
+
+    signer = Signer.generate(ORIGIN)
+    payloads: list[dict[str, object]] = [
+        {},
+        {"a": 1, "sha256": "ab" * 32, "z": {"sig": "x", "q": [1, "sig"]}},
+        {"aaa": "first", "sif": "before sig", "sih": "after sig"},
+    ]
+    for p in payloads:
+        e = decode_entry(make_entry(signer, ORIGIN, "note", p, "2026-11-30T00:00:00.000Z"))
+        assert signed_message(e) == e.signed_message()
+        assert e.verify(signer.verifier())
+    # A nested copy of the very sig member (a station could write one): the leaf's text
+    # holds it twice, so the message is encoded from the fields; the same answer.
+    import base64
+
+    from ledger.entry import canonical_json
+
+    sig = base64.b64encode(bytes(range(64))).decode()
+    fields = {
+        "v": 1, "type": "note", "time": "2026-11-30T00:00:00.000Z", "station": ORIGIN,
+        "a": {"sig": sig}, "sig": sig,
+    }  # fmt: skip
+    e3 = decode_entry(canonical_json(fields))
+    assert e3.leaf.count(b'"sig":"' + sig.encode() + b'"') == 2
+    assert signed_message(e3) == e3.signed_message()
