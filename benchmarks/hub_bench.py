@@ -25,9 +25,10 @@ Every figure is measured next to its baseline, in the same run, on this machine:
    counts the table's rows by unit and month, in a fresh process.
 
 Peak memory of the hub: ``ru_maxrss`` of the sync process from ``os.wait4`` on its pid
-(which covers its reaped children, the signature workers, as a maximum over processes),
-and, sampled every 0.2 s from /proc, the peak VmHWM of the hub process itself and the
-peak sum of VmRSS over the hub and all its descendants. Linux keeps ``ru_maxrss`` across
+(a maximum over it and the children it reaps itself; the signature workers are children
+of multiprocessing's forkserver, not of the hub), and, sampled every 0.2 s from /proc,
+the peak VmHWM of the hub process itself, the peak sum of VmRSS over the hub and all its
+descendants, and the descendants' CPU seconds. Linux keeps ``ru_maxrss`` across
 ``execve`` and starts a child's from its parent's pages, so ``ru_maxrss`` can never read
 below this parent's own peak (VmHWM, reported beside it); that is why this parent stays
 small and every heavy stage runs in a process of its own.
@@ -100,6 +101,14 @@ def vm_rss_kb(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far (0 if gone)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
 
 
 def descendants(pid: int) -> list[int]:
@@ -451,7 +460,8 @@ class Measured:
     cmd: list[str]
     rc: int
     wall_s: float
-    cpu_s: float
+    cpu_s: float  # the hub process and the children it reaped (wait4)
+    kids_cpu_s: float  # every descendant, sampled from /proc (the signature workers)
     ru_maxrss_mb: float
     hwm_mb: float  # the hub process's own peak (VmHWM), sampled
     tree_mb: float  # peak sum of VmRSS over the hub and its descendants, sampled
@@ -466,13 +476,17 @@ def run_measured(cmd: list[str], out: Path, server: MeteredSeaweedFS) -> Measure
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=os.environ, cwd=REPO)
     peak = {"hwm": 0.0, "tree": 0}
+    kid_cpu: dict[int, float] = {}  # descendant pid -> CPU seconds last seen
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.wait(0.2):
             peak["hwm"] = max(peak["hwm"], vm_hwm_mb(proc.pid))
-            tree = vm_rss_kb(proc.pid) + sum(vm_rss_kb(k) for k in descendants(proc.pid))
+            kids = descendants(proc.pid)
+            tree = vm_rss_kb(proc.pid) + sum(vm_rss_kb(k) for k in kids)
             peak["tree"] = max(peak["tree"], tree)
+            for k in kids:
+                kid_cpu[k] = max(kid_cpu.get(k, 0.0), cpu_seconds(k))
 
     t = threading.Thread(target=sample, daemon=True)
     t.start()
@@ -487,6 +501,7 @@ def run_measured(cmd: list[str], out: Path, server: MeteredSeaweedFS) -> Measure
         proc.returncode,
         wall,
         ru.ru_utime + ru.ru_stime,
+        sum(kid_cpu.values()),
         ru.ru_maxrss / 1024,
         peak["hwm"],
         peak["tree"] / 1024,
@@ -780,9 +795,9 @@ def report(r: Run, command: str) -> str:
         "",
         "| sync | entries | hub s | wall s | entries/s (hub s) | ratio to 2-process "
         "verify | GETs (hub) | GETs (SeaweedFS, incl. HEAD) | LISTs (hub / SeaweedFS) | "
-        "catalog rows | rows/s | CPU s | ru_maxrss MB | hub VmHWM MB | hub+workers RSS MB "
-        "| exit |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "catalog rows | rows/s | CPU s hub / workers | ru_maxrss MB | hub VmHWM MB | "
+        "hub+workers RSS MB | exit |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|",
     ]
     for s in r.syncs:
         y = s.sync
@@ -796,7 +811,8 @@ def report(r: Run, command: str) -> str:
             f"{f'{rate / ceiling:.2f}×' if rate else '–'} | {y.get('gets', '–')} | "
             f"{s.m.requests.get('GET', 0):,} | {y.get('lists', '–')} / "
             f"{s.m.requests.get('LIST', 0):,} | {rows:,} | "
-            f"{fmt(rows / secs) if rows and secs else '–'} | {s.m.cpu_s:.0f} | "
+            f"{fmt(rows / secs) if rows and secs else '–'} | {s.m.cpu_s:.1f} / "
+            f"{s.m.kids_cpu_s:.1f} | "
             f"{s.m.ru_maxrss_mb:.0f} | {s.m.hwm_mb:.0f} | {s.m.tree_mb:.0f} | {s.m.rc} |"
         )
     catch = r.syncs[0].sync
@@ -818,13 +834,16 @@ def report(r: Run, command: str) -> str:
         f"Hub status after the syncs: {r.status_ok}.",
         "",
         "Peak memory: `ru_maxrss` is from `os.wait4` on the sync process (the maximum "
-        "over it and its reaped children); Linux carries `ru_maxrss` over `execve` from the "
-        "pages the child started with, so it cannot read below this benchmark parent's own "
-        f"peak at the time, {r.parent_hwm_mb:.0f} MB (VmHWM): heavy stages ran in their "
-        'own processes to keep that floor low. "hub VmHWM" is the hub process\'s own '
-        'peak (sampled every 0.2 s from /proc), "hub+workers RSS" the peak sum over the '
-        "hub and every descendant (signature workers). Flat in the number of entries means "
-        "catch-up and incremental peaks of the same order.",
+        "over it and the children it reaped itself); Linux carries `ru_maxrss` over "
+        "`execve` from the pages the child started with, so it cannot read below this "
+        f"benchmark parent's own peak at the time, {r.parent_hwm_mb:.0f} MB (VmHWM): heavy "
+        "stages ran in their own processes to keep that floor low. The signature workers "
+        "are children of multiprocessing's forkserver, not of the hub, so neither "
+        '`ru_maxrss` nor the hub\'s CPU column covers them: "hub+workers RSS" is the peak '
+        "sum of VmRSS over the hub and every descendant, and the workers' CPU their "
+        "utime + stime, both sampled every 0.2 s from /proc (a worker's last 0.2 s can be "
+        'missed). "hub VmHWM" is the hub process\'s own peak. Flat in the number of '
+        "entries means catch-up and incremental peaks of the same order.",
         "",
     ]
     for s in r.syncs:
