@@ -50,34 +50,46 @@ class EntryError(ValueError):
 def _check(value: object, path: str = "$") -> bool:
     """Refuse values outside the entry domain; returns False if some key is not ASCII."""
     ascii_keys = True
-    stack: list[tuple[object, str]] = [(value, path)]
+    # Where each value sits is kept as (parent, key) links and spelled out only for an
+    # error: this runs once per entry a verifier reads.
+    stack: list[tuple[object, object]] = [(value, path)]
     while stack:
-        v, where = stack.pop()
+        v, at = stack.pop()
         t = type(v)
         if t is str or t is bool or v is None:
             continue
         if t is int:
             if not -MAX_SAFE_INT <= v <= MAX_SAFE_INT:  # type: ignore[operator]
-                raise EntryError(f"{where}: integer {v} is outside ±(2^53-1)")
+                raise EntryError(f"{_where(at)}: integer {v} is outside ±(2^53-1)")
             continue
-        if isinstance(v, Mapping):
-            for k, item in v.items():
+        if t is dict or isinstance(v, Mapping):
+            for k, item in v.items():  # type: ignore[attr-defined]
                 if type(k) is not str:
-                    raise EntryError(f"{where}: object key {k!r} is not a string")
+                    raise EntryError(f"{_where(at)}: object key {k!r} is not a string")
                 if not k.isascii():
                     ascii_keys = False
                 if type(item) is not str:
-                    stack.append((item, f"{where}.{k}"))
+                    stack.append((item, (at, "." + k)))
             continue
         if isinstance(v, list | tuple):
-            stack.extend((item, f"{where}[{i}]") for i, item in enumerate(v))
+            stack.extend((item, (at, f"[{i}]")) for i, item in enumerate(v))
             continue
+        where = _where(at)
         if isinstance(v, float):
             raise EntryError(f"{where}: floats are not allowed (use integers or strings)")
         if isinstance(v, str | int):  # subclasses (enums and the like) are not JSON values here
             raise EntryError(f"{where}: {type(v).__name__} must be a plain str or int")
         raise EntryError(f"{where}: {type(v).__name__} is not a JSON value")
     return ascii_keys
+
+
+def _where(at: object) -> str:
+    """The path of a value from its (parent, key) links, e.g. ``$.recorder.unit``."""
+    parts: list[str] = []
+    while isinstance(at, tuple):
+        at, part = at
+        parts.append(part)
+    return str(at) + "".join(reversed(parts))
 
 
 def _encode(value: object) -> bytes:

@@ -184,3 +184,18 @@ def test_tlog_proof_wrong_leaf_fails() -> None:
     p, leaf = _proof()
     with pytest.raises(ProofError, match="inclusion proof does not verify"):
         p.verify(leaf + b"x", [SIGNER.verifier()])
+
+
+def test_values_outside_the_entry_domain_are_named_by_their_path() -> None:
+    from ledger.entry import EntryError, canonical_json
+
+    cases = [
+        ({"a": {"b": [1, 2.5]}}, "$.a.b[1]: floats are not allowed"),
+        ({"a": [{"c": 2**60}]}, "$.a[0].c: integer 1152921504606846976 is outside"),
+        ({"x": {1: 2}}, "$.x: object key 1 is not a string"),
+        ({"s": {"t": b"raw"}}, "$.s.t: bytes is not a JSON value"),
+    ]
+    for value, message in cases:
+        with pytest.raises(EntryError) as e:
+            canonical_json(value)
+        assert str(e.value).startswith(message), str(e.value)
