@@ -833,6 +833,11 @@ def report(r: Run, command: str) -> str:
         "",
         f"Hub status after the syncs: {r.status_ok}.",
         "",
+        "SeaweedFS counts a HEAD as a GET. What it counts beyond the hub's own GETs and "
+        "LISTs comes from the cosignatures the hub writes back (`S3Store.put` asks with a "
+        "HEAD before a write-once PUT and reads back with another after every PUT; a "
+        "replaced `cosigned/.../checkpoint` lists its versions to drop the old one).",
+        "",
         "Peak memory: `ru_maxrss` is from `os.wait4` on the sync process (the maximum "
         "over it and the children it reaped itself); Linux carries `ru_maxrss` over "
         "`execve` from the pages the child started with, so it cannot read below this "

@@ -331,3 +331,18 @@ def test_put_latest_rolls_back_or_forges(tmp_path: Path) -> None:
     sim.append(1)  # the station's next publish puts its own checkpoint back
     assert verify(store, sim).ok
     assert [r.index for r in sim.recordings()] == sorted(r.index for r in sim.recordings())
+
+
+@pytest.mark.slow
+def test_a_log_past_the_second_tile_level_verifies(tmp_path: Path) -> None:
+    """65,537 entries: the first size with a level-2 hash tile (about 20 s)."""
+    store = LocalFolderStore(tmp_path / "bucket")
+    sim = SimStation(ORIGIN, store=store, seed=41, checkpoint_every=20_000)
+    sim.append(65_536, publish=True)
+    sim.append(1, publish=True)
+    pre = f"ledger/{ORIGIN}/"
+    assert keys(store, pre + "tile/2/") == [pre + "tile/2/000.p/1"]
+    assert keys(store, pre + "tile/1/") == [pre + "tile/1/000"]
+    assert pre + "tile/0/256.p/1" in keys(store, pre + "tile/0/")
+    rep = verify(store, sim)
+    assert rep.ok and rep.size == 65_537 and rep.root == sim.root(), rep.lines()
