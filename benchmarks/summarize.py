@@ -26,6 +26,7 @@ BENCHMARKS = (
     ("RESULTS-retention.md", "benchmarks/retention_bench.py"),
     ("RESULTS-audit.md", "benchmarks/audit_bench.py"),
     ("RESULTS-witness.md", "benchmarks/witness_bench.py"),
+    ("RESULTS-hub.md", "benchmarks/hub_bench.py"),
     ("RESULTS-soak.md", "benchmarks/soak.py --minutes N"),
 )
 
