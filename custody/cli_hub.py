@@ -19,10 +19,18 @@ log = logging.getLogger("custody.hub")
 
 
 def _config(args: argparse.Namespace) -> Any:
+    from custody.errors import ConfigError
     from hub.config import load_hub
 
-    value = args.hub_config or os.environ.get(ENV_VAR) or DEFAULT_PATH
-    return load_hub(Path(value))
+    path = Path(args.hub_config or os.environ.get(ENV_VAR) or DEFAULT_PATH)
+    if not path.exists() and not path.is_symlink():
+        raise ConfigError(
+            path,
+            "",
+            "file not found (create one with 'custody hub init --data DIR --name NAME', "
+            f"then pass -c DIR/hub.toml or set {ENV_VAR})",
+        )
+    return load_hub(path)
 
 
 def _logging(verbose: bool = False) -> None:
@@ -50,10 +58,10 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from hub.sync import Hub, result_json
-
     _logging(args.verbose)
     conf = _config(args)
+    from hub.sync import Hub, result_json
+
     with Hub(conf) as hub:
         res = hub.sync()
         status = hub.status()
@@ -74,9 +82,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    conf = _config(args)
     from hub.sync import Hub
 
-    conf = _config(args)
     with Hub(conf) as hub:
         hub._catalogued = hub.catalog.catalogued()
         status = hub.status()
@@ -99,12 +107,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    _logging(True)
+    conf = _config(args)
     from custody.notify import Notifier
     from hub.server import serve_in_thread
     from hub.sync import Hub
 
-    _logging(True)
-    conf = _config(args)
     notifier = Notifier()
     stop = threading.Event()
 
@@ -140,10 +148,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from hub.sync import Hub
-
     _logging(args.verbose)
     conf = _config(args)
+    from hub.sync import Hub
+
     with Hub(conf) as hub:
         result, paths, index = hub.audit(
             args.sample,

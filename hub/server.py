@@ -27,7 +27,8 @@ log = logging.getLogger("custody.hub")
 
 
 class AlarmGate:
-    """Refuses a pushed checkpoint of a station in an integrity alarm (403)."""
+    """Refuses a pushed checkpoint of a station in an integrity alarm (403), and notes
+    the size of each one cosigned (`status` shows it as ``pushed_size``)."""
 
     def __init__(self, conf: HubConfig) -> None:
         self.path = conf.state_db
@@ -58,6 +59,15 @@ class AlarmGate:
             f"refused: station in alarm ({state})",
             origin,
         )
+
+    def observe(self, request: AddCheckpoint, answer: Answer) -> None:
+        if answer.status != 200 or self._db is None:
+            return
+        self._db.execute(
+            "UPDATE stations SET pushed_size = MAX(COALESCE(pushed_size, 0), ?) WHERE origin = ?",
+            (request.checkpoint.size, request.checkpoint.origin),
+        )
+        self._db.commit()
 
 
 def metrics_text(conf: HubConfig) -> str:
@@ -115,10 +125,12 @@ def serve_in_thread(conf: HubConfig) -> ServerThread:
     async def metrics(request: Request) -> Response:
         return Response(metrics_text(conf), media_type="text/plain; version=0.0.4")
 
+    gate = AlarmGate(conf)
     app = build_app(
         conf.witness_dir,
         Limits(),
-        gate=AlarmGate(conf),
+        gate=gate,
+        observe=gate.observe,
         extra_routes=[Route("/metrics", metrics, methods=["GET"])],
     )
     config = uvicorn.Config(

@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS stations (
     last_sync INTEGER,
     ahead_since INTEGER,                   -- since when a pushed checkpoint is ahead
     alarm TEXT NOT NULL DEFAULT '',        -- the alarm last recorded in the hub's ledger
-    fork TEXT                              -- a fork's evidence: stays until cleared
+    fork TEXT,                             -- a fork's evidence: stays until cleared
+    pushed_size INTEGER                    -- the largest checkpoint the station pushed
 );
 CREATE TABLE IF NOT EXISTS key_entries (
     origin TEXT NOT NULL, idx INTEGER NOT NULL, leaf BLOB NOT NULL,
@@ -65,6 +66,7 @@ class StationRow:
     ahead_since: int | None
     alarm: str
     fork: str | None
+    pushed_size: int | None
 
 
 class HubState:
@@ -81,7 +83,8 @@ class HubState:
     def station(self, origin: str, now: int) -> StationRow:
         r = self.db.execute(
             "SELECT size, root, levels, checkpoint, state, problems, seen_size, first_seen, "
-            "last_new, last_sync, ahead_since, alarm, fork FROM stations WHERE origin = ?",
+            "last_new, last_sync, ahead_since, alarm, fork, pushed_size FROM stations "
+            "WHERE origin = ?",
             (origin,),
         ).fetchone()
         if r is None:
@@ -90,7 +93,7 @@ class HubState:
                 (origin, EMPTY_ROOT, now),
             )
             return StationRow(
-                origin, Followed(), None, "new", [], None, now, None, None, None, "", None
+                origin, Followed(), None, "new", [], None, now, None, None, None, "", None, None
             )
         return StationRow(
             origin,
@@ -105,6 +108,7 @@ class HubState:
             r[10],
             r[11],
             r[12],
+            r[13],
         )
 
     def key_entries(self, origin: str) -> list[tuple[int, bytes]]:

@@ -283,13 +283,8 @@ class Hub:
         now = int(self.clock())
         origin = st.origin
         row = self.state.station(origin, now)
-        if row.fork:
-            return StationResult(
-                origin,
-                "fork",
-                [f"a fork was found earlier and stays until a supervisor clears it: {row.fork}"],
-                row.followed.size,
-            )
+        if row.fork:  # stays until a supervisor clears it: the same alarm, not a new one
+            return StationResult(origin, "fork", [row.fork], row.followed.size)
         try:
             store = self._store(st)
             return self._follow(st, store, row)
@@ -672,6 +667,7 @@ class Hub:
                     "last_new": _iso(row.last_new),
                     "last_sync": _iso(row.last_sync),
                     "cosigned_size": w.size if w else 0,
+                    "pushed_size": row.pushed_size,
                     "catalogued": self._catalogued.get(st.origin),
                 }
             )
@@ -683,6 +679,7 @@ class Hub:
                 "log_vkey": self.signer.verifier().vkey(),
                 "ledger_size": latest.size if latest else 0,
                 "last_sync": self.state.meta("last_sync"),
+                "catalog_rows": self.catalog.count(),
             },
             "stations": stations,
         }

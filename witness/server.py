@@ -113,15 +113,20 @@ class TokenBuckets:
 
 # Refuses a request before it is decided (an answer), or lets it through (None).
 Gate = Callable[[AddCheckpoint], Answer | None]
+# Told of each request decided and its answer, once stored, before the answer leaves.
+Observer = Callable[[AddCheckpoint, Answer], None]
 
 
 class Committer:
     """The one writer: a thread that decides and stores requests in batches, each
     batch one transaction, and answers each request once its batch is committed."""
 
-    def __init__(self, wdir: Path, gate: Gate | None = None) -> None:
+    def __init__(
+        self, wdir: Path, gate: Gate | None = None, observe: Observer | None = None
+    ) -> None:
         self.wdir = wdir
         self.gate = gate
+        self.observe = observe
         self.cosigner = load_cosigner(wdir)
         self._q: queue.SimpleQueue[
             tuple[AddCheckpoint, asyncio.Future[Answer], asyncio.AbstractEventLoop] | None
@@ -172,7 +177,12 @@ class Committer:
                 answers = [
                     Answer(503, b"the witness cannot store its state\n", TEXT_CONTENT_TYPE)
                 ] * len(batch)
-            for (_, fut, loop), answer in zip(batch, answers, strict=True):
+            for (request, fut, loop), answer in zip(batch, answers, strict=True):
+                if self.observe is not None:
+                    try:
+                        self.observe(request, answer)
+                    except Exception as e:  # an observer's failure is not the witness's
+                        log.warning("witness: observer failed: %s", e)
                 loop.call_soon_threadsafe(_resolve, fut, answer)
 
 
@@ -295,6 +305,7 @@ def build_app(
     notify_ready: bool = False,
     gate: Gate | None = None,
     extra_routes: Sequence[Route] = (),
+    observe: Observer | None = None,
 ) -> ASGIApp:
     """The witness as an ASGI app (the writer thread starts with the app's lifespan).
 
@@ -304,7 +315,7 @@ def build_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.committer = Committer(wdir, gate)
+        app.state.committer = Committer(wdir, gate, observe)
         app.state.reader = WitnessState(wdir)
         if notify_ready:
             sd_notify("READY=1")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -103,14 +103,16 @@ def test_full_tile_altered_after_the_hub_verified_it(scene: Scene) -> None:
 
 
 def test_a_station_that_stops_is_silent(tmp_path: Path, seaweed: Any, ffmpeg: str) -> None:
-    """silent_after_h = 1 and a schedule that covers the whole week: two hours later
-    (the hub's clock moved by CUSTODY_HUB_NOW) the quiet station is `silent`, the
+    """silent_after_h = 0.003 (10.8 s) and a schedule that covers the whole week: once
+    that long has passed without a new checkpoint, the quiet station is `silent`, the
     station that went on recording is not."""
-    working = {"schedule": "mon-sun 00:00-24:00", "silent_after_h": 1}
+    quiet_s = 0.003 * 3600
+    working = {"schedule": "mon-sun 00:00-24:00", "silent_after_h": 0.003}
     sc = Scene(tmp_path, seaweed, ffmpeg, station_fields=working)
-    later = (datetime.now(UTC) + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    synced = time.monotonic()  # the victim's last new checkpoint, as the hub saw it
     sc.bystander.notes(2, "still working")
-    env = {"CUSTODY_HUB_NOW": later}
+    time.sleep(max(0.0, quiet_s + 1 - (time.monotonic() - synced)))
+    env: dict[str, str] = {}
     p = sc.hub.run("sync", "--json", env=env)
     assert p.returncode == 0, p.stderr  # silent is not an integrity alarm
     doc = by_origin(json.loads(p.stdout))
