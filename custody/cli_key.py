@@ -8,7 +8,6 @@ from typing import Any
 
 from custody import keys
 from custody.cli_common import index_arg, load
-from custody.daemon import InstanceLock
 from custody.errors import CustodyError
 from custody.station import load_signer, open_ledger, operator
 
@@ -17,6 +16,8 @@ def _change(args: argparse.Namespace, last_index: int | None) -> int:
     conf = load(args)
     what = "custody key rotate" if last_index is None else "custody key revoke"
     # The daemon keeps the key in memory: it must not run while the key changes.
+    from custody.daemon import InstanceLock  # the daemon's modules: only when needed
+
     lock = InstanceLock(conf.state_dir / "daemon.lock", what)
     try:
         with open_ledger(conf) as ledger:
