@@ -519,7 +519,10 @@ def copy_station(st: RealStation, number: int) -> RealStation:
 
 
 class Scene:
-    """Two real stations in one bucket and a hub that has followed both once."""
+    """Two real stations in one bucket and a hub that has followed both once; or, from
+    `County.scene`, one victim of a county whose bystander and hub other scenes share."""
+
+    shared = False  # other victims of the same hub may be in alarm: any sync may exit 1
 
     def __init__(
         self,
@@ -539,6 +542,11 @@ class Scene:
         _, doc = self.hub.sync()
         assert {s["state"] for s in doc["stations"]} == {"ok"}, doc
         self.kid = CosignatureVerifier.parse(self.hub.witness_vkey()).key_id.hex()
+
+    def sync(self) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+        """A sync before the attack: exit 0, unless other victims of the county are in
+        alarm already."""
+        return self.hub.sync(expect=None if self.shared else 0)
 
     def prefix(self, st: RealStation | None = None) -> str:
         return f"ledger/{(st or self.victim).origin}/"
@@ -587,10 +595,37 @@ class Scene:
         return v
 
 
+class County:
+    """Real stations in one bucket followed by one hub, set up once for a module: each
+    test takes a victim of its own (`scene`), and all share the bystander and the hub.
+    Setting up two stations per test would cost the suite minutes for nothing."""
+
+    def __init__(self, tmp: Path, seaweed: Any, ffmpeg: str, victims: int) -> None:
+        self.seaweed = seaweed
+        self.s3 = seaweed.client()
+        self.bucket, stations = real_stations(victims + 1, seaweed, tmp, ffmpeg, clips=1)
+        self.bystander = stations[-1]
+        self.free = list(stations[:-1])
+        self.hub = Hub.init(tmp)
+        self.hub.follow(stations, seaweed.endpoint, self.bucket)
+        _, doc = self.hub.sync()
+        assert {s["state"] for s in doc["stations"]} == {"ok"}, doc
+        self.kid = CosignatureVerifier.parse(self.hub.witness_vkey()).key_id.hex()
+
+    def scene(self) -> Scene:
+        sc = Scene.__new__(Scene)
+        sc.shared = True
+        sc.seaweed, sc.s3, sc.bucket = self.seaweed, self.s3, self.bucket
+        sc.victim, sc.bystander = self.free.pop(0), self.bystander
+        sc.hub, sc.kid = self.hub, self.kid
+        return sc
+
+
 __all__: Sequence[str] = (
     "COUNTY",
     "HUB_NAME",
     "CountingProxy",
+    "County",
     "Hub",
     "HubServer",
     "RealStation",

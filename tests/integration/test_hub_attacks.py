@@ -21,12 +21,19 @@ import pytest
 from ledger.checkpoint import Checkpoint
 from ledger.note import Signer
 
-from .hubfix import Scene, by_origin, copy_station
+from .hubfix import County, Scene, by_origin, copy_station
+
+ATTACKS = 6  # the tests below that take a `scene`: one victim each
+
+
+@pytest.fixture(scope="module")
+def county(tmp_path_factory: pytest.TempPathFactory, seaweed: Any, ffmpeg: str) -> County:
+    return County(tmp_path_factory.mktemp("county"), seaweed, ffmpeg, ATTACKS)
 
 
 @pytest.fixture
-def scene(tmp_path: Path, seaweed: Any, ffmpeg: str) -> Scene:
-    return Scene(tmp_path, seaweed, ffmpeg)
+def scene(county: County) -> Scene:
+    return county.scene()
 
 
 def test_checkpoint_signed_by_another_key(scene: Scene) -> None:
@@ -41,7 +48,7 @@ def test_checkpoint_signed_by_another_key(scene: Scene) -> None:
 def test_rollback_to_an_older_checkpoint(scene: Scene) -> None:
     older = scene.victim.size()
     newer = scene.victim.notes(4, "after")
-    _, doc = scene.hub.sync()
+    _, doc = scene.sync()
     assert by_origin(doc)[scene.victim.origin]["size"] == newer
     scene.put(scene.prefix() + "checkpoint", scene.get(f"{scene.prefix()}checkpoints/{older}"))
     v = scene.caught("rollback", str(older))
@@ -52,7 +59,7 @@ def test_fork_a_second_history_signed_with_the_station_key(scene: Scene) -> None
     # A copy of the station (same key, same origin) taken before either records more.
     twin = copy_station(scene.victim, 1)
     honest = scene.victim.notes(4, "honest")
-    _, doc = scene.hub.sync()
+    _, doc = scene.sync()
     assert by_origin(doc)[scene.victim.origin]["size"] == honest
     # The copy writes a longer history of its own into the bucket (new object versions
     # of `checkpoint`; sizes the honest log never had, so no write-once name collides).
@@ -91,7 +98,7 @@ def test_full_tile_altered_after_the_hub_verified_it(scene: Scene) -> None:
     # Past 256 entries: the full (write-once, locked) bundle and hash tile exist.
     size = scene.victim.notes(300, "fill")
     assert size > 256
-    _, doc = scene.hub.sync()
+    _, doc = scene.sync()
     assert by_origin(doc)[scene.victim.origin]["size"] == size
     for name in ("tile/entries/000", "tile/0/000"):
         assert scene.get(scene.prefix() + name)

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from .hubfix import (
+    County,
     Hub,
-    Scene,
     by_origin,
     closed_port,
     lines_naming,
@@ -89,6 +89,14 @@ def _garbage(data: bytes) -> bytes:
     return bytes(range(256)) * (len(data) // 256 + 1)
 
 
+CORRUPTED = 5  # the tests below that take a victim of the county: one each
+
+
+@pytest.fixture(scope="module")
+def county(tmp_path_factory: pytest.TempPathFactory, seaweed: Any, ffmpeg: str) -> County:
+    return County(tmp_path_factory.mktemp("county"), seaweed, ffmpeg, CORRUPTED)
+
+
 @pytest.mark.parametrize(
     ("tile", "damage"),
     [
@@ -99,19 +107,15 @@ def _garbage(data: bytes) -> bytes:
     ],
     ids=["truncated-bundle", "garbage-bundle", "truncated-tile", "garbage-tile"],
 )
-def test_malformed_tiles_are_invalid_and_named(
-    tmp_path: Path, seaweed: Any, ffmpeg: str, tile: str, damage: Any
-) -> None:
-    sc = Scene(tmp_path, seaweed, ffmpeg)
+def test_malformed_tiles_are_invalid_and_named(county: County, tile: str, damage: Any) -> None:
+    sc = county.scene()
     n = sc.victim.notes(3, "more")
     key = sc.prefix() + tile.format(n=n)
     sc.put(key, damage(sc.get(key)))
     sc.caught("invalid", tile.format(n=n))
 
 
-def test_a_checkpoint_that_is_not_a_note_is_invalid(
-    tmp_path: Path, seaweed: Any, ffmpeg: str
-) -> None:
-    sc = Scene(tmp_path, seaweed, ffmpeg)
+def test_a_checkpoint_that_is_not_a_note_is_invalid(county: County) -> None:
+    sc = county.scene()
     sc.put(sc.prefix() + "checkpoint", b"\x00\xffnot a signed note")
     sc.caught("invalid", "checkpoint")
