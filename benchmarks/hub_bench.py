@@ -402,17 +402,14 @@ def stage_catalog(p: dict[str, Any]) -> dict[str, Any]:
     cat = CountyCatalog.open(fresh)
     batches = [rows.slice(i, p["batch"]) for i in range(0, rows.num_rows, p["batch"])]
     t0 = time.perf_counter()
+    progress: dict[str, int] = {}  # never goes back: rows of a station span batches
     for b in batches:
         top = pa.TableGroupBy(b, "origin").aggregate([("leaf_index", "max")])
-        progress = {
-            str(o): int(m) + 1
-            for o, m in zip(
-                top.column("origin").to_pylist(),
-                top.column("leaf_index_max").to_pylist(),
-                strict=True,
-            )
-        }
-        cat.append(b, progress)
+        for o, m in zip(
+            top.column("origin").to_pylist(), top.column("leaf_index_max").to_pylist(), strict=True
+        ):
+            progress[str(o)] = max(progress.get(str(o), 0), int(m) + 1)
+        cat.append(b, dict(progress))
     ours = time.perf_counter() - t0
     out = work / "parquet"
     out.mkdir()

@@ -215,7 +215,7 @@ class Hub:
         self.ledger = Ledger(conf.ledger_dir, conf.state_dir, conf.name, self.signer)
         self._catalog: CountyCatalog | None = CountyCatalog.open(conf.catalog) if catalog else None
         self.counter = Counter()
-        self._stores: dict[str, TaggedStore] = {}
+        self._stores: dict[Any, TaggedStore] = {}
         self._pool: Executor | None = None
         self._io: ThreadPoolExecutor | None = None
         self._buffer: list[Any] = []
@@ -301,9 +301,11 @@ class Hub:
             )
 
     def _store(self, st: StationConfig) -> TaggedStore:
-        s = self._stores.get(st.origin)
+        """One store object per distinct ``[stations.store]``: stations sharing a bucket
+        share its client (a boto3 client is some 10 MB and a fraction of a second)."""
+        s = self._stores.get(st.store)
         if s is None:
-            s = self._stores[st.origin] = open_station_store(st)
+            s = self._stores[st.store] = open_station_store(st)
         return s
 
     def _follow(self, st: StationConfig, store: TaggedStore, row: StationRow) -> StationResult:
@@ -410,15 +412,28 @@ class Hub:
         if not seen:
             return
         self.counter.list()
+        listed = 0
         for key, tag in store.list_tagged(prefix + "tile/"):
             path = key[len(prefix) :]
             old = seen.get(path)
-            if old is not None and old != tag:
+            if old is None:
+                continue
+            listed += 1
+            if old != tag:
                 raise Alarm(
                     "invalid",
                     f"{path} was replaced in the bucket after the hub verified it (a new "
                     "version was written over a tile that never changes): the log's mirror "
                     "was tampered with",
+                )
+        if listed != len(seen):
+            keys = {k[len(prefix) :] for k in store.list(prefix + "tile/")}
+            gone = sorted(p for p in seen if p not in keys)
+            if gone:
+                raise Alarm(
+                    "invalid",
+                    f"{gone[0]} (and {len(gone) - 1} more) is gone from the bucket, though the "
+                    "hub verified it: a tile that never changes was deleted",
                 )
 
     def _targets(self, store: TaggedStore, prefix: str, a: int, b: int) -> list[int]:

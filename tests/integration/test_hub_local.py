@@ -1,0 +1,60 @@
+"""The hub over a store that is a folder (`[stations.store] kind = "local"`): the same
+follower as over S3. A verified full tile deleted or rewritten afterwards is caught from
+the listing alone, without reading any tile again."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from archive.local import LocalFolderStore
+
+from ..conftest import run_cli
+from ..stationsim import SimStation, hub_stations_toml
+
+
+def _hub(tmp: Path, sims: list[SimStation], store: Path) -> Path:
+    run_cli("hub", "init", "--data", str(tmp / "hub"), "--name", "witness.test/hub")
+    conf = tmp / "hub" / "hub.toml"
+    text = conf.read_text().replace('listen = "127.0.0.1:8710"', 'listen = ""')
+    stations = [(s.origin, s.vkey(), s.unit) for s in sims]
+    conf.write_text(text + hub_stations_toml(stations, {"kind": "local", "path": str(store)}))
+    return conf
+
+
+def _sync(conf: Path, expect: int) -> dict[str, dict[str, object]]:
+    p = run_cli("hub", "-c", str(conf), "sync", "--json", check=False)
+    assert p.returncode == expect, p.stdout + p.stderr
+    return {s["origin"]: s for s in json.loads(p.stdout)["stations"]}
+
+
+def test_a_verified_tile_deleted_or_rewritten_is_caught(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    sims = [
+        SimStation(f"custody.example/local/dock-{i}", store=LocalFolderStore(store), seed=i)
+        for i in (1, 2, 3)
+    ]
+    for s in sims:
+        s.append(600)
+    conf = _hub(tmp_path, sims, store)
+    doc = _sync(conf, 0)
+    assert {o: (d["state"], d["size"]) for o, d in doc.items()} == {
+        s.origin: ("ok", 600) for s in sims
+    }
+    # Nothing new: nothing changes.
+    assert {d["state"] for d in _sync(conf, 0).values()} == {"ok"}
+    deleted, rewritten, honest = sims
+    (store / "ledger" / deleted.origin / "tile/0/001").unlink()
+    bundle = store / "ledger" / rewritten.origin / "tile/entries/000"
+    data = bundle.read_bytes()
+    time.sleep(0.01)  # a new version: same bytes, written again
+    bundle.unlink()
+    bundle.write_bytes(data)
+    doc = _sync(conf, 1)
+    assert doc[deleted.origin]["state"] == "invalid"
+    assert "tile/0/001" in " ".join(doc[deleted.origin]["problems"])  # type: ignore[arg-type]
+    assert "gone" in " ".join(doc[deleted.origin]["problems"])  # type: ignore[arg-type]
+    assert doc[rewritten.origin]["state"] == "invalid"
+    assert "tile/entries/000" in " ".join(doc[rewritten.origin]["problems"])  # type: ignore[arg-type]
+    assert doc[honest.origin]["state"] == "ok"
