@@ -6,7 +6,6 @@ the folder it expects."""
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import signal
 import socket
@@ -16,9 +15,9 @@ from pathlib import Path
 
 from custody.cli import build_parser
 
-from ..conftest import REPO, needs_root, run_cli
+from ..conftest import REPO, run_cli
 from .test_systemd import exposure, installed_copy
-from .test_systemd_witness import directives
+from .test_systemd_witness import assert_user_and_folder, directives
 from .test_witness_server import free_port
 
 UNITS = REPO / "systemd"
@@ -93,22 +92,4 @@ def test_run_tells_systemd_when_ready_and_when_stopping(tmp_path: Path) -> None:
 
 
 def test_hub_sysusers_and_tmpfiles_make_the_user_and_folder(tmp_path: Path) -> None:
-    needs_root("systemd-tmpfiles gives the folder to the custody-hub user")
-    root = tmp_path / "root"
-    (root / "etc").mkdir(parents=True)
-    subprocess.run(
-        ["systemd-sysusers", f"--root={root}", str(UNITS / "custody-hub.sysusers")],
-        check=True,
-        capture_output=True,
-    )
-    passwd = (root / "etc" / "passwd").read_text()
-    assert re.search(
-        r"^custody-hub:x:\d+:\d+:.*:/var/lib/custody-hub:/usr/sbin/nologin$", passwd, re.M
-    )
-    subprocess.run(
-        ["systemd-tmpfiles", f"--root={root}", "--create", str(UNITS / "custody-hub.tmpfiles")],
-        check=True,
-        capture_output=True,
-    )
-    folder = root / "var/lib/custody-hub"
-    assert folder.is_dir() and oct(folder.stat().st_mode & 0o777) == "0o700"
+    assert_user_and_folder(tmp_path, "custody-hub")

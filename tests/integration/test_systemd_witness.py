@@ -103,22 +103,26 @@ def test_serve_tells_systemd_when_ready_and_when_stopping(tmp_path: Path) -> Non
 
 
 def test_witness_sysusers_and_tmpfiles_make_the_user_and_folder(tmp_path: Path) -> None:
-    needs_root("systemd-tmpfiles gives the folder to the custody-witness user")
+    assert_user_and_folder(tmp_path, "custody-witness")
+
+
+def assert_user_and_folder(tmp_path: Path, name: str) -> None:
+    """``systemd/NAME.sysusers`` and ``NAME.tmpfiles`` applied to a scratch root make the
+    user NAME (no login, home /var/lib/NAME) and that folder, 0700."""
+    needs_root(f"systemd-tmpfiles gives the folder to the {name} user")
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     subprocess.run(
-        ["systemd-sysusers", f"--root={root}", str(UNITS / "custody-witness.sysusers")],
+        ["systemd-sysusers", f"--root={root}", str(UNITS / f"{name}.sysusers")],
         check=True,
         capture_output=True,
     )
     passwd = (root / "etc" / "passwd").read_text()
-    assert re.search(
-        r"^custody-witness:x:\d+:\d+:.*:/var/lib/custody-witness:/usr/sbin/nologin$", passwd, re.M
-    )
+    assert re.search(rf"^{name}:x:\d+:\d+:.*:/var/lib/{name}:/usr/sbin/nologin$", passwd, re.M)
     subprocess.run(
-        ["systemd-tmpfiles", f"--root={root}", "--create", str(UNITS / "custody-witness.tmpfiles")],
+        ["systemd-tmpfiles", f"--root={root}", "--create", str(UNITS / f"{name}.tmpfiles")],
         check=True,
         capture_output=True,
     )
-    folder = root / "var/lib/custody-witness"
+    folder = root / f"var/lib/{name}"
     assert folder.is_dir() and oct(folder.stat().st_mode & 0o777) == "0o700"

@@ -92,6 +92,24 @@ def test_rows_below_the_catalogued_size_are_not_made_again(tmp_path: Path) -> No
     assert step.entries == 300 and step.row_count == 50
 
 
+def follow_from(
+    root_dir: Path, key: Signer, old: Followed, size: int, root: bytes, **kw: object
+) -> Followed:
+    """One step over the ledger folder ``root_dir`` with ``key``'s chain."""
+    step = verify_step(
+        DictReader(root_dir),
+        ORIGIN,
+        KeyChain(key.verifier()),
+        old,
+        size,
+        root,
+        0,
+        compare_partials=True,
+        **kw,  # type: ignore[arg-type]
+    )
+    return step.followed
+
+
 def _setup(tmp_path: Path, n: int = 600) -> tuple[Signer, Ledger, Path]:
     signer = Signer.generate(ORIGIN)
     led = make_log(tmp_path, n, signer)
@@ -106,16 +124,7 @@ def test_an_altered_hash_tile_is_invalid_and_named(tmp_path: Path) -> None:
     p.write_bytes(bytes(data))
     size, root = root_at(led)
     with pytest.raises(Alarm) as e:
-        verify_step(
-            DictReader(root_dir),
-            ORIGIN,
-            KeyChain(signer.verifier()),
-            Followed(),
-            size,
-            root,
-            0,
-            compare_partials=True,
-        )
+        follow_from(root_dir, signer, Followed(), size, root)
     assert e.value.state == "invalid" and "tile/0/001" in e.value.problem
 
 
@@ -124,16 +133,7 @@ def test_an_entry_signed_by_another_key_is_invalid(tmp_path: Path) -> None:
     size, root = root_at(led)
     other = Signer.generate(ORIGIN)
     with pytest.raises(Alarm) as e:
-        verify_step(
-            DictReader(root_dir),
-            ORIGIN,
-            KeyChain(other.verifier()),
-            Followed(),
-            size,
-            root,
-            0,
-            compare_partials=True,
-        )
+        follow_from(root_dir, other, Followed(), size, root)
     assert e.value.state == "invalid" and "entry 0" in e.value.problem
 
 
@@ -147,30 +147,11 @@ def test_a_second_history_is_a_fork(tmp_path: Path) -> None:
     shutil.copytree(tmp_path / "st", tmp_path / "fork")
     led = make_log(tmp_path, 50, signer, start=100)  # the original goes on
     size_a, root_a = root_at(led)
-    chain = KeyChain(signer.verifier())
-    f = verify_step(
-        DictReader(tmp_path / "st" / "ledger"),
-        ORIGIN,
-        chain,
-        Followed(),
-        size_a,
-        root_a,
-        0,
-        compare_partials=True,
-    ).followed
+    f = follow_from(tmp_path / "st" / "ledger", signer, Followed(), size_a, root_a)
     forked = make_log(tmp_path, 80, signer, start=5000, name="fork")  # another history
     size_b, root_b = root_at(forked)
     with pytest.raises(Alarm) as e:
-        verify_step(
-            DictReader(tmp_path / "fork" / "ledger"),
-            ORIGIN,
-            chain,
-            f,
-            size_b,
-            root_b,
-            0,
-            compare_partials=True,
-        )
+        follow_from(tmp_path / "fork" / "ledger", signer, f, size_b, root_b)
     assert e.value.state == "fork"
 
 
@@ -178,16 +159,7 @@ def test_a_checkpoint_root_for_other_entries_is_a_fork(tmp_path: Path) -> None:
     signer, led, root_dir = _setup(tmp_path, 20)
     size, _ = root_at(led)
     with pytest.raises(Alarm) as e:
-        verify_step(
-            DictReader(root_dir),
-            ORIGIN,
-            KeyChain(signer.verifier()),
-            Followed(),
-            size,
-            EMPTY_ROOT,
-            0,
-            compare_partials=True,
-        )
+        follow_from(root_dir, signer, Followed(), size, EMPTY_ROOT)
     assert e.value.state == "fork"
 
 
@@ -195,17 +167,7 @@ def test_a_witnessed_root_inside_the_step_must_match(tmp_path: Path) -> None:
     signer, led, root_dir = _setup(tmp_path, 40)
     size, root = root_at(led)
     with pytest.raises(Alarm) as e:
-        verify_step(
-            DictReader(root_dir),
-            ORIGIN,
-            KeyChain(signer.verifier()),
-            Followed(),
-            size,
-            root,
-            0,
-            compare_partials=True,
-            watch={17: EMPTY_ROOT},
-        )
+        follow_from(root_dir, signer, Followed(), size, root, watch={17: EMPTY_ROOT})
     assert e.value.state == "fork" and "size 17" in e.value.problem
 
 
