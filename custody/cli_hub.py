@@ -180,6 +180,17 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_clear(args: argparse.Namespace) -> int:
+    conf = _config(args)
+    from custody.station import operator
+    from hub.sync import Hub
+
+    with Hub(conf, catalog=False) as hub:
+        index = hub.clear(args.origin, args.reason, args.operator or operator())
+    print(f"{args.origin}: alarm cleared (hub entry {index}); the next sync decides afresh")
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
     h = sub.add_parser(
         "hub",
@@ -223,6 +234,16 @@ def add_parsers(sub: Any) -> None:
         help="the daemon: sync every sync_interval_s, serve add-checkpoint and /metrics",
     )
     s.set_defaults(func=cmd_run)
+
+    s = hs.add_parser(
+        "clear",
+        help="a supervisor has looked at a station in alarm (a fork stays until then): "
+        "follow it again, with a signed reason",
+    )
+    s.add_argument("origin", help="the station's origin")
+    s.add_argument("--reason", required=True, help="what was found and decided")
+    s.add_argument("--operator", help="who decided (default: the login name)")
+    s.set_defaults(func=cmd_clear)
 
     s = hs.add_parser(
         "audit",

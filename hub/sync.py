@@ -627,6 +627,26 @@ class Hub:
         except (StoreError, OSError) as e:
             log.warning("%s: cosigned size %d, but cannot write it back: %s", st.origin, size, e)
 
+    def clear(self, origin: str, reason: str, operator: str) -> int:
+        """A supervisor has looked at a station held in a fork (or another alarm) and
+        lets the hub follow it again: a signed ``alarm_cleared`` entry says who and why.
+        The next sync decides the station's state afresh from the bucket."""
+        if self.conf.station(origin) is None:
+            raise HubError(f"{origin} is not a station in {self.conf.path}")
+        row = self.state.station(origin, int(self.clock()))
+        was = row.alarm or (f"fork: {row.fork}" if row.fork else "")
+        if not was and row.state in ("ok", "new"):
+            raise HubError(f"{origin} is not in alarm ({row.state}): nothing to clear")
+        index = self.ledger.append(
+            "alarm_cleared",
+            {"origin": origin, "was": was or row.state, "reason": reason, "operator": operator},
+        )
+        self.ledger.integrate()
+        self.state.set_fork(origin, None)
+        self.state.set_alarm(origin, "")
+        self.state.set_status(origin, "new", [], None, int(self.clock()), None)
+        return index
+
     # -- the county audit ------------------------------------------------------------
 
     def audit(

@@ -58,3 +58,39 @@ def test_a_verified_tile_deleted_or_rewritten_is_caught(tmp_path: Path) -> None:
     assert doc[rewritten.origin]["state"] == "invalid"
     assert "tile/entries/000" in " ".join(doc[rewritten.origin]["problems"])  # type: ignore[arg-type]
     assert doc[honest.origin]["state"] == "ok"
+
+
+def test_a_fork_stays_until_a_supervisor_clears_it(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    honest = SimStation("custody.example/local/dock-9", store=LocalFolderStore(store), seed=9)
+    honest.append(100)
+    conf = _hub(tmp_path, [honest], store)
+    assert _sync(conf, 0)[honest.origin]["state"] == "ok"
+    twin = honest.fork_from(60)  # the same key, another history from entry 60 on
+    twin.append(80)
+    for _ in range(2):  # found, and held on the next sync without a new alarm
+        doc = _sync(conf, 1)[honest.origin]
+        assert doc["state"] == "fork" and doc["size"] == 100, doc
+    hub_ledger = tmp_path / "hub"
+
+    def entries(kind: str) -> list[dict[str, object]]:
+        from ledger.entry import decode_entry
+        from ledger.log import Ledger
+
+        with Ledger(hub_ledger / "ledger", hub_ledger / "state", "witness.test/hub") as led:
+            rec = led.latest()
+            size = rec.size if rec else 0
+            out = [dict(decode_entry(led.entry(i)).fields) for i in range(size)]
+        return [e for e in out if e["type"] == kind]
+
+    assert len(entries("alarm")) == 1
+    p = run_cli(
+        "hub", "-c", str(conf), "clear", honest.origin, "--reason", "twin dock found",
+        "--operator", "supervisor 1",
+    )  # fmt: skip
+    assert "alarm cleared" in p.stdout
+    (cleared,) = entries("alarm_cleared")
+    assert cleared["reason"] == "twin dock found" and cleared["operator"] == "supervisor 1"
+    # The bucket still holds the other history: the next sync finds the fork again.
+    assert _sync(conf, 1)[honest.origin]["state"] == "fork"
+    assert len(entries("alarm")) == 2
