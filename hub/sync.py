@@ -222,6 +222,7 @@ class Hub:
         self._buffer_rows = 0
         self._pending: dict[str, Pending] = {}
         self._catalogued: dict[str, int] = {}
+        self._rows_written = 0  # catalog rows committed by this process
         for st in conf.stations:
             self.witness.add_log(st.vkey.vkey(), st.origin)
 
@@ -259,12 +260,14 @@ class Hub:
             self._io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="hub-io")
         self._catalogued = self.catalog.catalogued()
         results = []
-        entries = rows = 0
+        entries = 0
+        rows0 = self._rows_written
         for st in self.conf.stations:
             res = self._sync_station(st)
             results.append(res)
             entries += res.new_entries
-        rows += self._flush()
+        self._flush()
+        rows = self._rows_written - rows0
         now = int(self.clock())
         for st, res in zip(self.conf.stations, results, strict=True):
             self._finish(st, res, now)
@@ -495,6 +498,7 @@ class Hub:
         }
         if self._buffer:
             self.catalog.append(pa.concat_tables(self._buffer), progress)
+            self._rows_written += n
         self._catalogued.update(progress)
         now = int(self.clock())
         for origin, p in self._pending.items():
