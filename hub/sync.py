@@ -28,6 +28,7 @@ from archive.local import LocalFolderStore
 from archive.s3 import S3Store
 from archive.store import ObjectStore, ledger_prefix
 from archive.tiles import StoreTileSource
+from custody.find import iso
 from custody.keys import write_key
 from hub.catalog import CountyCatalog
 from hub.config import HubConfig, StationConfig
@@ -40,7 +41,7 @@ from ledger.entry import decode_entry
 from ledger.errors import LedgerError
 from ledger.keys import KeyChain, KeyChainError, follow
 from ledger.log import Ledger
-from ledger.note import NoteError, Signer, parse_note
+from ledger.note import NoteError, Signer, b64, parse_note
 from ledger.tiles import TileHashReader, TileID, tile_prefix
 from ledger.tree import consistency_proof
 from witness.protocol import AddCheckpoint, LogState
@@ -271,7 +272,7 @@ class Hub:
         now = int(self.clock())
         for st, res in zip(self.conf.stations, results, strict=True):
             self._finish(st, res, now)
-        self.state.set_meta("last_sync", _iso(now) or "")
+        self.state.set_meta("last_sync", iso(now) or "")
         self.ledger.integrate()
         return SyncResult(
             results,
@@ -699,12 +700,12 @@ class Hub:
                     "origin": st.origin,
                     "unit": st.unit,
                     "size": row.followed.size,
-                    "root": _b64(row.followed.root),
+                    "root": b64(row.followed.root),
                     "state": "fork" if row.fork else row.state,
                     "problems": row.problems,
                     "checkpoint_size": row.seen_size,
-                    "last_new": _iso(row.last_new),
-                    "last_sync": _iso(row.last_sync),
+                    "last_new": iso(row.last_new),
+                    "last_sync": iso(row.last_sync),
                     "cosigned_size": w.size if w else 0,
                     "pushed_size": row.pushed_size,
                     "catalogued": self._catalogued.get(st.origin),
@@ -772,16 +773,6 @@ def _ago(seconds: int) -> str:
     if seconds >= 120:
         return f"{seconds // 60} minutes"
     return f"{seconds} s"
-
-
-def _iso(t: int | None) -> str | None:
-    return None if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _b64(b: bytes) -> str:
-    import base64
-
-    return base64.b64encode(b).decode()
 
 
 def result_json(res: SyncResult) -> dict[str, Any]:
