@@ -28,6 +28,8 @@ from custody import (
     cli_station,
     cli_status,
     cli_store,
+    cli_user,
+    cli_web,
     cli_witness,
 )
 from custody import config as cfg
@@ -50,6 +52,8 @@ AREAS = (
     cli_store,
     cli_witness,
     cli_hub,
+    cli_web,
+    cli_user,
 )
 
 

@@ -83,6 +83,19 @@ class WitnessSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """``[web]``: the review site (`custody web`). Loopback by default: put it behind a
+    reverse proxy, or give a certificate and key to serve TLS itself."""
+
+    listen: str = "127.0.0.1:8080"
+    tls_cert: Path | None = None  # PEM certificate chain; with tls_key, serve HTTPS
+    tls_key: Path | None = None
+    proxy: str = ""  # the reverse proxy's address: its X-Forwarded-For/-Proto are believed
+    idle_minutes: int = 30  # a session ends after this long without a request
+    session_hours: int = 12  # ... and after this long in any case
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     data_dir: Path
@@ -95,6 +108,7 @@ class Config:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     metrics_listen: str = ""  # [metrics] listen = "127.0.0.1:9108"; "" = off
     witness: WitnessSettings = field(default_factory=WitnessSettings)
+    web: WebSettings = field(default_factory=WebSettings)
 
     @property
     def witness_policy(self) -> Path | None:
@@ -355,6 +369,7 @@ def parse(path: Path, data: dict[str, Any]) -> Config:
     wt = top.get("witness", dict)
     if wt is not None:
         witness = _parse_witness(_Table(path, wt, "witness."), base)
+    web = parse_web(top, base)
     top.finish()
     return Config(
         path,
@@ -368,6 +383,7 @@ def parse(path: Path, data: dict[str, Any]) -> Config:
         retention,
         metrics,
         witness,
+        web,
     )
 
 
@@ -379,6 +395,37 @@ def _parse_witness(t: _Table, base: Path) -> WitnessSettings:
         publish_wait_s=_int(t, "publish_wait_s", 30, 0, 86_400),
         alarm_after_s=_int(t, "alarm_after_s", 300, 1, 30 * 86_400),
         retry_s=_int(t, "retry_s", 10, 1, 86_400),
+    )
+    t.finish()
+    return ws
+
+
+def parse_web(top: _Table, base: Path) -> WebSettings:
+    """``[web]`` of a station's or the hub's configuration."""
+    wt = top.get("web", dict)
+    if wt is None:
+        return WebSettings()
+    t = _Table(top.path, wt, "web.")
+    listen = t.get("listen", str, "127.0.0.1:8080")
+    m = re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})", listen)
+    if m is None or not 0 < int(m.group(2)) < 65536:
+        raise t.error("listen", f"must be HOST:PORT or [V6]:PORT, not {listen!r}")
+    cert, key = t.get("tls_cert", str, ""), t.get("tls_key", str, "")
+    if bool(cert) != bool(key):
+        raise t.error("tls_cert" if key else "tls_key", "give tls_cert and tls_key together")
+    proxy = t.get("proxy", str, "")
+    if proxy:
+        try:
+            ipaddress.ip_address(proxy)
+        except ValueError:
+            raise t.error("proxy", f"must be the proxy's IP address, not {proxy!r}") from None
+    ws = WebSettings(
+        listen=listen,
+        tls_cert=_path(t, "tls_cert", base, cert) if cert else None,
+        tls_key=_path(t, "tls_key", base, key) if key else None,
+        proxy=proxy,
+        idle_minutes=_int(t, "idle_minutes", 30, 1, 24 * 60),
+        session_hours=_int(t, "session_hours", 12, 1, 7 * 24),
     )
     t.finish()
     return ws

@@ -17,12 +17,14 @@ from typing import Any
 
 from custody.config import (
     StoreConfig,
+    WebSettings,
     _int,
     _no_nul,
     _parse_store,
     _path,
     _read,
     _Table,
+    parse_web,
 )
 from custody.errors import ConfigError
 from ledger.note import NoteError, Verifier, check_key_name
@@ -106,6 +108,7 @@ class HubConfig:
     step_entries: int = 65_536  # entries verified between two commits for one station
     behind_after_s: int = 3600  # a pushed checkpoint the bucket lacks this long: `behind`
     workers: int = 0  # processes checking signatures; 0 = one per core
+    web: WebSettings = field(default_factory=WebSettings)  # `custody hub web`
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -175,6 +178,7 @@ def parse_hub(path: Path, data: dict[str, Any]) -> HubConfig:
     step = _int(top, "step_entries", 65_536, 256, 10_000_000)
     behind = _int(top, "behind_after_s", 3600, 1, 30 * 86400)
     workers = _int(top, "workers", 0, 0, 256)
+    web = parse_web(top, base)
 
     ct = top.get("catalog", dict, {})
     t = _Table(path, ct, "catalog.")
@@ -210,6 +214,7 @@ def parse_hub(path: Path, data: dict[str, Any]) -> HubConfig:
         step_entries=step,
         behind_after_s=behind,
         workers=workers,
+        web=web,
     )
 
 
