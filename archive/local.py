@@ -185,6 +185,23 @@ class LocalFolderStore:
             raise NotFound(f"{key}: not in the store {self.root}") from None
         return _chunks(f, chunk)
 
+    def get_range(self, key: str, start: int, end: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+        """Bytes ``start`` .. ``end`` (exclusive) of an object, streamed."""
+        try:
+            f = open(self._path(key), "rb")  # noqa: SIM115 - closed by the generator
+        except FileNotFoundError:
+            raise NotFound(f"{key}: not in the store {self.root}") from None
+
+        def chunks() -> Iterator[bytes]:
+            with f:
+                f.seek(start)
+                left = end - start
+                while left > 0 and (b := f.read(min(chunk, left))):
+                    left -= len(b)
+                    yield b
+
+        return chunks()
+
     def read_small(self, key: str) -> tuple[bytes, str]:
         """A small object's bytes and a tag that changes when the file is replaced."""
         try:
