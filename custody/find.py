@@ -62,9 +62,11 @@ class Query:
     case: str = ""
     sha_prefix: str = ""
     include_deleted: bool = False
+    units: tuple[str, ...] = ()  # only these units (a supervisor's on the review site)
+    shas: frozenset[str] | None = None  # only these originals (a reviewer's cases)
 
 
-def find(db: sqlite3.Connection, q: Query, limit: int | None = None) -> list[dict[str, Any]]:
+def _where(q: Query) -> tuple[str, list[Any]]:
     where: list[str] = []
     args: list[Any] = []
     for col, v in (
@@ -92,6 +94,25 @@ def find(db: sqlite3.Connection, q: Query, limit: int | None = None) -> list[dic
         args.append(q.case)
     if not q.include_deleted:
         where.append("i.deleted_entry IS NULL")
+    if q.units:
+        where.append(f"i.unit IN ({','.join('?' * len(q.units))})")
+        args += list(q.units)
+    if q.shas is not None:
+        where.append(f"i.sha256 IN ({','.join('?' * len(q.shas))})" if q.shas else "0")
+        args += sorted(q.shas)
+    return (" WHERE " + " AND ".join(where) if where else ""), args
+
+
+def count(db: sqlite3.Connection, q: Query) -> int:
+    """How many originals `find` would list without a limit."""
+    where, args = _where(q)
+    return int(db.execute(f"SELECT COUNT(*) FROM retention_items i{where}", args).fetchone()[0])
+
+
+def find(
+    db: sqlite3.Connection, q: Query, limit: int | None = None, offset: int = 0
+) -> list[dict[str, Any]]:
+    where, args = _where(q)
     sql = (
         "SELECT i.sha256, i.file_name, i.recorded, i.recorded_from, i.captured, i.size, "
         "i.media_type, i.unit, i.recorder, i.officer, "
@@ -103,11 +124,9 @@ def find(db: sqlite3.Connection, q: Query, limit: int | None = None) -> list[dic
         "c2.sha256 = i.sha256)))), i.complete, i.damage, i.important_from, i.category_from "
         "FROM retention_items i"
     )
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY i.recorded, i.sha256"
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
+    sql += where + " ORDER BY i.recorded, i.sha256"
+    if limit is not None or offset:
+        sql += f" LIMIT {-1 if limit is None else int(limit)} OFFSET {int(offset)}"
     out = []
     for row in db.execute(sql, args).fetchall():
         d = dict(zip(COLUMNS, row, strict=True))
