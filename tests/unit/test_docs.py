@@ -28,7 +28,7 @@ from verify.bag import FILES_TSV_HEAD, SIGNED_INFO
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 VECTORS = REPO / "tests" / "vectors" / "data"
-PACKAGES = ("custody", "ingest", "archive", "retention", "ledger", "verify", "hub")
+PACKAGES = ("custody", "ingest", "archive", "retention", "ledger", "verify", "hub", "web")
 TYPE_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 
 # Call sites that append an entry whose type is a variable, and the types each can
@@ -51,7 +51,8 @@ def appended_types() -> tuple[set[str], set[tuple[str, str]]]:
 
     An append is a call ``X.append(TYPE, payload, ...)`` or ``X._record(TYPE, payload)``
     (two or more arguments: a list's append takes one), or ``append_entries`` /
-    ``sign_entries`` over ``(TYPE, payload)`` tuples."""
+    ``sign_entries`` / a review site source's ``record`` over ``(TYPE, payload)``
+    tuples."""
     types: set[str] = set()
     dynamic: set[tuple[str, str]] = set()
     for pkg in PACKAGES:
@@ -67,7 +68,7 @@ def appended_types() -> tuple[set[str], set[tuple[str, str]]]:
                         types.add(ty)
                     elif name == "append" and isinstance(node.args[0], ast.Name):
                         dynamic.add((rel, node.args[0].id))
-                elif name in ("append_entries", "sign_entries") and node.args:
+                elif name in ("append_entries", "sign_entries", "record") and node.args:
                     for sub in ast.walk(node.args[0]):
                         if isinstance(sub, ast.Tuple) and sub.elts:
                             ty = _const_str(sub.elts[0])
