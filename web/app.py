@@ -15,6 +15,7 @@ before anything is looked up, and no path parameter is ever a file name.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import re
@@ -944,7 +945,14 @@ def build_app(site: Site) -> Starlette:
             request, "error.html", session_of(request), 404, message="not found", code=404
         )
 
-    app = Starlette(routes=routes, exception_handlers={404: not_found})
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        # Stopping: the access entries appended last are integrated into a checkpoint.
+        await run_in_threadpool(src.close)
+        exports.close()
+
+    app = Starlette(routes=routes, exception_handlers={404: not_found}, lifespan=lifespan)
     app.add_middleware(SecurityHeaders, secure=site.secure)
     app.state.exports = exports
     app.state.access = access

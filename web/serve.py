@@ -43,6 +43,9 @@ def _run(app: Any, ws: WebSettings, listen: tuple[str, int] | None, what: str) -
         forwarded_allow_ips=ws.proxy or None,
         server_header=False,
         timeout_keep_alive=30,
+        # Stopping waits this long for answers under way (a download is cut, and resumes
+        # with a Range request), not for idle TLS peers to say goodbye.
+        timeout_graceful_shutdown=5,
     )
     return 0
 
