@@ -122,15 +122,16 @@ def county(tmp_path_factory: pytest.TempPathFactory, seaweed: Any, ffmpeg: str) 
         (one, (a, b)), (two, (c,)) = first.result(), second.result()
         stations = [one, two]
 
-        # One case with footage of both stations; held at the first.
+        # One case with footage of both stations, held at the second only (a hold is
+        # the station's: it covers that station's footage of the case).
         def first_station() -> None:
             run_cli("annotate", a.sha, "--case", CASE, "--category", "行政处罚", config=one.conf)
             run_cli("annotate", b.sha, "--case", OTHER_CASE, config=one.conf)
-            run_cli("hold", "--case", CASE, "--reason", "appeal period", config=one.conf)
             mirror(one)
 
         def second_station() -> None:
             run_cli("annotate", c.sha, "--case", CASE, config=two.conf)
+            run_cli("hold", "--case", CASE, "--reason", "appeal period", config=two.conf)
             mirror(two)
 
         for f in [pool.submit(first_station), pool.submit(second_station)]:
@@ -160,7 +161,9 @@ def test_find_by_officer_unit_and_case_across_stations(county: County) -> None:
     assert [i["sha256"] for i in items] == [c["a"].sha, c["c"].sha]
     a = next(i for i in items if i["sha256"] == c["a"].sha)
     assert a["unit"] == UNITS[1] and a["recorder"] == "ABC1234" and a["officer"] == "010203"
-    assert a["cases"] == [CASE] and a["held"] is True and a["deleted"] is False
+    assert a["cases"] == [CASE] and a["held"] is False and a["deleted"] is False
+    c2 = next(i for i in items if i["sha256"] == c["c"].sha)
+    assert c2["cases"] == [CASE] and c2["held"] is True and c2["category"] is None
     assert a["category"] == "administrative_penalty" and a["category_from"] == "annotation"
     assert a["size"] == len(c["a"].data) and a["media_type"] == "video/mp4"
     assert a["store"] and a["store_entry"] is not None and a["ingest_entry"] is not None
@@ -195,8 +198,9 @@ def test_find_by_officer_unit_and_case_across_stations(county: County) -> None:
     rows = {(r["origin"], r["unit"]): r for r in src.overview()}
     assert rows[(one.origin, UNITS[1])]["recordings"] == 2
     assert rows[(one.origin, UNITS[1])]["cases"] == 2
-    assert rows[(one.origin, UNITS[1])]["held"] == 1
+    assert rows[(one.origin, UNITS[1])]["held"] == 0
     assert rows[(two.origin, UNITS[2])]["recordings"] == 1
+    assert rows[(two.origin, UNITS[2])]["held"] == 1
     hours = rows[(two.origin, UNITS[2])]["hours"]
     assert hours is not None and 0 < hours < 0.01  # one one-second clip
 
@@ -211,15 +215,18 @@ def test_item_and_entries_read_back_from_the_bucket(county: County) -> None:
 
     entries = src.entries(a.sha)
     types = [e["type"] for e in entries]
-    for t in ("ingest", "probe", "derive", "store", "annotate", "hold"):
+    for t in ("ingest", "probe", "derive", "store", "annotate"):
         assert t in types, types
+    assert "hold" not in types  # the case is held at the other station only
     assert all(e["origin"] == one.origin for e in entries)
     assert all(e["fields"] is not None for e in entries), entries
     ingest = next(e for e in entries if e["type"] == "ingest")
     assert ingest["index"] == it["ingest_entry"]
     assert ingest["fields"]["sha256"] == a.sha and "sig" not in ingest["fields"]
-    hold = next(e for e in entries if e["type"] == "hold")
-    assert hold["fields"]["target"] == CASE
+    # The case's hold at the station that holds the footage is among its entries.
+    held = src.entries(county.clips["c"].sha)
+    hold = next(e for e in held if e["type"] == "hold")
+    assert hold["fields"]["target"] == CASE and hold["origin"] == county.stations[1].origin
     # The same entry as the station's own ledger holds it, byte for byte.
     with Ledger(one.data / "ledger", one.data / "state", one.origin, None) as led:
         fields = dict(decode_entry(led.entry(ingest["index"])).fields)
