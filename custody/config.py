@@ -93,6 +93,7 @@ class WebSettings:
     proxy: str = ""  # the reverse proxy's address: its X-Forwarded-For/-Proto are believed
     idle_minutes: int = 30  # a session ends after this long without a request
     session_hours: int = 12  # ... and after this long in any case
+    timezone: str = "Asia/Shanghai"  # times on the pages (the log keeps UTC)
 
 
 @dataclass(frozen=True)
@@ -400,6 +401,17 @@ def _parse_witness(t: _Table, base: Path) -> WitnessSettings:
     return ws
 
 
+def _timezone(t: _Table) -> str:
+    import zoneinfo
+
+    tz: str = t.get("timezone", str, "Asia/Shanghai")
+    try:
+        zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise t.error("timezone", f"is not an IANA time zone name: {tz!r}") from None
+    return tz
+
+
 def parse_web(top: _Table, base: Path) -> WebSettings:
     """``[web]`` of a station's or the hub's configuration."""
     wt = top.get("web", dict)
@@ -426,6 +438,7 @@ def parse_web(top: _Table, base: Path) -> WebSettings:
         proxy=proxy,
         idle_minutes=_int(t, "idle_minutes", 30, 1, 24 * 60),
         session_hours=_int(t, "session_hours", 12, 1, 7 * 24),
+        timezone=_timezone(t),
     )
     t.finish()
     return ws

@@ -26,6 +26,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from starlette.applications import Starlette
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
@@ -79,6 +80,7 @@ class Site:
     users: UserStore
     folder: Path  # <data_dir>/web
     secure: bool = False  # served over TLS (itself or behind a proxy): Secure cookies, HSTS
+    timezone: str = "Asia/Shanghai"  # times on the pages; the log and the API keep UTC
 
 
 class SecurityHeaders:
@@ -134,6 +136,30 @@ def _iso(t: Any) -> str:
     if isinstance(t, int | float) and t:
         return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return "" if t is None else str(t)
+
+
+def _when(tz: ZoneInfo) -> Callable[[Any], str]:
+    """Times on the pages: an epoch or an RFC 3339 string, in the site's time zone."""
+
+    def when(t: Any) -> str:
+        if t is None or t == "" or t == 0:
+            return ""
+        if isinstance(t, int | float):
+            dt = datetime.fromtimestamp(t, UTC)
+        elif isinstance(t, str):
+            try:
+                dt = datetime.fromisoformat(t.replace("Z", "+00:00"))
+            except ValueError:
+                return t
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=UTC)
+        else:
+            return str(t)
+        local = dt.astimezone(tz)
+        off = local.strftime("%z")
+        return local.strftime("%Y-%m-%d %H:%M:%S ") + f"{off[:3]}:{off[3:]}"
+
+    return when
 
 
 def _size(n: Any) -> str:
@@ -193,7 +219,9 @@ def build_app(site: Site) -> Starlette:
     access = AccessLog(src)
     exports = Exports(site.folder, src)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
-    templates.env.globals.update(iso=_iso, size=_size, categories=i18n.CATEGORIES)
+    templates.env.globals.update(
+        iso=_iso, when=_when(ZoneInfo(site.timezone)), size=_size, categories=i18n.CATEGORIES
+    )
 
     # -- who is asking ------------------------------------------------------------------
 
@@ -276,6 +304,7 @@ def build_app(site: Site) -> Starlette:
                 "s": s,
                 "site_kind": src.kind,
                 "site_name": src.name,
+                "here": urlencode({"next": _here(request)}),
                 **ctx,
             },
             status_code=status,
@@ -873,11 +902,10 @@ def build_app(site: Site) -> Starlette:
         lang = request.path_params["lang"]
         if lang not in i18n.LANGS:
             raise Refused(404, "no such language")
-        back = request.headers.get("referer", "")
-        path = re.sub(r"^https?://[^/]+", "", back)
-        if not re.fullmatch(r"/[A-Za-z0-9/_.\-?=&%]*", path or "x"):
+        path = request.query_params.get("next", "")
+        if not SAFE_NEXT.fullmatch(path) or path.startswith("//") or path.startswith("/lang/"):
             path = "/search"
-        resp = RedirectResponse(path or "/search", 303)
+        resp = RedirectResponse(path, 303)
         resp.set_cookie(
             "lang", lang, samesite="strict", secure=site.secure, path="/", max_age=365 * 86400
         )
@@ -957,6 +985,18 @@ def build_app(site: Site) -> Starlette:
     app.state.exports = exports
     app.state.access = access
     return app
+
+
+# A path (and query) of this site to go back to: never another site's address.
+SAFE_NEXT = re.compile(r"/[A-Za-z0-9/_.\-?=&%+~]*")
+
+
+def _here(request: Request) -> str:
+    """This page's path and query, percent-encoded (for the language link's `next`)."""
+    from urllib.parse import quote
+
+    q = request.url.query
+    return quote(request.url.path, safe="/") + (f"?{q}" if q else "")
 
 
 def _quote(case: str) -> str:

@@ -125,6 +125,44 @@ M: dict[str, tuple[str, str]] = {
     "case_recordings": ("本案录像", "Recordings of this case"),
     "sha256": ("SHA-256", "SHA-256"),
     "media_type": ("媒体类型", "Media type"),
+    "error": ("出错了", "Something went wrong"),
+    "bad_request": ("请求有误", "Bad request"),
+    "conflict": ("状态不允许", "Not in that state"),
+    "active": ("启用", "active"),
+    "disabled": ("停用", "disabled"),
+    "hold_submit": ("冻结", "Hold"),
+    "details": ("内容", "Details"),
+}
+
+# What an access entry says was done, and the entry types a recording's page lists.
+ACTIONS: dict[str, tuple[str, str]] = {
+    "view": ("查看", "view"),
+    "play": ("播放", "play"),
+    "download": ("下载原始文件", "download"),
+    "case_view": ("查看案件", "case view"),
+    "export_request": ("申请导出", "export request"),
+    "export_approve": ("批准导出", "export approval"),
+    "export_download": ("下载证据包", "export download"),
+    "login_failed": ("登录失败", "failed login"),
+}
+TYPES: dict[str, tuple[str, str]] = {
+    "ingest": ("入库", "ingest"),
+    "probe": ("媒体检查", "probe"),
+    "fingerprint": ("指纹", "fingerprint"),
+    "derive": ("生成副本", "derive"),
+    "store": ("存入冷存储", "store"),
+    "annotate": ("标注", "annotate"),
+    "hold": ("冻结", "hold"),
+    "hold_release": ("解除冻结", "hold release"),
+    "lock": ("锁定", "lock"),
+    "legal_hold": ("法律冻结", "legal hold"),
+    "tier": ("转存", "tier move"),
+    "delete": ("删除", "delete"),
+    "export": ("导出", "export"),
+    "access": ("访问", "access"),
+    "note": ("备注", "note"),
+    "wipe": ("清除记录仪", "wipe"),
+    "sighting": ("再次发现", "sighting"),
 }
 
 CATEGORIES: dict[str, tuple[str, str]] = {
@@ -154,7 +192,13 @@ def translator(lang: str) -> Callable[[str], str]:
     i = LANGS.index(lang) if lang in LANGS else 0
 
     def t(key: str) -> str:
-        pair = M.get(key) or CATEGORIES.get(key) or ROLES.get(key)
+        pair = (
+            M.get(key)
+            or CATEGORIES.get(key)
+            or ROLES.get(key)
+            or ACTIONS.get(key)
+            or TYPES.get(key)
+        )
         return pair[i] if pair else key
 
     return t

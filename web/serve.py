@@ -63,7 +63,7 @@ def station_app(conf: Any) -> Any:
     users = _users(folder, conf.web)
     src = StationSource(conf)
     secure = conf.web.tls_cert is not None or bool(conf.web.proxy)
-    return build_app(Site(src, users, folder, secure=secure))
+    return build_app(Site(src, users, folder, secure=secure, timezone=conf.web.timezone))
 
 
 def hub_app(conf: Any) -> Any:
@@ -74,7 +74,7 @@ def hub_app(conf: Any) -> Any:
     users = _users(folder, conf.web)
     src = HubSource(conf)
     secure = conf.web.tls_cert is not None or bool(conf.web.proxy)
-    return build_app(Site(src, users, folder, secure=secure))
+    return build_app(Site(src, users, folder, secure=secure, timezone=conf.web.timezone))
 
 
 def serve_station(conf: Any, listen: tuple[str, int] | None) -> int:

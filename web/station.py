@@ -145,7 +145,16 @@ class StationSource:
                 idx.add(e)
                 if rel is not None:
                     idx.add(rel)
-        return [self.entry(i) for i in sorted(idx)]
+        out = []
+        for i in sorted(idx):
+            e = self.entry(i)
+            # A poster or copy can be byte-identical for several recordings (a black first
+            # frame): another original's derive entry names this copy but is not about it.
+            subject = e["fields"].get("sha256")
+            if e["type"] == "derive" and subject != sha256:
+                continue
+            out.append(e)
+        return out
 
     def entry(self, index: int) -> dict[str, Any]:
         fields = dict(decode_entry(self.ledger.entry(index)).fields)
@@ -292,7 +301,9 @@ class StationSource:
         ]
 
     def record(self, entries: list[tuple[str, dict[str, Any]]]) -> list[int]:
-        return list(self.ledger.append_entries(entries))
+        out = list(self.ledger.append_entries(entries))
+        self._refreshed = float("-inf")  # the next read folds them: a page shows its own view
+        return out
 
     def export(
         self, shas: list[str], case: str | None, purpose: str, who: str, out: Path
