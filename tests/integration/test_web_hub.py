@@ -19,6 +19,7 @@ import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from web.hubsource import HubSource
 from web.source import FindQuery
 
 from ..conftest import make_clip, run_cli
-from .hubfix import Hub, HubServer, RealStation, free_port, new_station
+from .hubfix import Hub, HubServer, RealStation, closed_port, free_port, new_station
 
 UNITS = {1: "530822000000", 2: "530823000000"}
 CASE = "2026-行政处罚-0042"
@@ -387,3 +388,33 @@ def test_record_signs_into_the_hub_ledger_while_the_hub_runs(county: County) -> 
     # The hub's alarms and audits read back: none here.
     assert src.alarms() == []
     assert src.audits() == []
+
+
+def test_audits_and_alarms_as_the_hub_recorded_them(county: County) -> None:
+    """The last county audit per station, from its reports; a station whose store
+    cannot be read is an alarm, named with when the hub recorded it."""
+    hub = county.hub
+    p = hub.run("audit", "--sample", "4", "--seed", "7", "--json")
+    assert p.returncode == 0, p.stderr
+    got = {a["origin"]: a for a in county.src.audits()}
+    assert set(got) == {st.origin for st in county.stations}
+    _, held = county.src.find(FindQuery(), 0, 1)
+    assert sum(a["checked"] for a in got.values()) == min(4, held)
+    for a in got.values():
+        assert a["ok"] is True and a["failures"] == 0 and a["problems"] == []
+        assert a["time"] and a["summary"]["results"]["ok"] == a["checked"]
+
+    away = new_station(county.tmp, 9, county.seaweed.endpoint, county.bucket)
+    hub.add_station(away.origin, away.vkey, f"http://127.0.0.1:{closed_port()}", county.bucket)
+    hub.sync(expect=0)  # not an integrity alarm
+    src = HubSource(load_hub(hub.cfg))
+    try:
+        alarms = src.alarms()
+        assert [(a["origin"], a["state"]) for a in alarms] == [(away.origin, "unreachable")]
+        assert alarms[0]["problems"] and isinstance(alarms[0]["since"], int)
+        entry = next(e for e in hub.alarms() if e["origin"] == away.origin)
+        assert alarms[0]["since"] == int(
+            datetime.fromisoformat(entry["time"].replace("Z", "+00:00")).timestamp()
+        )
+    finally:
+        src.close()
