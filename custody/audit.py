@@ -24,17 +24,17 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archive.errors import StoreError
-from archive.s3 import COLD_CLASSES
-from archive.store import ColdStore, object_key
-from ingest.objects import LocalObjects
-from ledger.audit import Report
+from archive.store import object_key
 from ledger.entry import decode_entry, parse_time
-from ledger.log import Ledger
-from verify.folder import FolderSource
-from verify.parallel import verify_log
+
+if TYPE_CHECKING:
+    from archive.store import ColdStore
+    from ingest.objects import LocalObjects
+    from ledger.audit import Report
+    from ledger.log import Ledger
 
 DAY = 86400
 
@@ -182,6 +182,8 @@ def _hash_local(path: Path) -> tuple[str | None, int]:
 
 
 def _hash_cold(store: ColdStore, key: str) -> tuple[str | None, int, str]:
+    from archive.s3 import COLD_CLASSES  # boto3: only when there is a store
+
     st = store.head(key)
     if st is None:
         return None, 0, "missing"
@@ -210,6 +212,9 @@ def run_audit(
     history: list[str] | None = None,
     now: float | None = None,
 ) -> AuditResult:
+    from verify.folder import FolderSource
+    from verify.parallel import verify_log
+
     t_start = time.monotonic()
     res = AuditResult(
         started=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

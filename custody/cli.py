@@ -32,7 +32,6 @@ from custody import (
     cli_web,
     cli_witness,
 )
-from custody import config as cfg
 from custody.cli_common import full_disk
 from custody.errors import describe_os_error
 from ledger.errors import LedgerError
@@ -57,8 +56,22 @@ AREAS = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """The top parser. Its -c help names the config's default places, looked up only
+    when help is shown: parsing a command must not import the config module (and the
+    settings of every area behind it), as the command imports what it needs itself."""
+
+    def format_help(self) -> str:
+        from custody import config as cfg
+
+        for action in self._actions:
+            if "--config" in action.option_strings:
+                action.help = f"config file (default: ${cfg.ENV_VAR}, else {cfg.DEFAULT_PATH})"
+        return super().format_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="custody",
         description="Evidence integrity and archive appliance for body-worn recorder docks: "
         "captures every docked file exactly once, signs every event into an append-only "
@@ -70,13 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
         "configuration or operational error (one line on stderr says what to do). "
         "Progress lines go to stderr, and only when it is a terminal.",
     )
-    p.add_argument(
-        "-c",
-        "--config",
-        help=f"config file (default: ${cfg.ENV_VAR}, else {cfg.DEFAULT_PATH})",
-    )
+    p.add_argument("-c", "--config", help="config file")  # the defaults: _Parser.format_help
     p.add_argument("--version", action="version", version=f"custody {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        parser_class=argparse.ArgumentParser,  # the commands' own parsers, as before
+    )
     for area in AREAS:
         area.add_parsers(sub)
     return p

@@ -12,12 +12,13 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from custody import config as cfg
 from custody.errors import CustodyError
-from ledger.note import NoteError, Verifier
-from verify import readfile
+
+if TYPE_CHECKING:
+    from custody import config as cfg
+    from ledger.note import Verifier
 
 MAX_INDEX = (1 << 63) - 1
 
@@ -26,6 +27,8 @@ Command = Callable[[argparse.Namespace], int]
 
 def load(args: argparse.Namespace) -> cfg.Config:
     """The station's config, from -c/--config, $CUSTODY_CONFIG or the default path."""
+    from custody import config as cfg
+
     return cfg.load(cfg.config_path(args.config))
 
 
@@ -75,6 +78,8 @@ def iso_date(t: int | None) -> str:
 def read_text(path: str, what: str, limit: int = 1 << 20) -> str:
     """A small input file (a key, a checkpoint): bounded, and a FIFO, device or folder
     is refused at once instead of hanging or filling memory."""
+    from verify import readfile
+
     try:
         return readfile.read_text(path, limit)
     except FileNotFoundError:
@@ -86,6 +91,8 @@ def read_text(path: str, what: str, limit: int = 1 << 20) -> str:
 def parse_vkey(value: str) -> Verifier:
     """--vkey: the verifier key itself, or a file holding it (anything at that path is
     read as the file, and refused if it is not a regular UTF-8 file)."""
+    from ledger.note import NoteError, Verifier
+
     text = read_text(value, "verifier key file", 1 << 16) if os.path.lexists(value) else value
     try:
         return Verifier.parse(text.strip())

@@ -7,15 +7,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from custody import config as cfg
 from custody.cli_common import Progress, load, parse_vkey, with_config
 from custody.errors import CustodyError
-from custody.retain import index_db
-from custody.station import open_ledger, operator, station_verifier
-from ledger.log import CheckpointRecord
-from retention.index import refresh
+
+if TYPE_CHECKING:
+    from custody import config as cfg
+    from ledger.log import CheckpointRecord
 
 
 def cmd_export(args: argparse.Namespace, conf: cfg.Config) -> int:
@@ -23,7 +22,10 @@ def cmd_export(args: argparse.Namespace, conf: cfg.Config) -> int:
     from custody.cold import open_store
     from custody.daemon import make_witness_client
     from custody.export import export_bag, read_policy
+    from custody.retain import index_db
+    from custody.station import open_ledger, operator, station_verifier
     from ingest.objects import LocalObjects
+    from retention.index import refresh
 
     if bool(args.case) == bool(args.sha256):
         raise CustodyError("give --case NUMBER or SHA-256s, not both")
@@ -136,6 +138,8 @@ def cmd_verify_path(args: argparse.Namespace) -> int:
         )
         rc: int = cmd_verify(ns)
         return rc
+    from custody.station import station_verifier
+
     path = Path(args.path)
     conf = None
     if args.vkey:
@@ -175,7 +179,10 @@ def _verify_file(path: Path, conf: cfg.Config, args: argparse.Namespace) -> int:
     """Is this exact file in the station's ledger? If not and it is media, which original
     was it cut from (verify-clip)?"""
 
+    from custody.retain import index_db
+    from custody.station import open_ledger
     from ledger.entry import decode_entry
+    from retention.index import refresh
     from verify.bag import file_digest
 
     sha = file_digest(path)
@@ -227,7 +234,10 @@ def cmd_audit(args: argparse.Namespace, conf: cfg.Config) -> int:
     from archive.tiles import StoreTileSource
     from custody.audit import run_audit
     from custody.cold import open_store
+    from custody.retain import index_db
+    from custody.station import open_ledger, station_verifier
     from ingest.objects import LocalObjects
+    from retention.index import refresh
 
     if args.full and args.sample is not None:
         raise CustodyError("--full or --sample N, not both")

@@ -6,19 +6,21 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from custody import config as cfg
 from custody.cli_common import Progress, parse_date, with_config
 from custody.errors import CustodyError
-from custody.retain import index_db
-from custody.station import open_ledger
-from retention.index import rebuild, refresh
-from retention.policy import PolicyError, category_key
+
+if TYPE_CHECKING:
+    from custody import config as cfg
 
 
 def cmd_find(args: argparse.Namespace, conf: cfg.Config) -> int:
     from custody.find import Query, find, iso
+    from custody.retain import index_db
+    from custody.station import open_ledger
+    from retention.index import refresh
+    from retention.policy import PolicyError, category_key
 
     try:
         category = category_key(args.category) if args.category else ""
@@ -92,6 +94,10 @@ def _by(source: str) -> str:
 
 
 def cmd_reindex(args: argparse.Namespace, conf: cfg.Config) -> int:
+    from custody.retain import index_db
+    from custody.station import open_ledger
+    from retention.index import rebuild
+
     show = Progress("reindexing", "entries")
     with open_ledger(conf) as ledger:
         db = index_db(ledger)
@@ -107,6 +113,9 @@ def cmd_reindex(args: argparse.Namespace, conf: cfg.Config) -> int:
 
 def cmd_catalog(args: argparse.Namespace, conf: cfg.Config) -> int:
     from custody.find import export_catalog
+    from custody.retain import index_db
+    from custody.station import open_ledger
+    from retention.index import refresh
 
     with open_ledger(conf) as ledger:
         db = index_db(ledger)

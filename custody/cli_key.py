@@ -6,13 +6,14 @@ import argparse
 import json
 from typing import Any
 
-from custody import keys
 from custody.cli_common import index_arg, load
 from custody.errors import CustodyError
-from custody.station import load_signer, open_ledger, operator
 
 
 def _change(args: argparse.Namespace, last_index: int | None) -> int:
+    from custody import keys
+    from custody.station import load_signer, open_ledger, operator
+
     conf = load(args)
     what = "custody key rotate" if last_index is None else "custody key revoke"
     # The daemon keeps the key in memory: it must not run while the key changes.
@@ -79,6 +80,9 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from custody import keys
+    from custody.station import load_signer
+
     conf = load(args)
     files = keys.key_files(conf)
     history = keys.read_history(files)
@@ -103,6 +107,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: Any) -> None:
+    from custody import keys  # light: the ledger behind it is imported by its functions
+
     k = sub.add_parser(
         "key", help="change the station key through the log (rotate, revoke) or list its keys"
     )

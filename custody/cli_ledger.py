@@ -8,17 +8,14 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from custody import config as cfg
 from custody.cli_common import Progress, index_arg, load, parse_vkey, read_text
 from custody.errors import CustodyError
-from custody.station import open_ledger, station_verifier
-from ledger.errors import LedgerError
-from ledger.policy import Policy, PolicyError, parse_policy
-from verify.folder import FolderSource
-from verify.parallel import verify_log
-from verify.witnesses import witnessing
+
+if TYPE_CHECKING:
+    from custody import config as cfg
+    from ledger.policy import Policy
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
@@ -40,6 +37,7 @@ def _checkpoint_json(conf: cfg.Config, data: bytes) -> dict[str, Any]:
     whether they meet its quorum; without one they are listed as read, unverified."""
     import struct
 
+    from custody.station import station_verifier
     from ledger.checkpoint import Checkpoint, CheckpointError
     from ledger.note import NoteError, parse_note
 
@@ -91,11 +89,15 @@ def _checkpoint_json(conf: cfg.Config, data: bytes) -> dict[str, Any]:
 
 
 def cmd_vkey(args: argparse.Namespace) -> int:
+    from custody.station import station_verifier
+
     print(station_verifier(load(args)).vkey())
     return 0
 
 
 def cmd_entry(args: argparse.Namespace) -> int:
+    from custody.station import open_ledger
+
     with open_ledger(load(args), writable=False) as ledger:
         leaf = ledger.entry(args.index)
     sys.stdout.buffer.write(leaf + b"\n")
@@ -103,6 +105,8 @@ def cmd_entry(args: argparse.Namespace) -> int:
 
 
 def cmd_proof(args: argparse.Namespace) -> int:
+    from custody.station import open_ledger
+
     with open_ledger(load(args), writable=False) as ledger:
         proof = ledger.proof(args.index, args.size)
     sys.stdout.write(proof.format())
@@ -110,6 +114,8 @@ def cmd_proof(args: argparse.Namespace) -> int:
 
 
 def cmd_consistency(args: argparse.Namespace) -> int:
+    from custody.station import open_ledger
+
     with open_ledger(load(args), writable=False) as ledger:
         c = ledger.consistency(args.old_size, args.new_size)
     b = base64.b64encode
@@ -164,6 +170,12 @@ def _bucket_source(args: argparse.Namespace, conf: cfg.Config | None, origin: st
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from custody.station import open_ledger, station_verifier
+    from ledger.errors import LedgerError
+    from verify.folder import FolderSource
+    from verify.parallel import verify_log
+    from verify.witnesses import witnessing
+
     remote = bool(args.s3) or args.store
     needs_conf = (not args.dir and not args.s3) or bool(args.config)
     conf = load(args) if needs_conf else None
@@ -240,6 +252,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _read_policy(path: str) -> Policy:
+    from ledger.policy import PolicyError, parse_policy
+
     try:
         return parse_policy(read_text(path, "witness policy", 1 << 20))
     except PolicyError as e:

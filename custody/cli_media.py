@@ -7,12 +7,13 @@ import json
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from custody import config as cfg
 from custody.cli_common import Reporter, cold_store, load, sha_arg
 from custody.errors import CustodyError
-from custody.station import open_ledger
+
+if TYPE_CHECKING:
+    from custody import config as cfg
 
 
 def _upload_hook(conf: cfg.Config) -> Any:
@@ -45,6 +46,7 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from custody.retain import index_db
+    from custody.station import open_ledger
     from ingest.fingerprinter import Fingerprinter
     from ingest.objects import LocalObjects
     from ledger.entry import decode_entry
@@ -114,6 +116,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
     import threading
 
     from custody.retain import index_db
+    from custody.station import open_ledger
     from ingest.deriver import Deriver
     from ingest.objects import LocalObjects
     from ledger.entry import decode_entry
@@ -207,6 +210,7 @@ def cmd_verify_clip(args: argparse.Namespace) -> int:
     except FingerprintError as e:
         raise CustodyError(f"{clip}: ffmpeg cannot read it as media ({e})") from None
     from archive.errors import StoreError
+    from custody.station import open_ledger
     from ledger.entry import decode_entry
 
     store = None if conf.store is None else cold_store(conf)

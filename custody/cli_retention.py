@@ -7,28 +7,20 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from custody import config as cfg
 from custody.cli_common import Reporter, iso_date, parse_date, sha_arg, with_config
 from custody.errors import CustodyError
-from custody.retain import (
-    applied_policy,
-    apply_policy,
-    difference,
-    index_db,
-    make_sweeper,
-    read_policy,
-    sweep_lock,
-)
-from custody.station import open_ledger, operator
-from retention.index import item, refresh, states
-from retention.plan import Action, plan, schedule
-from retention.policy import PolicyError, category_key
-from retention.sweep import SweepResult
+
+if TYPE_CHECKING:
+    from custody import config as cfg
+    from retention.plan import Action
+    from retention.sweep import SweepResult
 
 
 def _originals(db: sqlite3.Connection, shas: list[str]) -> None:
+    from retention.index import item
+
     for sha in shas:
         it = item(db, sha)
         if it is None:
@@ -46,6 +38,12 @@ def _report_sync(say: Reporter, res: SweepResult) -> None:
 
 
 def cmd_annotate(args: argparse.Namespace, conf: cfg.Config) -> int:
+    from custody.retain import applied_policy, index_db, make_sweeper, sweep_lock
+    from custody.station import open_ledger, operator
+    from retention.index import refresh, states
+    from retention.plan import schedule
+    from retention.policy import PolicyError, category_key
+
     sha = sha_arg(args.sha256)
     who = args.operator or operator()
     payload: dict[str, Any] = {"sha256": sha, "operator": who}
@@ -106,6 +104,10 @@ def _hold_targets(db: sqlite3.Connection, args: argparse.Namespace) -> tuple[str
 
 
 def cmd_hold(args: argparse.Namespace, conf: cfg.Config) -> int:
+    from custody.retain import index_db, make_sweeper, sweep_lock
+    from custody.station import open_ledger, operator
+    from retention.index import refresh
+
     who = args.operator or operator()
     say = Reporter(args.json)
     with open_ledger(conf) as ledger:
@@ -133,6 +135,10 @@ def cmd_hold(args: argparse.Namespace, conf: cfg.Config) -> int:
 
 
 def cmd_release(args: argparse.Namespace, conf: cfg.Config) -> int:
+    from custody.retain import index_db, make_sweeper, sweep_lock
+    from custody.station import open_ledger, operator
+    from retention.index import refresh
+
     who = args.operator or operator()
     say = Reporter(args.json)
     with open_ledger(conf) as ledger:
@@ -205,6 +211,11 @@ def _action_line(a: Action) -> str:
 
 
 def cmd_plan(args: argparse.Namespace, conf: cfg.Config) -> int:
+    from custody.retain import applied_policy, difference, index_db, read_policy
+    from custody.station import open_ledger
+    from retention.index import refresh, states
+    from retention.plan import plan
+
     as_of = args.as_of if args.as_of is not None else int(time.time())
     current, _ = applied_policy(conf)
     new = read_policy(Path(args.policy))[0] if args.policy else None
@@ -309,6 +320,9 @@ def cmd_plan(args: argparse.Namespace, conf: cfg.Config) -> int:
 
 
 def cmd_apply(args: argparse.Namespace, conf: cfg.Config) -> int:
+    from custody.retain import apply_policy, read_policy
+    from custody.station import open_ledger, operator
+
     path = Path(args.policy) if args.policy else conf.retention.policy
     if path is None:
         raise CustodyError("name the policy: --policy FILE (or [retention] policy in the config)")
@@ -330,6 +344,9 @@ def cmd_apply(args: argparse.Namespace, conf: cfg.Config) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace, conf: cfg.Config) -> int:
+    from custody.retain import index_db, make_sweeper, sweep_lock
+    from custody.station import open_ledger, operator
+
     with open_ledger(conf) as ledger:
         db = index_db(ledger)
         try:

@@ -9,14 +9,14 @@ from typing import Any
 
 from custody.cli_common import load
 from custody.errors import CustodyError, describe_os_error
-from custody.station import init_station, open_ledger, operator
-from ledger.errors import LedgerError
 
 MAX_NOTE_CHARS = 8000
 MAX_NOTES_FILE = 64 << 10  # bytes read from --file at most
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from custody.station import init_station
+
     res = init_station(Path(args.data), args.origin)
     if args.json:
         print(json.dumps({"config": str(res.config_path), "vkey": res.vkey}))
@@ -66,6 +66,9 @@ def _note_lines(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_note(args: argparse.Namespace) -> int:
+    from custody.station import open_ledger, operator
+    from ledger.errors import LedgerError
+
     conf = load(args)
     lines = _note_lines(args)
     who = args.operator or operator()

@@ -7,16 +7,16 @@ import json
 import sqlite3
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from custody import config as cfg
 from custody.cli_common import load
-from custody.station import open_ledger
-from ingest.status import capture_status, media_status
-from ledger.note import NoteError, Verifier
+
+if TYPE_CHECKING:
+    from custody import config as cfg
 
 
 def _ingest_status(conf: cfg.Config) -> dict[str, Any]:
+    from ingest.status import capture_status
 
     db_path = conf.state_dir / "ledger.sqlite"
     out: dict[str, Any] = {"docks": {}, "daemon": None, "halted": None}
@@ -54,6 +54,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from custody.station import open_ledger
+
     conf = load(args)
     with open_ledger(conf, writable=False) as ledger:
         latest = ledger.latest()
@@ -274,6 +276,7 @@ def _print_witnesses(ws: dict[str, Any] | None) -> None:
 def _key_status(conf: cfg.Config) -> dict[str, Any]:
     """The station key in use, the keys before it, and a rotation's overlap."""
     from custody import keys
+    from ledger.note import NoteError, Verifier
 
     files = keys.key_files(conf)
     history = keys.read_history(files)
@@ -312,6 +315,7 @@ def _disk_status(conf: cfg.Config) -> dict[str, Any]:
 def _audit_status(conf: cfg.Config) -> dict[str, Any] | None:
     """The latest `fixity` entry, found through the index (read-only)."""
     from custody.audit import last_fixity
+    from custody.station import open_ledger
     from ledger.entry import decode_entry
 
     db = sqlite3.connect(f"file:{conf.state_dir / 'ledger.sqlite'}?mode=ro", uri=True)
@@ -367,6 +371,8 @@ def _retention_status(conf: cfg.Config) -> dict[str, Any]:
 
 
 def _media_status(conf: cfg.Config) -> dict[str, Any]:
+    from ingest.status import media_status
+
     out: dict[str, Any] = {
         "mode": conf.media.access_copies,
         "transcode_budget_min": conf.media.transcode_budget_min,
@@ -381,12 +387,13 @@ def _media_status(conf: cfg.Config) -> dict[str, Any]:
 
 
 def _cold_status(conf: cfg.Config, capture: Any) -> dict[str, Any] | None:
-    from archive.replicate import queue_status
     from custody.cold import open_store
 
     store = open_store(conf)
     if store is None:
         return None
+    from archive.replicate import queue_status
+
     db = sqlite3.connect(f"file:{conf.state_dir / 'ledger.sqlite'}?mode=ro", uri=True)
     try:
         try:

@@ -29,14 +29,15 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from custody import config as cfg
 from custody.errors import CustodyError
 from ledger.durable import fsync_dir, write_atomic
-from ledger.keys import key_entry_payload
-from ledger.log import Ledger
-from ledger.note import NoteError, Signer, Verifier
+
+if TYPE_CHECKING:
+    from custody import config as cfg
+    from ledger.log import Ledger
+    from ledger.note import Signer, Verifier
 
 KEY_MODE = 0o600
 DEFAULT_OVERLAP_DAYS = 30
@@ -92,6 +93,8 @@ def write_key(path: Path, signer: Signer) -> None:
 
 def read_history(files: KeyFiles) -> list[Verifier]:
     """Every station key, oldest first (a station from before rotations: its one key)."""
+    from ledger.note import NoteError, Verifier
+
     out: list[Verifier] = []
     try:
         lines = files.history.read_text().split()
@@ -132,6 +135,8 @@ def _ledger_signer_vkey(conf: cfg.Config) -> str | None:
 
 def finish_interrupted(conf: cfg.Config) -> str:
     """Complete or undo a key change a crash interrupted; returns what was done ("")."""
+    from ledger.note import NoteError, Signer
+
     files = key_files(conf)
     if not files.next.exists():
         if files.plan.exists():
@@ -156,6 +161,8 @@ def finish_interrupted(conf: cfg.Config) -> str:
 
 
 def _swap(conf: cfg.Config, files: KeyFiles, nxt: Signer, plan: dict[str, Any]) -> None:
+    from ledger.note import Signer
+
     old_text = files.current.read_text()
     old = Signer.parse(old_text)
     history = read_history(files)
@@ -177,6 +184,8 @@ def _swap(conf: cfg.Config, files: KeyFiles, nxt: Signer, plan: dict[str, Any]) 
 
 def overlap_signer(conf: cfg.Config, now: float | None = None) -> Signer | None:
     """The previous key while its overlap lasts; deleted once it is over."""
+    from ledger.note import NoteError, Signer
+
     files = key_files(conf)
     if not files.previous.exists():
         return None
@@ -216,6 +225,9 @@ def change_key(
 ) -> KeyChangeResult:
     """Rotate (``last_index`` None) or revoke the station key; ``ledger`` is open with
     ``old``. The caller holds the daemon's lock."""
+    from ledger.keys import key_entry_payload
+    from ledger.note import Signer
+
     files = key_files(conf)
     if files.next.exists():
         raise CustodyError(f"{files.next} exists: a key change is under way")
