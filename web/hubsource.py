@@ -382,7 +382,15 @@ class HubSource:
         try:
             if not force and self._loaded and self.clock() - self._checked < self.refresh_s:
                 return False
-            added = self._catch_up()
+            try:
+                added = self._catch_up()
+            except Exception as e:
+                if not self._loaded:
+                    raise
+                # The catalog is busy or away for a moment: pages keep reading the index
+                # as it stands, and the next look is in refresh_s.
+                log.warning("the county catalog cannot be read now (%s); the index waits", e)
+                added = False
             self._checked = self.clock()
             self._loaded = True
             return added
