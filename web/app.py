@@ -241,6 +241,13 @@ def build_app(site: Site) -> Starlette:
             raise Refused(401, "log in first (POST /api/login)" if api else "log in first")
         return s
 
+    def at_station(what: str) -> None:
+        # The hub signs only its own log: a hold or an export must be the station's entry.
+        if src.kind == "hub":
+            raise Refused(
+                409, f"{what} are made at the station that holds the recording, not on the hub"
+            )
+
     def need_csrf(request: Request, s: Session, form_token: str | None) -> None:
         token = form_token if form_token is not None else request.headers.get("x-csrf-token", "")
         if not token or not hmac.compare_digest(token.encode(), s.csrf.encode()):
@@ -642,6 +649,7 @@ def build_app(site: Site) -> Starlette:
         form = await request.form()
         need_csrf(request, s, str(form.get("csrf", "")))
         case = request.path_params["case"]
+        at_station("annotations")
         remark = clip(str(form.get("remark", "")))
         category = str(form.get("category", ""))
         important = form.get("important") == "on"
@@ -679,6 +687,7 @@ def build_app(site: Site) -> Starlette:
         form = await request.form()
         need_csrf(request, s, str(form.get("csrf", "")))
         case = request.path_params["case"]
+        at_station("holds")
         reason = clip(str(form.get("reason", "")))
         if not reason:
             raise Refused(400, "give the reason for the hold")
@@ -707,6 +716,7 @@ def build_app(site: Site) -> Starlette:
     def request_export(
         s: Session, client: str, case: str | None, shas: list[str], purpose: str
     ) -> dict[str, Any]:
+        at_station("exports")
         purpose = clip(purpose)
         if not purpose:
             raise Refused(400, "give the purpose of the export (the court, hearing or review)")

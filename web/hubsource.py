@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -329,6 +330,14 @@ class HubSource:
         self._loaded = False
         self._has_file_name = "file_name" in {f.name for f in self.catalog.table.schema().fields}
         self._db = duckdb_connect(conf.catalog)
+        web = conf.data_dir / "web"
+        web.mkdir(mode=0o700, exist_ok=True)
+        self._access_lock = threading.Lock()
+        self._access_db = sqlite3.connect(web / "hub-access.sqlite", check_same_thread=False)
+        self._access_db.execute(
+            "CREATE TABLE IF NOT EXISTS access (sha256 TEXT NOT NULL, entry INTEGER NOT NULL, "
+            "PRIMARY KEY (sha256, entry))"
+        )
         self._attach()
         self._witness_key: CosignatureVerifier | None = None
 
@@ -759,7 +768,24 @@ class HubSource:
                     "verified it (missing, or replaced since)"
                 )
             out_list.append(e)
+        # Who reached it through the hub's site: the hub's own access entries.
+        out_list += [
+            {"origin": self.name, "index": i, "type": "access", "time": f.get("time"), "fields": f}
+            for i, f in self._own_access(sha256)
+        ]
         return out_list
+
+    def _own_access(self, sha256: str) -> list[tuple[int, dict[str, Any]]]:
+        with self._access_lock:
+            rows = self._access_db.execute(
+                "SELECT entry FROM access WHERE sha256 = ? ORDER BY entry", (sha256,)
+            ).fetchall()
+        out = []
+        for (i,) in rows:
+            f = dict(decode_entry(self.ledger.entry(int(i))).fields)
+            f.pop("sig", None)
+            out.append((int(i), f))
+        return out
 
     # -- footage ------------------------------------------------------------------------
 
@@ -1079,6 +1105,17 @@ class HubSource:
         if not entries:
             return []
         idx = self.ledger.append_entries(entries)
+        # The hub's access entries, by object: a recording's page lists who reached it here.
+        with self._access_lock:
+            self._access_db.executemany(
+                "INSERT OR IGNORE INTO access VALUES (?, ?)",
+                [
+                    (p["sha256"], i)
+                    for i, (ty, p) in zip(idx, entries, strict=True)
+                    if ty == "access" and isinstance(p.get("sha256"), str)
+                ],
+            )
+            self._access_db.commit()
         self.ledger.integrate()
         return idx
 
@@ -1088,6 +1125,7 @@ class HubSource:
         raise CustodyError(EXPORT_REFUSED)
 
     def close(self) -> None:
+        self._access_db.close()
         self.ledger.close()
         with self._state_lock:
             self._state.close()

@@ -132,6 +132,11 @@ M: dict[str, tuple[str, str]] = {
     "disabled": ("停用", "disabled"),
     "hold_submit": ("冻结", "Hold"),
     "details": ("内容", "Details"),
+    "at_station": (
+        "标注、冻结和导出在保存录像的站点办理：县级平台只查看和核验。",
+        "Annotations, holds and exports are made at the station that holds the recording: "
+        "the county hub views and verifies.",
+    ),
 }
 
 # What an access entry says was done, and the entry types a recording's page lists.

@@ -73,6 +73,7 @@ def hub_app(conf: Any) -> Any:
     folder = conf.data_dir / "web"
     users = _users(folder, conf.web)
     src = HubSource(conf)
+    src.refresh(force=True)  # the county index is built before the first page, not during it
     secure = conf.web.tls_cert is not None or bool(conf.web.proxy)
     return build_app(Site(src, users, folder, secure=secure, timezone=conf.web.timezone))
 

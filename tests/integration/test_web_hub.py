@@ -418,3 +418,105 @@ def test_audits_and_alarms_as_the_hub_recorded_them(county: County) -> None:
         )
     finally:
         src.close()
+
+
+def test_the_hub_serves_the_county_over_http(county: County) -> None:
+    """`custody hub web` as a process: a supervisor of one unit logs in, finds only that
+    unit's footage across stations, opens a recording verified with the hub's own
+    cosignature, streams a byte range of it from the bucket, and is then named as a
+    viewer by a signed entry in the hub's log; holds and exports are refused with the
+    reason (they are the station's), and the county overview lists both stations."""
+    import subprocess
+    import sys
+    import time
+
+    import urllib3
+
+    from tests.webfix import free_port as port_free
+
+    cfg, c = county.hub.cfg, county.clips
+    for name, role, unit in (("wang", "supervisor", UNITS[2]), ("zhou", "supervisor", "")):
+        args = ["hub", "-c", str(cfg), "user", "add", name, "--role", role]
+        run_cli(*args, *(["--unit", unit] if unit else []), input="supervisor-pass-1\n")
+    port = port_free()
+    log = county.tmp / "hub-web.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "custody", "hub", "-c", str(cfg), "web", "--listen",
+         f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "wb"),  # noqa: SIM115 - the child keeps it
+    )  # fmt: skip
+    http = urllib3.PoolManager(retries=False, timeout=30)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                if http.request("GET", base + "/healthz").status == 200:
+                    break
+            except urllib3.exceptions.HTTPError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+
+        def login(name: str) -> tuple[dict[str, str], str]:
+            r = http.request(
+                "POST",
+                base + "/api/login",
+                body=json.dumps({"username": name, "password": "supervisor-pass-1"}),
+                headers={"Content-Type": "application/json"},
+            )
+            assert r.status == 200, r.data
+            cookie = r.headers["set-cookie"].split(";")[0]
+            return {"Cookie": cookie}, json.loads(r.data)["csrf"]
+
+        wang, csrf = login("wang")
+        r = http.request("GET", base + "/api/find?officer=010203", headers=wang)
+        found = json.loads(r.data)
+        assert r.status == 200 and [i["sha256"] for i in found["items"]] == [c["c"].sha]
+        # Another unit's recording: not this supervisor's.
+        r = http.request("GET", base + f"/api/objects/{c['a'].sha}", headers=wang)
+        assert r.status == 403
+        r = http.request("GET", base + f"/api/objects/{c['c'].sha}", headers=wang)
+        doc = json.loads(r.data)
+        assert r.status == 200 and doc["proof"]["ok"] is True, doc["proof"]
+        assert any(w.get("name") == county.hub.name for w in doc["proof"]["witnesses"])
+        r = http.request(
+            "GET",
+            base + f"/api/objects/{c['c'].sha}/content",
+            headers={**wang, "Range": "bytes=100-1099"},
+        )
+        assert r.status == 206 and r.data == c["c"].data[100:1100]
+        # The view and the download are signed into the hub's log, and listed.
+        r = http.request("GET", base + f"/objects/{c['c'].sha}", headers=wang)
+        assert r.status == 200 and "wang" in r.data.decode()
+        doc = json.loads(
+            http.request("GET", base + f"/api/objects/{c['c'].sha}", headers=wang).data
+        )
+        actions = [(v["user"], v["action"]) for v in doc["viewers"]]
+        assert ("wang", "view") in actions and ("wang", "download") in actions, actions
+        # Exports and holds are the station's: refused with the reason, nothing recorded.
+        r = http.request(
+            "POST",
+            base + "/api/exports",
+            body=json.dumps({"case": CASE, "purpose": "court"}),
+            headers={**wang, "Content-Type": "application/json", "X-CSRF-Token": csrf},
+        )
+        assert r.status == 409 and b"station" in r.data
+        zhou, _ = login("zhou")
+        r = http.request("GET", base + "/overview", headers=zhou)
+        page = r.data.decode()
+        assert r.status == 200
+        assert all(st.origin in page for st in county.stations), page[:2000]
+        assert http.request("GET", base + "/audits", headers=zhou).status == 200
+    finally:
+        http.clear()
+        proc.terminate()
+        proc.wait(15)
+    hub = load_hub(cfg)
+    with Ledger(hub.ledger_dir, hub.state_dir, hub.name, None) as ledger:
+        kinds = [dict(decode_entry(ledger.entry(i)).fields) for i in range(ledger.next_index())]
+    access = [(f["user"], f["action"]) for f in kinds if f["type"] == "access"]
+    assert ("wang", "view") in access and ("wang", "download") in access
+    assert not any(f["type"] == "access" and f["action"] == "export_request" for f in kinds)
