@@ -356,9 +356,11 @@ def test_odd_input_in_queries_and_bodies_is_never_500(site: tuple[WebServer, lis
         {"case": CASE_A},
         {"case": CASE_A, "sha256": [shas[0]], "purpose": "court"},
     ]
+    wang, wang_csrf = login(srv, "wang")  # a supervisor's request reaches the lookups
     for body in requests:
-        r = api_json(srv, "POST", "/api/exports", body, li, csrf)
-        check(f"POST /api/exports {str(body)[:60]}", r, (400, 403, 404))
+        for who, cookie, token in (("li", li, csrf), ("wang", wang, wang_csrf)):
+            r = api_json(srv, "POST", "/api/exports", body, cookie, token)
+            check(f"POST /api/exports as {who} {str(body)[:60]}", r, (400, 403, 404))
     for raw_body in (b"{", b"\xff\xfe", b"null", b"[]", b'"x"'):
         r = raw(srv, "POST", "/api/exports", li, {"X-CSRF-Token": csrf}, raw_body)
         check(f"POST /api/exports {raw_body!r}", r, (400,))
