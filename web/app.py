@@ -64,6 +64,23 @@ CSP = (
 )
 
 
+class LargeFileResponse(FileResponse):
+    """Footage from the dock's store read in 1 MiB pieces (Starlette reads 64 KiB)."""
+
+    chunk_size = 1 << 20
+
+
+def text_field(value: Any, name: str) -> str:
+    """A JSON string that can be stored and signed: UTF-8, so no lone surrogate."""
+    if not isinstance(value, str):
+        raise Refused(400, f'"{name}" must be a string')
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Refused(400, f'"{name}" is not valid Unicode text') from None
+    return value
+
+
 class Refused(Exception):
     """An answer other than the page: 401, 403, 404, 400, ... with one line why."""
 
@@ -213,7 +230,7 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-def build_app(site: Site) -> Starlette:
+def build_app(site: Site) -> ASGIApp:
     src = site.source
     users = site.users
     access = AccessLog(src)
@@ -354,15 +371,19 @@ def build_app(site: Site) -> Starlette:
 
         return run
 
-    def stream(request: Request, blob: Blob, download_name: str | None) -> Response:
+    def stream(request: Request, blob: Blob, etag: str, download_name: str | None) -> Response:
         headers = {"cache-control": "private, no-store"}
         if download_name:
             headers["content-disposition"] = f'attachment; filename="{download_name}"'
         if blob.path is not None:
-            return FileResponse(blob.path, media_type=blob.media_type, headers=headers)
+            return LargeFileResponse(blob.path, media_type=blob.media_type, headers=headers)
         assert blob.read is not None
+        # The object is named by its hash: a strong validator for If-Range (RFC 9110
+        # 13.1.5: a Range whose If-Range does not match gets the whole object).
+        headers["etag"] = etag
         rng = request.headers.get("range")
-        span = parse_range(rng, blob.size) if rng else None
+        if_range = request.headers.get("if-range")
+        span = parse_range(rng, blob.size) if rng and if_range in (None, etag) else None
         start, end = span if span else (0, blob.size)
         headers.update({"accept-ranges": "bytes", "content-length": str(end - start)})
         status = 200
@@ -463,6 +484,8 @@ def build_app(site: Site) -> Starlette:
             isinstance(body.get(k), str) for k in ("username", "password")
         ):
             raise Refused(400, 'send JSON: {"username": ..., "password": ...}')
+        text_field(body["username"], "username")
+        text_field(body["password"], "password")
         try:
             cookie, csrf, s = await run_in_threadpool(
                 login, body["username"], body["password"], client_of(request)
@@ -509,7 +532,7 @@ def build_app(site: Site) -> Starlette:
         v = request.query_params.get(key, "")
         if not v:
             return default
-        if not v.isdigit() or int(v) > top:
+        if not re.fullmatch(r"[0-9]{1,12}", v) or int(v) > top:
             raise Refused(400, f"{key}: a whole number up to {top}")
         return int(v)
 
@@ -605,7 +628,8 @@ def build_app(site: Site) -> Starlette:
                 if kind == "original"
                 else None
             )
-            return stream(request, blob, name if request.query_params.get("download") else None)
+            download = name if request.query_params.get("download") else None
+            return stream(request, blob, f'"{sha}-{kind}"', download)
 
         return serve
 
@@ -838,6 +862,11 @@ def build_app(site: Site) -> Starlette:
             isinstance(shas, list) and all(isinstance(x, str) for x in shas)
         ):
             raise Refused(400, '"sha256" is a list of SHA-256 strings')
+        text_field(purpose, "purpose")
+        if case is not None:
+            text_field(case, "case")
+        for x in shas or []:
+            text_field(x, "sha256")
         out = await run_in_threadpool(
             request_export, s, client_of(request), case, shas or [], purpose
         )
@@ -991,10 +1020,12 @@ def build_app(site: Site) -> Starlette:
         exports.close()
 
     app = Starlette(routes=routes, exception_handlers={404: not_found}, lifespan=lifespan)
-    app.add_middleware(SecurityHeaders, secure=site.secure)
+    # /lang/../ is not redirected to /lang/ by a Location built from the Host header.
+    app.router.redirect_slashes = False
     app.state.exports = exports
     app.state.access = access
-    return app
+    # Outside Starlette's own error handling, so that a 500 carries the headers too.
+    return SecurityHeaders(app, site.secure)
 
 
 # A path (and query) of this site to go back to: never another site's address.

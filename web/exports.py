@@ -90,7 +90,10 @@ class Exports:
         self.folder = folder
         self.source = source
         (folder / "exports").mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._db = sqlite3.connect(folder / "web.sqlite", timeout=30, check_same_thread=False)
+        db_path = folder / "web.sqlite"
+        db_path.touch(mode=0o600, exist_ok=True)  # purposes and names: not for other users
+        db_path.chmod(0o600)
+        self._db = sqlite3.connect(db_path, timeout=30, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
