@@ -149,6 +149,29 @@ def test_a_stale_process_cannot_sign_after_a_rotation(station: Path) -> None:
     assert verify_with(station, v0).returncode == 0
 
 
+def rotate_proc(conf: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.pop("CUSTODY_CONFIG", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "custody", "-c", str(conf), "key", "rotate"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+
+
+def rotation_seconds(tmp: Path) -> float:
+    """How long one whole `custody key rotate` (interpreter start included) takes on
+    this machine, now: measured on a spare station."""
+    data = tmp / "spare"
+    run_cli("init", "--data", str(data), "--origin", "custody.test/unit/spare")
+    started = time.monotonic()
+    p = rotate_proc(data / "custody.toml")
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err.decode()
+    return time.monotonic() - started
+
+
 @pytest.mark.slow
 def test_rotation_killed_at_random_points(station: Path) -> None:
     """SIGKILL `custody key rotate` at random moments; afterwards exactly one key is in
@@ -156,17 +179,14 @@ def test_rotation_killed_at_random_points(station: Path) -> None:
     data = station.parent
     v0 = (data / "keys" / "station.vkey").read_text().strip()
     rng = random.Random(1414)
+    # The kills land anywhere from the interpreter's start to half a rotation past its
+    # end, scaled to this machine: a fixed span (once 0.3-2.5 s) would miss the
+    # rotations on a fast machine and wait for nothing after them.
+    span = 1.5 * rotation_seconds(data.parent)
     rotated = killed = 0
     for _ in range(16):
-        env = dict(os.environ)
-        env.pop("CUSTODY_CONFIG", None)
-        p = subprocess.Popen(
-            [sys.executable, "-m", "custody", "-c", str(station), "key", "rotate"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-        time.sleep(rng.uniform(0.3, 2.5))  # interpreter start is 0.3-1 s of it
+        p = rotate_proc(station)
+        time.sleep(rng.uniform(0.0, span))
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
             killed += 1
@@ -182,6 +202,7 @@ def test_rotation_killed_at_random_points(station: Path) -> None:
         r = verify_with(station, v0)
         assert r.returncode == 0, r.stdout + r.stderr
         rotated = len(history) - 1
+    print(f"{killed} of 16 rotations killed, {rotated} done, kills over {span:.2f} s")
     assert killed >= 4, "the kills must land inside rotations to mean something"
     assert rotated >= 1
     chain = [k["vkey"] for k in json.loads(verify_with(station, v0).stdout)["key_chain"]]
