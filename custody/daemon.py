@@ -33,12 +33,9 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-from apscheduler.schedulers.background import BackgroundScheduler
+from typing import TYPE_CHECKING, Any
 
 from archive.errors import LockingNotEnabled, StoreError
-from archive.replicate import Replicator
 from custody import config as cfg
 from custody.cold import open_store, replication_settings
 from custody.errors import CustodyError
@@ -53,10 +50,13 @@ from ingest.problems import Problems
 from ingest.release import Releaser
 from ingest.settings import DockSettings
 from ingest.stability import WriteMarks
-from ingest.watch import DockWatcher, mount_table
 from ledger.durable import LockBusy, file_lock, write_atomic
 from ledger.errors import IntegrityError
-from witness.client import ClientSettings, WitnessClient, alarm_line, load_policy
+
+if TYPE_CHECKING:
+    from archive.replicate import Replicator
+    from ingest.watch import DockWatcher
+    from witness.client import WitnessClient
 
 log = logging.getLogger("custody")
 
@@ -188,6 +188,8 @@ def _summary(
     halted: str = "",
     witnesses: dict[str, Any] | None = None,
 ) -> str:
+    from witness.client import alarm_line
+
     if halted:
         return f"HALTED: integrity error: {halted}"[:400]
     out = (
@@ -220,7 +222,11 @@ def halted_reason(cap: Capturer, ledger: Any, rep: Replicator | None) -> str:
 
 
 def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
+    # What only the daemon needs: `custody ingest` runs without them.
+    from apscheduler.schedulers.background import BackgroundScheduler
+
     from custody.notify import Notifier
+    from ingest.watch import DockWatcher, mount_table
 
     lock = InstanceLock(conf.state_dir / "daemon.lock")
     stop = stop or threading.Event()
@@ -565,6 +571,7 @@ def make_witness_client(conf: cfg.Config, ledger: Any) -> WitnessClient | None:
         ledger.set_witness_settled(None)
         return None
     from custody.station import station_verifier
+    from witness.client import ClientSettings, WitnessClient, load_policy
 
     policy = load_policy(conf.witness_policy)
     w = conf.witness
@@ -593,6 +600,8 @@ def make_replicator(conf: cfg.Config, ledger: Any, objects: LocalObjects) -> Rep
     store = open_store(conf)
     if store is None:
         return None
+    from archive.replicate import Replicator
+
     settings = replication_settings(conf)
     try:
         store.check_locking(settings.locking)
