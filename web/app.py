@@ -635,16 +635,15 @@ def build_app(site: Site) -> ASGIApp:
 
     # -- cases ---------------------------------------------------------------------------
 
+    def view_case(request: Request, s: Session, case: str) -> list[Item]:
+        items = case_items(s, case)
+        access.record("case_view", s.user.name, s.user.role, client_of(request), case=case)
+        return items
+
     async def case_page(request: Request) -> Response:
         s = need(request, False)
         case = request.path_params["case"]
-
-        def load() -> list[Item]:
-            items = case_items(s, case)
-            access.record("case_view", s.user.name, s.user.role, client_of(request), case=case)
-            return items
-
-        items = await run_in_threadpool(load)
+        items = await run_in_threadpool(view_case, request, s, case)
         mine = [e for e in exports.list() if e.case == case]
         return render(
             request,
@@ -659,13 +658,7 @@ def build_app(site: Site) -> ASGIApp:
     async def api_case(request: Request) -> Response:
         s = need(request, True)
         case = request.path_params["case"]
-
-        def load() -> list[Item]:
-            items = case_items(s, case)
-            access.record("case_view", s.user.name, s.user.role, client_of(request), case=case)
-            return items
-
-        items = await run_in_threadpool(load)
+        items = await run_in_threadpool(view_case, request, s, case)
         return JSONResponse({"case": case, "items": items})
 
     async def case_annotate(request: Request) -> Response:

@@ -46,6 +46,17 @@ def _wait(http: urllib3.PoolManager, url: str, proc: subprocess.Popen[bytes], lo
     raise AssertionError(f"no answer from {url}: {log.read_text()}")
 
 
+def _login(
+    http: urllib3.PoolManager, base: str, password: str, forwarded: dict[str, str]
+) -> urllib3.BaseHTTPResponse:
+    return http.request(
+        "POST",
+        base + "/api/login",
+        body=json.dumps({"username": "li", "password": password}),
+        headers={"Content-Type": "application/json", **forwarded},
+    )
+
+
 def test_tls_by_certificate_files(tmp_path: Path) -> None:
     cert, key = tmp_path / "web.crt", tmp_path / "web.key"
     subprocess.run(
@@ -98,27 +109,10 @@ def test_behind_a_proxy_the_forwarded_client_is_recorded(tmp_path: Path) -> None
         http = urllib3.PoolManager(retries=False, timeout=10)
         base = f"http://127.0.0.1:{port}"
         _wait(http, base, proc, log)
-        r = http.request(
-            "POST",
-            base + "/api/login",
-            body=json.dumps({"username": "li", "password": "wrong-password-1"}),
-            headers={
-                "Content-Type": "application/json",
-                "X-Forwarded-For": "203.0.113.7",
-                "X-Forwarded-Proto": "https",
-            },
-        )
+        https_from = {"X-Forwarded-Proto": "https"}
+        r = _login(http, base, "wrong-password-1", {"X-Forwarded-For": "203.0.113.7", **https_from})
         assert r.status == 401
-        r = http.request(
-            "POST",
-            base + "/api/login",
-            body=json.dumps({"username": "li", "password": "reviewer-pass-1"}),
-            headers={
-                "Content-Type": "application/json",
-                "X-Forwarded-For": "203.0.113.8",
-                "X-Forwarded-Proto": "https",
-            },
-        )
+        r = _login(http, base, "reviewer-pass-1", {"X-Forwarded-For": "203.0.113.8", **https_from})
         assert r.status == 200
         assert "secure" in r.headers["set-cookie"].lower()  # the proxy speaks TLS to browsers
     finally:
@@ -137,12 +131,7 @@ def test_without_a_proxy_forwarded_headers_are_ignored(tmp_path: Path) -> None:
         http = urllib3.PoolManager(retries=False, timeout=10)
         base = f"http://127.0.0.1:{port}"
         _wait(http, base, proc, log)
-        r = http.request(
-            "POST",
-            base + "/api/login",
-            body=json.dumps({"username": "li", "password": "wrong-password-1"}),
-            headers={"Content-Type": "application/json", "X-Forwarded-For": "203.0.113.7"},
-        )
+        r = _login(http, base, "wrong-password-1", {"X-Forwarded-For": "203.0.113.7"})
         assert r.status == 401
     finally:
         proc.terminate()
