@@ -27,12 +27,10 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
-import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import (
     CommitFailedException,
@@ -42,7 +40,6 @@ from pyiceberg.exceptions import (
 )
 from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, In, Reference
 from pyiceberg.expressions.literals import literal
-from pyiceberg.io.pyarrow import pyarrow_to_schema, write_file
 from pyiceberg.partitioning import (
     PartitionField,
     PartitionFieldValue,
@@ -74,6 +71,9 @@ from sqlalchemy.exc import (
 from custody.errors import CustodyError
 from hub.config import CatalogConfig
 from hub.rows import ARROW_SCHEMA
+
+if TYPE_CHECKING:
+    import duckdb
 
 CATALOG_NAME = "custody"
 NAMESPACE = "custody"
@@ -243,6 +243,8 @@ def _open_table(props: dict[str, str]) -> tuple[SqlCatalog, Table]:
 
 def months(t: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
     """Iceberg's month transform: whole months since 1970-01 (UTC)."""
+    import pyarrow.compute as pc
+
     return pc.add(pc.multiply(pc.subtract(pc.year(t), 1970), 12), pc.subtract(pc.month(t), 1))
 
 
@@ -251,6 +253,8 @@ def partition_runs(rows: pa.Table) -> Iterator[tuple[str, int | None, pa.Table]]
     (origin, month, slice). pyiceberg's own split filters the batch once per partition
     it holds, which for a batch spanning 200 stations reads it 200 times; one sort and
     zero-copy slices read it once."""
+    import pyarrow.compute as pc
+
     if rows.num_rows == 0:
         return
     keys = pa.table(
@@ -281,6 +285,8 @@ def partition_runs(rows: pa.Table) -> Iterator[tuple[str, int | None, pa.Table]]
 def _write_tasks(meta: TableMetadata, write_uuid: uuid.UUID, rows: pa.Table) -> Iterator[WriteTask]:
     """What pyiceberg's ``_dataframe_to_data_files`` makes for a partitioned table, from
     our own split (its file writer, names, sizes and statistics are kept)."""
+    from pyiceberg.io.pyarrow import pyarrow_to_schema
+
     spec = meta.spec()
     schema = meta.schema()
     task_schema = pyarrow_to_schema(
@@ -381,6 +387,8 @@ class CountyCatalog:
     def append(self, rows: pa.Table, progress: Mapping[str, int]) -> None:
         """Add ``rows`` and the new ``progress`` (origin -> entries catalogued) in one
         Iceberg commit; origins not in ``progress`` keep what the last commit said."""
+        from pyiceberg.io.pyarrow import write_file
+
         self.refresh()  # the pointer may have moved (another hub process, an analyst's tool)
         merged = self.catalogued()
         for origin, size in progress.items():
@@ -465,6 +473,8 @@ _NO_AUTO: dict[str, str | bool | int | float | list[str]] = {
 def duckdb_extension_path(name: str, con: duckdb.DuckDBPyConnection | None = None) -> Path:
     """The file of DuckDB extension ``name`` as the ``duckdb-ext-<name>`` wheel installs
     it (``duckdb_ext/extensions/v<duckdb version>/<platform>/<name>.duckdb_extension``)."""
+    import duckdb
+
     spec = importlib.util.find_spec("duckdb_ext")
     roots: Iterable[str] = (spec.submodule_search_locations or []) if spec else []
     if con is None:
@@ -488,6 +498,8 @@ def duckdb_connect(conf: CatalogConfig | None = None) -> duckdb.DuckDBPyConnecti
     (never from the network: automatic install and load are off), UTC as its time
     zone (months are UTC months, as the partitions), and for an ``s3://`` warehouse
     an S3 secret made of ``[catalog.properties]``."""
+    import duckdb
+
     con = duckdb.connect(config=_NO_AUTO)
     # iceberg needs avro loaded first (it would otherwise try to install it).
     names = ["avro", "iceberg"]
