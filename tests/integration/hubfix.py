@@ -229,19 +229,24 @@ class RealStation:
         for _ in range(clips):
             tone = _next_tone()
             make_clip(ffmpeg, slot / f"clip-{tone}.mp4", seconds=seconds, tone=tone, size="96x64")
-        run_cli("ingest", str(self.dock), "--settle-ms", "0", config=self.conf)
+        mirrored = self._ingest(self.dock)
         size = self.size()
-        mirrored = self.mirrored_size()
         assert mirrored == size, f"{self.origin}: mirrored {mirrored}, checkpoint {size}"
         return size
+
+    def _ingest(self, folder: Path) -> int:
+        """`custody ingest` of ``folder`` (it replicates and mirrors the ledger); returns
+        the mirrored size it reports (what `custody status` reports: the same table)."""
+        p = run_cli("ingest", str(folder), "--settle-ms", "0", "--json", config=self.conf)
+        return int(json.loads(p.stdout)["replication"]["ledger_mirrored_size"])
 
     def notes(self, n: int, tag: str = "remark", mirror: bool = True) -> int:
         """Record ``n`` signed notes (one entry each, one checkpoint for all: a cheap way
         to grow the log), then mirror the ledger; returns the checkpoint size."""
         f = self.data.parent / f"{self.data.name}-notes.txt"
         f.write_text("".join(f"{tag} {i}\n" for i in range(n)))
-        run_cli("note", "--file", str(f), "--operator", "hub-test", config=self.conf)
-        size = self.size()
+        p = run_cli("note", "--file", str(f), "--operator", "hub-test", "--json", config=self.conf)
+        size = int(json.loads(p.stdout)["checkpoint_size"])
         if mirror:
             assert self.mirror() == size
         return size
@@ -264,8 +269,7 @@ class RealStation:
         that); returns the mirrored size."""
         empty = self.data.parent / f"{self.data.name}-empty"
         empty.mkdir(exist_ok=True)
-        run_cli("ingest", str(empty), "--settle-ms", "0", config=self.conf)
-        return self.mirrored_size()
+        return self._ingest(empty)
 
 
 def station_origin(i: int) -> str:
