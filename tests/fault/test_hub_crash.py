@@ -40,9 +40,9 @@ def sync_proc(hub: Hub) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
 
-def check_after_kill(hub: Hub, kill: int) -> dict[str, int]:
+def check_after_kill(hub: Hub, kill: int) -> dict[str, Any]:
     """The verified state is never ahead of the catalogue; the catalogue holds each
-    index below its mark exactly once. Returns the catalogued marks."""
+    index below its mark exactly once. Returns the hub's status it checked."""
     st = hub.status()
     cat = hub.catalog()
     marks: dict[str, int] = dict(cat.catalogued())
@@ -52,15 +52,16 @@ def check_after_kill(hub: Hub, kill: int) -> dict[str, int]:
         mark = marks.get(s["origin"], 0)
         assert s["size"] <= mark, f"kill {kill}: verified ahead of catalogued {mark}: {s}"
     assert_exactly_once(rows, {o: marks.get(o, 0) for o in by_origin(st)})
-    return marks
+    return st
 
 
 @pytest.mark.slow
 def test_sigkill_during_sync_and_catalog_commits(tmp_path: Path, seaweed: Any, ffmpeg: str) -> None:
     rng = random.Random(int(os.environ.get("CUSTODY_HUB_SEED", time.time_ns() % 10**6)))
     bucket, stations = real_stations(2, seaweed, tmp_path, ffmpeg, clips=1)
-    for st in stations:
-        st.notes(1500, "bulk")
+    # Each station's checkpoint size, as its `custody note` reported it: nothing else
+    # writes to the stations' logs.
+    sizes = {st.origin: st.notes(1500, "bulk") for st in stations}
     hub = Hub.init(tmp_path, batch_rows=97, step_entries=256, workers=1)
     hub.follow(stations, seaweed.endpoint, bucket)
     warehouse = hub.data / "warehouse"
@@ -91,15 +92,14 @@ def test_sigkill_during_sync_and_catalog_commits(tmp_path: Path, seaweed: Any, f
             clean += 1
         if p.stderr:
             p.stderr.close()
-        check_after_kill(hub, kills)
-        now = by_origin(hub.status())
-        if all(now[s.origin]["size"] == s.size() for s in stations):
+        now = by_origin(check_after_kill(hub, kills))
+        if all(now[o]["size"] == n for o, n in sizes.items()):
             # Caught up: give it more to do.
             for s in stations:
-                s.notes(rng.randint(300, 900), f"more{kills}")
+                sizes[s.origin] = s.notes(rng.randint(300, 900), f"more{kills}")
 
     _, doc = hub.sync()
-    sizes = {s.origin: s.size() for s in stations}
+    assert sizes == {s.origin: s.size() for s in stations}
     for s in doc["stations"]:
         n = sizes[s["origin"]]
         assert (s["state"], s["size"], s["catalogued"], s["cosigned_size"]) == ("ok", n, n, n), s
