@@ -31,8 +31,13 @@ from .hubfix import (
 )
 
 
-def sizes_of(stations: list[RealStation]) -> dict[str, int]:
-    return {st.origin: st.size() for st in stations}
+def checkpoints_of(stations: list[RealStation]) -> dict[str, dict[str, Any]]:
+    """Each station's `custody ledger checkpoint --json`, by origin."""
+    return {st.origin: st.checkpoint() for st in stations}
+
+
+def sizes_of(checkpoints: dict[str, dict[str, Any]]) -> dict[str, int]:
+    return {origin: int(cp["size"]) for origin, cp in checkpoints.items()}
 
 
 def check_followed(doc: dict[str, Any], sizes: dict[str, int]) -> None:
@@ -66,22 +71,23 @@ def check_table(hub: Hub, sizes: dict[str, int]) -> None:
     }
 
 
-def check_cosigned(seaweed: Any, bucket: str, hub: Hub, stations: list[RealStation]) -> None:
+def check_cosigned(
+    seaweed: Any, bucket: str, hub: Hub, checkpoints: dict[str, dict[str, Any]]
+) -> None:
     """The hub's cosignature sits beside each station's checkpoint and verifies."""
     w = CosignatureVerifier.parse(hub.witness_vkey())
     kid = w.key_id.hex()
     c = seaweed.client()
-    for st in stations:
-        cp = st.checkpoint()
+    for origin, cp in checkpoints.items():
         for name in (str(cp["size"]), "checkpoint"):
-            key = f"ledger/{st.origin}/cosigned/{kid}/{name}"
+            key = f"ledger/{origin}/cosigned/{kid}/{name}"
             note = c.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
             parsed = parse_note(note)
             assert parsed.text == parse_note(cp["note"]).text, key
             good = verify_cosignatures(parsed, [w])
             assert [v for v, _ in good] == [w], key
             # The station's own signature is kept: a complete note any verifier reads.
-            assert any(s.name == st.origin for s in parsed.signatures)
+            assert any(s.name == origin for s in parsed.signatures)
 
 
 def test_two_real_stations_followed_catalogued_and_cosigned(
@@ -94,7 +100,8 @@ def test_two_real_stations_followed_catalogued_and_cosigned(
         before = {st.origin: tile_keys(seaweed.client(), bucket, st.origin) for st in stations}
 
         _, doc = hub.sync()
-        sizes = sizes_of(stations)
+        cps = checkpoints_of(stations)
+        sizes = sizes_of(cps)
         check_followed(doc, sizes)
         assert doc["sync"]["entries"] == sum(sizes.values())
         first_tiles = proxy.tile_gets()
@@ -105,7 +112,7 @@ def test_two_real_stations_followed_catalogued_and_cosigned(
         assert doc["sync"]["gets"] == len(proxy.gets())
         check_followed(hub.status(), sizes)
         check_table(hub, sizes)
-        check_cosigned(seaweed, bucket, hub, stations)
+        check_cosigned(seaweed, bucket, hub, cps)
 
         # Nothing new: no tile is read again.
         proxy.reset()
@@ -122,7 +129,8 @@ def test_two_real_stations_followed_catalogued_and_cosigned(
         new = tile_keys(seaweed.client(), bucket, grown.origin) - old
         proxy.reset()
         _, doc = hub.sync()
-        sizes = sizes_of(stations)
+        cps = checkpoints_of(stations)
+        sizes = sizes_of(cps)
         check_followed(doc, sizes)
         read = proxy.tile_gets(grown.origin)
         assert read and set(read) <= new, (read, new)
@@ -130,7 +138,7 @@ def test_two_real_stations_followed_catalogued_and_cosigned(
         assert proxy.tile_gets(quiet.origin) == []
         assert not set(read) & set(first_tiles)
         check_table(hub, sizes)
-        check_cosigned(seaweed, bucket, hub, stations)
+        check_cosigned(seaweed, bucket, hub, cps)
         assert hub.hub_status()["catalog_rows"] == sum(sizes.values())
 
 
@@ -143,10 +151,11 @@ def test_ten_real_stations_in_one_bucket(tmp_path: Path, seaweed: Any, ffmpeg: s
         hub = Hub.init(tmp_path)
         hub.follow(stations, proxy.endpoint, bucket)
         _, doc = hub.sync()
-        sizes = sizes_of(stations)
+        cps = checkpoints_of(stations)
+        sizes = sizes_of(cps)
         check_followed(doc, sizes)
         check_table(hub, sizes)
-        check_cosigned(seaweed, bucket, hub, stations)
+        check_cosigned(seaweed, bucket, hub, cps)
         proxy.reset()
         _, doc = hub.sync()
         assert doc["sync"]["entries"] == 0 and proxy.tile_gets() == []
