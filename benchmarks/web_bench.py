@@ -30,12 +30,13 @@ server and compared byte for byte (SHA-256) with its file.
 Memory: VmRSS of the server (nginx: master + workers) sampled every 0.1 s from /proc
 during each run (the peak is shown) and VmHWM at the end. Access entries: the ledger's
 ``access``/``play`` entries counted before and after each run of ours, against the
-(session, recording) pairs the clients opened; at the end every ``access`` entry is
-checked signed and under a checkpoint (`tests.webfix.entries`).
+(session, recording) pairs the clients played (got a 206 for); at the end every
+``access`` entry is checked signed and under a checkpoint (`tests.webfix.entries`).
 
-When ours is below 0.8x the baseline (or with ``--profile``), one more 50-client run is
-made with py-spy (``.venv/bin/pip install py-spy``) sampling `custody web`, and the top
-costs are listed.
+When ours is below 0.8x the baseline's MB/s, or its time-to-first-byte p99 is more than
+twice the baseline's (or with ``--profile``), two more 50-client runs are made with
+py-spy (``.venv/bin/pip install py-spy``) sampling `custody web`, one for the GIL (CPU)
+and one for every thread's wall time, and the costs of each part of a request are listed.
 
 Run from the repository root::
 
@@ -179,7 +180,6 @@ async def _load(p: dict[str, Any]) -> dict[str, Any]:
             k = ci % len(objects)
             while True:
                 obj = objects[k]
-                pairs.add((ci, k))
                 pos = 0
                 while pos < obj["size"]:
                     if not rounds and time.perf_counter() >= deadline:
@@ -207,6 +207,7 @@ async def _load(p: dict[str, Any]) -> dict[str, Any]:
                         whole.append(time.perf_counter() - start)
                         done[0] += n
                         done[1] += 1
+                        pairs.add((ci, k))  # played: its entry was committed before the bytes
                         per_client[ci] += n
                     pos = end + 1
                 k = (k + 1) % len(objects)
@@ -548,6 +549,7 @@ class RunResult:
     server_cpu_s: float
     peak_rss_mb: float
     plays: int | None = None  # play entries written (ours)
+    load1: float = 0.0  # the 1-minute load average just before the run
 
     @property
     def mbps(self) -> float:
@@ -576,11 +578,12 @@ def one_run(
         "seconds": args.seconds if clients > 1 else args.single_seconds,
         "rounds": args.rounds,
     }
+    load1 = os.getloadavg()[0]
     cpu0 = sum(cpu_seconds(p) for p in server.pids())
     with RssSampler(server.pids) as rss:
         load = run_load(params)
     cpu1 = sum(cpu_seconds(p) for p in server.pids())
-    r = RunResult(server.key, clients, rep, load, cpu1 - cpu0, rss.peak_kb / 1024)
+    r = RunResult(server.key, clients, rep, load, cpu1 - cpu0, rss.peak_kb / 1024, load1=load1)
     if server.key == "ours":
         r.plays = play_entries(conf) - plays0
     log(
@@ -595,59 +598,90 @@ def one_run(
 def profile_ours(
     server: Server, copies: list[Copy], args: argparse.Namespace, work: Path
 ) -> dict[str, Any]:
-    """One more run of ours with py-spy sampling the server (its throughput is not the
-    benchmark's: py-spy stops the process to sample it)."""
+    """Two more runs of ours with py-spy sampling the server (their throughput is not the
+    benchmark's: py-spy stops the process to sample it). ``gil``: only the thread holding
+    the GIL, i.e. where the server's Python CPU goes (on two cores the GIL is what a
+    Python server runs out of). ``wall``: every thread, idle or not, to see what the
+    event-loop thread does synchronously (it delays every stream's next byte) and what
+    the thread-pool workers wait on (what a request waits for before its first byte)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
         return {"error": "py-spy is not installed (.venv/bin/pip install py-spy)"}
-    out = work / "profile.txt"
-    cookies = [server.login() for _ in range(args.clients)]
-    params = {
-        "base": server.base,
-        "objects": [{"path": server.paths[c.sha256], "size": c.size} for c in copies],
-        "cookies": cookies,
-        "range": RANGE,
-        "seconds": args.seconds,
-        "rounds": 0,
-    }
-    cmd = [spy, "record", "-p", str(server.proc.pid), "-d", str(int(args.seconds) + 2)]
-    # --gil: only the thread holding the GIL is sampled; on two cores the GIL is what a
-    # Python server runs out of, so this is where the server's Python time goes.
-    cmd += ["-r", "200", "-f", "raw", "--nolineno", "--gil", "-o", str(out)]
-    spy_proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(1.0)
-    load = run_load(params)
-    _, err = spy_proc.communicate(timeout=120)
-    if not out.exists():
-        return {"error": f"py-spy wrote nothing: {err.decode(errors='replace')[-300:]}"}
-    stacks: list[tuple[list[str], int]] = []
-    for line in out.read_text().splitlines():
-        stack, _, n = line.rpartition(" ")
-        if stack and n.isdigit():
-            stacks.append((stack.split(";"), int(n)))
-    total = sum(n for _, n in stacks)
+    out: dict[str, Any] = {}
+    for mode, flags in (("gil", ["--gil"]), ("wall", ["--idle", "--threads"])):
+        raw = work / f"profile-{mode}.txt"
+        params = {
+            "base": server.base,
+            "objects": [{"path": server.paths[c.sha256], "size": c.size} for c in copies],
+            "cookies": [server.login() for _ in range(args.clients)],
+            "range": RANGE,
+            "seconds": args.seconds,
+            "rounds": 0,
+        }
+        cmd = [spy, "record", "-p", str(server.proc.pid), "-d", str(int(args.seconds) + 2)]
+        # --nonblocking: py-spy reads the process without stopping it (stopping 40 threads
+        # 100 times a second would be the slowest part of the server).
+        cmd += ["-r", "100", "-f", "raw", "--nolineno", "--nonblocking", *flags, "-o", str(raw)]
+        spy_proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(1.0)
+        load = run_load(params)
+        _, err = spy_proc.communicate(timeout=120)
+        if not raw.exists():
+            return {"error": f"py-spy wrote nothing: {err.decode(errors='replace')[-300:]}"}
+        stacks: list[tuple[list[str], int]] = []
+        for line in raw.read_text().splitlines():
+            stack, _, n = line.rpartition(" ")
+            if stack and n.isdigit():
+                frames = stack.split(";")
+                # --threads puts "thread (tid): name" first: kept as it is.
+                head = [frames.pop(0)] if frames[0].startswith("thread (") else []
+                stacks.append((head + [short(f) for f in frames], int(n)))
+        out[mode] = {
+            "stacks": stacks,
+            "mbps": load["bytes"] / 1e6 / load["elapsed"],
+            "requests": load["requests"],
+            "ttfb_p50": load["ttfb_p50"],
+        }
+    gil = out["gil"]["stacks"]
+    total = sum(n for _, n in gil)
     own: Counter[str] = Counter()
     incl: Counter[str] = Counter()
-    for frames, n in stacks:
-        own[short(frames[-1])] += n
-        for f in {short(f) for f in frames}:
+    for frames, n in gil:
+        own[frames[-1]] += n
+        for f in set(frames):
             incl[f] += n
-    focus = []
-    for label, frame, own_only in FOCUS:
-        n = sum(
+    wall = out["wall"]["stacks"]
+    loop = [(f[1:], n) for f, n in wall if f and "MainThread" in f[0]]
+    workers = [(f[1:], n) for f, n in wall if f and "AnyIO worker" in f[0]]
+    loop_total = sum(n for _, n in loop)
+    worker_total = sum(n for _, n in workers)
+
+    def share(stacks: list[tuple[list[str], int]], frame: str, own_only: bool) -> int:
+        return sum(
             c
             for frames, c in stacks
-            if (frame in short(frames[-1]) if own_only else any(frame in short(f) for f in frames))
+            if frames and (frame in frames[-1] if own_only else any(frame in f for f in frames))
         )
-        focus.append((label, n))
-    mbps = load["bytes"] / 1e6 / load["elapsed"]
+
+    focus = [
+        (
+            label,
+            share(gil, frame, own_only),
+            share(loop, frame, own_only),
+            share(workers, frame, own_only),
+        )
+        for label, frame, own_only in FOCUS
+    ]
     return {
         "samples": total,
-        "mbps": mbps,
-        "requests": load["requests"],
+        "loop_samples": loop_total,
+        "worker_samples": worker_total,
+        "workers": len({f[0] for f, _ in wall if f and "AnyIO worker" in f[0]}),
+        "loop_idle": share(loop, "Runner.run (", True),
+        "runs": {k: {x: v[x] for x in ("mbps", "requests", "ttfb_p50")} for k, v in out.items()},
         "focus": focus,
         "own": own.most_common(15),
-        "incl": [(f, n) for f, n in incl.most_common(400) if interesting(f)][:25],
+        "incl": [(f, n) for f, n in incl.most_common(400) if interesting(f)][:20],
     }
 
 
@@ -655,8 +689,13 @@ def profile_ours(
 # frame, own time only).
 FOCUS = (
     (
-        "session check: `need` -> `UserStore.session` (SQLite, on the event loop)",
+        "session check: `need` -> `UserStore.session` (SQLite; called on the event loop)",
         "UserStore.session (",
+        False,
+    ),
+    (
+        "  of which the `seen` update (`UserStore._tx`, a FULL-sync commit)",
+        "UserStore._tx (",
         False,
     ),
     (
@@ -665,8 +704,13 @@ FOCUS = (
         False,
     ),
     (
-        "copy lookup: `StationSource.blob` (item again, derivative_of, stat)",
+        "copy lookup: `StationSource.blob` (`item` again, derivative_of, stat)",
         "StationSource.blob (",
+        False,
+    ),
+    (
+        "index refresh: `StationSource.refresh` (forced after every new entry)",
+        "StationSource.refresh (",
         False,
     ),
     (
@@ -674,12 +718,7 @@ FOCUS = (
         "AccessLog.record (",
         False,
     ),
-    (
-        "index refresh: `StationSource.refresh` (inside the lookups)",
-        "StationSource.refresh (",
-        False,
-    ),
-    ("thread-pool hops: `run_in_threadpool` (3 per request)", "run_in_threadpool (", False),
+    ("  of which the ledger append (`Ledger.append_entries`)", "append_entries (", False),
     ("security headers middleware, own time", "SecurityHeaders.__call__", True),
     ("ledger integrator thread", "start_integrator", False),
     (
@@ -688,6 +727,11 @@ FOCUS = (
         False,
     ),
     ("  of which uvicorn writing to the socket", "RequestResponseCycle.send (", True),
+    (
+        "  of which 64 KiB file reads (`AsyncFile.read`, a thread hop each)",
+        "AsyncFile.read (",
+        False,
+    ),
 )
 
 
@@ -777,6 +821,11 @@ def med_mbps(results: list[RunResult], key: str, clients: int) -> float:
     return median_run(runs).mbps if runs else 0.0
 
 
+def ttfb_p99(results: list[RunResult], key: str, clients: int) -> float:
+    runs = [r for r in results if r.server == key and r.clients == clients]
+    return float(median_run(runs).load["ttfb_p99"]) if runs else 0.0
+
+
 @dataclass
 class Run:
     args: argparse.Namespace
@@ -852,7 +901,7 @@ def report(r: Run, command: str) -> str:
         "## Access entries written by ours",
         "",
         "| run | clients (one session each) | requests | (session, recording) pairs "
-        "opened | `play` entries written |",
+        "played | `play` entries written |",
         "|---|---:|---:|---:|---:|",
     ]
     for x in ours:
@@ -866,7 +915,19 @@ def report(r: Run, command: str) -> str:
         "One `play` entry per session and recording (the 1 MiB requests of one playback "
         f"are one entry): **{'yes' if good else 'NO'}** in every run. {r.access_checked}",
         "",
+        "Every run in the order run, with the 1-minute load average just before it (other "
+        "work on the machine lowers every server's figures alike within a rep, not across "
+        "reps):",
+        "",
+        "| # | server | clients | rep | load before | MB/s | requests/s | TTFB p50 / p99 ms |",
+        "|---:|---|---:|---:|---:|---:|---:|---|",
     ]
+    for i, x in enumerate(r.results, 1):
+        lines.append(
+            f"| {i} | {x.server} | {x.clients} | {x.rep} | {x.load1:.2f} | {x.mbps:,.0f} | "
+            f"{x.rps:,.0f} | {ms(x.load['ttfb_p50'])} / {ms(x.load['ttfb_p99'])} |"
+        )
+    lines.append("")
     errs = [(x, x.load["errors"]) for x in r.results if x.load["errors"]]
     if errs:
         lines += ["Errors seen by the clients:", ""]
@@ -882,25 +943,39 @@ def profile_section(p: dict[str, Any], a: argparse.Namespace) -> list[str]:
     if "error" in p:
         return [*lines, f"Not profiled: {p['error']}", ""]
     total = max(1, int(p["samples"]))
+    loop = max(1, int(p["loop_samples"]))
+    workers = max(1, int(p["worker_samples"]))
+    g, w = p["runs"]["gil"], p["runs"]["wall"]
     lines += [
-        f"One more {a.clients}-client run of {a.seconds:g} s with py-spy sampling `custody web` "
-        f"at 200 Hz (`--gil`: the thread holding the GIL; {total:,} samples; "
-        f"{p['mbps']:,.0f} MB/s, {p['requests']:,} requests under the profiler).",
+        f"Two more {a.clients}-client runs of {a.seconds:g} s with py-spy (100 Hz) sampling "
+        f"`custody web`: `--gil` (only the thread holding the GIL: where the Python CPU "
+        f"goes; {total:,} samples; {g['mbps']:,.0f} MB/s, TTFB p50 {ms(g['ttfb_p50'])} ms "
+        f"under the profiler) and `--idle --threads` (every thread's wall time: the "
+        f"event-loop thread, {loop:,} samples, and {p['workers']} AnyIO worker threads, "
+        f"{workers:,} samples; {w['mbps']:,.0f} MB/s, TTFB p50 {ms(w['ttfb_p50'])} ms). "
+        f"The event loop was idle or in uvloop's C code (`Runner.run` on top) "
+        f"{p['loop_idle'] / loop:.0%} of its wall time; anything else on it is synchronous "
+        "work that holds back every stream.",
         "",
-        "| part of a request | share of GIL samples (inclusive) |",
-        "|---|---:|",
-        *(f"| {label} | {n / total:.1%} |" for label, n in p["focus"]),
+        "| part of a request | GIL samples (CPU) | event-loop thread wall time | worker "
+        "threads' wall time |",
+        "|---|---:|---:|---:|",
+        *(
+            f"| {label} | {n / total:.1%} | {lp / loop:.1%} | {wk / workers:.1%} |"
+            for label, n, lp, wk in p["focus"]
+        ),
         "",
-        "Own time by function (`Runner.run` own time is uvloop's C event loop: socket "
-        "writes and reads, callbacks):",
+        "Own time by function, GIL samples (`Runner.run` own time is uvloop's C event loop: "
+        "socket writes and reads, callbacks):",
         "",
-        "| function | share of samples (own) |",
+        "| function | share of GIL samples (own) |",
         "|---|---:|",
         *(f"| `{f}` | {n / total:.1%} |" for f, n in p["own"]),
         "",
-        "Inclusive time of the frames in our code, Starlette, uvicorn, anyio and SQLite:",
+        "Inclusive time of the frames in our code, Starlette, uvicorn, anyio and SQLite, GIL "
+        "samples:",
         "",
-        "| function | share of samples (inclusive) |",
+        "| function | share of GIL samples (inclusive) |",
         "|---|---:|",
         *(f"| `{f}` | {n / total:.1%} |" for f, n in p["incl"]),
         "",
@@ -984,8 +1059,11 @@ def run(args: argparse.Namespace, machine: dict[str, str], work: Path) -> Run:
                     r.results.append(one_run(s, r.copies, clients, args, rep, conf))
         base = med_mbps(r.results, "static", args.clients)
         ratio = med_mbps(r.results, "ours", args.clients) / base if base else 0.0
-        if args.profile or ratio < TARGET:
-            log(f"profiling ours ({ratio:.2f}× the baseline) ...")
+        slow = ttfb_p99(r.results, "ours", args.clients) > 2 * ttfb_p99(
+            r.results, "static", args.clients
+        )
+        if args.profile or ratio < TARGET or slow:
+            log(f"profiling ours ({ratio:.2f}× the baseline's MB/s) ...")
             r.profile = profile_ours(ours, r.copies, args, work)
         from tests.webfix import entries
 
