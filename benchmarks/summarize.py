@@ -27,6 +27,7 @@ BENCHMARKS = (
     ("RESULTS-audit.md", "benchmarks/audit_bench.py"),
     ("RESULTS-witness.md", "benchmarks/witness_bench.py"),
     ("RESULTS-hub.md", "benchmarks/hub_bench.py"),
+    ("RESULTS-web.md", "benchmarks/web_bench.py"),
     ("RESULTS-soak.md", "benchmarks/soak.py --minutes N"),
 )
 
