@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import stat
 import threading
 import time
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from archive.errors import LockingNotEnabled, StoreError
 from custody import config as cfg
 from custody.cold import open_store, replication_settings
-from custody.errors import CustodyError
+from custody.errors import CustodyError, describe_os_error
 from custody.station import open_ledger
 from ingest import dockfs
 from ingest.derive import MediaSettings
@@ -558,6 +559,15 @@ def _retention_sweep(conf: cfg.Config, ledger: Any, cap: Capturer) -> None:
         record_sweep(db, res.to_json(), int(time.time()))
     except IntegrityError as e:
         cap.halt(f"retention sweep: {e}")
+    except (OSError, sqlite3.OperationalError) as e:
+        # A full disk, an I/O error: one line a person can act on, not a traceback.
+        why = describe_os_error(e) if isinstance(e, OSError) else f"the state database: {e}"
+        log.error(
+            "retention sweep not run: %s (make room on the disk holding %s); it runs again "
+            "at the next interval",
+            why,
+            conf.state_dir,
+        )
     except Exception:
         log.exception("retention sweep failed; it runs again at the next interval")
     finally:

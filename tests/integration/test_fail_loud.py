@@ -4,12 +4,15 @@ full disk is one line, a recovered store shows no stale error."""
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 import sqlite3
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 from ..conftest import needs_root
 from .daemon import Daemon, entries, make_station, wait_for
@@ -151,3 +154,30 @@ def test_cold_store_error_clears_when_the_store_recovers(tmp_path: Path) -> None
     finally:
         cold.chmod(0o755)
         assert d.stop() == 0
+
+
+def test_a_retention_sweep_on_a_full_disk_is_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The daemon's scheduled sweep meeting a full disk (its index cannot grow) logs one
+    line that says what to do, not a traceback; the daemon's next sweep tries again."""
+    from custody.config import load
+    from custody.daemon import _retention_sweep
+    from custody.station import open_ledger
+
+    needs_root("mounts an 8 MiB tmpfs to fill")
+    station = tmp_path / "station"
+    station.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(station)], check=True)
+    try:
+        conf = make_station(tmp_path, tmp_path / "dock")
+        with open_ledger(load(conf)) as ledger:
+            filler = fill(station)
+            with caplog.at_level(logging.INFO, logger="custody"):
+                _retention_sweep(load(conf), ledger, None)  # type: ignore[arg-type]
+            lines = [r.getMessage() for r in caplog.records if r.name == "custody"]
+            assert len(lines) == 1 and not caplog.records[0].exc_info, lines
+            assert "retention sweep not run" in lines[0] and "make room" in lines[0], lines
+            filler.unlink()
+    finally:
+        subprocess.run(["umount", "-l", str(station)], check=True)
