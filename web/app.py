@@ -623,11 +623,10 @@ def build_app(site: Site) -> ASGIApp:
                     origin=it.get("origin"),
                 )
             )
-            name = (
-                f"{sha}{Path(str(it.get('file_name') or '')).suffix[:10]}"
-                if kind == "original"
-                else None
-            )
+            # The recorder's extension only, letters and digits: a file name is the
+            # recorder's text and must not reach a header as it is.
+            suffix = re.sub(r"[^A-Za-z0-9.]", "", Path(str(it.get("file_name") or "")).suffix)
+            name = f"{sha}{suffix[:10]}" if kind == "original" else None
             download = name if request.query_params.get("download") else None
             return stream(request, blob, f'"{sha}-{kind}"', download)
 
