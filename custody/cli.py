@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from custody import (
     __version__,
     cli_capture,
+    cli_disclose,
     cli_evidence,
     cli_find,
     cli_hub,
@@ -48,6 +49,7 @@ AREAS = (
     cli_retention,
     cli_find,
     cli_evidence,
+    cli_disclose,
     cli_store,
     cli_witness,
     cli_hub,

@@ -260,10 +260,11 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("-v", "--verbose", action="store_true")
     s.set_defaults(func=cmd_audit)
 
-    from custody import cli_user, cli_web
+    from custody import cli_disclose, cli_user, cli_web
 
     cli_web.add_hub_parsers(hs)
     cli_user.add_hub_parsers(hs)
+    cli_disclose.add_hub_parsers(hs)
 
 
 __all__ = ["add_parsers"]

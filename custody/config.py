@@ -15,6 +15,7 @@ import os
 import re
 import stat
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -97,6 +98,22 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class DiscloseSettings:
+    """``[disclose]``: the public disclosure (公示). ``rules`` is the file of what may be
+    shown (threshold, time zone, the agency's and units' public names; the defaults
+    without one). With ``schedule = "monthly"`` the daemon publishes the previous month
+    on ``day`` of each month, and in January the previous year too, into ``out`` (a
+    folder a web server serves) and/or ``store`` (a bucket prefix meant for public
+    reading, never the evidence store's)."""
+
+    rules: Path | None = None
+    schedule: str = "off"  # "off" | "monthly"
+    day: int = 3  # day of the month the previous month is published (1-28)
+    out: Path | None = None
+    store: StoreConfig | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     data_dir: Path
@@ -110,6 +127,7 @@ class Config:
     metrics_listen: str = ""  # [metrics] listen = "127.0.0.1:9108"; "" = off
     witness: WitnessSettings = field(default_factory=WitnessSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    disclose: DiscloseSettings = field(default_factory=DiscloseSettings)
 
     @property
     def witness_policy(self) -> Path | None:
@@ -371,6 +389,7 @@ def parse(path: Path, data: dict[str, Any]) -> Config:
     if wt is not None:
         witness = _parse_witness(_Table(path, wt, "witness."), base)
     web = parse_web(top, base)
+    disclose = parse_disclose(top, base, [store])
     top.finish()
     return Config(
         path,
@@ -385,6 +404,7 @@ def parse(path: Path, data: dict[str, Any]) -> Config:
         metrics,
         witness,
         web,
+        disclose,
     )
 
 
@@ -410,6 +430,54 @@ def _timezone(t: _Table) -> str:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise t.error("timezone", f"is not an IANA time zone name: {tz!r}") from None
     return tz
+
+
+def parse_disclose(
+    top: _Table, base: Path, evidence: Sequence[StoreConfig | None]
+) -> DiscloseSettings:
+    """``[disclose]`` of a station's or the hub's configuration. ``evidence``: the
+    evidence stores, which a publication must never share a bucket prefix with."""
+    dt = top.get("disclose", dict)
+    if dt is None:
+        return DiscloseSettings()
+    t = _Table(top.path, dt, "disclose.")
+    rules = t.get("rules", str, "")
+    schedule = t.get("schedule", str, "off")
+    if schedule not in ("off", "monthly"):
+        raise t.error("schedule", f"must be 'off' or 'monthly', not {schedule!r}")
+    day = _int(t, "day", 3, 1, 28)
+    out = t.get("out", str, "")
+    st = t.get("store", dict)
+    store = _parse_store(_Table(top.path, st, "disclose.store."), base) if st is not None else None
+    if store is not None and any(e is not None and _same_place(store, e) for e in evidence):
+        raise t.error(
+            "store",
+            "is the evidence store: publish to a bucket or prefix of its own, meant for "
+            "public reading",
+        )
+    if schedule == "monthly" and not out and store is None:
+        raise t.error("schedule", "is monthly but neither out nor [disclose.store] is given")
+    t.finish()
+    return DiscloseSettings(
+        rules=_path(t, "rules", base, rules) if rules else None,
+        schedule=schedule,
+        day=day,
+        out=_path(t, "out", base, out) if out else None,
+        store=store,
+    )
+
+
+def _same_place(a: StoreConfig, b: StoreConfig) -> bool:
+    if a.kind != b.kind:
+        return False
+    if a.kind == "local":
+        return a.path == b.path
+    assert a.s3 is not None and b.s3 is not None
+    return (a.s3.bucket, a.s3.endpoint_url, a.s3.prefix.strip("/")) == (
+        b.s3.bucket,
+        b.s3.endpoint_url,
+        b.s3.prefix.strip("/"),
+    )
 
 
 def parse_web(top: _Table, base: Path) -> WebSettings:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from custody.config import (
+    DiscloseSettings,
     StoreConfig,
     WebSettings,
     _int,
@@ -24,6 +25,7 @@ from custody.config import (
     _path,
     _read,
     _Table,
+    parse_disclose,
     parse_web,
 )
 from custody.errors import ConfigError
@@ -109,6 +111,7 @@ class HubConfig:
     behind_after_s: int = 3600  # a pushed checkpoint the bucket lacks this long: `behind`
     workers: int = 0  # processes checking signatures; 0 = one per core
     web: WebSettings = field(default_factory=WebSettings)  # `custody hub web`
+    disclose: DiscloseSettings = field(default_factory=DiscloseSettings)  # `custody hub disclose`
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -201,6 +204,7 @@ def parse_hub(path: Path, data: dict[str, Any]) -> HubConfig:
         if not isinstance(st, dict):
             raise top.error("stations", "must be a list of tables ([[stations]])")
         stations.append(_parse_station(path, st, f"stations[{i}].", base, seen, i))
+    disclose = parse_disclose(top, base, [s.store for s in stations])
     top.finish()
     return HubConfig(
         path=path,
@@ -215,6 +219,7 @@ def parse_hub(path: Path, data: dict[str, Any]) -> HubConfig:
         behind_after_s=behind,
         workers=workers,
         web=web,
+        disclose=disclose,
     )
 
 

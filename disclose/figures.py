@@ -1,0 +1,412 @@
+"""The disclosed figures: counts by unit, enforcement category and month, from the log.
+
+The figures are computed by one DuckDB query set over any relation with the county
+catalog's columns (`hub.rows`: ``origin, leaf_index, type, time, unit, sha256, cases,
+category, important, recorded, duration_ms, role``): the hub passes its Iceberg table
+(``iceberg_scan``), a station an Arrow table made from its own ledger with the same row
+function. So a station's publication and the county's count the same way.
+
+What is counted (docs/disclosure.md has the public wording):
+
+- a *recording* is the first ``ingest`` of a (log, SHA-256). Its unit is the recorder's
+  unit code; its category the latest ``annotate`` category in the log, else the one its
+  file name gave, else ``other``; it is *kept as evidence* when linked to a case or
+  marked important. Recordings, hours, evidence and cases (distinct case numbers linked
+  to them) count in the month the recording started.
+- *deletions* (of originals by retention), *holds* and *exports* count in the month of
+  their entry, under the unit and category of the recordings they concern (a hold or
+  export of a case: once in each unit and category of the case's recordings).
+
+Then ``withhold`` applies the rules: a count from 1 to threshold-1 is shown as ``"<5"``,
+and where a total would let one withheld cell be worked out by subtraction, the
+smallest other cell is withheld too (``"x"``). Pure apart from the query.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    import duckdb
+
+# The order of the issue and the provincial forms; Chinese and English names.
+CATEGORIES: tuple[tuple[str, str, str], ...] = (
+    ("licensing", "行政许可", "Licensing"),
+    ("administrative_penalty", "行政处罚", "Administrative penalty"),
+    ("coercive_measure", "行政强制", "Coercive measure"),
+    ("expropriation", "行政征收征用", "Expropriation and requisition"),
+    ("inspection", "行政检查", "Inspection"),
+    ("other", "其他", "Other"),
+)
+CATEGORY_KEYS = tuple(c[0] for c in CATEGORIES)
+FIGURES = ("recordings", "hours", "cases", "evidence", "deletions", "holds", "exports")
+COUNTS = tuple(f for f in FIGURES if f != "hours")
+
+# (unit, category, month): None = all of them (a total); month None = the whole period.
+Key = tuple[str | None, str | None, str | None]
+Shown = int | str
+
+
+@dataclass(frozen=True)
+class Period:
+    label: str  # "2026" or "2026-03"
+    start: datetime  # aware: midnight of the first day in the rules' time zone
+    end: datetime  # exclusive
+    months: tuple[str, ...]
+
+
+def _month_start(year: int, month: int, tz: ZoneInfo) -> datetime:
+    return datetime(year, month, 1, tzinfo=tz)
+
+
+def parse_period(text: str, timezone: str) -> Period:
+    """``YYYY`` (a year) or ``YYYY-MM`` (a month), in ``timezone``."""
+    tz = ZoneInfo(timezone)
+    t = text.strip()
+    try:
+        if len(t) == 4 and t.isdigit():
+            year = int(t)
+            if not 2000 <= year <= 9998:
+                raise ValueError
+            months = tuple(f"{year:04d}-{m:02d}" for m in range(1, 13))
+            return Period(t, _month_start(year, 1, tz), _month_start(year + 1, 1, tz), months)
+        if len(t) == 7 and t[4] == "-" and t[:4].isdigit() and t[5:].isdigit():
+            year, month = int(t[:4]), int(t[5:])
+            if not (2000 <= year <= 9998 and 1 <= month <= 12):
+                raise ValueError
+            nxt = (year + 1, 1) if month == 12 else (year, month + 1)
+            return Period(t, _month_start(year, month, tz), _month_start(*nxt, tz), (t,))
+    except ValueError:
+        pass
+    raise ValueError(f"period must be a year (2026) or a month (2026-03), not {text!r}")
+
+
+def previous_month(now: datetime, timezone: str) -> Period:
+    local = now.astimezone(ZoneInfo(timezone))
+    first = local.replace(day=1) - timedelta(days=1)
+    return parse_period(f"{first.year:04d}-{first.month:02d}", timezone)
+
+
+def previous_year(now: datetime, timezone: str) -> Period:
+    return parse_period(f"{now.astimezone(ZoneInfo(timezone)).year - 1:04d}", timezone)
+
+
+def days_in(period: Period) -> int:
+    return sum(calendar.monthrange(int(m[:4]), int(m[5:]))[1] for m in period.months)
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Raw counts (before withholding): ``values[figure][key]``; hours in milliseconds.
+    Keys absent from a figure are zero."""
+
+    period: Period
+    units: tuple[str, ...]  # every unit with recordings in the log, "" (none recorded) last
+    values: Mapping[str, Mapping[Key, int]]
+
+
+_SETS = (
+    "GROUPING SETS ((unit, category, month), (unit, category), (category, month), "
+    "(category), (month), ())"
+)
+_CAT = "CASE WHEN {c} IN ({keys}) THEN {c} ELSE 'other' END".format(
+    c="{c}", keys=", ".join(f"'{k}'" for k in CATEGORY_KEYS)
+)
+
+
+def _cat(expr: str) -> str:
+    return _CAT.replace("{c}", expr)
+
+
+_BASE = """
+CREATE OR REPLACE TEMP TABLE d_e AS
+  SELECT origin, leaf_index, type, time, unit, sha256, cases, category, important,
+         recorded, duration_ms, role
+  FROM {rel}
+  WHERE type IN ('ingest', 'probe', 'annotate', 'delete', 'hold', 'export');
+CREATE OR REPLACE TEMP TABLE d_links AS
+  SELECT DISTINCT origin, sha256, unnest(cases) AS case_no
+  FROM d_e WHERE type = 'annotate' AND sha256 IS NOT NULL AND cases IS NOT NULL;
+CREATE OR REPLACE TEMP TABLE d_obj AS
+  WITH rec AS (
+    SELECT origin, sha256, arg_min(unit, leaf_index) AS unit,
+           arg_min(category, leaf_index) AS cat0, arg_min(important, leaf_index) AS imp0,
+           arg_min(recorded, leaf_index) AS recorded
+    FROM d_e WHERE type = 'ingest' AND sha256 IS NOT NULL GROUP BY origin, sha256),
+  ann AS (
+    SELECT origin, sha256, arg_max(category, leaf_index) AS cat,
+           arg_max(important, leaf_index) AS imp
+    FROM d_e WHERE type = 'annotate' AND sha256 IS NOT NULL GROUP BY origin, sha256),
+  dur AS (
+    SELECT origin, sha256, max(duration_ms) AS ms
+    FROM d_e WHERE type = 'probe' AND sha256 IS NOT NULL GROUP BY origin, sha256),
+  linked AS (SELECT DISTINCT origin, sha256 FROM d_links)
+  SELECT r.origin, r.sha256, coalesce(r.unit, '') AS unit,
+         {cat} AS category,
+         coalesce(a.imp, r.imp0, false) OR l.sha256 IS NOT NULL AS evidence,
+         r.recorded, coalesce(p.ms, 0) AS ms
+  FROM rec r
+  LEFT JOIN ann a USING (origin, sha256)
+  LEFT JOIN dur p USING (origin, sha256)
+  LEFT JOIN linked l USING (origin, sha256);
+"""
+
+_MONTH = "strftime(timezone($tz, {t}), '%Y-%m')"
+
+_RECORDINGS = """
+SELECT unit, category, month, GROUPING(unit), GROUPING(category), GROUPING(month),
+       count(*), sum(ms)::BIGINT, count(*) FILTER (WHERE evidence)
+FROM (SELECT unit, category, {month} AS month, ms, evidence FROM d_obj
+      WHERE recorded >= $start AND recorded < $end)
+GROUP BY {sets}
+"""
+
+_CASES = """
+SELECT unit, category, month, GROUPING(unit), GROUPING(category), GROUPING(month),
+       count(DISTINCT case_no)
+FROM (SELECT o.unit, o.category, {month} AS month, l.case_no
+      FROM d_obj o JOIN d_links l USING (origin, sha256)
+      WHERE o.recorded >= $start AND o.recorded < $end)
+GROUP BY {sets}
+"""
+
+_DELETIONS = """
+SELECT unit, category, month, GROUPING(unit), GROUPING(category), GROUPING(month), count(*)
+FROM (SELECT coalesce(o.unit, '') AS unit, coalesce(o.category, 'other') AS category,
+             {month} AS month
+      FROM d_e d LEFT JOIN d_obj o USING (origin, sha256)
+      WHERE d.type = 'delete' AND (d.role IS NULL OR d.role <> 'derivative')
+        AND d.time >= $start AND d.time < $end)
+GROUP BY {sets}
+"""
+
+# Holds and exports: an object's (holds) or a case's recordings' unit and category; an
+# entry counts once in each cell and once in each total.
+_EVENTS = """
+WITH ev AS (
+  SELECT origin, leaf_index, time, sha256, cases FROM d_e
+  WHERE type = $type AND time >= $start AND time < $end),
+cells AS (
+  SELECT ev.origin, ev.leaf_index, ev.time, coalesce(o.unit, '') AS unit,
+         coalesce(o.category, 'other') AS category
+  FROM ev LEFT JOIN d_obj o USING (origin, sha256)
+  WHERE ev.sha256 IS NOT NULL
+  UNION
+  SELECT c.origin, c.leaf_index, c.time, coalesce(o.unit, '') AS unit,
+         coalesce(o.category, 'other') AS category
+  FROM (SELECT origin, leaf_index, time, unnest(cases) AS case_no FROM ev
+        WHERE sha256 IS NULL AND cases IS NOT NULL) c
+  LEFT JOIN d_links l ON l.origin = c.origin AND l.case_no = c.case_no
+  LEFT JOIN d_obj o ON o.origin = l.origin AND o.sha256 = l.sha256
+  UNION
+  SELECT origin, leaf_index, time, '' AS unit, 'other' AS category FROM ev
+  WHERE sha256 IS NULL AND cases IS NULL)
+SELECT unit, category, month, GROUPING(unit), GROUPING(category), GROUPING(month),
+       count(DISTINCT (origin, leaf_index))
+FROM (SELECT origin, leaf_index, unit, category, {month} AS month FROM cells)
+GROUP BY {sets}
+"""
+
+
+def _key(row: Sequence[Any]) -> Key:
+    u, c, m, gu, gc, gm = row[:6]
+    return (None if gu else str(u), None if gc else str(c), None if gm else str(m))
+
+
+def compute(con: duckdb.DuckDBPyConnection, relation: str, period: Period) -> Figures:
+    """The raw figures of ``period`` over ``relation`` (a DuckDB table expression with
+    the catalog's columns: a table name, ``iceberg_scan('…')``, ``arrow_table``…)."""
+    con.execute(_BASE.format(rel=relation, cat=_cat("coalesce(a.cat, r.cat0)")))
+    args = {"tz": period.start.tzinfo.key, "start": period.start, "end": period.end}  # type: ignore[union-attr]
+    values: dict[str, dict[Key, int]] = {f: {} for f in FIGURES}
+    fmt = {"sets": _SETS}
+    for row in con.execute(
+        _RECORDINGS.format(month=_MONTH.format(t="recorded"), **fmt), args
+    ).fetchall():
+        k = _key(row)
+        values["recordings"][k] = int(row[6])
+        values["hours"][k] = int(row[7] or 0)
+        values["evidence"][k] = int(row[8])
+    for row in con.execute(
+        _CASES.format(month=_MONTH.format(t="o.recorded"), **fmt), args
+    ).fetchall():
+        values["cases"][_key(row)] = int(row[6])
+    for row in con.execute(
+        _DELETIONS.format(month=_MONTH.format(t="d.time"), **fmt), args
+    ).fetchall():
+        values["deletions"][_key(row)] = int(row[6])
+    for name, ty in (("holds", "hold"), ("exports", "export")):
+        q = _EVENTS.format(month=_MONTH.format(t="time"), **fmt)
+        for row in con.execute(q, {**args, "type": ty}).fetchall():
+            values[name][_key(row)] = int(row[6])
+    known = {r[0] for r in con.execute("SELECT DISTINCT unit FROM d_obj").fetchall()}
+    for fig in values.values():
+        known.update(k[0] for k in fig if k[0] is not None)
+    units = tuple(sorted(u for u in known if u)) + (("",) if "" in known else ())
+    con.execute("DROP TABLE d_e; DROP TABLE d_links; DROP TABLE d_obj")
+    return Figures(period, units, values)
+
+
+# ---- withholding small counts -------------------------------------------------------
+
+
+def _groups(units: Sequence[str], months: Sequence[str]) -> list[tuple[Key, list[Key]]]:
+    """Each published total with the published cells that add up to it."""
+    g: list[tuple[Key, list[Key]]] = []
+    for c in CATEGORY_KEYS:
+        for u in units:
+            g.append(((u, c, None), [(u, c, m) for m in months]))
+        for m in months:
+            g.append(((None, c, m), [(u, c, m) for u in units]))
+        g.append(((None, c, None), [(u, c, None) for u in units]))
+        g.append(((None, c, None), [(None, c, m) for m in months]))
+    for m in months:
+        g.append(((None, None, m), [(None, c, m) for c in CATEGORY_KEYS]))
+    g.append(((None, None, None), [(None, None, m) for m in months]))
+    g.append(((None, None, None), [(None, c, None) for c in CATEGORY_KEYS]))
+    return g
+
+
+def withhold(
+    values: Mapping[Key, int], groups: Sequence[tuple[Key, Sequence[Key]]], threshold: int
+) -> dict[Key, Shown]:
+    """Every key of ``groups`` shown: the count, ``"<T"`` for 1..T-1, or ``"x"`` where a
+    total and the other cells would give a withheld cell away."""
+    small = f"<{threshold}"
+    shown: dict[Key, Shown] = {}
+    keys = {k for total, parts in groups for k in (total, *parts)}
+    for k in keys:
+        v = values.get(k, 0)
+        shown[k] = small if 0 < v < threshold else v
+    changed = True
+    while changed:
+        changed = False
+        for total, parts in groups:
+            if isinstance(shown[total], str):
+                continue
+            hidden = [p for p in parts if isinstance(shown[p], str)]
+            if len(hidden) != 1:
+                continue
+            open_ = [p for p in parts if not isinstance(shown[p], str) and values.get(p, 0) > 0]
+            # No other cell to withhold: the one withheld cell equals the total, so the
+            # total goes instead.
+            pick = min(open_, key=lambda p: (values.get(p, 0), str(p))) if open_ else total
+            shown[pick] = "x"
+            changed = True
+    return shown
+
+
+def hours_text(ms: int) -> str:
+    """Milliseconds as hours with one decimal, rounded half up."""
+    tenths = (ms + 180_000) // 360_000
+    return f"{tenths // 10}.{tenths % 10}"
+
+
+def table(fig: Figures, threshold: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(rows, totals)`` as data.json has them: every unit × category × month and the
+    unit × category period totals; then the all-unit totals. Zeros included."""
+    months = list(fig.period.months)
+    groups = _groups(fig.units, months)
+    shown = {f: withhold(fig.values[f], groups, threshold) for f in COUNTS}
+    hours = fig.values["hours"]
+
+    def cell(k: Key) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in FIGURES:
+            if f == "hours":
+                hidden = isinstance(shown["recordings"][k], str)
+                out[f] = None if hidden else hours_text(hours.get(k, 0))
+            else:
+                out[f] = shown[f][k]
+        return out
+
+    label = fig.period.label
+    rows: list[dict[str, Any]] = []
+    periods: list[str | None] = [*months, None]
+    for u in fig.units:
+        for c in CATEGORY_KEYS:
+            for m in periods:
+                rows.append({"unit": u, "category": c, "month": m or label, **cell((u, c, m))})
+    totals: list[dict[str, Any]] = []
+    every: list[str | None] = [*CATEGORY_KEYS, None]
+    for cat in every:
+        for m in periods:
+            totals.append({"category": cat or "", "month": m or label, **cell((None, cat, m))})
+    return rows, totals
+
+
+# ---- audits -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditFigures:
+    month: str
+    audits: int
+    objects_checked: int
+    failures: int
+
+
+def _n(v: object) -> int:
+    return v if type(v) is int and v >= 0 else 0
+
+
+def audit_result(fields: Mapping[str, Any]) -> tuple[int, int] | None:
+    """``(objects checked, failures)`` of a station's ``fixity`` or the hub's ``audit``
+    entry; None for other entries."""
+    ty = fields.get("type")
+    results = fields.get("results")
+    res: Mapping[str, Any] = results if isinstance(results, Mapping) else {}
+    if ty == "fixity":
+        bad = sum(_n(v) for k, v in res.items() if not str(k).endswith("_ok"))
+        return _n(fields.get("objects_checked")), bad + _n(fields.get("completeness_problems"))
+    if ty == "audit":
+        checked = sum(_n(v) for k, v in res.items() if k != "not_checked")
+        bad = sum(_n(res.get(k)) for k in ("altered", "missing", "unreadable"))
+        return checked, bad
+    return None
+
+
+def audits(
+    entries: Iterable[tuple[datetime, Mapping[str, Any]]], period: Period
+) -> list[AuditFigures]:
+    """Audits by month of ``period`` (every month, zeros too) from ``(time, fields)``."""
+    tz = period.start.tzinfo
+    acc = {m: [0, 0, 0] for m in period.months}
+    for t, fields in entries:
+        if not period.start <= t < period.end:
+            continue
+        r = audit_result(fields)
+        if r is None:
+            continue
+        m = t.astimezone(tz).strftime("%Y-%m")
+        if m in acc:
+            acc[m][0] += 1
+            acc[m][1] += r[0]
+            acc[m][2] += r[1]
+    return [AuditFigures(m, *acc[m]) for m in period.months]
+
+
+__all__ = [
+    "CATEGORIES",
+    "CATEGORY_KEYS",
+    "COUNTS",
+    "FIGURES",
+    "AuditFigures",
+    "Figures",
+    "Period",
+    "audit_result",
+    "audits",
+    "compute",
+    "days_in",
+    "hours_text",
+    "parse_period",
+    "previous_month",
+    "previous_year",
+    "table",
+    "withhold",
+]
