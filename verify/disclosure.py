@@ -415,7 +415,8 @@ def _check_entry(
     if key is not None and not entry.verify(key):
         rep.problems.append(
             f"{ENTRY_FILE}: its signature does not verify with the trusted key "
-            f"{key.name}+{key.key_id.hex()} (altered, or published by another key)"
+            f"{key.name}+{key.key_id.hex()} (altered, or published by another key: give "
+            "the publisher's key with --vkey)"
         )
     want = f.get("manifest_sha256")
     if manifest is not None:
