@@ -822,6 +822,15 @@ def render(data_dir: Path, origin: str) -> str:
         "# alarm_after_s = 300           # quorum unmet this long: status and metrics say so\n"
         "# retry_s = 10                  # a failing witness is asked again this often\n"
         "\n"
+        "# Public disclosure (公示, `custody disclose`): the rules file (threshold, time\n"
+        "# zone, public names) and the daemon's monthly publication (and, in January,\n"
+        "# the year's) to a folder and/or a public bucket prefix (docs/disclosure.md).\n"
+        "# [disclose]\n"
+        '# rules = "disclose.toml"\n'
+        '# schedule = "monthly"\n'
+        "# day = 3\n"
+        '# out = "/srv/www/disclosure"\n'
+        "\n"
         "# Prometheus metrics on localhost (off unless set):\n"
         "# [metrics]\n"
         '# listen = "127.0.0.1:9108"\n'

@@ -178,3 +178,19 @@ def test_the_witness_protocol_is_pure() -> None:
     assert ledger_deps <= allowed, f"{module} imports impure {ledger_deps - allowed}"
     assert not {m for m in mods if m.startswith("witness.")}, "the core imports no shell"
     assert not effects(REPO / module), effects(REPO / module)
+
+
+def test_disclose_points_only_down() -> None:
+    """disclose -> ledger: it never imports a composition root or a store."""
+    for path in (REPO / "disclose").glob("*.py"):
+        top = {m.split(".")[0] for m in imports(path)}
+        bad = top & {"custody", "hub", "web", "archive", "ingest", "retention", "boto3"}
+        assert not bad, f"{path} imports {bad}"
+
+
+@pytest.mark.parametrize("module", ["disclose/rules.py", "disclose/figures.py"])
+def test_disclosure_rules_and_figures_read_no_clock(module: str) -> None:
+    """The figures get their period from the caller: publishing a past year gives the
+    same figures whenever it is run over the same log."""
+    found = [f for f in effects(REPO / module) if "open()" not in f and "pathlib" not in f]
+    assert not found, f"{module} is not pure: {found}"
