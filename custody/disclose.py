@@ -187,6 +187,7 @@ def disclose_station(
             witnesses=witness_vkeys(policy),
             sizes={conf.origin: size},
             generated=now_text(now),
+            complete=now >= per.end.timestamp(),
             policy=policy,
             publisher_vkey=vkey,
         )

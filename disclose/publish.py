@@ -69,6 +69,7 @@ class Publication:
     generated: str  # RFC 3339 UTC
     policy: bytes | None = None
     publisher_vkey: str = ""
+    complete: bool = True  # the period was over when the figures were made
 
     @property
     def publisher(self) -> str:
@@ -124,6 +125,7 @@ def data_document(pub: Publication) -> dict[str, Any]:
         "publisher": pub.publisher,
         "origin": pub.origin,
         "generated": pub.generated,
+        "complete": pub.complete,
         "timezone": pub.rules.timezone,
         "threshold": pub.rules.threshold,
         "months": list(pub.period.months),

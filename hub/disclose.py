@@ -89,6 +89,7 @@ def disclose_county(
             witnesses=[hub.cosigner.verifier().vkey()],
             sizes={**sizes, conf.name: own_size},
             generated=now_text(now),
+            complete=now >= per.end.timestamp(),
             publisher_vkey=vkey,
         )
         try:
