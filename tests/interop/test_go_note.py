@@ -21,23 +21,29 @@ GOPATH = Path("/usr/share/gocode")  # where Debian's golang-*-dev packages put s
 ORIGIN = "custody.test/interop/dock-01"
 
 
-@pytest.fixture(scope="module")
-def verifynote(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def build_go(source: Path, folder: Path) -> Path:
+    """Build one Go program against Debian's golang.org/x/mod sources (no network)."""
     go = shutil.which("go")
     assert go, "needs Debian's golang-go (scripts/test installs it)"
     assert (GOPATH / "src/golang.org/x/mod/sumdb/note/note.go").exists(), (
         "needs Debian's golang-golang-x-mod-dev (scripts/test installs it)"
     )
-    out = tmp_path_factory.mktemp("go") / "verifynote"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / source.stem
     env = dict(
         os.environ,
         GO111MODULE="off",
         GOPATH=str(GOPATH),
-        GOCACHE=str(out.parent / "cache"),
+        GOCACHE=str(folder / "cache"),
         GOFLAGS="",
     )
-    subprocess.run([go, "build", "-o", str(out), str(HERE / "verifynote.go")], check=True, env=env)
+    subprocess.run([go, "build", "-o", str(out), str(source)], check=True, env=env)
     return out
+
+
+@pytest.fixture(scope="module")
+def verifynote(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_go(HERE / "verifynote.go", tmp_path_factory.mktemp("go"))
 
 
 def go_verify(tool: Path, vkey: str, note: str, tmp: Path) -> subprocess.CompletedProcess[str]:
