@@ -217,12 +217,11 @@ def _write_tree(root: Path, files: Sequence[tuple[str, bytes]]) -> None:
     dirs = {root}
     for rel, data in files:
         path = root / rel
-        d = path.parent
-        while d not in dirs:
-            d.mkdir(mode=0o755, exist_ok=True)
-            os.chmod(d, 0o755)
-            dirs.add(d)
-            d = d.parent
+        new = [d for d in reversed(path.relative_to(root).parents) if root / d not in dirs]
+        for d in new:  # top down
+            (root / d).mkdir(mode=0o755)
+            os.chmod(root / d, 0o755)
+            dirs.add(root / d)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
             os.fchmod(fd, 0o644)
