@@ -345,6 +345,19 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
         coalesce=True,
         next_run_time=datetime.now(UTC),
     )
+    if conf.disclose.schedule == "monthly":
+        scheduler.add_job(
+            _disclose,
+            "interval",
+            hours=1,
+            args=(conf, ledger, cap),
+            id="disclose",
+            max_instances=1,
+            coalesce=True,
+            # At start too, on the scheduler's thread: a station that was off on the
+            # publication day publishes when it comes back, and capture never waits.
+            next_run_time=datetime.now(UTC),
+        )
     if conf.media.access_copies == "all" or conf.media.frame_hashes:
         # Media steps left waiting (a spent transcode budget) are queued again.
         scheduler.add_job(
@@ -572,6 +585,17 @@ def _retention_sweep(conf: cfg.Config, ledger: Any, cap: Capturer) -> None:
         log.exception("retention sweep failed; it runs again at the next interval")
     finally:
         db.close()
+
+
+def _disclose(conf: cfg.Config, ledger: Any, cap: Capturer) -> None:
+    """The scheduled disclosure (公示): the periods due, built and published
+    (`custody.disclose_schedule`); a bucket away is a WARNING line, tried next hour."""
+    from custody.disclose_schedule import scheduled, station_build
+
+    try:
+        scheduled(conf.disclose, conf.state_dir, ledger, station_build(conf), log)
+    except IntegrityError as e:
+        cap.halt(f"disclosure: {e}")
 
 
 def make_witness_client(conf: cfg.Config, ledger: Any) -> WitnessClient | None:
