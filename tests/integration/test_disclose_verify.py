@@ -157,3 +157,38 @@ def test_an_added_or_removed_file_fails_naming_it(
     os.unlink(copy / "audits.csv")
     p = verify(copy, config=conf)
     assert p.returncode == 1 and any(f.startswith("audits.csv") for f in failed(p)), p.stdout
+
+
+def test_a_witnessed_stations_publication_shows_its_cosignatures_and_quorum(
+    tmp_path: Path,
+) -> None:
+    """Two real witness servers cosign the station's checkpoints: the published log
+    checkpoint carries both cosignatures, counted valid against witnesses.txt, and the
+    station's policy (checked with --policy) finds its quorum met."""
+    from .test_witnessed_station import setup
+
+    conf, ws, _, _ = setup(tmp_path)
+    out = tmp_path / "pub"
+    try:
+        # The first publication's entry is cosigned as it is signed; the second one
+        # carries that cosigned checkpoint as the log's latest witnessed one.
+        run_cli("disclose", "--out", str(tmp_path / "first"), "--period", PERIOD, config=conf)
+        run_cli("disclose", "--out", str(out), "--period", PERIOD, config=conf)
+    finally:
+        for w in ws:
+            w.stop()
+    assert (out / "policy.txt").is_file()
+    p = verify(out, "--policy", str(out / "policy.txt"), config=conf)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "cosignatures 2 valid of 2 (against 2 witness key(s) in witnesses.txt)" in p.stdout
+    assert "policy quorum met (all of (w1, w2))" in p.stdout
+    assert "note: data.json logs[0]" not in p.stdout  # the writer counted the same two
+    # A witness key in witnesses.txt swapped for another: that cosignature no longer
+    # counts (and the file is no longer the published one).
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    keys = (copy / "witnesses.txt").read_text().splitlines()
+    (copy / "witnesses.txt").write_text(keys[0] + "\n")
+    p = verify(copy, config=conf)
+    assert p.returncode == 1 and "cosignatures 1 valid of 2" in p.stdout, p.stdout
+    assert any(f.startswith("witnesses.txt") for f in failed(p)), p.stdout
