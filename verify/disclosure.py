@@ -70,6 +70,7 @@ MAX_SMALL = 1 << 16  # a vkey, a checkpoint, a tlog-proof (a 63-hash proof is ~3
 MAX_WITNESSES = 1 << 20
 MAX_LEAF = 65536  # C2SP tlog-tiles caps an entry at 65535 bytes; and one newline
 MAX_FILE = 1 << 30  # no published file is hashed beyond this (a page, figures, CSV)
+MAX_LOGS = 9999  # logs/01 .. logs/9999: a county of a few hundred stations is far below
 
 # Where the trusted publisher key came from, as the verdict says it.
 FROM_PUBLICATION = (
@@ -308,8 +309,22 @@ def _digest(root: Path, rel: str) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def _linked_folder(root: Path, rel: str) -> str:
+    """The first folder on the way to ``rel`` that is a symbolic link ("" when none):
+    O_NOFOLLOW guards only the last part of a path, and nothing is read through a link."""
+    parts = rel.split("/")[:-1]
+    for i in range(1, len(parts) + 1):
+        if os.path.islink(root.joinpath(*parts[:i])):
+            return "/".join(parts[:i])
+    return ""
+
+
 def _read(root: Path, rel: str, limit: int, rep: DisclosureReport, what: str) -> bytes | None:
     """A file of the folder read whole (bounded, no links), or None with a failure line."""
+    link = _linked_folder(root, rel)
+    if link:
+        rep.problems.append(f"{rel}: not read, {link} is a symbolic link")
+        return None
     try:
         return read_regular(root / rel, limit, follow=False)
     except (FileNotFoundError, NotADirectoryError):
@@ -530,7 +545,13 @@ def _check_logs(
     on_disk: set[str] = set()
     if (root / "logs").is_dir() and not (root / "logs").is_symlink():
         on_disk = {f"logs/{n}" for n in os.listdir(root / "logs")}
-    count = len(listed) if listed is not None else len(on_disk)
+    count = named = len(listed) if listed is not None else len(on_disk)
+    if count > MAX_LOGS:
+        rep.problems.append(
+            f"{DATA_JSON}: lists {count} logs, more than a publication carries ({MAX_LOGS}); "
+            f"the first {MAX_LOGS} are checked"
+        )
+        count = MAX_LOGS
     policy_logs = {lg.key for lg in policy.logs} if policy is not None else set()
     for i in range(count):
         lg = LogReport(log_dir(i))
@@ -562,10 +583,12 @@ def _check_logs(
             rep.problems += [f"{lg.path}/checkpoint: {p}" for p in w.problems]
         if listed is not None:
             _compare_log(listed[i], lg, rep)
-    for extra in sorted(on_disk - {log_dir(i) for i in range(count)}):
-        rep.problems.append(
-            f"{shown(extra)}: a log folder {DATA_JSON} does not list (it lists {count})"
-        )
+    for d in sorted(on_disk):
+        m = _LOG_DIR.fullmatch(d)
+        if not (m and 1 <= int(m[1]) <= named and log_dir(int(m[1]) - 1) == d):
+            rep.problems.append(
+                f"{shown(d)}: a log folder {DATA_JSON} does not list (it lists {named})"
+            )
 
 
 def _compare_log(item: object, lg: LogReport, rep: DisclosureReport) -> None:

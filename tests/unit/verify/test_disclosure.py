@@ -454,3 +454,27 @@ def test_the_checker_is_the_one_verify_disclosure_runs(tmp_path: Path) -> None:
     rep = verify_disclosure(publish(tmp_path / "pub"), PUBLISHER.verifier())
     assert rep.ok, rep.lines()
     assert rep.entry_index == AT and rep.listed == 9 and len(rep.logs) == 1
+
+
+def test_nothing_is_read_through_a_linked_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # logs/ swapped for a link to an identical copy elsewhere: the bytes are the same,
+    # the folder is not the publication's, and nothing is read through the link.
+    root = publish(tmp_path / "pub")
+    os.rename(root / "logs", tmp_path / "elsewhere")
+    (root / "logs").symlink_to(tmp_path / "elsewhere")
+    rc, out, failed = verdict(capsys, root, *pinned())
+    assert rc == 1
+    assert "logs: a symbolic link (refused)" in failed, out
+    assert "logs/01/checkpoint: not read, logs is a symbolic link" in failed, out
+
+
+def test_a_log_folder_data_json_does_not_list_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = publish(tmp_path / "pub")
+    (root / "logs" / "001").mkdir()
+    (root / "logs" / "001" / "vkey").write_text(PUBLISHER.verifier().vkey() + "\n")
+    problem = fails_naming(capsys, root, "logs/001:")
+    assert "a log folder data.json does not list (it lists 1)" in problem
