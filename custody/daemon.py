@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ import sqlite3
 import stat
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -350,7 +352,7 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
             _disclose,
             "interval",
             hours=1,
-            args=(conf, ledger, cap),
+            args=(conf, ledger, cap, itertools.count()),
             id="disclose",
             max_instances=1,
             coalesce=True,
@@ -587,13 +589,14 @@ def _retention_sweep(conf: cfg.Config, ledger: Any, cap: Capturer) -> None:
         db.close()
 
 
-def _disclose(conf: cfg.Config, ledger: Any, cap: Capturer) -> None:
+def _disclose(conf: cfg.Config, ledger: Any, cap: Capturer, runs: Iterator[int]) -> None:
     """The scheduled disclosure (公示): the periods due, built and published
     (`custody.disclose_schedule`); a bucket away is a WARNING line, tried next hour."""
     from custody.disclose_schedule import scheduled, station_build
 
+    quiet = next(runs) > 0  # "nothing due" is said at start, then only in DEBUG
     try:
-        scheduled(conf.disclose, conf.state_dir, ledger, station_build(conf), log)
+        scheduled(conf.disclose, conf.state_dir, ledger, station_build(conf), log, quiet=quiet)
     except IntegrityError as e:
         cap.halt(f"disclosure: {e}")
 

@@ -16,6 +16,7 @@ sync never wait for a publication. An integrity error (the ledger) is raised.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -96,9 +97,12 @@ def scheduled(
     build: Build,
     log: logging.Logger,
     clock: Callable[[], float] = time.time,
+    quiet: bool = False,
 ) -> None:
     """`run_once`, said in the log: a line per publication, a WARNING per problem, one
-    ERROR line when the pass could not run at all. Raises only `IntegrityError`."""
+    ERROR line when the pass could not run at all; when nothing was due, one line saying
+    what comes next (DEBUG when ``quiet``: the hourly runs after the first). Raises only
+    `IntegrityError`."""
     try:
         res = run_once(settings, state_dir, ledger, build, clock)
     except IntegrityError:
@@ -114,6 +118,10 @@ def scheduled(
         log.info("%s", line)
     for line in res.problems:
         log.warning("%s", line)
+    if not res.due and res.next:
+        log.log(
+            logging.DEBUG if quiet else logging.INFO, "disclosure: nothing due; next: %s", res.next
+        )
 
 
 def station_build(conf: Any, clock: Callable[[], float] = time.time) -> Build:
@@ -148,9 +156,11 @@ def start_hub_schedule(conf: HubConfig, ledger: Any) -> Callable[[], None] | Non
     log = logging.getLogger("custody.hub")
     build = hub_build(conf)
 
+    runs = itertools.count()
+
     def job() -> None:
         try:
-            scheduled(conf.disclose, conf.state_dir, ledger, build, log)
+            scheduled(conf.disclose, conf.state_dir, ledger, build, log, quiet=next(runs) > 0)
         except IntegrityError as e:
             # The hub's own log: its sync says so too; nothing is published meanwhile.
             log.critical("disclosure not published: integrity error in the hub's log: %s", e)

@@ -16,14 +16,18 @@ meant for public reading (``[disclose.store]``, never the evidence bucket).
   ``<period>/`` (each object with its Content-Type, no object lock; an object already
   there with the same SHA-256 is accepted). ``index.json`` beside the periods lists
   them, so a reader finds every publication from one address.
-- `publish_due`: the scheduled run. What was published is kept in
+- `publish_due`: the scheduled run. What was published where is kept in
   ``<state>/disclose.json`` (written atomically), so a restart publishes no period
-  twice: one `disclose` entry per period, whichever targets it goes to. A build is
-  kept in ``<state>/disclose-build/<period>`` until every target holds it, so a
-  bucket that is away is retried from the same build, with no second entry. Only a
-  crash (or an error) *during* a build leaves the period "building": the next run
-  builds it again, and that second `disclose` entry names itself a rebuild in its
-  ``operator`` (the first may or may not have been appended before the crash).
+  twice: one `disclose` entry per period, whichever targets it goes to (a target
+  added later gets the kept or published copy, or a new build when there is none).
+  Without a record (the state file lost) the targets are read back first. A build
+  is kept in ``<state>/disclose-build/<period>`` until every target holds it, so a
+  bucket that is away is retried from the same build, with no second entry, and it
+  never holds up the folder. A build appears whole or not at all (the builder writes
+  it aside and renames it once signed): found whole after a crash, it is used. Only
+  a crash or an error *during* a build leaves the period "building": the next run
+  builds it again, and that second `disclose` entry says so in its ``operator``
+  (`REBUILT`), since the first may or may not have been appended.
 
 This package reaches stores only through the `PublicStore` port below; the
 composition root (custody, hub) passes an adapter over its S3 client.
@@ -381,6 +385,7 @@ class Outcome:
     published: tuple[str, ...] = ()  # one line per period and place
     problems: tuple[str, ...] = ()  # one line each, what to do included
     built: tuple[str, ...] = field(default=())  # periods built (a `disclose` entry) now
+    next: str = ""  # the next period to come due and when, for the log
 
 
 def load_state(path: Path) -> dict[str, dict[str, Any]]:
@@ -417,11 +422,13 @@ def _say(e: Exception) -> str:
 
 def _read_back(
     period: str, targets: Sequence[Target], done: set[str], failed: set[str], problems: list[str]
-) -> bool:
-    """Add to ``done`` the targets already holding ``period``; False if one cannot say."""
+) -> None:
+    """Add to ``done`` the targets already holding ``period``. One that cannot be looked
+    at (a bucket away) is taken as not holding it: the others are not held up, and it
+    gets the same build later (or refuses it, if a different one is there)."""
     for t in targets:
         if t.name in failed:
-            return False
+            continue
         try:
             if t.holds(period):
                 done.add(t.name)
@@ -433,8 +440,14 @@ def _read_back(
                 f"disclosure {period}: cannot look at {t.name}: {_say(e)}; it is tried again "
                 "at the next run"
             )
-            return False
-    return True
+
+
+def next_due(now: datetime, day: int, timezone: str) -> tuple[str, datetime]:
+    """The next month to come due after ``now`` and when (this month, next month's day)."""
+    zone = zoneinfo.ZoneInfo(timezone)
+    local = now.astimezone(zone)
+    n = local.year * 12 + local.month  # next month's number
+    return f"{local.year:04d}-{local.month:02d}", datetime(n // 12, n % 12 + 1, day, tzinfo=zone)
 
 
 def publish_due(
@@ -462,11 +475,9 @@ def publish_due(
     for period in due:
         rec = periods.setdefault(period, {})
         done: set[str] = set(rec.get("targets", ()))
-        # No record (a state file lost, a period published by hand): read it back, and
-        # build nothing while a target cannot be looked at (it may hold the period).
-        if not rec and not _read_back(period, targets, done, failed, problems):
-            periods.pop(period)
-            continue
+        # No record (a state file lost, a period published by hand): read it back.
+        if not rec:
+            _read_back(period, targets, done, failed, problems)
         missing = [t for t in targets if t.name not in done]
         src = build_root / period
         source: Path | None = None
@@ -529,4 +540,11 @@ def publish_due(
             _save_state(state_path, periods)
             if src.exists():
                 shutil.rmtree(src, ignore_errors=True)
-    return Outcome(tuple(due), tuple(published), tuple(problems), tuple(built))
+    label, when = next_due(now, day, timezone)
+    return Outcome(
+        tuple(due),
+        tuple(published),
+        tuple(problems),
+        tuple(built),
+        f"{label} on {when:%Y-%m-%d} ({timezone})",
+    )

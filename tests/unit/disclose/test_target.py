@@ -22,6 +22,7 @@ from disclose.target import (
     due_periods,
     load_state,
     month_of,
+    next_due,
     publish_due,
     publish_folder,
 )
@@ -101,6 +102,11 @@ def test_time_zone_at_the_month_edge() -> None:
     assert due_periods(eve, 1, "UTC", months(2026, 1, 11), "2026-01") == []
     assert month_of(eve, "Asia/Shanghai") == "2027-01"
     assert month_of(eve, "UTC") == "2026-12"
+
+
+def test_what_comes_next() -> None:
+    assert next_due(at(2026, 12, 31, 23), 3, "Asia/Shanghai") == ("2026-12", at(2027, 1, 3))
+    assert next_due(at(2026, 11, 2), 3, "Asia/Shanghai") == ("2026-11", at(2026, 12, 3))
 
 
 def test_nothing_is_due_in_the_first_month_or_before_it() -> None:
@@ -327,7 +333,7 @@ def test_each_period_is_built_once_and_restarts_publish_nothing_twice(tmp_path: 
 
 def test_a_bucket_away_is_retried_from_the_same_build(tmp_path: Path) -> None:
     state, out = tmp_path / "state", tmp_path / "www"
-    bucket = MemoryBucket({})
+    objects: dict[str, tuple[bytes, str]] = {}
     away = {"on": True}
 
     class Flaky(MemoryBucket):
@@ -336,41 +342,38 @@ def test_a_bucket_away_is_retried_from_the_same_build(tmp_path: Path) -> None:
                 raise OSError("connection refused")
             return super().sha256(key)
 
-    flaky = Flaky(bucket.objects)
-    places = [Place("folder www", out=out), Place("bucket mem", store=flaky)]
+    places = [Place("folder www", out=out), Place("bucket mem", store=Flaky(objects))]
     build = Builder()
-    problems = run(state, places, build, at(2026, 12, 5))
-    # Nothing is known of the bucket: it might hold the period; nothing is built.
+    problems = run(state, places, build, at(2027, 1, 5))
+    # The folder is not held up; the bucket is one line for the whole run.
     assert problems == (
         "disclosure 2026-11: cannot look at bucket mem: connection refused; it is tried "
         "again at the next run",
     )
-    assert build.calls == []
-    # The bucket is back: built once, published to both.
+    assert build.calls == [("2026-11", OPERATOR), ("2026-12", OPERATOR), ("2026", OPERATOR)]
+    assert all((out / p / "MANIFEST").is_file() for p in ("2026-11", "2026-12", "2026"))
+    assert (state / "disclose-build" / "2026" / "MANIFEST").is_file()
+    assert objects == {}
+    # Back: the same builds go to the bucket, no second entry.
     away["on"] = False
-    assert run(state, places, build, at(2026, 12, 5, 1)) == ()
-    assert build.calls == [("2026-11", OPERATOR)]
-    # The bucket goes away after the build: one line per target, the build is kept.
+    assert run(state, places, build, at(2027, 1, 5, 1)) == ()
+    assert len(build.calls) == 3
+    for p in ("2026-11", "2026-12", "2026"):
+        assert objects[f"{p}/MANIFEST"][0] == (out / p / "MANIFEST").read_bytes()
+    assert not any((state / "disclose-build").iterdir())
+    # Away on upload too: one line, and nothing built again.
     (state / "disclose.json").unlink()
-    (out / "2026-11").rename(tmp_path / "kept")
-    bucket.objects.clear()
-    build2 = Builder()
-    flaky2 = Flaky(bucket.objects)
+    (out / "2026-12").rename(tmp_path / "moved")
+    del objects["2026-12/disclose.tlog-proof"]
 
-    class AwayOnPut(Flaky):
+    class AwayOnPut(MemoryBucket):
         def put(self, *a: object, **k: object) -> None:
             raise OSError("no route to host")
 
-    places = [Place("folder www", out=out), Place("bucket mem", store=AwayOnPut({}))]
-    problems = run(state, places, build2, at(2026, 12, 5, 2))
+    places = [Place("folder www", out=out), Place("bucket mem", store=AwayOnPut(objects))]
+    problems = run(state, places, build, at(2027, 1, 5, 2))
     assert len(problems) == 1 and "not published to bucket mem: no route" in problems[0]
-    assert (state / "disclose-build" / "2026-11" / "MANIFEST").is_file()
-    assert (out / "2026-11" / "MANIFEST").is_file()
-    places = [Place("folder www", out=out), Place("bucket mem", store=flaky2)]
-    assert run(state, places, build2, at(2026, 12, 5, 3)) == ()
-    assert build2.calls == [("2026-11", OPERATOR)]  # the same build, no second entry
-    assert "2026-11/MANIFEST" in bucket.objects
-    assert not (state / "disclose-build" / "2026-11").exists()
+    assert build.calls[3:] == [("2026-12", OPERATOR)]  # neither place held all of it
 
 
 def test_a_crash_during_a_build_builds_again_and_says_so(tmp_path: Path) -> None:
