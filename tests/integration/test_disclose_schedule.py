@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,9 +26,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from custody.disclose_schedule import hub_build, scheduled, start_hub_schedule
+from hub.config import load_hub
+from ledger.entry import decode_entry
+from ledger.log import Ledger
 from tests.s3server import free_ports
 
 from ..conftest import run_cli
+from ..stationsim import hub_stations_toml, station_signer
 from .daemon import Daemon, entries, s3_store_conf, wait_for
 
 ORIGIN = "custody.test/capture/dock-01"  # the origin `entries` reads
@@ -196,3 +202,60 @@ def test_the_evidence_store_is_refused_as_the_public_one(station: Path) -> None:
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
     assert "disclose.store" in lines[0] and "is the evidence store" in lines[0], lines[0]
+
+
+HUB = "witness.test/county-hub"
+
+
+def test_the_hub_publishes_on_its_schedule(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The job `custody hub run` starts (`start_hub_schedule`) makes a first pass at
+    once; then, on a time-travel clock next January, every month from the hub's first
+    and the year are built by `disclose_county` into the hub's log and published to
+    the folder, once each (a second pass an hour on publishes nothing)."""
+    run_cli("hub", "init", "--data", str(tmp_path / "hub"), "--name", HUB)
+    cfg = tmp_path / "hub" / "hub.toml"
+    origin = "custody.example/menghai/dock-01"
+    vkey = station_signer(origin, 1).verifier().vkey()
+    out = tmp_path / "www"
+    cfg.write_text(
+        cfg.read_text().replace('listen = "127.0.0.1:8710"', 'listen = ""')
+        + f'\n[disclose]\nschedule = "monthly"\nout = "{out}"\n'
+        + hub_stations_toml([(origin, vkey, "")], {"kind": "local", "path": str(tmp_path / "x")})
+    )
+    conf = load_hub(cfg)
+    log = logging.getLogger("custody.hub")
+    began = datetime.now(UTC).astimezone(SH)
+    with Ledger(conf.ledger_dir, conf.state_dir, HUB, None) as ledger:
+        # At start, on the real clock: the hub began this month, nothing is due yet.
+        with caplog.at_level(logging.INFO, "custody.hub"):
+            stop = start_hub_schedule(conf, ledger)
+            assert stop is not None
+            try:
+                wait_for(lambda: "disclosure: nothing due" in caplog.text, 60)
+            finally:
+                stop()
+        # Next January on the hub's clock: this month, the rest of the year and the year.
+        year = began.year
+        later = datetime(year + 1, 1, 5, 3, tzinfo=SH).timestamp()
+        due = [f"{year}-{m:02d}" for m in range(began.month, 13)] + [str(year)]
+
+        def clock() -> float:
+            return later
+
+        caplog.clear()
+        with caplog.at_level(logging.INFO, "custody.hub"):
+            build = hub_build(conf, clock)
+            scheduled(conf.disclose, conf.state_dir, ledger, build, log, clock)
+            assert "WARNING" not in caplog.text, caplog.text
+            scheduled(conf.disclose, conf.state_dir, ledger, build, log, clock)  # an hour on
+        assert sorted(p.name for p in out.iterdir()) == sorted([*due, "index.json"])
+        v = run_cli("verify", str(out / due[-1]), "--vkey", conf.vkey_path.read_text().strip(),
+                    check=False)  # fmt: skip
+        assert v.returncode == 0, v.stdout + v.stderr
+    with Ledger(conf.ledger_dir, conf.state_dir, HUB, None) as led:
+        types = [decode_entry(led.entry(i)).type for i in range(led.next_index())]
+    assert types.count("disclose") == len(due), types
+    cfg.write_text(cfg.read_text().replace('schedule = "monthly"', 'schedule = "off"'))
+    assert start_hub_schedule(load_hub(cfg), None) is None
