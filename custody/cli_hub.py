@@ -121,8 +121,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    from custody.disclose_schedule import start_hub_schedule
+
     with Hub(conf) as hub:
         server = serve_in_thread(conf) if conf.listen else None
+        # The monthly disclosure (公示), on its own thread: a sync never waits for it.
+        stop_disclosure = start_hub_schedule(conf, hub.ledger)
         notifier.ready(f"following {len(conf.stations)} stations")
         log.info("hub %s: following %d stations", conf.name, len(conf.stations))
         try:
@@ -142,6 +146,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 stop.wait(max(0.0, conf.sync_interval_s - (time.monotonic() - started)))
         finally:
             notifier.stopping()
+            if stop_disclosure is not None:
+                stop_disclosure()
             if server is not None:
                 server.stop()
     return 0
