@@ -15,7 +15,7 @@ from custody.errors import CustodyError
 from disclose.figures import AuditFigures, Figures, Period, audits, compute, parse_period
 from disclose.publish import DiscloseResult, LogRef, Publication, PublishError, Signed, build
 from disclose.rules import Rules, RulesError, load_rules
-from ledger.entry import decode_entry, format_time
+from ledger.entry import decode_entry
 from ledger.log import CheckpointRecord, Ledger
 from ledger.note import parse_note
 from ledger.policy import PolicyError, parse_policy
@@ -128,7 +128,8 @@ def signer_into(
 
 
 def now_text(now: float) -> str:
-    return format_time(datetime.fromtimestamp(now, UTC)).replace(".000Z", "Z")
+    """RFC 3339 UTC in whole seconds: when the publication was made."""
+    return datetime.fromtimestamp(int(now), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def disclose_station(

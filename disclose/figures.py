@@ -25,6 +25,7 @@ smallest other cell is withheld too (``"x"``). Pure apart from the query.
 from __future__ import annotations
 
 import calendar
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -69,13 +70,17 @@ def parse_period(text: str, timezone: str) -> Period:
     tz = ZoneInfo(timezone)
     t = text.strip()
     try:
-        if len(t) == 4 and t.isdigit():
+        # ASCII digits only: int() also reads full-width ones, but the label goes into
+        # the folder, the signed entry and the month keys, which use ASCII.
+        if not re.fullmatch(r"[0-9]{4}(-[0-9]{2})?", t):
+            raise ValueError
+        if len(t) == 4:
             year = int(t)
             if not 2000 <= year <= 9998:
                 raise ValueError
             months = tuple(f"{year:04d}-{m:02d}" for m in range(1, 13))
             return Period(t, _month_start(year, 1, tz), _month_start(year + 1, 1, tz), months)
-        if len(t) == 7 and t[4] == "-" and t[:4].isdigit() and t[5:].isdigit():
+        if len(t) == 7:
             year, month = int(t[:4]), int(t[5:])
             if not (2000 <= year <= 9998 and 1 <= month <= 12):
                 raise ValueError
@@ -133,10 +138,13 @@ CREATE OR REPLACE TEMP TABLE d_links AS
   SELECT DISTINCT origin, sha256, unnest(cases) AS case_no
   FROM d_e WHERE type = 'annotate' AND sha256 IS NOT NULL AND cases IS NOT NULL;
 CREATE OR REPLACE TEMP TABLE d_obj AS
+  -- What the first ingest said, nulls included (arg_min skips nulls: a later capture
+  -- of the same bytes with an identity must not rewrite the first one's).
   WITH rec AS (
-    SELECT origin, sha256, arg_min(unit, leaf_index) AS unit,
-           arg_min(category, leaf_index) AS cat0, arg_min(important, leaf_index) AS imp0,
-           arg_min(recorded, leaf_index) AS recorded
+    SELECT origin, sha256, arg_min_null(unit, leaf_index) AS unit,
+           arg_min_null(category, leaf_index) AS cat0,
+           arg_min_null(important, leaf_index) AS imp0,
+           arg_min_null(recorded, leaf_index) AS recorded
     FROM d_e WHERE type = 'ingest' AND sha256 IS NOT NULL GROUP BY origin, sha256),
   ann AS (
     SELECT origin, sha256, arg_max(category, leaf_index) AS cat,
@@ -256,19 +264,23 @@ def compute(con: duckdb.DuckDBPyConnection, relation: str, period: Period) -> Fi
 
 
 def _groups(units: Sequence[str], months: Sequence[str]) -> list[tuple[Key, list[Key]]]:
-    """Each published total with the published cells that add up to it."""
+    """Each published total with the published cells that add up to it. A month's
+    publication has no period rows apart from its month's (they would be the same)."""
     g: list[tuple[Key, list[Key]]] = []
+    several = len(months) > 1
     for c in CATEGORY_KEYS:
-        for u in units:
-            g.append(((u, c, None), [(u, c, m) for m in months]))
         for m in months:
             g.append(((None, c, m), [(u, c, m) for u in units]))
-        g.append(((None, c, None), [(u, c, None) for u in units]))
-        g.append(((None, c, None), [(None, c, m) for m in months]))
+        if several:
+            for u in units:
+                g.append(((u, c, None), [(u, c, m) for m in months]))
+            g.append(((None, c, None), [(u, c, None) for u in units]))
+            g.append(((None, c, None), [(None, c, m) for m in months]))
     for m in months:
         g.append(((None, None, m), [(None, c, m) for c in CATEGORY_KEYS]))
-    g.append(((None, None, None), [(None, None, m) for m in months]))
-    g.append(((None, None, None), [(None, c, None) for c in CATEGORY_KEYS]))
+    if several:
+        g.append(((None, None, None), [(None, None, m) for m in months]))
+        g.append(((None, None, None), [(None, c, None) for c in CATEGORY_KEYS]))
     return g
 
 
@@ -287,15 +299,17 @@ def withhold(
     while changed:
         changed = False
         for total, parts in groups:
-            if isinstance(shown[total], str):
-                continue
-            hidden = [p for p in parts if isinstance(shown[p], str)]
-            if len(hidden) != 1:
+            # A group is one equation: total = sum(parts). With exactly one unknown in
+            # it (a withheld part, or a withheld total), the unknown can be solved for.
+            if sum(isinstance(shown[k], str) for k in (total, *parts)) != 1:
                 continue
             open_ = [p for p in parts if not isinstance(shown[p], str) and values.get(p, 0) > 0]
-            # No other cell to withhold: the one withheld cell equals the total, so the
-            # total goes instead.
-            pick = min(open_, key=lambda p: (values.get(p, 0), str(p))) if open_ else total
+            if open_:
+                pick = min(open_, key=lambda p: (values.get(p, 0), str(p)))
+            elif not isinstance(shown[total], str) and values.get(total, 0) > 0:
+                pick = total  # no other cell to withhold: the total goes instead
+            else:
+                continue  # every part shown is 0 and so is the withheld one: nothing hides
             shown[pick] = "x"
             changed = True
     return shown
@@ -327,7 +341,8 @@ def table(fig: Figures, threshold: int) -> tuple[list[dict[str, Any]], list[dict
 
     label = fig.period.label
     rows: list[dict[str, Any]] = []
-    periods: list[str | None] = [*months, None]
+    # A year: each month, then the year (None). A month: the month alone is the period.
+    periods: list[str | None] = [*months, None] if len(months) > 1 else list(months)
     for u in fig.units:
         for c in CATEGORY_KEYS:
             for m in periods:

@@ -177,7 +177,7 @@ def check_page(page: Page, watch: Watch, pub: Published, shot: Path, inside: str
         assert cells == [_cell_text(totals[("", month)][f]) for f in FIGURES], month
     assert len(page.query_selector_all("#months tbody tr")) == 12
     # The units: the named one first (open), then the footage with no unit.
-    summaries = [s.inner_text() for s in page.query_selector_all("#units summary")]
+    summaries = [s.inner_text() for s in page.query_selector_all("#units > details > summary")]
     assert UNIT_NAME in summaries[0] and "未标明单位" in summaries[-1], summaries
     body = page.inner_text("body")
     for word in ("按月", "By month", "完整性审计", "Integrity audits", "如何核验"):
@@ -267,13 +267,15 @@ def test_the_page_served_over_http(browser: Browser, published: Published, serve
 
 
 def test_the_printed_page_shows_every_unit(browser: Browser, published: Published) -> None:
-    """On paper every unit's table is there, not only the first (open) one: the
-    stylesheet means to show them (its print rule), and a printed 公示 is posted up.
-    Failing today: `details { display: block }` does not open a closed <details>; a
-    rule such as `details::details-content { content-visibility: visible; }` does."""
+    """On paper every unit's tables are there, the month-by-month ones too (closed on
+    screen): a printed 公示 is posted up. `details { display: block }` would not open a
+    closed <details>; the print rule `details::details-content` does."""
     with opened(browser, published.out.as_uri() + "/index.html") as (page, _):
+        monthly = page.locator("#units details.monthly table")
+        assert monthly.count() == 2
+        assert not monthly.nth(0).is_visible()  # on screen the months are folded
         page.emulate_media(media="print")
-        units = page.locator("#units details")
-        assert units.count() == 2
-        shown = [units.nth(i).locator("table").is_visible() for i in range(units.count())]
-        assert shown == [True, True], shown
+        tables = page.locator("#units table")
+        assert tables.count() == 4  # each unit: its period table and its months
+        shown = [tables.nth(i).is_visible() for i in range(tables.count())]
+        assert shown == [True] * 4, shown
