@@ -167,7 +167,8 @@ def test_data_csv_has_a_row_per_unit_category_and_month_and_the_totals(
     rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"), newline="")))
     assert rows[0] == ["unit", "unit_name", "category", "category_zh", "month", *FIGURES]
     body = rows[1:]
-    assert len(body) == len(units) * 6 * (months + 1) + 7 * (months + 1)
+    periods = months + 1 if months > 1 else 1  # a year's months and the year; a month
+    assert len(body) == len(units) * 6 * periods + 7 * periods
     assert all(len(r) == 5 + len(FIGURES) for r in body)
     by_unit = [r for r in body if r[0] != "*"]
     assert {r[0] for r in by_unit} == set(units)
@@ -195,7 +196,7 @@ def test_data_json_follows_the_contract(tmp_path: Path) -> None:
     assert (doc["period"], doc["scope"], doc["origin"]) == ("2026", "station", ORIGIN)
     assert doc["publisher"] == ORIGIN  # no public name in the rules: the log's origin
     assert (doc["timezone"], doc["threshold"]) == ("Asia/Shanghai", 3)
-    assert doc["generated"] == "2027-01-03T02:00:00Z"
+    assert doc["generated"] == "2027-01-03T02:00:00Z" and doc["complete"] is True
     assert [c["key"] for c in doc["categories"]] == list(CATEGORY_KEYS)
     assert doc["units"] == [
         {"code": U, "name": "交警大队"},
