@@ -766,7 +766,15 @@ def test_bad_input_is_one_line_and_exit_2(station: Station, tmp_path: Path) -> N
         disclose(station, tmp_path / "e", str(station.year), tmp_path / "none.toml", check=False),
         "none.toml",
     )
-    for name in "abcde":
+    p = run_cli(
+        "disclose",
+        *("--out", str(tmp_path / "f"), "--period", str(station.year)),
+        *("--operator", "root\nforged line"),
+        config=station.conf,
+        check=False,
+    )
+    _one_line_error(p, "operator")
+    for name in "abcdef":
         assert not (tmp_path / name).exists()
         assert not (tmp_path / f"{name}.partial").exists()
     assert len(entries(station.conf)) == before  # nothing signed
