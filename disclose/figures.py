@@ -29,6 +29,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -284,35 +285,123 @@ def _groups(units: Sequence[str], months: Sequence[str]) -> list[tuple[Key, list
     return g
 
 
+def determined(hidden: Sequence[Key], groups: Sequence[tuple[Key, Sequence[Key]]]) -> set[Key]:
+    """The withheld figures a reader could work out exactly from all the published
+    equations together (every total = the sum of its cells, the shown values known):
+    Gauss-Jordan elimination over the withheld figures, in exact fractions on sparse
+    rows; a figure is worked out when a reduced row holds it alone."""
+    col = {k: i for i, k in enumerate(hidden)}
+    rows: list[dict[int, Fraction]] = []
+    for total, parts in groups:
+        row: dict[int, Fraction] = {}
+        for k, c in ((total, 1), *((p, -1) for p in parts)):
+            i = col.get(k)
+            if i is not None:
+                row[i] = row.get(i, Fraction(0)) + c
+        row = {i: v for i, v in row.items() if v}
+        if row:
+            rows.append(row)
+    pivots: dict[int, dict[int, Fraction]] = {}  # column -> its reduced row
+    for row in rows:
+        # Reduce the new row by the pivots so far, then make it a pivot and clear its
+        # column from the others (kept fully reduced: Gauss-Jordan, one row at a time).
+        for j in [j for j in row if j in pivots]:
+            f = row.get(j)
+            if f:
+                for i, v in pivots[j].items():
+                    row[i] = row.get(i, Fraction(0)) - f * v
+        row = {i: v for i, v in row.items() if v}
+        if not row:
+            continue
+        j = min(row)
+        lead = row[j]
+        row = {i: v / lead for i, v in row.items()}
+        for other in pivots.values():
+            f = other.get(j)
+            if f:
+                for i, v in row.items():
+                    nv = other.get(i, Fraction(0)) - f * v
+                    if nv:
+                        other[i] = nv
+                    else:
+                        other.pop(i, None)
+        pivots[j] = row
+    return {hidden[j] for j, row in pivots.items() if len(row) == 1}
+
+
 def withhold(
     values: Mapping[Key, int], groups: Sequence[tuple[Key, Sequence[Key]]], threshold: int
 ) -> dict[Key, Shown]:
-    """Every key of ``groups`` shown: the count, ``"<T"`` for 1..T-1, or ``"x"`` where a
-    total and the other cells would give a withheld cell away."""
+    """Every key of ``groups`` shown: the count, ``"<T"`` for 1..T-1, or ``"x"`` where the
+    published totals and cells would give a withheld count away."""
     small = f"<{threshold}"
     shown: dict[Key, Shown] = {}
     keys = {k for total, parts in groups for k in (total, *parts)}
     for k in keys:
         v = values.get(k, 0)
         shown[k] = small if 0 < v < threshold else v
-    changed = True
-    while changed:
-        changed = False
-        for total, parts in groups:
-            # A group is one equation: total = sum(parts). With exactly one unknown in
-            # it (a withheld part, or a withheld total), the unknown can be solved for.
-            if sum(isinstance(shown[k], str) for k in (total, *parts)) != 1:
-                continue
-            open_ = [p for p in parts if not isinstance(shown[p], str) and values.get(p, 0) > 0]
-            if open_:
-                pick = min(open_, key=lambda p: (values.get(p, 0), str(p)))
-            elif not isinstance(shown[total], str) and values.get(total, 0) > 0:
-                pick = total  # no other cell to withhold: the total goes instead
-            else:
-                continue  # every part shown is 0 and so is the withheld one: nothing hides
-            shown[pick] = "x"
-            changed = True
-    return shown
+    of_key: dict[Key, list[int]] = {}
+    for n, (total, parts) in enumerate(groups):
+        for k in (total, *parts):
+            of_key.setdefault(k, []).append(n)
+
+    def hidden(k: Key) -> bool:
+        return isinstance(shown[k], str)
+
+    def more(n: int) -> bool:
+        """Withhold one more figure of equation ``n``: its smallest shown non-zero cell,
+        else its total. False when there is none."""
+        total, parts = groups[n]
+        open_ = [p for p in parts if not hidden(p) and values.get(p, 0) > 0]
+        if open_:
+            shown[min(open_, key=lambda p: (values.get(p, 0), str(p)))] = "x"
+            return True
+        if not hidden(total) and values.get(total, 0) > 0:
+            shown[total] = "x"
+            return True
+        return False
+
+    while True:
+        # One equation at a time first (cheap): none may hold exactly one withheld
+        # figure, which could be solved for, nor withheld cells whose sum, shown by
+        # the total, makes each of them 1.
+        changed = True
+        while changed:
+            changed = False
+            for n, (total, parts) in enumerate(groups):
+                h = [k for k in (total, *parts) if hidden(k)]
+                if len(h) == 1:
+                    changed |= more(n)
+                elif h and not hidden(total):
+                    rest = values.get(total, 0) - sum(
+                        values.get(p, 0) for p in parts if not hidden(p)
+                    )
+                    if rest == len(h):
+                        changed |= more(n)
+        # Then all equations together: a figure several totals pin down.
+        solved = determined(sorted((k for k in keys if hidden(k)), key=str), groups)
+        if not solved:
+            return shown
+        progress = False
+        for k in sorted(solved, key=str):
+            for n in of_key[k]:
+                if more(n):
+                    progress = True
+                    break
+        if not progress:
+            # Its own equations have nothing left to withhold: the value is pinned by a
+            # chain of them. Withhold the smallest shown non-zero figure next to any
+            # withheld one, and look again.
+            edge = [
+                k
+                for k in keys
+                if not hidden(k)
+                and values.get(k, 0) > 0
+                and any(hidden(x) for n in of_key[k] for x in (groups[n][0], *groups[n][1]))
+            ]
+            if not edge:
+                return shown
+            shown[min(edge, key=lambda k: (values.get(k, 0), str(k)))] = "x"
 
 
 def hours_text(ms: int) -> str:
