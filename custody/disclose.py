@@ -127,6 +127,13 @@ def signer_into(
     return sign
 
 
+def _not_inside(out: Path, folders: list[Path], what: str) -> None:
+    where = out.resolve()
+    for f in folders:
+        if where.is_relative_to(f.resolve()):
+            raise CustodyError(f"{out} is inside {what} ({f}); publish to a folder of its own")
+
+
 def now_text(now: float) -> str:
     """RFC 3339 UTC in whole seconds: when the publication was made."""
     return datetime.fromtimestamp(int(now), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -151,6 +158,8 @@ def disclose_station(
     per = period_of(period, rules, now)
     if out.exists():
         raise CustodyError(f"{out} already exists; choose a new folder for the publication")
+    _not_inside(out, [d.path for d in conf.docks], "a dock (it would be captured as footage)")
+    _not_inside(out, [conf.ledger_dir, conf.store_dir], "the station's ledger or store")
     policy = read_policy(conf.witness_policy)
     vkey = station_verifier(conf).vkey()
     with open_ledger(conf) as ledger:

@@ -774,6 +774,14 @@ def test_bad_input_is_one_line_and_exit_2(station: Station, tmp_path: Path) -> N
         check=False,
     )
     _one_line_error(p, "operator")
+    # Inside a dock it would be captured as footage; inside the ledger or store, mixed
+    # with evidence.
+    for inside, said in (
+        (station.dock / "pub", "dock"),
+        (station.conf.parent / "ledger" / "pub", "ledger"),
+    ):
+        _one_line_error(disclose(station, inside, str(station.year), check=False), said)
+        assert not inside.exists()
     for name in "abcdef":
         assert not (tmp_path / name).exists()
         assert not (tmp_path / f"{name}.partial").exists()
