@@ -340,6 +340,8 @@ def withhold(
     for k in keys:
         v = values.get(k, 0)
         shown[k] = small if 0 < v < threshold else v
+    if threshold <= 2:
+        return shown  # "<2" says 1: nothing is hidden, so nothing needs hiding around it
     of_key: dict[Key, list[int]] = {}
     for n, (total, parts) in enumerate(groups):
         for k in (total, *parts):
