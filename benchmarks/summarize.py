@@ -28,6 +28,7 @@ BENCHMARKS = (
     ("RESULTS-witness.md", "benchmarks/witness_bench.py"),
     ("RESULTS-hub.md", "benchmarks/hub_bench.py"),
     ("RESULTS-web.md", "benchmarks/web_bench.py"),
+    ("RESULTS-disclose.md", "benchmarks/disclose_bench.py"),
     ("RESULTS-soak.md", "benchmarks/soak.py --minutes N"),
 )
 

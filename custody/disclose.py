@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from custody.errors import CustodyError
-from disclose.figures import AuditFigures, Figures, Period, audits, compute, parse_period
+from disclose.figures import (
+    AuditFigures,
+    Figures,
+    Period,
+    audits,
+    compute,
+    limit_memory,
+    parse_period,
+)
 from disclose.publish import DiscloseResult, LogRef, Publication, PublishError, Signed, build
 from disclose.rules import Rules, RulesError, load_rules
 from ledger.entry import decode_entry
@@ -75,7 +83,7 @@ def read_log(
     return (buf.to_arrow() if buf is not None else None), found
 
 
-def figures_of(table: pa.Table, period: Period) -> Figures:
+def figures_of(table: pa.Table, period: Period, spill: Path) -> Figures:
     import duckdb
 
     con = duckdb.connect(
@@ -83,6 +91,8 @@ def figures_of(table: pa.Table, period: Period) -> Figures:
     )
     try:
         con.execute("SET TimeZone = 'UTC'")
+        spill.mkdir(parents=True, exist_ok=True)
+        limit_memory(con, str(spill))
         con.register("log_rows", table)
         return compute(con, "log_rows", period)
     finally:
@@ -168,7 +178,7 @@ def disclose_station(
         size = latest.size if latest is not None else 0
         table, audit_entries = read_log(ledger, conf.origin, size, rows=True)
         assert table is not None
-        fig = figures_of(table, per)
+        fig = figures_of(table, per, conf.state_dir / "disclose-spill")
         logs = []
         if latest is not None:
             logs.append(

@@ -227,9 +227,24 @@ def _key(row: Sequence[Any]) -> Key:
     return (None if gu else str(u), None if gc else str(c), None if gm else str(m))
 
 
+MEMORY_LIMIT = "1GB"  # above it DuckDB spills to its temp_directory: memory stays flat
+
+
+def limit_memory(con: duckdb.DuckDBPyConnection, spill: str) -> None:
+    """Keep DuckDB under ``MEMORY_LIMIT``, spilling to the folder ``spill``: a county
+    year of 10^7 entries otherwise takes some 3 GB (benchmarks/RESULTS-disclose.md)."""
+    con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+    con.execute("SET temp_directory = '" + spill.replace("'", "''") + "'")
+
+
 def compute(con: duckdb.DuckDBPyConnection, relation: str, period: Period) -> Figures:
     """The raw figures of ``period`` over ``relation`` (a DuckDB table expression with
-    the catalog's columns: a table name, ``iceberg_scan('…')``, ``arrow_table``…)."""
+    the catalog's columns: a table name, ``iceberg_scan('…')``, ``arrow_table``…).
+
+    The relation is read once into a temporary table before anything filters on the
+    list column ``cases``: DuckDB 1.4's iceberg_scan skips every data file when such a
+    filter is pushed down into it (``cases IS NOT NULL`` gives no rows), so the
+    figures would silently lose every case."""
     con.execute(_BASE.format(rel=relation, cat=_cat("coalesce(a.cat, r.cat0)")))
     args = {"tz": period.start.tzinfo.key, "start": period.start, "end": period.end}  # type: ignore[union-attr]
     values: dict[str, dict[Key, int]] = {f: {} for f in FIGURES}
@@ -510,6 +525,7 @@ __all__ = [
     "compute",
     "days_in",
     "hours_text",
+    "limit_memory",
     "parse_period",
     "previous_month",
     "previous_year",

@@ -18,7 +18,7 @@ from custody.disclose import (
     signer_into,
 )
 from custody.errors import CustodyError
-from disclose.figures import audits, compute
+from disclose.figures import audits, compute, limit_memory
 from disclose.publish import DiscloseResult, LogRef, Publication, PublishError, build
 from hub.catalog import duckdb_connect, duckdb_entries_sql
 from hub.config import HubConfig
@@ -47,6 +47,9 @@ def disclose_county(
         cat.refresh()
         sizes = cat.catalogued()
         con = duckdb_connect(conf.catalog)
+        spill = conf.state_dir / "disclose-spill"
+        spill.mkdir(parents=True, exist_ok=True)
+        limit_memory(con, str(spill))
         try:
             if cat.count() == 0:
                 con.register("no_rows", ARROW_SCHEMA.empty_table())
