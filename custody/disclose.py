@@ -44,6 +44,18 @@ def rules_of(path: Path | None) -> Rules:
         raise CustodyError(str(e)) from None
 
 
+def prepare(
+    rules_path: Path | None, period: str, out: Path, clock: Callable[[], float]
+) -> tuple[Rules, Period, float]:
+    """What both publishers check first: the rules, the period (begun), a new folder."""
+    rules = rules_of(rules_path)
+    now = clock()
+    per = period_of(period, rules, now)
+    if out.exists():
+        raise CustodyError(f"{out} already exists; choose a new folder for the publication")
+    return rules, per, now
+
+
 def period_of(text: str, rules: Rules, now: float) -> Period:
     try:
         p = parse_period(text, rules.timezone)
@@ -163,11 +175,7 @@ def disclose_station(
     from custody.station import open_ledger, station_verifier
 
     t0 = time.monotonic()
-    rules = rules_of(rules_path or conf.disclose.rules)
-    now = clock()
-    per = period_of(period, rules, now)
-    if out.exists():
-        raise CustodyError(f"{out} already exists; choose a new folder for the publication")
+    rules, per, now = prepare(rules_path or conf.disclose.rules, period, out, clock)
     _not_inside(out, [d.path for d in conf.docks], "a dock (it would be captured as footage)")
     _not_inside(out, [conf.ledger_dir, conf.store_dir], "the station's ledger or store")
     policy = read_policy(conf.witness_policy)
@@ -226,6 +234,7 @@ __all__ = [
     "log_leaves",
     "now_text",
     "period_of",
+    "prepare",
     "read_log",
     "rules_of",
     "signer_into",

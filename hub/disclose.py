@@ -12,9 +12,8 @@ from pathlib import Path
 from custody.disclose import (
     cosignatures,
     now_text,
-    period_of,
+    prepare,
     read_log,
-    rules_of,
     signer_into,
 )
 from custody.errors import CustodyError
@@ -22,6 +21,7 @@ from disclose.figures import audits, compute, limit_memory
 from disclose.publish import DiscloseResult, LogRef, Publication, PublishError, build
 from hub.catalog import duckdb_connect, duckdb_entries_sql
 from hub.config import HubConfig
+from hub.follow import Alarm
 from hub.rows import ARROW_SCHEMA
 from hub.sync import Hub
 
@@ -36,11 +36,7 @@ def disclose_county(
 ) -> DiscloseResult:
     """Publish ``period`` of the county to ``out`` (a new folder)."""
     t0 = time.monotonic()
-    rules = rules_of(rules_path or conf.disclose.rules)
-    now = clock()
-    per = period_of(period, rules, now)
-    if out.exists():
-        raise CustodyError(f"{out} already exists; choose a new folder for the publication")
+    rules, per, now = prepare(rules_path or conf.disclose.rules, period, out, clock)
     hub = Hub(conf, clock)
     try:
         cat = hub.catalog
@@ -76,7 +72,7 @@ def disclose_county(
                 continue  # nothing verified yet: no checkpoint to vouch for
             try:
                 skey = hub._chain(st).current().vkey()
-            except Exception:  # an alarmed chain: publish the key the hub pinned
+            except Alarm:  # a chain in alarm: publish the key the hub pinned
                 skey = st.vkey.vkey()
             logs.append(
                 LogRef(st.origin, skey, note, row.followed.size, cosignatures(note, st.origin))
