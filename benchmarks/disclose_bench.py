@@ -1143,12 +1143,15 @@ def report(runs: list[SizeRun], machine: dict[str, str], command: str, parent_mb
             k = rb["cli"]
             text += (
                 f" The whole `custody hub disclose` command, from start to a signed folder, "
-                f"takes {k.wall_s:.1f} s and {k.rss_mb:,.0f} MB."
+                f"takes {k.wall_s:.1f} s and {k.rss_mb:,.0f} MB (the command keeps DuckDB under "
+                "its 1 GB limit, `disclose.figures.MEMORY_LIMIT`, spilling to the hub's state "
+                "folder)."
             )
         if len(runs) > 1 and "compute" in rows_of(runs[1]):
             s = rows_of(runs[1])["compute"]
             text += (
-                f" With ten times the entries ({runs[1].built['rows']:,} → {n_big:,}) its time "
+                f" With ten times the entries ({runs[1].built['rows']:,} → {n_big:,}) the "
+                f"unlimited query's time "
                 f"grew {c.op_s / s.op_s:.1f}× and its peak memory "
                 f"{growth(s.rss_mb, c.rss_mb, runs[1].built['rows'], n_big)}"
                 + ("" if c.rss_mb < 1.5 * s.rss_mb else " (it holds the rows it counts in memory)")
