@@ -47,6 +47,9 @@ _SAMPLE_TIME = datetime(2026, 11, 25, 8, 30, 5)  # checks a time_format reads wh
 @dataclass(frozen=True)
 class LedgerSettings:
     checkpoint_interval_ms: int = 1000
+    # After an integrity error the daemon retries integration this long (someone may
+    # restore the damaged file) before it stops with exit 1.
+    halt_grace_s: int = 30
 
 
 @dataclass(frozen=True)
@@ -328,8 +331,9 @@ def parse(path: Path, data: dict[str, Any]) -> Config:
         iv = t.get("checkpoint_interval_ms", int, 1000)
         if not 10 <= iv <= 3_600_000:
             raise t.error("checkpoint_interval_ms", f"must be between 10 and 3600000, not {iv}")
+        grace = _int(t, "halt_grace_s", 30, 1, 3600)
         t.finish()
-        ledger = LedgerSettings(iv)
+        ledger = LedgerSettings(iv, grace)
 
     docks = []
     for i, d in enumerate(top.get("docks", list, [])):
@@ -780,6 +784,8 @@ def render(data_dir: Path, origin: str) -> str:
         "[ledger]\n"
         "# Sign and publish a checkpoint at most this often while entries arrive.\n"
         "checkpoint_interval_ms = 1000\n"
+        "# After an integrity error, retry integrating this long, then stop (exit 1).\n"
+        "# halt_grace_s = 30\n"
         "\n"
         "\n"
         "[capture]\n"

@@ -398,7 +398,7 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
     )
     notify.ready(_summary(cap, rep))
     last_ping = 0.0
-    halt = _Halt(ledger, cap, conf.ledger.checkpoint_interval_ms / 1000)
+    halt = _Halt(ledger, cap, conf.ledger.checkpoint_interval_ms / 1000, conf.ledger.halt_grace_s)
     try:
         while not stop.wait(TICK_S):
             halted = halted_reason(cap, ledger, rep)
@@ -468,12 +468,15 @@ class _Halt:
     """What the daemon does once an integrity error stopped capture: integrate the
     ledger again every `HALT_RETRY_S` (someone may have restored the file at fault),
     resume if the ledger alone was at fault and it integrates, else give up after
-    `HALT_GRACE_S`."""
+    `[ledger] halt_grace_s` (`HALT_GRACE_S` by default)."""
 
-    def __init__(self, ledger: Any, cap: Capturer, interval: float) -> None:
+    def __init__(
+        self, ledger: Any, cap: Capturer, interval: float, grace_s: float = HALT_GRACE_S
+    ) -> None:
         self.ledger = ledger
         self.cap = cap
         self.interval = interval
+        self.grace_s = grace_s
         self.since = 0.0
         self.tried = 0.0
 
@@ -502,12 +505,12 @@ class _Halt:
                 self.ledger.start_integrator(self.interval)
                 self.since = 0.0
                 return False
-        if now - self.since < HALT_GRACE_S:
+        if now - self.since < self.grace_s:
             return False
         log.critical(
             "integrity error not resolved in %d s: stopping (exit 1); run 'custody ledger "
             "verify' and restore the ledger or state folder from backup",
-            HALT_GRACE_S,
+            self.grace_s,
         )
         return True
 

@@ -42,6 +42,9 @@ def test_integrity_error_stops_capture_and_the_daemon_exits_1(tmp_path: Path) ->
     dock = tmp_path / "dock"
     port = free_port()
     conf = make_station(tmp_path, dock, extra=f'\n[metrics]\nlisten = "127.0.0.1:{port}"\n')
+    # The grace before it gives up ([ledger] halt_grace_s), short for the test.
+    line = "checkpoint_interval_ms = 1000\n"
+    conf.write_text(conf.read_text().replace(line, line + "halt_grace_s = 5\n", 1))
     sock = listen(tmp_path / "notify.sock")
     d = Daemon(conf, env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
     try:
@@ -77,6 +80,7 @@ def test_integrity_error_stops_capture_and_the_daemon_exits_1(tmp_path: Path) ->
             d.kill()
         sock.close()
     assert rc == 1
+    assert "integrity error not resolved in 5 s" in d.log.read_text()
     assert (dock / "slot01" / "c.txt").exists()
     # Still there for custody status once the daemon is gone.
     assert str(daemon_json(conf)["halted"]).startswith("ledger: tile ")
