@@ -45,9 +45,12 @@ def rules_of(path: Path | None) -> Rules:
 
 
 def prepare(
-    rules_path: Path | None, period: str, out: Path, clock: Callable[[], float]
+    rules_path: Path | None, period: str, out: Path, clock: Callable[[], float], operator: str
 ) -> tuple[Rules, Period, float]:
-    """What both publishers check first: the rules, the period (begun), a new folder."""
+    """What both publishers check first: the operator's name on one line, the rules, the
+    period (begun), a new folder."""
+    if not operator or any(ord(c) < 0x20 or c in "\x7f\u2028\u2029" for c in operator):
+        raise CustodyError("the operator name is empty or holds a line break or control character")
     rules = rules_of(rules_path)
     now = clock()
     per = period_of(period, rules, now)
@@ -128,14 +131,36 @@ def witness_vkeys(policy: bytes | None) -> list[str]:
         raise CustodyError(f"the witness policy does not parse: {e}") from None
 
 
+DAEMON = "custody daemon"
+COMMAND = "custody disclose"
+
+
+def public_operator(operator: str) -> str:
+    """What the published entry says ran it: the daemon's own words, else the command.
+    A person's login name (which may be an officer number) is never published."""
+    return operator if operator.startswith(DAEMON) else COMMAND
+
+
 def signer_into(
-    ledger: Ledger, cosign: Callable[[], CheckpointRecord | None] | None = None
+    ledger: Ledger,
+    cosign: Callable[[], CheckpointRecord | None] | None = None,
+    person: str | None = None,
 ) -> Callable[[dict[str, Any]], Signed]:
     """``sign(payload)``: append the ``disclose`` entry, integrate it into a signed
-    checkpoint (witnesses asked first when ``cosign``), and return its proof."""
+    checkpoint (witnesses asked first when ``cosign``), and return its proof. Who ran
+    it (``person``) goes into a ``note`` entry after it: the log keeps the name, the
+    publication (which carries the ``disclose`` entry) does not."""
 
     def sign(payload: dict[str, Any]) -> Signed:
         index = ledger.append("disclose", payload)
+        if person is not None:
+            ledger.append(
+                "note",
+                {
+                    "text": f"disclosure {payload.get('period')} published: entry {index}",
+                    "operator": person,
+                },
+            )
         ledger.integrate()
         latest = ledger.latest()
         if cosign is not None:
@@ -175,7 +200,7 @@ def disclose_station(
     from custody.station import open_ledger, station_verifier
 
     t0 = time.monotonic()
-    rules, per, now = prepare(rules_path or conf.disclose.rules, period, out, clock)
+    rules, per, now = prepare(rules_path or conf.disclose.rules, period, out, clock, operator)
     _not_inside(out, [d.path for d in conf.docks], "a dock (it would be captured as footage)")
     _not_inside(out, [conf.ledger_dir, conf.store_dir], "the station's ledger or store")
     policy = read_policy(conf.witness_policy)
@@ -220,13 +245,19 @@ def disclose_station(
             publisher_vkey=vkey,
         )
         try:
-            res = build(out, pub, operator, signer_into(ledger, cosign if witnesses else None))
+            published_as = public_operator(operator)
+            person = None if published_as == operator else operator
+            res = build(
+                out, pub, published_as, signer_into(ledger, cosign if witnesses else None, person)
+            )
         except PublishError as e:
             raise CustodyError(str(e)) from None
     return replace(res, seconds=round(time.monotonic() - t0, 3))
 
 
 __all__ = [
+    "COMMAND",
+    "DAEMON",
     "AuditFigures",
     "cosignatures",
     "disclose_station",
@@ -235,6 +266,7 @@ __all__ = [
     "now_text",
     "period_of",
     "prepare",
+    "public_operator",
     "read_log",
     "rules_of",
     "signer_into",

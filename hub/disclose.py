@@ -13,6 +13,7 @@ from custody.disclose import (
     cosignatures,
     now_text,
     prepare,
+    public_operator,
     read_log,
     signer_into,
 )
@@ -36,7 +37,7 @@ def disclose_county(
 ) -> DiscloseResult:
     """Publish ``period`` of the county to ``out`` (a new folder)."""
     t0 = time.monotonic()
-    rules, per, now = prepare(rules_path or conf.disclose.rules, period, out, clock)
+    rules, per, now = prepare(rules_path or conf.disclose.rules, period, out, clock, operator)
     hub = Hub(conf, clock)
     try:
         cat = hub.catalog
@@ -92,7 +93,9 @@ def disclose_county(
             publisher_vkey=vkey,
         )
         try:
-            res = build(out, pub, operator, signer_into(hub.ledger))
+            published_as = public_operator(operator)
+            person = None if published_as == operator else operator
+            res = build(out, pub, published_as, signer_into(hub.ledger, None, person))
         except PublishError as e:
             raise CustodyError(str(e)) from None
     finally:

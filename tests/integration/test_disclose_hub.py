@@ -557,7 +557,9 @@ def test_county_disclosure_counts_what_the_stations_signed(tmp_path: Path, seawe
     assert fields["type"] == "disclose" and fields["station"] == HUB
     assert fields["manifest_sha256"] == hashlib.sha256(manifest).hexdigest()
     assert (fields["period"], fields["scope"], fields["logs"]) == ("2026", "county", 4)
-    assert (fields["threshold"], fields["operator"]) == (THRESHOLD, "county office")
+    # Who ran it stays in the hub's log (a note after the entry), not in the publication.
+    assert (fields["threshold"], fields["operator"]) == (THRESHOLD, "custody disclose")
+    assert not [f for f in out.rglob("*") if f.is_file() and b"county office" in f.read_bytes()]
     assert fields["files"] == len(manifest.splitlines()) == res["files"]
     assert decode_entry(leaf).verify(Verifier.parse(hub_vkey))
     proof = TlogProof.parse((out / "disclose.tlog-proof").read_bytes())
@@ -565,9 +567,11 @@ def test_county_disclosure_counts_what_the_stations_signed(tmp_path: Path, seawe
     assert proof.index == res["entry"] >= before and sc.checkpoint.size == res["checkpoint_size"]
     with Ledger(county.tmp / "hub" / "ledger", county.tmp / "hub" / "state", HUB, None) as led:
         assert led.entry(proof.index) == leaf
+        note = dict(decode_entry(led.entry(proof.index + 1)).fields)
+    assert (note["type"], note["operator"]) == ("note", "county office")
     assert leaf_hash(leaf).hex() == hashlib.sha256(b"\x00" + leaf).hexdigest()
     after = json.loads(county.hub("status", "--json").stdout)["hub"]
-    assert int(after["ledger_size"]) == proof.index + 1 == sc.checkpoint.size
+    assert int(after["ledger_size"]) == proof.index + 2 == sc.checkpoint.size
     v = run_cli("verify", str(out), "--vkey", hub_vkey, check=False)
     assert v.returncode == 0, v.stdout + v.stderr
 
