@@ -345,16 +345,29 @@ def determined(hidden: Sequence[Key], groups: Sequence[tuple[Key, Sequence[Key]]
 
 
 def withhold(
-    values: Mapping[Key, int], groups: Sequence[tuple[Key, Sequence[Key]]], threshold: int
+    values: Mapping[Key, int],
+    groups: Sequence[tuple[Key, Sequence[Key]]],
+    threshold: int,
+    already: Mapping[Key, Shown] | None = None,
 ) -> dict[Key, Shown]:
     """Every key of ``groups`` shown: the count, ``"<T"`` for 1..T-1, or ``"x"`` where the
-    published totals and cells would give a withheld count away."""
+    published totals and cells would give a withheld count away.
+
+    ``already``: figures another publication has made public as they stand there (a
+    year's months, as their monthly publications showed them). Those are kept exactly:
+    what one publication withheld stays withheld, and what it showed is never newly
+    withheld here (it is public anyway), so only this publication's other figures are
+    withheld to protect them."""
     small = f"<{threshold}"
     shown: dict[Key, Shown] = {}
     keys = {k for total, parts in groups for k in (total, *parts)}
     for k in keys:
         v = values.get(k, 0)
         shown[k] = small if 0 < v < threshold else v
+    fixed = set(already or {})
+    for k, public in (already or {}).items():
+        if k in shown:
+            shown[k] = public
     if threshold <= 2:
         return shown  # "<2" says 1: nothing is hidden, so nothing needs hiding around it
     of_key: dict[Key, list[int]] = {}
@@ -365,23 +378,35 @@ def withhold(
     def hidden(k: Key) -> bool:
         return isinstance(shown[k], str)
 
+    def free(k: Key) -> bool:
+        return not hidden(k) and k not in fixed and values.get(k, 0) > 0
+
+    def useful(k: Key) -> bool:
+        """Withholding ``k`` hides something: no equation of it would then hold it as
+        its only withheld figure (it would be worked out at once)."""
+        return all(
+            any(hidden(x) for x in (groups[n][0], *groups[n][1]) if x != k) for n in of_key[k]
+        )
+
     def more(n: int) -> bool:
         """Withhold one more figure of equation ``n``: its smallest shown non-zero cell,
-        else its total. False when there is none."""
+        else its total, preferring one whose withholding hides something. False when
+        there is none."""
         total, parts = groups[n]
-        open_ = [p for p in parts if not hidden(p) and values.get(p, 0) > 0]
-        if open_:
-            shown[min(open_, key=lambda p: (values.get(p, 0), str(p)))] = "x"
-            return True
-        if not hidden(total) and values.get(total, 0) > 0:
-            shown[total] = "x"
-            return True
+        for pick in (useful, lambda k: True):
+            open_ = [p for p in parts if free(p) and pick(p)]
+            if open_:
+                shown[min(open_, key=lambda p: (values.get(p, 0), str(p)))] = "x"
+                return True
+            if free(total) and pick(total):
+                shown[total] = "x"
+                return True
         return False
 
     while True:
         # One equation at a time first (cheap): none may hold exactly one withheld
-        # figure, which could be solved for, nor withheld cells whose sum, shown by
-        # the total, makes each of them 1.
+        # figure, which could be solved for, nor withheld cells whose sum, shown by the
+        # total, makes each of them 1, or each "<T" of them T-1.
         changed = True
         while changed:
             changed = False
@@ -393,14 +418,21 @@ def withhold(
                     rest = values.get(total, 0) - sum(
                         values.get(p, 0) for p in parts if not hidden(p)
                     )
-                    if rest == len(h):
+                    if rest == len(h) or (
+                        all(shown[k] == small for k in h) and rest == len(h) * (threshold - 1)
+                    ):
                         changed |= more(n)
-        # Then all equations together: a figure several totals pin down.
+        # Then all equations together: a small count several totals pin down.
         solved = determined(sorted((k for k in keys if hidden(k)), key=str), groups)
-        if not solved:
+        leaks = {k for k in solved if shown[k] == small}
+        if not leaks:
+            # An "x" a reader can work out anyway protects nothing: show it.
+            for k in solved:
+                if k not in fixed:
+                    shown[k] = values.get(k, 0)
             return shown
         progress = False
-        for k in sorted(solved, key=str):
+        for k in sorted(leaks, key=str):
             for n in of_key[k]:
                 if more(n):
                     progress = True
@@ -412,10 +444,10 @@ def withhold(
             edge = [
                 k
                 for k in keys
-                if not hidden(k)
-                and values.get(k, 0) > 0
+                if free(k)
                 and any(hidden(x) for n in of_key[k] for x in (groups[n][0], *groups[n][1]))
             ]
+            edge = [k for k in edge if useful(k)] or edge
             if not edge:
                 return shown
             shown[min(edge, key=lambda k: (values.get(k, 0), str(k)))] = "x"
@@ -432,7 +464,16 @@ def table(fig: Figures, threshold: int) -> tuple[list[dict[str, Any]], list[dict
     unit × category period totals; then the all-unit totals. Zeros included."""
     months = list(fig.period.months)
     groups = _groups(fig.units, months)
-    shown = {f: withhold(fig.values[f], groups, threshold) for f in COUNTS}
+    shown: dict[str, dict[Key, Shown]] = {}
+    for f in COUNTS:
+        already: dict[Key, Shown] = {}
+        if len(months) > 1:
+            # A year repeats its months' cells, which their own publications show as
+            # they withhold them: the year keeps those and withholds only its totals.
+            for month in months:
+                one = _groups(fig.units, [month])
+                already.update(withhold(fig.values[f], one, threshold))
+        shown[f] = withhold(fig.values[f], groups, threshold, already)
     hours = fig.values["hours"]
 
     def cell(k: Key) -> dict[str, Any]:
