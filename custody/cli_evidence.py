@@ -177,6 +177,19 @@ def cmd_verify_path(args: argparse.Namespace) -> int:
     raise CustodyError(f"{path}: not found")
 
 
+def _publisher_of(path: Path) -> str | None:
+    """The ``station`` (the publisher's log) the publication's entry names, if readable."""
+    import json
+
+    try:
+        with (path / "disclose.entry").open("rb") as f:
+            doc = json.loads(f.read(1 << 16))
+    except (OSError, ValueError):
+        return None
+    station = doc.get("station") if isinstance(doc, dict) else None
+    return station if isinstance(station, str) else None
+
+
 def _verify_disclosure(path: Path, args: argparse.Namespace) -> int:
     """A disclosure publication (公示): checked against --vkey, else this station's own
     key when its config loads, else the publication's own publisher.vkey (a reader
@@ -202,8 +215,11 @@ def _verify_disclosure(path: Path, args: argparse.Namespace) -> int:
             if explicit:
                 raise
         else:
-            source = f"the station's own key (config {where})"
-            argv += ["--vkey", key.vkey(), "--key-source", source]
+            # This station's key judges only this station's publications: the county's
+            # or another station's is checked against the key it carries, said so.
+            if _publisher_of(path) == conf.origin:
+                source = f"the station's own key (config {where})"
+                argv += ["--vkey", key.vkey(), "--key-source", source]
     if args.policy:
         argv += ["--policy", args.policy]
     return verify_main(argv + (["--json"] if args.json else []))

@@ -125,6 +125,18 @@ def test_without_a_station_the_publications_own_key_is_used_and_said(
     assert "compare it with the key the agency publishes elsewhere" in p.stdout
 
 
+def test_on_another_station_the_publications_own_key_is_used_and_said(
+    published: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    """Another station's (or the county's) publication checked on a station: that
+    station's own key is not the publisher's, so the carried key is used, and said."""
+    _, root, _ = published
+    run_cli("init", "--data", str(tmp_path / "other"), "--origin", "custody.test/other/dock-09")
+    p = verify(root, config=tmp_path / "other" / "custody.toml")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "carried inside the publication (publisher.vkey)" in p.stdout
+
+
 @pytest.mark.parametrize("rel", sorted(EXPECTED))
 def test_altering_any_published_file_fails_naming_it(
     rel: str, published: tuple[Path, Path, str], tmp_path: Path
