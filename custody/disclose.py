@@ -206,52 +206,70 @@ def disclose_station(
     policy = read_policy(conf.witness_policy)
     vkey = station_verifier(conf).vkey()
     with open_ledger(conf) as ledger:
-        ledger.integrate()
-        latest = ledger.latest()
-        size = latest.size if latest is not None else 0
-        table, audit_entries = read_log(ledger, conf.origin, size, rows=True)
-        assert table is not None
-        fig = figures_of(table, per, conf.state_dir / "disclose-spill")
-        logs = []
-        if latest is not None:
-            logs.append(
-                LogRef(
-                    conf.origin,
-                    vkey,
-                    latest.note,
-                    latest.size,
-                    cosignatures(latest.note, conf.origin),
-                )
-            )
         witnesses = make_witness_client(conf, ledger) if policy is not None else None
 
         def cosign() -> CheckpointRecord | None:
             assert witnesses is not None
             return witnesses.cosign_now(conf.witness.timeout_s + 1)
 
-        pub = Publication(
-            period=per,
-            scope="station",
-            origin=conf.origin,
-            rules=rules,
-            figures=fig,
-            audits=audits(audit_entries, per),
-            logs=logs,
-            witnesses=witness_vkeys(policy),
-            sizes={conf.origin: size},
-            generated=now_text(now),
-            complete=now >= per.end.timestamp(),
-            policy=policy,
-            publisher_vkey=vkey,
-        )
         try:
-            published_as = public_operator(operator)
-            person = None if published_as == operator else operator
-            res = build(
-                out, pub, published_as, signer_into(ledger, cosign if witnesses else None, person)
+            return _publish_station(conf, ledger, per, rules, now, out, operator, policy, vkey,
+                                    cosign if witnesses is not None else None, t0)  # fmt: skip
+        finally:
+            if witnesses is not None:
+                witnesses.close()
+
+
+def _publish_station(
+    conf: cfg.Config,
+    ledger: Ledger,
+    per: Period,
+    rules: Rules,
+    now: float,
+    out: Path,
+    operator: str,
+    policy: bytes | None,
+    vkey: str,
+    cosign: Callable[[], CheckpointRecord | None] | None,
+    t0: float,
+) -> DiscloseResult:
+    ledger.integrate()
+    latest = ledger.latest()
+    if cosign is not None:
+        # The checkpoint published in logs/01 is the witnessed one: ask them first.
+        latest = cosign() or latest
+    size = latest.size if latest is not None else 0
+    table, audit_entries = read_log(ledger, conf.origin, size, rows=True)
+    assert table is not None
+    fig = figures_of(table, per, conf.state_dir / "disclose-spill")
+    logs = []
+    if latest is not None:
+        logs.append(
+            LogRef(
+                conf.origin, vkey, latest.note, latest.size, cosignatures(latest.note, conf.origin)
             )
-        except PublishError as e:
-            raise CustodyError(str(e)) from None
+        )
+    pub = Publication(
+        period=per,
+        scope="station",
+        origin=conf.origin,
+        rules=rules,
+        figures=fig,
+        audits=audits(audit_entries, per),
+        logs=logs,
+        witnesses=witness_vkeys(policy),
+        sizes={conf.origin: size},
+        generated=now_text(now),
+        complete=now >= per.end.timestamp(),
+        policy=policy,
+        publisher_vkey=vkey,
+    )
+    published_as = public_operator(operator)
+    person = None if published_as == operator else operator
+    try:
+        res = build(out, pub, published_as, signer_into(ledger, cosign, person))
+    except PublishError as e:
+        raise CustodyError(str(e)) from None
     return replace(res, seconds=round(time.monotonic() - t0, 3))
 
 
