@@ -394,6 +394,13 @@ def parse(path: Path, data: dict[str, Any]) -> Config:
         witness = _parse_witness(_Table(path, wt, "witness."), base)
     web = parse_web(top, base)
     disclose = parse_disclose(top, base, [store])
+    check_disclose_places(
+        disclose,
+        [(d.path, "a dock") for d in docks]
+        + [(data_dir / "ledger", "the ledger"), (data_dir / "store", "the store")]
+        + ([(store.path, "the cold store")] if store is not None and store.path else []),
+        path,
+    )
     top.finish()
     return Config(
         path,
@@ -471,17 +478,46 @@ def parse_disclose(
     )
 
 
+def _inside(a: Path, b: Path) -> bool:
+    """One folder is the other or below it (either way round)."""
+    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
+
+
 def _same_place(a: StoreConfig, b: StoreConfig) -> bool:
+    """The two stores share objects: the same folder or one inside the other, or the
+    same bucket with one prefix inside the other ("" holds every prefix)."""
     if a.kind != b.kind:
         return False
     if a.kind == "local":
-        return a.path == b.path
+        assert a.path is not None and b.path is not None
+        return _inside(a.path, b.path)
     assert a.s3 is not None and b.s3 is not None
-    return (a.s3.bucket, a.s3.endpoint_url, a.s3.prefix.strip("/")) == (
-        b.s3.bucket,
-        b.s3.endpoint_url,
-        b.s3.prefix.strip("/"),
-    )
+    if (a.s3.bucket, a.s3.endpoint_url) != (b.s3.bucket, b.s3.endpoint_url):
+        return False
+    pa, pb = a.s3.prefix.strip("/"), b.s3.prefix.strip("/")
+    pa, pb = (pa + "/" if pa else ""), (pb + "/" if pb else "")
+    return pa.startswith(pb) or pb.startswith(pa)
+
+
+def check_disclose_places(
+    d: DiscloseSettings, private: Sequence[tuple[Path, str]], where: Path
+) -> None:
+    """A publication folder must not be inside a dock (it would be captured as footage)
+    or the ledger, store or catalog (public files mixed with evidence), nor they in it."""
+    for target in (
+        d.out,
+        d.store.path if d.store is not None and d.store.kind == "local" else None,
+    ):
+        if target is None:
+            continue
+        for folder, what in private:
+            if _inside(target, folder):
+                raise ConfigError(
+                    where,
+                    "disclose.out" if target == d.out else "disclose.store.path",
+                    f"publishes to {target}, which is {what} ({folder}) or holds it: "
+                    "publish to a folder of its own",
+                )
 
 
 def parse_web(top: _Table, base: Path) -> WebSettings:

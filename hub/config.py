@@ -14,6 +14,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from custody.config import (
     DiscloseSettings,
@@ -25,6 +26,7 @@ from custody.config import (
     _path,
     _read,
     _Table,
+    check_disclose_places,
     parse_disclose,
     parse_web,
 )
@@ -160,6 +162,31 @@ def load_hub(path: Path) -> HubConfig:
     return parse_hub(path, data)
 
 
+def _keep_public_apart(
+    path: Path,
+    disclose: DiscloseSettings,
+    data_dir: Path,
+    warehouse: str,
+    stations: list[StationConfig],
+) -> None:
+    """The county's publication never shares a place with what it is made from: the
+    hub's ledger, the Iceberg warehouse (its rows name officers) or a station's store."""
+    private = [(data_dir / "ledger", "the hub's ledger")]
+    if warehouse.startswith("file://"):
+        private.append((Path(unquote(urlparse(warehouse).path)), "the catalog's warehouse"))
+    private += [(s.store.path, "a station's store") for s in stations if s.store.path]
+    check_disclose_places(disclose, private, path)
+    sc = disclose.store
+    s3 = sc.s3 if sc is not None else None
+    if s3 is not None and warehouse.startswith("s3://") and urlparse(warehouse).netloc == s3.bucket:
+        raise ConfigError(
+            path,
+            "disclose.store.bucket",
+            f"is the catalog's warehouse bucket ({warehouse}): publish to a bucket meant "
+            "for public reading",
+        )
+
+
 def parse_hub(path: Path, data: dict[str, Any]) -> HubConfig:
     _no_nul(path, data)
     top = _Table(path, data)
@@ -205,6 +232,7 @@ def parse_hub(path: Path, data: dict[str, Any]) -> HubConfig:
             raise top.error("stations", "must be a list of tables ([[stations]])")
         stations.append(_parse_station(path, st, f"stations[{i}].", base, seen, i))
     disclose = parse_disclose(top, base, [s.store for s in stations])
+    _keep_public_apart(path, disclose, data_dir, warehouse, stations)
     top.finish()
     return HubConfig(
         path=path,
