@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from custody.config import DiscloseSettings
-from disclose.target import Build, Outcome, Target, month_of, publish_due
+from custody.errors import CustodyError
+from disclose.target import Build, Outcome, Target, TargetError, month_of, publish_due
 from ledger.entry import decode_entry
 from ledger.errors import IntegrityError, LedgerError
 
@@ -107,7 +108,7 @@ def scheduled(
         res = run_once(settings, state_dir, ledger, build, clock)
     except IntegrityError:
         raise
-    except (LedgerError, OSError, ValueError) as e:
+    except (LedgerError, OSError, ValueError, TargetError, CustodyError) as e:
         # A rules file with an error, a full disk, a state file to move away.
         log.error("disclosure schedule not run: %s; it runs again in an hour", e)
         return
