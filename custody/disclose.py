@@ -98,7 +98,9 @@ def read_log(
     return (buf.to_arrow() if buf is not None else None), found
 
 
-def figures_of(table: pa.Table, period: Period, spill: Path) -> Figures:
+def figures_of(
+    table: pa.Table, period: Period, spill: Path, named: tuple[str, ...] = ()
+) -> Figures:
     import duckdb
 
     con = duckdb.connect(
@@ -109,7 +111,7 @@ def figures_of(table: pa.Table, period: Period, spill: Path) -> Figures:
         spill.mkdir(parents=True, exist_ok=True)
         limit_memory(con, str(spill))
         con.register("log_rows", table)
-        return compute(con, "log_rows", period)
+        return compute(con, "log_rows", period, named)
     finally:
         con.close()
 
@@ -241,7 +243,7 @@ def _publish_station(
     size = latest.size if latest is not None else 0
     table, audit_entries = read_log(ledger, conf.origin, size, rows=True)
     assert table is not None
-    fig = figures_of(table, per, conf.state_dir / "disclose-spill")
+    fig = figures_of(table, per, conf.state_dir / "disclose-spill", tuple(rules.units))
     logs = []
     if latest is not None:
         logs.append(

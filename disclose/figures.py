@@ -155,7 +155,9 @@ CREATE OR REPLACE TEMP TABLE d_obj AS
     SELECT origin, sha256, max(duration_ms) AS ms
     FROM d_e WHERE type = 'probe' AND sha256 IS NOT NULL GROUP BY origin, sha256),
   linked AS (SELECT DISTINCT origin, sha256 FROM d_links)
-  SELECT r.origin, r.sha256, coalesce(r.unit, '') AS unit,
+  SELECT r.origin, r.sha256,
+         CASE WHEN regexp_full_match(r.unit, '[0-9A-Z]{{12}}') OR r.unit IN ({named})
+              THEN r.unit ELSE '' END AS unit,
          {cat} AS category,
          coalesce(a.imp, r.imp0, false) OR l.sha256 IS NOT NULL AS evidence,
          r.recorded, coalesce(p.ms, 0) AS ms
@@ -237,15 +239,26 @@ def limit_memory(con: duckdb.DuckDBPyConnection, spill: str) -> None:
     con.execute("SET temp_directory = '" + spill.replace("'", "''") + "'")
 
 
-def compute(con: duckdb.DuckDBPyConnection, relation: str, period: Period) -> Figures:
+UNIT_CODE = "[0-9A-Z]{12}"  # GA/T 380: a public-security unit's 12-character code
+
+
+def compute(
+    con: duckdb.DuckDBPyConnection, relation: str, period: Period, named: Sequence[str] = ()
+) -> Figures:
     """The raw figures of ``period`` over ``relation`` (a DuckDB table expression with
     the catalog's columns: a table name, ``iceberg_scan('…')``, ``arrow_table``…).
 
     The relation is read once into a temporary table before anything filters on the
     list column ``cases``: DuckDB 1.4's iceberg_scan skips every data file when such a
     filter is pushed down into it (``cases IS NOT NULL`` gives no rows), so the
-    figures would silently lose every case."""
-    con.execute(_BASE.format(rel=relation, cat=_cat("coalesce(a.cat, r.cat0)")))
+    figures would silently lose every case.
+
+    A unit is published as it was captured only when it has a unit code's shape or the
+    rules name it (``named``); anything else (a mis-set identity table that put an
+    officer number where the unit goes, a free-text label) counts as "unit not
+    recorded": the unit column never carries anything but a unit code."""
+    listed = ", ".join("'" + u.replace("'", "''") + "'" for u in named) or "NULL"
+    con.execute(_BASE.format(rel=relation, cat=_cat("coalesce(a.cat, r.cat0)"), named=listed))
     args = {"tz": period.start.tzinfo.key, "start": period.start, "end": period.end}  # type: ignore[union-attr]
     values: dict[str, dict[Key, int]] = {f: {} for f in FIGURES}
     fmt = {"sets": _SETS}

@@ -53,7 +53,7 @@ def disclose_county(
                 relation = "no_rows"
             else:
                 relation = duckdb_entries_sql(cat.table)
-            fig = compute(con, relation, per)
+            fig = compute(con, relation, per, tuple(rules.units))
         finally:
             con.close()
         hub.ledger.integrate()

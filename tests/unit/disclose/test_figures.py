@@ -630,3 +630,27 @@ def test_the_database_session_time_zone_changes_nothing() -> None:
     assert {f: _nonzero(v) for f, v in got.values.items()} == {
         f: _nonzero(v) for f, v in want.values.items()
     }
+
+
+def test_a_unit_that_is_not_a_unit_code_is_published_as_not_recorded() -> None:
+    """An identity table that put an officer number (or a free label) where the unit
+    goes must not publish it: only a 12-character unit code, or a unit the rules name,
+    is a unit; anything else counts as "unit not recorded"."""
+    buf = RowBuffer()
+    leaves = [
+        _ingest("a" * 64, "2026-03-02T01:00:00.000Z", "", unit="010203"),
+        _ingest("b" * 64, "2026-03-02T01:00:00.000Z", "", unit="交警大队"),
+        _ingest("c" * 64, "2026-03-02T01:00:00.000Z", "", unit="530822000000"),
+        _ingest("d" * 64, "2026-03-02T01:00:00.000Z", "", unit="brigade-7"),
+    ]
+    for i, e in enumerate(leaves):
+        buf.add_entry(O1, i, repr(e).encode(), e)
+    con = duckdb.connect()
+    try:
+        con.register("log_rows", buf.to_arrow())
+        fig = compute(con, "log_rows", parse_period("2026-03", SH), named=("brigade-7",))
+    finally:
+        con.close()
+    assert fig.units == ("530822000000", "brigade-7", "")
+    rec = fig.values["recordings"]
+    assert (rec[("", "other", "2026-03")], rec[("530822000000", "other", "2026-03")]) == (2, 1)
