@@ -98,8 +98,16 @@ def read_log(
     return (buf.to_arrow() if buf is not None else None), found
 
 
+def spill_folder(state_dir: Path) -> str:
+    """Where DuckDB spills beyond its memory limit: under state/, which the systemd
+    sandbox lets the station and the hub write."""
+    spill = state_dir / "disclose-spill"
+    spill.mkdir(parents=True, exist_ok=True)
+    return str(spill)
+
+
 def figures_of(
-    table: pa.Table, period: Period, spill: Path, named: tuple[str, ...] = ()
+    table: pa.Table, period: Period, state_dir: Path, named: tuple[str, ...] = ()
 ) -> Figures:
     import duckdb
 
@@ -108,8 +116,7 @@ def figures_of(
     )
     try:
         con.execute("SET TimeZone = 'UTC'")
-        spill.mkdir(parents=True, exist_ok=True)
-        limit_memory(con, str(spill))
+        limit_memory(con, spill_folder(state_dir))
         con.register("log_rows", table)
         return compute(con, "log_rows", period, named)
     finally:
@@ -183,6 +190,23 @@ def _not_inside(out: Path, folders: list[Path], what: str) -> None:
             raise CustodyError(f"{out} is inside {what} ({f}); publish to a folder of its own")
 
 
+def publish(
+    out: Path,
+    pub: Publication,
+    operator: str,
+    ledger: Ledger,
+    cosign: Callable[[], CheckpointRecord | None] | None = None,
+) -> DiscloseResult:
+    """Write ``pub`` to ``out`` and sign it into ``ledger``. The published entry names
+    what ran it; a person's name goes into a note the folder does not carry."""
+    published_as = public_operator(operator)
+    person = None if published_as == operator else operator
+    try:
+        return build(out, pub, published_as, signer_into(ledger, cosign, person))
+    except PublishError as e:
+        raise CustodyError(str(e)) from None
+
+
 def now_text(now: float) -> str:
     """RFC 3339 UTC in whole seconds: when the publication was made."""
     return datetime.fromtimestamp(int(now), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -243,7 +267,7 @@ def _publish_station(
     size = latest.size if latest is not None else 0
     table, audit_entries = read_log(ledger, conf.origin, size, rows=True)
     assert table is not None
-    fig = figures_of(table, per, conf.state_dir / "disclose-spill", tuple(rules.units))
+    fig = figures_of(table, per, conf.state_dir, tuple(rules.units))
     logs = []
     if latest is not None:
         logs.append(
@@ -266,12 +290,7 @@ def _publish_station(
         policy=policy,
         publisher_vkey=vkey,
     )
-    published_as = public_operator(operator)
-    person = None if published_as == operator else operator
-    try:
-        res = build(out, pub, published_as, signer_into(ledger, cosign, person))
-    except PublishError as e:
-        raise CustodyError(str(e)) from None
+    res = publish(out, pub, operator, ledger, cosign)
     return replace(res, seconds=round(time.monotonic() - t0, 3))
 
 
@@ -287,8 +306,10 @@ __all__ = [
     "period_of",
     "prepare",
     "public_operator",
+    "publish",
     "read_log",
     "rules_of",
     "signer_into",
+    "spill_folder",
     "witness_vkeys",
 ]

@@ -13,13 +13,12 @@ from custody.disclose import (
     cosignatures,
     now_text,
     prepare,
-    public_operator,
+    publish,
     read_log,
-    signer_into,
+    spill_folder,
 )
-from custody.errors import CustodyError
 from disclose.figures import audits, compute, limit_memory
-from disclose.publish import DiscloseResult, LogRef, Publication, PublishError, build
+from disclose.publish import DiscloseResult, LogRef, Publication
 from hub.catalog import duckdb_connect, duckdb_entries_sql
 from hub.config import HubConfig
 from hub.follow import Alarm
@@ -44,9 +43,7 @@ def disclose_county(
         cat.refresh()
         sizes = cat.catalogued()
         con = duckdb_connect(conf.catalog)
-        spill = conf.state_dir / "disclose-spill"
-        spill.mkdir(parents=True, exist_ok=True)
-        limit_memory(con, str(spill))
+        limit_memory(con, spill_folder(conf.state_dir))
         try:
             if cat.count() == 0:
                 con.register("no_rows", ARROW_SCHEMA.empty_table())
@@ -92,12 +89,7 @@ def disclose_county(
             complete=now >= per.end.timestamp(),
             publisher_vkey=vkey,
         )
-        try:
-            published_as = public_operator(operator)
-            person = None if published_as == operator else operator
-            res = build(out, pub, published_as, signer_into(hub.ledger, None, person))
-        except PublishError as e:
-            raise CustodyError(str(e)) from None
+        res = publish(out, pub, operator, hub.ledger)
     finally:
         hub.close()
     return replace(res, seconds=round(time.monotonic() - t0, 3))
