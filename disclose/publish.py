@@ -31,6 +31,7 @@ from disclose.figures import (
     table,
 )
 from disclose.rules import Rules
+from ledger.durable import fsync_dir
 
 FORMAT = "custody-disclosure/v1"
 MANIFEST = "MANIFEST"
@@ -102,14 +103,6 @@ def _write(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def data_document(pub: Publication) -> dict[str, Any]:
@@ -303,9 +296,9 @@ def build(
         _write(tmp / ENTRY, signed.leaf)
         _write(tmp / PROOF, signed.proof.encode())
         for d, _, _ in os.walk(tmp):
-            _fsync_dir(Path(d))
+            fsync_dir(Path(d))
         os.replace(tmp, out)
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
     period_totals = {
         r["category"] or "all": {f: r[f] for f in FIGURES}
         for r in doc["totals"]
