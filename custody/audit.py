@@ -146,6 +146,7 @@ def _population(db: sqlite3.Connection) -> list[tuple[str, str, int, str | None]
     for table, col in (
         ("ingest_derivatives", "output"),
         ("ingest_fingerprints", "sidecar"),
+        ("ingest_packets_v2", "sidecar"),
         ("ingest_frames", "sidecar"),
         ("ingest_frames", "signature"),
     ):

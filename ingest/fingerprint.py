@@ -1,34 +1,56 @@
 """Per-packet fingerprints: the SHA-256 of every packet, without decoding.
 
 A clip cut from an original by stream copy (``ffmpeg -ss A -t B -c copy``)
-carries the original's packets byte for byte, so the sequence of packet
-hashes proves where it came from. The fingerprint of a file is a sidecar
-object in the ``custody-packets/v1`` text format, whose SHA-256 goes into a
-signed ``fingerprint`` entry::
+carries the original's packets, so the sequence of packet hashes proves where it
+came from. The fingerprint of a file is a sidecar object whose SHA-256 goes into a
+signed ``fingerprint`` entry. Two formats:
+
+``custody-packets/v1`` hashes each packet as the container stores it: a clip matches
+only when it is in the original's kind of container (MP4 to MP4)::
 
     # custody-packets/v1
     S <stream> <type> <codec> <time_base>          one line per stream
     P <stream> <pts> <dts> <size> <K|-> <sha256>    one line per packet, in file order
 
+``custody-packets/v2`` (new fingerprints) hashes each packet in one form that every
+container's stream copy shares (`ingest.bitstream`): H.264/H.265 coded slices without
+start codes, length prefixes, delimiters, SEI or parameter sets; AAC without ADTS
+headers. A clip in MPEG-TS, Matroska or MOV matches an MP4 original exactly::
+
+    # custody-packets/v2
+    S <stream> <type> <codec> <time_base> <form>   form: how the container framed it
+    P <stream> <pts> <dts> <size> <K|-> <sha256>    size: of the hashed form
+    X <stream> <sha256>                             each distinct parameter set, after
+                                                    the packets, sorted
+
 Fields are tab-separated; ``pts``/``dts`` are integers in the stream's time
 base, or ``-`` when the container gives none. A file cut short yields the
 packets before the damage and ``complete = False``.
 
-The format, its parser and clip matching are pure; only `read_packets` (PyAV)
-touches a file. Hash values are compared, never the text of ffmpeg's
-framehash output, which differs between FFmpeg versions.
+The formats, their parser and clip matching are pure; only `write_sidecar` and
+`read_packets` (PyAV) touch a file. A sidecar is written and read as a stream, so memory
+does not grow with the recording's length. Hash values are compared, never the text of
+ffmpeg's framehash output, which differs between FFmpeg versions.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+import io
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
-FORMAT = "custody-packets/v1"
+from ingest import bitstream
+
+FORMAT_V1 = "custody-packets/v1"
+FORMAT = "custody-packets/v2"
+HEADER_V1 = f"# {FORMAT_V1}\n"
 HEADER = f"# {FORMAT}\n"
+HEADERS = {1: HEADER_V1, 2: HEADER}
+MAX_KEYFRAMES = 100_000  # keyframe hashes an entry's index keeps (a day at one a second)
 
 
 @dataclass(frozen=True)
@@ -37,6 +59,7 @@ class StreamInfo:
     type: str  # video, audio, data, subtitle
     codec: str
     time_base: str  # "1/12800"
+    form: str = bitstream.STORED  # v2: how the container framed the packets
 
 
 @dataclass(frozen=True)
@@ -50,14 +73,29 @@ class Packet:
 
 
 @dataclass(frozen=True)
+class ParamSet:
+    """A v2 parameter set (SPS, PPS, VPS) of a stream, by its SHA-256."""
+
+    stream: int
+    sha256: bytes
+
+
+@dataclass(frozen=True)
 class Fingerprint:
     streams: tuple[StreamInfo, ...]
     packets: tuple[Packet, ...]
     complete: bool = True
     error: str = ""
+    version: int = 1
+    params: dict[int, frozenset[bytes]] = field(default_factory=dict)
+    set_aside: dict[int, int] = field(default_factory=dict)  # v2: units left out, by stream
 
     def by_stream(self, index: int) -> list[Packet]:
         return [p for p in self.packets if p.stream == index]
+
+    @property
+    def format(self) -> str:
+        return FORMAT if self.version == 2 else FORMAT_V1
 
 
 class FingerprintError(ValueError):
@@ -68,16 +106,37 @@ def _opt(v: int | None) -> str:
     return "-" if v is None else str(v)
 
 
+def stream_line(s: StreamInfo, version: int) -> str:
+    tail = f"\t{s.form}" if version == 2 else ""
+    return f"S\t{s.index}\t{s.type}\t{s.codec}\t{s.time_base}{tail}\n"
+
+
+def packet_line(p: Packet) -> str:
+    return (
+        f"P\t{p.stream}\t{_opt(p.pts)}\t{_opt(p.dts)}\t{p.size}\t{'K' if p.key else '-'}\t"
+        f"{p.sha256.hex()}\n"
+    )
+
+
+def param_lines(params: dict[int, frozenset[bytes]]) -> list[str]:
+    return [f"X\t{st}\t{h.hex()}\n" for st in sorted(params) for h in sorted(params[st])]
+
+
 def format_sidecar(fp: Fingerprint) -> bytes:
-    lines = [HEADER]
-    for s in fp.streams:
-        lines.append(f"S\t{s.index}\t{s.type}\t{s.codec}\t{s.time_base}\n")
-    for p in fp.packets:
-        lines.append(
-            f"P\t{p.stream}\t{_opt(p.pts)}\t{_opt(p.dts)}\t{p.size}\t{'K' if p.key else '-'}\t"
-            f"{p.sha256.hex()}\n"
-        )
+    lines = [HEADERS[fp.version]]
+    lines += [stream_line(s, fp.version) for s in fp.streams]
+    lines += [packet_line(p) for p in fp.packets]
+    if fp.version == 2:
+        lines += param_lines(fp.params)
     return "".join(lines).encode("ascii")
+
+
+def sidecar_format(head: bytes) -> str:
+    """The format a sidecar declares on its first line (FingerprintError if none)."""
+    for version, header in HEADERS.items():
+        if head.startswith(header.encode()):
+            return FORMAT if version == 2 else FORMAT_V1
+    raise FingerprintError(f"does not start with {HEADER_V1.strip()!r} or {HEADER.strip()!r}")
 
 
 def _int_or_none(s: str, what: str, n: int) -> int | None:
@@ -89,64 +148,110 @@ def _int_or_none(s: str, what: str, n: int) -> int | None:
         raise FingerprintError(f"line {n}: {what} {s!r} is not an integer") from None
 
 
-def parse_sidecar(data: bytes) -> Fingerprint:
-    """Inverse of `format_sidecar`; raises FingerprintError naming the line."""
+def _hash(text: str, n: int) -> bytes:
     try:
-        text = data.decode("ascii")
-    except UnicodeDecodeError:
-        raise FingerprintError("not an ASCII custody-packets file") from None
-    if not text.startswith(HEADER):
-        raise FingerprintError(f"does not start with {HEADER.strip()!r}")
-    streams: list[StreamInfo] = []
-    packets: list[Packet] = []
+        h = bytes.fromhex(text)
+    except ValueError:
+        raise FingerprintError(f"line {n}: hash is not hex") from None
+    if len(h) != 32 or h.hex() != text:
+        raise FingerprintError(f"line {n}: hash is not 64 lowercase hex digits")
+    return h
+
+
+def _time_base(si: StreamInfo) -> None:
+    try:
+        tb = Fraction(si.time_base)
+    except (ValueError, ZeroDivisionError):
+        raise FingerprintError(f"stream {si.index}: time base {si.time_base!r}") from None
+    if tb <= 0:
+        raise FingerprintError(f"stream {si.index}: time base {si.time_base!r}")
+
+
+def iter_sidecar(f: BinaryIO) -> Iterator[StreamInfo | Packet | ParamSet]:
+    """The records of a v1 or v2 sidecar, one line at a time (memory does not grow with
+    its length); raises FingerprintError naming the first bad line. Each line must be in
+    the one canonical form its record prints as."""
+    first = f.readline()
+    version = 2 if sidecar_format(first) == FORMAT else 1
+    if first != HEADERS[version].encode():
+        raise FingerprintError("line 1: not a custody-packets header")
     known: set[int] = set()
-    for n, line in enumerate(text[len(HEADER) :].split("\n"), start=2):
-        if not line:
-            continue
-        f = line.split("\t")
-        if f[0] == "S" and len(f) == 5 and not packets:
-            idx = _int_or_none(f[1], "stream", n)
+    stage = 0  # 0 streams, 1 packets, 2 parameter sets
+    last_param: tuple[int, bytes] | None = None
+    n = 1
+    for raw in f:
+        n += 1
+        if not raw.endswith(b"\n"):
+            raise FingerprintError("last line is cut short")
+        try:
+            line = raw.decode("ascii")
+        except UnicodeDecodeError:
+            raise FingerprintError(f"line {n}: not ASCII") from None
+        fl = line[:-1].split("\t")
+        rec: StreamInfo | Packet | ParamSet
+        if fl[0] == "S" and len(fl) == (6 if version == 2 else 5) and stage == 0:
+            idx = _int_or_none(fl[1], "stream", n)
             if idx is None or idx in known:
                 raise FingerprintError(f"line {n}: bad or repeated stream index")
             known.add(idx)
-            streams.append(StreamInfo(idx, f[2], f[3], f[4]))
-        elif f[0] == "P" and len(f) == 7:
-            st = _int_or_none(f[1], "stream", n)
-            size = _int_or_none(f[4], "size", n)
-            if st not in known or size is None or size < 0 or f[5] not in ("K", "-"):
+            form = fl[5] if version == 2 else bitstream.STORED
+            if form not in bitstream.FORMS:
+                raise FingerprintError(f"line {n}: unknown form {form!r}")
+            rec = StreamInfo(idx, fl[2], fl[3], fl[4], form)
+            _time_base(rec)
+            text = stream_line(rec, version)
+        elif fl[0] == "P" and len(fl) == 7 and stage <= 1:
+            stage = 1
+            st = _int_or_none(fl[1], "stream", n)
+            size = _int_or_none(fl[4], "size", n)
+            if st not in known or size is None or size < 0 or fl[5] not in ("K", "-"):
                 raise FingerprintError(f"line {n}: malformed packet line")
-            try:
-                h = bytes.fromhex(f[6])
-            except ValueError:
-                raise FingerprintError(f"line {n}: hash is not hex") from None
-            if len(h) != 32 or h.hex() != f[6]:
-                raise FingerprintError(f"line {n}: hash is not 64 lowercase hex digits")
-            packets.append(
-                Packet(
-                    st,
-                    _int_or_none(f[2], "pts", n),
-                    _int_or_none(f[3], "dts", n),
-                    size,
-                    f[5] == "K",
-                    h,
-                )
+            rec = Packet(
+                st,
+                _int_or_none(fl[2], "pts", n),
+                _int_or_none(fl[3], "dts", n),
+                size,
+                fl[5] == "K",
+                _hash(fl[6], n),
             )
+            text = packet_line(rec)
+        elif fl[0] == "X" and len(fl) == 3 and version == 2:
+            stage = 2
+            st = _int_or_none(fl[1], "stream", n)
+            if st not in known:
+                raise FingerprintError(f"line {n}: parameter set of an unknown stream")
+            rec = ParamSet(st, _hash(fl[2], n))
+            if last_param is not None and (st, rec.sha256) <= last_param:
+                raise FingerprintError(f"line {n}: parameter sets out of order or repeated")
+            last_param = (st, rec.sha256)
+            text = f"X\t{st}\t{rec.sha256.hex()}\n"
         else:
-            raise FingerprintError(f"line {n}: not a stream or packet line")
-    if not text.endswith("\n"):
-        raise FingerprintError("last line is cut short")
-    for si in streams:
-        try:
-            tb = Fraction(si.time_base)
-        except (ValueError, ZeroDivisionError):
-            raise FingerprintError(f"stream {si.index}: time base {si.time_base!r}") from None
-        if tb <= 0:
-            raise FingerprintError(f"stream {si.index}: time base {si.time_base!r}")
-    fp = Fingerprint(tuple(streams), tuple(packets))
-    if format_sidecar(fp) != data:
-        # One text per fingerprint: "+1", " 1", blank lines and the like are refused.
-        raise FingerprintError("not in canonical custody-packets/v1 form")
-    return fp
+            raise FingerprintError(f"line {n}: not a stream, packet or parameter-set line")
+        if text != line:
+            # One text per fingerprint: "+1", " 1" and the like are refused.
+            raise FingerprintError(f"line {n}: not in canonical {HEADERS[version][2:-1]} form")
+        yield rec
+
+
+def parse_sidecar(data: bytes) -> Fingerprint:
+    """A whole sidecar in memory (v1 or v2); raises FingerprintError naming the line."""
+    streams: list[StreamInfo] = []
+    packets: list[Packet] = []
+    params: dict[int, set[bytes]] = {}
+    for rec in iter_sidecar(io.BytesIO(data)):
+        if isinstance(rec, StreamInfo):
+            streams.append(rec)
+        elif isinstance(rec, Packet):
+            packets.append(rec)
+        else:
+            params.setdefault(rec.stream, set()).add(rec.sha256)
+    version = 2 if data.startswith(HEADER.encode()) else 1
+    return Fingerprint(
+        tuple(streams),
+        tuple(packets),
+        version=version,
+        params={k: frozenset(v) for k, v in params.items()},
+    )
 
 
 # -- matching a clip against an original ----------------------------------------------
@@ -162,6 +267,10 @@ class StreamMatch:
     end_s: Fraction | None
     type: str = ""
     timing_ok: bool = True  # the clip keeps the original's packet timing (one constant shift)
+    params_ok: bool = True  # v2: the clip's parameter sets are all among the original's
+    clip_form: str = bitstream.STORED  # v2: how each side's container framed the stream
+    original_form: str = bitstream.STORED
+    set_aside: int = 0  # v2: the clip's NAL units or headers left out of its hashes
 
 
 @dataclass
@@ -188,7 +297,7 @@ class ClipMatch:
         return (
             self.total > 0
             and self.matched == self.total
-            and all(s.timing_ok for s in self.streams)
+            and all(s.timing_ok and s.params_ok for s in self.streams)
             and self.aligned
         )
 
@@ -262,7 +371,12 @@ def _timing_ok(
 
 
 def match_clip(clip: Fingerprint, original: Fingerprint) -> ClipMatch:
-    """Match each clip stream to the original stream of the same type it best follows."""
+    """Match each clip stream to the original stream of the same type it best follows.
+    Both fingerprints must be of one format (v1 hashes differ from v2's by design)."""
+    if clip.version != original.version:
+        raise FingerprintError(
+            f"the clip's fingerprint is {clip.format} and the original's {original.format}"
+        )
     out = ClipMatch()
     used: set[int] = set()
     for cs in clip.streams:
@@ -295,6 +409,11 @@ def match_clip(clip: Fingerprint, original: Fingerprint) -> ClipMatch:
                 end_s,
                 cs.type,
                 _timing_ok(cpk, cs.time_base, opk, os_.time_base, shift) if n else True,
+                clip.params.get(cs.index, frozenset())
+                <= original.params.get(os_.index, frozenset()),
+                cs.form,
+                os_.form,
+                clip.set_aside.get(cs.index, 0),
             )
             if best is None or m.matched > best.matched:
                 best = m
@@ -330,9 +449,45 @@ def _tb(x: object) -> str:
     return f"{f.numerator}/{f.denominator}"
 
 
-def read_packets(path: Path) -> Fingerprint:
-    """Demux every packet (no decoding) and hash it. A file ffmpeg cannot open raises
-    FingerprintError; one that breaks part-way returns what came before, incomplete."""
+@dataclass(frozen=True)
+class SidecarSummary:
+    """What writing a sidecar found: the `fingerprint` entry's fields and the index keys."""
+
+    format: str
+    sha256: str  # of the sidecar bytes
+    size: int
+    packets: int
+    per_stream: dict[str, int]
+    complete: bool
+    error: str
+    keyframes: tuple[bytes, ...]  # video keyframe hashes (all packets' without video)
+    forms: dict[str, str]  # stream -> how the container framed it (v2)
+    set_aside: dict[str, int]  # stream -> NAL units or headers left out of the hashes (v2)
+
+    def entry_fields(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "format": self.format,
+            "sidecar": {"sha256": self.sha256, "size": self.size},
+            "packets": self.packets,
+            "per_stream": dict(self.per_stream),
+            "complete": self.complete,
+        }
+        if self.format == FORMAT:
+            out["forms"] = dict(self.forms)
+        if self.error:
+            out["damage"] = self.error  # what stopped the reading; the sidecar has what came before
+        return out
+
+
+@dataclass(frozen=True)
+class _End:
+    error: str  # "" when the whole file was read
+    set_aside: dict[int, int]
+
+
+def _demux(path: Path, version: int) -> Iterator[tuple[StreamInfo, ...] | Packet | ParamSet | _End]:
+    """The streams (one tuple), then packets and new parameter sets as they come, then
+    the end: what stopped the reading, if anything, and the units set aside."""
     import av
 
     try:
@@ -340,41 +495,70 @@ def read_packets(path: Path) -> Fingerprint:
     except Exception as e:
         raise FingerprintError(f"{type(e).__name__}: {e}") from None
     with c:
-        streams = tuple(
-            StreamInfo(
-                s.index,
-                s.type,
-                getattr(s.codec_context, "name", None) or "unknown",
-                _tb(s.time_base),
-            )
-            for s in c.streams
-        )
+        codecs: dict[int, str] = {}
+        streams: list[StreamInfo] = []
+        for s in c.streams:
+            codec = getattr(s.codec_context, "name", None) or "unknown"
+            extradata = getattr(s.codec_context, "extradata", None) if version == 2 else None
+            form = bitstream.stream_form(codec, extradata) if version == 2 else bitstream.STORED
+            codecs[s.index] = codec
+            streams.append(StreamInfo(s.index, s.type, codec, _tb(s.time_base), form))
         if not streams:
             raise FingerprintError("no streams")
-        packets: list[Packet] = []
+        yield tuple(streams)
+        forms = {si.index: si.form for si in streams}
+        seen: set[tuple[int, bytes]] = set()
+        aside: dict[int, int] = {}
+        if version == 2:
+            for s in c.streams:
+                try:
+                    found = bitstream.extradata_params(codecs[s.index], s.codec_context.extradata)
+                except bitstream.BitstreamError:
+                    found = []
+                for nal in found:
+                    ps = ParamSet(s.index, bitstream.param_hash(nal))
+                    if (ps.stream, ps.sha256) not in seen:
+                        seen.add((ps.stream, ps.sha256))
+                        yield ps
+        got: dict[int, int] = {}
         error = ""
         try:
             for pk in c.demux():
                 if pk.size == 0:
                     continue  # the demuxer's flush packets
-                packets.append(
-                    Packet(
-                        pk.stream.index,
+                st = pk.stream.index
+                got[st] = got.get(st, 0) + 1
+                if version == 1 or forms[st] == bitstream.STORED:
+                    yield Packet(
+                        st,
                         pk.pts,
                         pk.dts,
                         pk.size,
                         bool(pk.is_keyframe),
-                        hashlib.sha256(bytes(pk)).digest(),
+                        hashlib.sha256(pk).digest(),
                     )
+                    continue
+                can = bitstream.canonical(codecs[st], forms[st], bytes(pk))
+                if can.set_aside:
+                    aside[st] = aside.get(st, 0) + can.set_aside
+                for nal in can.params:
+                    ps = ParamSet(st, bitstream.param_hash(nal))
+                    if (ps.stream, ps.sha256) not in seen:
+                        seen.add((ps.stream, ps.sha256))
+                        yield ps
+                yield Packet(
+                    st,
+                    pk.pts,
+                    pk.dts,
+                    len(can.payload),
+                    bool(pk.is_keyframe),
+                    hashlib.sha256(can.payload).digest(),
                 )
         except Exception as e:  # a file cut short: keep what was readable
             error = f"{type(e).__name__}: {e}"[:500]
         if not error:
             # An indexed container (MP4/MOV) whose data was cut off ends quietly: compare
             # with the number of packets its index promises.
-            got: dict[int, int] = {}
-            for p in packets:
-                got[p.stream] = got.get(p.stream, 0) + 1
             for s in c.streams:
                 # Video only: for PCM audio an MP4/MOV index counts samples, not packets.
                 promised = int(s.frames or 0) if s.type == "video" else 0
@@ -392,7 +576,90 @@ def read_packets(path: Path) -> Fingerprint:
         damage = examine_file(path).damage
         if damage:
             error = ("; ".join(damage))[:500]
-    return Fingerprint(streams, tuple(packets), complete=not error, error=error)
+    yield _End(error, aside)
+
+
+def write_sidecar(path: Path, out: BinaryIO, version: int = 2) -> SidecarSummary:
+    """Demux every packet of the media file at ``path`` (no decoding), hash it, and write
+    the sidecar to ``out`` as it goes: memory stays flat whatever the recording's length.
+    A file ffmpeg cannot open raises FingerprintError; one that breaks part-way gives the
+    packets before the damage, incomplete."""
+    sha = hashlib.sha256()
+    size = 0
+    buf: list[str] = []
+    params: dict[int, set[bytes]] = {}
+    per_stream: dict[str, int] = {}
+    aside: dict[str, int] = {}
+    keys: list[bytes] = []
+    video: set[int] = set()
+    first = -1
+    streams: tuple[StreamInfo, ...] = ()
+    error = ""
+    packets = 0
+
+    def flush() -> None:
+        nonlocal size
+        data = "".join(buf).encode("ascii")
+        buf.clear()
+        sha.update(data)
+        out.write(data)
+        size += len(data)
+
+    buf.append(HEADERS[version])
+    for rec in _demux(path, version):
+        if isinstance(rec, Packet):
+            packets += 1
+            buf.append(packet_line(rec))
+            k = str(rec.stream)
+            per_stream[k] = per_stream.get(k, 0) + 1
+            if len(keys) < MAX_KEYFRAMES and (
+                (rec.key and rec.stream in video) or (not video and rec.stream == first)
+            ):
+                keys.append(rec.sha256)
+            if len(buf) >= 4096:
+                flush()
+        elif isinstance(rec, ParamSet):
+            params.setdefault(rec.stream, set()).add(rec.sha256)
+        elif isinstance(rec, _End):
+            error = rec.error
+            aside = {str(k): v for k, v in rec.set_aside.items()}
+        else:
+            streams = rec
+            buf += [stream_line(s, version) for s in streams]
+            video = {s.index for s in streams if s.type == "video"}
+            first = streams[0].index
+    if version == 2:
+        buf += param_lines({k: frozenset(v) for k, v in params.items()})
+    flush()
+    return SidecarSummary(
+        format=FORMAT if version == 2 else FORMAT_V1,
+        sha256=sha.hexdigest(),
+        size=size,
+        packets=packets,
+        per_stream=per_stream,
+        complete=not error,
+        error=error,
+        keyframes=tuple(keys),
+        forms={str(s.index): s.form for s in streams} if version == 2 else {},
+        set_aside=aside,
+    )
+
+
+def read_packets(path: Path, version: int = 2) -> Fingerprint:
+    """A file's fingerprint in memory (a clip's; originals are written with
+    `write_sidecar`). Raises FingerprintError as `write_sidecar` does."""
+    buf = io.BytesIO()
+    s = write_sidecar(path, buf, version)
+    fp = parse_sidecar(buf.getvalue())
+    return Fingerprint(
+        fp.streams,
+        fp.packets,
+        complete=s.complete,
+        error=s.error,
+        version=version,
+        params=fp.params,
+        set_aside={int(k): v for k, v in s.set_aside.items()},
+    )
 
 
 def summary(fp: Fingerprint, sidecar: bytes) -> dict[str, object]:
@@ -401,7 +668,7 @@ def summary(fp: Fingerprint, sidecar: bytes) -> dict[str, object]:
     for p in fp.packets:
         counts[str(p.stream)] = counts.get(str(p.stream), 0) + 1
     out: dict[str, object] = {
-        "format": FORMAT,
+        "format": fp.format,
         "sidecar": {"sha256": hashlib.sha256(sidecar).hexdigest(), "size": len(sidecar)},
         "packets": len(fp.packets),
         "per_stream": counts,

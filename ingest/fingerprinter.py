@@ -35,13 +35,7 @@ from ingest.derive import (
 from ingest.derive import (
     ffmpeg_version as ffmpeg_cli_version,
 )
-from ingest.fingerprint import (
-    FingerprintError,
-    format_sidecar,
-    keyframe_hashes,
-    read_packets,
-    summary,
-)
+from ingest.fingerprint import FingerprintError, write_sidecar
 from ingest.frames import (
     FORMAT as FRAMES_FORMAT,
 )
@@ -62,6 +56,11 @@ log = logging.getLogger("custody.ingest")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ingest_fingerprints (
+    sha256 TEXT PRIMARY KEY,
+    entry INTEGER NOT NULL,
+    sidecar TEXT
+);
+CREATE TABLE IF NOT EXISTS ingest_packets_v2 (
     sha256 TEXT PRIMARY KEY,
     entry INTEGER NOT NULL,
     sidecar TEXT
@@ -141,38 +140,49 @@ class Fingerprinter:
             db.commit()
 
     def pending(self) -> list[str]:
-        """Media objects with no fingerprint entry yet."""
+        """Media objects with no packet fingerprint yet (in either format)."""
         with self.db_lock:
             rows = self.db.execute(
                 "SELECT o.sha256, o.media_type FROM ingest_objects o WHERE NOT EXISTS "
-                "(SELECT 1 FROM ingest_fingerprints f WHERE f.sha256 = o.sha256)"
+                "(SELECT 1 FROM ingest_fingerprints f WHERE f.sha256 = o.sha256) AND NOT EXISTS "
+                "(SELECT 1 FROM ingest_packets_v2 v WHERE v.sha256 = o.sha256)"
             ).fetchall()
         return [sha for sha, mt in rows if mt.split("/")[0] in ("video", "audio")]
 
     def run(self, sha: str) -> int | None:
-        """Fingerprint one stored object; returns its entry (None if done before)."""
+        """Fingerprint one stored object (custody-packets/v2); returns its entry (None if
+        done before). The sidecar is written to a temp file as the packets are read and
+        stored by its hash, so memory stays flat with the recording's length."""
         with self.db_lock:
             done = self.db.execute(
-                "SELECT 1 FROM ingest_fingerprints WHERE sha256=?", (sha,)
+                "SELECT 1 FROM ingest_packets_v2 WHERE sha256=?", (sha,)
             ).fetchone()
         if done:
             return None
         payload: dict[str, Any] = {"sha256": sha, "kind": "packets", "tool": ffmpeg_version()}
         sidecar_sha: str | None = None
-        keys: list[bytes] = []
+        keys: tuple[bytes, ...] = ()
+        size = 0
+        temp, fd = self.objects.new_temp()
         try:
-            fp = read_packets(self.objects.path(sha))
-            data = format_sidecar(fp)
-            payload.update(summary(fp, data))
-            sidecar_sha = self.objects.put_bytes(data)
-            keys = keyframe_hashes(fp)
+            with os.fdopen(fd, "wb", buffering=1 << 20) as f:
+                s = write_sidecar(self.objects.path(sha), f)
+                f.flush()
+                os.fsync(f.fileno())
+            payload.update(s.entry_fields())
+            self.objects.commit(temp, s.sha256)
+            sidecar_sha, keys, size = s.sha256, s.keyframes, s.size
         except FingerprintError as e:
             payload["error"] = str(e)[:1000]
-        size = int(payload["sidecar"]["size"]) if sidecar_sha else 0
+        except OSError as e:  # the dock's disk, not the file: tried again later
+            log.warning("packet fingerprint of %s not made now: %s", sha[:16], e)
+            return None
+        finally:
+            temp.unlink(missing_ok=True)
 
         def mark(conn: sqlite3.Connection, idx: list[int]) -> None:
             cur = conn.execute(
-                "INSERT OR IGNORE INTO ingest_fingerprints (sha256, entry, sidecar) VALUES (?,?,?)",
+                "INSERT OR IGNORE INTO ingest_packets_v2 (sha256, entry, sidecar) VALUES (?,?,?)",
                 (sha, idx[0], sidecar_sha),
             )
             if cur.rowcount != 1:

@@ -50,7 +50,7 @@ def test_round_trip(ps: list[Packet]) -> None:
     "bad",
     [
         b"",
-        b"# custody-packets/v2\n",
+        b"# custody-packets/v3\n",
         b"# custody-packets/v1\nS\t0\tvideo\th264\t1/1\nP\t1\t0\t0\t5\tK\t" + b"ab" * 32 + b"\n",
         b"# custody-packets/v1\nS\t0\tvideo\th264\t1/1\nP\t0\t0\t0\t5\tK\t" + b"AB" * 32 + b"\n",
         b"# custody-packets/v1\nS\t0\tvideo\th264\t1/1\nP\t0\tx\t0\t5\tK\t" + b"ab" * 32 + b"\n",
