@@ -7,6 +7,15 @@ re-reader run as a pipeline of threads, so hashing, writing and the
 verifying re-read overlap. The re-read happens after the written range is
 fsynced and dropped from the page cache, so it reads what the disk holds.
 Memory is bounded by a few chunks whatever the file size.
+
+Files under one chunk are copied in two steps so a group of them costs about
+one journal commit, not one each: `start_copy` reads, hashes and writes a copy
+and asks the kernel to start writing it out; `settle_copies` then fsyncs every
+copy of the group and, with verification, drops each from the page cache and
+reads it back from the disk (all re-reads in flight at once). A copy is moved
+into place (`LocalObjects.commit`) only after it is settled; with ``dirs`` the
+folders a move touched are collected and fsynced once each (`sync_dirs`)
+before anything is recorded about them.
 """
 
 from __future__ import annotations
@@ -19,18 +28,46 @@ import queue
 import secrets
 import stat
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from ingest.errors import CopyMismatch, DiskFull, SourceChanged, SourceUnreadable
+from ingest.errors import CaptureError, CopyMismatch, DiskFull, SourceChanged, SourceUnreadable
 from ledger.durable import fsync_dir
 
 log = logging.getLogger("custody.ingest")
+T = TypeVar("T")
 
 VERIFY_RANGE = 64 << 20  # fsync + re-read granularity
 _DONE = None
+# fsyncs of one group run side by side: the kernel merges the journal commits and the
+# disk cache flushes of fsyncs in flight together, where one after another each waits
+# for its own flush. Each call still returns only once its file is on the disk.
+FSYNC_THREADS = 16
+_fsync_pool: ThreadPoolExecutor | None = None
+_fsync_pool_lock = threading.Lock()
+
+
+def fsync_each(fsync: Callable[[T], None], items: Sequence[T]) -> list[OSError | None]:
+    """``fsync(item)`` for every item, in flight together; one error (or None) per item."""
+
+    def one(item: T) -> OSError | None:
+        try:
+            fsync(item)
+        except OSError as e:
+            return e
+        return None
+
+    if len(items) <= 1:
+        return [one(i) for i in items]
+    global _fsync_pool
+    with _fsync_pool_lock:
+        if _fsync_pool is None:
+            _fsync_pool = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="fsync")
+        pool = _fsync_pool
+    return list(pool.map(one, items))
 
 
 @dataclass(frozen=True)
@@ -38,6 +75,8 @@ class Digests:
     size: int
     sha256: str
     sm3: str | None = None
+    # The first bytes of the file (what its media type is sniffed from).
+    head: bytes = field(default=b"", compare=False, repr=False)
 
 
 class LocalObjects:
@@ -57,15 +96,18 @@ class LocalObjects:
         return self.path(sha256).exists()
 
     def new_temp(self) -> tuple[Path, int]:
+        """A new temp copy, open for writing and reading back (the verifying re-read)."""
         p = self.tmp / f"capture-{os.getpid()}-{secrets.token_hex(8)}"
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         return p, fd
 
-    def commit(self, temp: Path, sha256: str) -> bool:
+    def commit(self, temp: Path, sha256: str, dirs: set[Path] | None = None) -> bool:
         """Move a verified, fsynced temp copy into place; False if a sound object existed.
 
         An existing object is trusted only after it is re-hashed: a damaged one is
-        replaced by the fresh copy rather than kept in its place.
+        replaced by the fresh copy rather than kept in its place. The folders the move
+        touched are fsynced now, or with ``dirs`` added to it for the caller to fsync
+        once each (`sync_dirs`) before it records the object anywhere.
         """
         dest = self.path(sha256)
         if dest.exists():
@@ -79,9 +121,20 @@ class LocalObjects:
         os.chmod(temp, 0o444)
         os.replace(temp, dest)
         # Every folder on the way, whoever made it: the entry must survive a power cut.
-        for d in (dest.parent, dest.parent.parent, self.objects):
-            fsync_dir(d)
+        touched = (dest.parent, dest.parent.parent, self.objects)
+        if dirs is not None:
+            dirs.update(touched)
+        else:
+            self.sync_dirs(touched)
         return True
+
+    @staticmethod
+    def sync_dirs(dirs: Iterable[Path]) -> None:
+        """fsync folders whose entries changed, all at once (see `fsync_each`); raises
+        the first error."""
+        for e in fsync_each(fsync_dir, list(dirs)):
+            if e is not None:
+                raise e
 
     def put_bytes(self, data: bytes) -> str:
         """Store a small object made here (a sidecar) by its SHA-256; returns the hash."""
@@ -177,12 +230,87 @@ def capture_copy(
     chunk: int = 4 << 20,
     expect: os.stat_result | None = None,
 ) -> Digests:
-    """Copy ``src`` into the open temp file ``dst_fd`` in one read pass, hashing on the way.
+    """Copy ``src`` into the open temp file ``dst_fd`` in one read pass, hashing on the way;
+    the copy is fsynced (and with ``verify`` read back from the disk) when this returns.
 
     Raises SourceChanged if the source is not the same file version from start
     to end (size, mtime, inode), SourceUnreadable on open/read errors,
     DiskFull on ENOSPC, CopyMismatch if the re-read differs.
     """
+    fd, before = _open_source(src, expect)
+    try:
+        if before.st_size < chunk:
+            digests = _read_small(fd, dst_fd, sm3, chunk)
+        else:
+            digests = _pipeline(fd, dst_fd, dst_path, sm3, verify, chunk)
+        _same_from_start_to_end(src, fd, before, digests)
+    finally:
+        os.close(fd)
+    if before.st_size < chunk:
+        error = settle_copies([(dst_fd, dst_path, digests)], verify)[0]
+        if error is not None:
+            raise error
+    return digests
+
+
+def start_copy(
+    src: Path,
+    dst_fd: int,
+    *,
+    sm3: bool = False,
+    chunk: int = 4 << 20,
+    expect: os.stat_result | None = None,
+) -> Digests:
+    """The first step of copying a file under one chunk as one of a group: read it once,
+    hash it, write the copy and ask the kernel to start writing it out. Not durable
+    yet: `settle_copies` fsyncs (and verifies) it. Raises as `capture_copy` does."""
+    fd, before = _open_source(src, expect)
+    try:
+        digests = _read_small(fd, dst_fd, sm3, chunk)
+        _same_from_start_to_end(src, fd, before, digests)
+    finally:
+        os.close(fd)
+    # On Linux DONTNEED starts writeback of dirty pages (and drops none of them): the
+    # group's copies reach the disk together and the fsyncs that follow mostly wait.
+    os.posix_fadvise(dst_fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    return digests
+
+
+def settle_copies(
+    copies: Sequence[tuple[int, Path, Digests]], verify: bool = True
+) -> list[CaptureError | None]:
+    """The second step for copies made by `start_copy` (open fd, path, digests): fsync
+    each, then with ``verify`` drop each from the page cache and read it back from the
+    disk, comparing its SHA-256. Returns one error (or None) per copy, in order: one
+    copy's failure is its own."""
+    errors: list[CaptureError | None] = [
+        None if e is None else _write_error(e, "while making the copy durable")
+        for e in fsync_each(os.fsync, [fd for fd, _, _ in copies])
+    ]
+    if not verify:
+        return errors
+    live = [i for i, e in enumerate(errors) if e is None]
+    for i in live:
+        fd = copies[i][0]
+        # fsynced, so clean: dropped now, and read back from the disk below; every
+        # re-read of the group is asked for first, so they are in flight together.
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    for i in live:
+        fd, path, d = copies[i]
+        try:
+            back = os.pread(fd, d.size + 1, 0)
+        except OSError as e:
+            errors[i] = CopyMismatch(f"{path}: the stored copy cannot be read back: {e.strerror}")
+            continue
+        if len(back) != d.size or hashlib.sha256(back).hexdigest() != d.sha256:
+            errors[i] = _mismatch(path)
+    return errors
+
+
+def _open_source(src: Path, expect: os.stat_result | None) -> tuple[int, os.stat_result]:
+    """The source opened for one sequential read, checked to be the regular file
+    version ``expect`` describes."""
     try:
         # O_NONBLOCK: opening a FIFO or device must not hang the worker (regular files
         # ignore the flag).
@@ -200,24 +328,30 @@ def capture_copy(
         if expect is not None and not _same_version(before, expect):
             raise SourceChanged(f"{src}: changed since it was found stable")
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        if before.st_size < chunk:
-            digests = _small(fd, dst_fd, dst_path, sm3, verify, chunk)
-        else:
-            digests = _pipeline(fd, dst_fd, dst_path, sm3, verify, chunk)
-        after = os.fstat(fd)
-        if not _same_version(before, after) or digests.size != before.st_size:
-            raise SourceChanged(f"{src}: changed while it was being read")
-        try:
-            now = os.lstat(src)
-        except FileNotFoundError:
-            raise SourceChanged(f"{src}: was removed while it was being read") from None
-        if not _same_version(before, now):
-            raise SourceChanged(f"{src}: was replaced while it was being read")
-        # Some recorders drop off the bus without an error on read: the size check above
-        # and the unchanged mtime catch a short copy.
-        return digests
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd, before
+
+
+def _same_from_start_to_end(src: Path, fd: int, before: os.stat_result, d: Digests) -> None:
+    after = os.fstat(fd)
+    if not _same_version(before, after) or d.size != before.st_size:
+        raise SourceChanged(f"{src}: changed while it was being read")
+    try:
+        now = os.lstat(src)
+    except FileNotFoundError:
+        raise SourceChanged(f"{src}: was removed while it was being read") from None
+    if not _same_version(before, now):
+        raise SourceChanged(f"{src}: was replaced while it was being read")
+    # Some recorders drop off the bus without an error on read: the size check above
+    # and the unchanged mtime catch a short copy.
+
+
+def _write_error(e: OSError, doing: str) -> CaptureError:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(f"local disk full {doing} ({e.strerror})")
+    return CaptureError(f"local disk error {doing}: {e.strerror}")
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -239,8 +373,9 @@ def _mismatch(dst_path: Path) -> CopyMismatch:
     )
 
 
-def _small(fd: int, dst_fd: int, dst_path: Path, sm3: bool, verify: bool, chunk: int) -> Digests:
-    """Files under one chunk: the same steps on the calling thread (threads cost more)."""
+def _read_small(fd: int, dst_fd: int, sm3: bool, chunk: int) -> Digests:
+    """Files under one chunk: read whole, hashed and written on the calling thread
+    (threads cost more than they save here)."""
     parts = []
     while True:
         try:
@@ -252,18 +387,9 @@ def _small(fd: int, dst_fd: int, dst_path: Path, sm3: bool, verify: bool, chunk:
         parts.append(b)
     data = b"".join(parts)
     _write_all(dst_fd, data)
-    os.fsync(dst_fd)
     sha = hashlib.sha256(data).hexdigest()
-    if verify:
-        os.posix_fadvise(dst_fd, 0, len(data), os.POSIX_FADV_DONTNEED)
-        rfd = os.open(dst_path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            back = os.pread(rfd, len(data) + 1, 0)
-        finally:
-            os.close(rfd)
-        if hashlib.sha256(back).hexdigest() != sha:
-            raise _mismatch(dst_path)
-    return Digests(len(data), sha, hashlib.new("sm3", data).hexdigest() if sm3 else None)
+    sm = hashlib.new("sm3", data).hexdigest() if sm3 else None
+    return Digests(len(data), sha, sm, head=data[:64])
 
 
 def _pipeline(fd: int, dst_fd: int, dst_path: Path, sm3: bool, verify: bool, chunk: int) -> Digests:
@@ -341,6 +467,7 @@ def _run_pipeline(
     dst_path: Path,
 ) -> Digests:
     size = 0
+    head = b""
     try:
         while True:
             try:
@@ -349,6 +476,8 @@ def _run_pipeline(
                 raise SourceUnreadable(f"read failed after {size} bytes: {e.strerror}") from e
             if not buf:
                 break
+            if not size:
+                head = buf[:64]
             size += len(buf)
             for s in stages:
                 s.put(buf)
@@ -373,4 +502,4 @@ def _run_pipeline(
             raise verifier.error
         if re_hash.hexdigest() != h256.hexdigest():
             raise _mismatch(dst_path)
-    return Digests(size, h256.hexdigest(), hsm3.hexdigest() if hsm3 else None)
+    return Digests(size, h256.hexdigest(), hsm3.hexdigest() if hsm3 else None, head=head)
