@@ -389,6 +389,8 @@ def run(conf: cfg.Config, stop: threading.Event | None = None) -> int:
             log.error("metrics not served on %s: %s (capture goes on)", conf.metrics_listen, e)
     scheduler.start()
     reconcile()  # everything already on the docks at start
+    # Originals from before custody-packets/v2, at idle priority after every other media step.
+    cap.media_steps.start_backfill()
 
     log.info(
         "custody running: origin %s, %d dock(s), data %s",

@@ -22,6 +22,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -111,15 +112,46 @@ def io_priority() -> int:
     return _ioprio(1)
 
 
-def lower_priority() -> None:
+MEDIA_NICE = 10  # the media worker: below capture
+BACKFILL_NICE = 19  # the v2 backfill: below the media worker too (the lowest there is)
+
+
+def lower_priority(nice: int = MEDIA_NICE) -> None:
     """Thread initializer: media work yields the CPU and the disk to capture. Linux nice
     and I/O priority are per thread, and the ffmpeg processes it starts inherit both;
     the idle I/O class gets the disk only when nothing else wants it (honoured by the
-    BFQ scheduler; others ignore it)."""
+    BFQ scheduler; others ignore it). Without privilege a thread's nice value only
+    rises, so each priority gets a thread of its own rather than changing one."""
     with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
     if _ioprio(0, IOPRIO_CLASS_IDLE << 13) != 0:
         log.debug("could not lower the media worker's I/O priority")
+
+
+def thread_priority() -> tuple[int, int]:
+    """The calling thread's nice value and I/O priority (class << 13 | level; -1 where
+    unknown), as the kernel holds them."""
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), io_priority()
+
+
+@dataclass(frozen=True)
+class BackfillPending:
+    """Originals whose only packet fingerprint is custody-packets/v1: ``owed`` are on the
+    dock and get a v2 one; ``evicted`` are in the cold store only and are left for now
+    (reading them back costs a retrieval)."""
+
+    owed: tuple[str, ...]
+    evicted: tuple[str, ...]
+    last: str  # the SHA-256 of the last one listed: the next batch starts after it
+
+
+# Originals owed a v2 backfill (`ingest.status` counts the same rows).
+V1_ONLY = (
+    "ingest_objects o JOIN ingest_fingerprints f ON f.sha256 = o.sha256 "
+    "WHERE f.sidecar IS NOT NULL "
+    "AND (o.media_type LIKE 'video/%' OR o.media_type LIKE 'audio/%') "
+    "AND NOT EXISTS (SELECT 1 FROM ingest_packets_v2 v WHERE v.sha256 = o.sha256)"
+)
 
 
 class Fingerprinter:
@@ -153,6 +185,49 @@ class Fingerprinter:
         """Fingerprint one stored object (custody-packets/v2); returns its entry (None if
         done before). The sidecar is written to a temp file as the packets are read and
         stored by its hash, so memory stays flat with the recording's length."""
+        return self._packets_v2(sha, {})
+
+    def backfill_pending(self, after: str = "", limit: int = 1000) -> BackfillPending:
+        """Media originals with a v1 sidecar and no v2 fingerprint, by SHA-256 from after
+        ``after``, at most ``limit`` (a station of millions is walked in batches, along
+        the table's key). One whose v1 job found no packets (no sidecar) is not owed one:
+        v2 reads it no better."""
+        with self.db_lock:
+            rows = self.db.execute(
+                f"SELECT f.sha256 FROM {V1_ONLY} AND f.sha256 > ? ORDER BY f.sha256 LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        on_dock = {str(sha): self.objects.exists(sha) for (sha,) in rows}
+        return BackfillPending(
+            tuple(s for s in on_dock if on_dock[s]),
+            tuple(s for s in on_dock if not on_dock[s]),
+            str(rows[-1][0]) if rows else after,
+        )
+
+    def backfill_count(self) -> int:
+        """How many originals have a v1 packet fingerprint only (on the dock or not)."""
+        with self.db_lock:
+            return int(self.db.execute(f"SELECT COUNT(*) FROM {V1_ONLY}").fetchone()[0])
+
+    def backfill(self, sha: str) -> int | None:
+        """A custody-packets/v2 fingerprint for an original that has only a v1 one: a second
+        `fingerprint` entry marked ``backfill`` (the v1 entry stands). Returns the entry;
+        None if the object has a v2 one already, has no v1 one, is not on the dock (or
+        was evicted while it was read), or not now."""
+        with self.db_lock:
+            v1 = self.db.execute(
+                "SELECT 1 FROM ingest_fingerprints WHERE sha256=? AND sidecar IS NOT NULL",
+                (sha,),
+            ).fetchone()
+        if v1 is None or not self.objects.exists(sha):
+            return None
+        return self._packets_v2(sha, {"backfill": True}, evictable=True)
+
+    def _packets_v2(self, sha: str, extra: dict[str, Any], evictable: bool = False) -> int | None:
+        """The v2 packet fingerprint of one stored object and its entry (``extra`` fields
+        added); None if it has one already, or the dock's disk failed (tried again).
+        ``evictable``: an object retention evicted while it was read is left alone, not
+        recorded as unreadable (a new capture is never evicted that soon)."""
         with self.db_lock:
             done = self.db.execute(
                 "SELECT 1 FROM ingest_packets_v2 WHERE sha256=?", (sha,)
@@ -173,12 +248,16 @@ class Fingerprinter:
             self.objects.commit(temp, s.sha256)
             sidecar_sha, keys, size = s.sha256, s.keyframes, s.size
         except FingerprintError as e:
+            if evictable and not self.objects.exists(sha):
+                log.info("%s left the dock while it was fingerprinted: left for now", sha[:16])
+                return None
             payload["error"] = str(e)[:1000]
         except OSError as e:  # the dock's disk, not the file: tried again later
             log.warning("packet fingerprint of %s not made now: %s", sha[:16], e)
             return None
         finally:
             temp.unlink(missing_ok=True)
+        payload.update(extra)
 
         def mark(conn: sqlite3.Connection, idx: list[int]) -> None:
             cur = conn.execute(
