@@ -159,6 +159,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"media: {m['fingerprinted']} fingerprinted, {m['frames_hashed']} with frame "
             f"hashes, {m['access_copies']} access copies, {m['posters']} posters"
         )
+        if m.get("awaiting_v2"):
+            print(f"  {m['awaiting_v2']} awaiting a v2 packet fingerprint (backfill at idle)")
         if m["mode"] == "remux":
             print(
                 "  transcodes: on request (custody derive, export); "

@@ -34,9 +34,14 @@ def capture_status(db: sqlite3.Connection) -> dict[str, Any]:
 
 def media_status(db: sqlite3.Connection, today: str) -> dict[str, int]:
     """Fingerprints, access copies, posters and frame hashes made; transcodes waiting;
-    seconds of footage transcoded on ``today`` (YYYY-MM-DD, the daily budget's day)."""
+    seconds of footage transcoded on ``today`` (YYYY-MM-DD, the daily budget's day).
+
+    ``fingerprinted``: originals with a packet fingerprint in either format;
+    ``awaiting_v2``: those whose only one is custody-packets/v1 (the backfill owes them a
+    v2 one; the same rows as `Fingerprinter.backfill_pending`, evicted ones included)."""
     out = {
         "fingerprinted": 0,
+        "awaiting_v2": 0,
         "access_copies": 0,
         "posters": 0,
         "transcodes_waiting": 0,
@@ -44,8 +49,23 @@ def media_status(db: sqlite3.Connection, today: str) -> dict[str, int]:
         "frames_hashed": 0,
     }
     try:
+        # A station upgraded from before v2 has no v2 table until the daemon starts.
+        v2 = (
+            "ingest_packets_v2"
+            if db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='ingest_packets_v2'"
+            ).fetchone()
+            else "(SELECT '' AS sha256, NULL AS sidecar WHERE 0)"
+        )
         out["fingerprinted"] = db.execute(
-            "SELECT COUNT(*) FROM ingest_fingerprints WHERE sidecar IS NOT NULL"
+            "SELECT COUNT(*) FROM (SELECT sha256 FROM ingest_fingerprints WHERE sidecar IS NOT "
+            f"NULL UNION SELECT sha256 FROM {v2} WHERE sidecar IS NOT NULL)"
+        ).fetchone()[0]
+        out["awaiting_v2"] = db.execute(
+            "SELECT COUNT(*) FROM ingest_objects o JOIN ingest_fingerprints f "
+            "ON f.sha256 = o.sha256 WHERE f.sidecar IS NOT NULL "
+            "AND (o.media_type LIKE 'video/%' OR o.media_type LIKE 'audio/%') "
+            f"AND NOT EXISTS (SELECT 1 FROM {v2} v WHERE v.sha256 = o.sha256)"
         ).fetchone()[0]
         for kind, key in (("access_copy", "access_copies"), ("poster", "posters")):
             out[key] = db.execute(

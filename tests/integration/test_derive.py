@@ -81,6 +81,7 @@ def test_remux_when_the_video_is_h264_transcode_only_when_asked(
     assert st == {
         "mode": "remux",
         "fingerprinted": 3,
+        "awaiting_v2": 0,
         "access_copies": 2,
         "posters": 3,
         "transcodes_waiting": 1,
