@@ -2,15 +2,17 @@
 stored object linked to its original by a signed `derive` entry (the exact ffmpeg
 arguments, the FFmpeg version, the method). Runs on the low-priority media worker.
 
-A failure (ffmpeg refuses the file, times out, warns) is a `derive` entry with the
-error; it is not retried by itself. Transcodes the settings leave for later are not
+Each derivative is made in one pass (`make_object`): ffmpeg writes it to a pipe, and the
+bytes are hashed and written to the store's temp file as they arrive, fsynced and stored
+by their SHA-256. A failure (ffmpeg refuses the file, warns) is a `derive` entry with the
+error; it is not retried by itself. Time, space and system failures leave no entry and
+no file: the job is tried again at the next start. Transcodes the settings leave for later are not
 recorded: `pending` lists them, and `status` says they wait for a request or for the
 next day's transcode budget. `custody derive SHA256` makes one now, whatever the budget.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import mmap
 import os
@@ -22,15 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from ingest.derive import (
+    STDOUT,
     FfmpegFailed,
     MediaSettings,
+    Written,
     access_copy_command,
     ffmpeg_version,
     find_ffmpeg,
     plan,
     poster_command,
     public_args,
-    run_ffmpeg,
+    run_ffmpeg_into,
     salvage_command,
 )
 from ingest.fingerprinter import OnNewObject, probe_summary
@@ -55,6 +59,30 @@ CREATE TABLE IF NOT EXISTS media_budget (
     transcoded_s INTEGER NOT NULL  -- seconds of footage transcoded (or started) that day
 );
 """
+
+
+def make_object(
+    objects: LocalObjects, cmd: list[str], settings: MediaSettings, timeout_s: int, name: str
+) -> Written:
+    """Run ffmpeg (its output on ``pipe:1``) into the store's temp file ``name``, hashed
+    as it is written and fsynced (`run_ffmpeg_into`), and store it by its SHA-256. On any
+    failure the temp file is removed and nothing is stored."""
+    temp = objects.tmp / name
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(temp, flags, 0o600)
+    try:
+        try:
+            made = run_ffmpeg_into(cmd, settings, fd, timeout_s)
+        finally:
+            os.close(fd)
+        if objects.exists(made.sha256):
+            temp.unlink()
+        else:
+            objects.commit(temp, made.sha256)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return made
 
 
 class Deriver:
@@ -183,7 +211,7 @@ class Deriver:
                     src,
                     ".mp4",
                     "video/mp4",
-                    lambda exe, dst: access_copy_command(exe, src, dst, p, self.settings),
+                    lambda exe: access_copy_command(exe, src, p, self.settings),
                     timeout_s,
                 )
                 if e is not None:
@@ -198,7 +226,7 @@ class Deriver:
                 src,
                 ".jpg",
                 "image/jpeg",
-                lambda exe, dst: poster_command(exe, src, dst, poster_at),
+                lambda exe: poster_command(exe, src, poster_at),
                 timeout_s,
             )
             if e is not None:
@@ -283,7 +311,7 @@ class Deriver:
         raw = self.objects.tmp / f"salvage-{os.getpid()}-{sha[:16]}.{codec.name}"
         info: dict[str, Any] = {"reference": ref_sha, "codec": codec.name, "frame_rate": rate}
 
-        def build(exe: str, dst: Path) -> list[str]:
+        def build(exe: str) -> list[str]:
             try:
                 res = salvage(src, raw, codec)
             except SalvageError as e:
@@ -294,7 +322,7 @@ class Deriver:
                 skipped_bytes=res.skipped_bytes,
                 audio="not recovered",
             )
-            return salvage_command(exe, raw, dst, codec.name, rate, self.settings)
+            return salvage_command(exe, raw, codec.name, rate, self.settings)
 
         try:
             e = self._make(
@@ -325,9 +353,8 @@ class Deriver:
         extra: dict[str, Any] | None = None,
     ) -> int | None:
         exe = find_ffmpeg(self.settings.ffmpeg)
-        dst = self.objects.tmp / f"derive-{os.getpid()}-{sha[:16]}-{kind}{suffix}"
         try:
-            cmd: list[str] = build(exe, dst)
+            cmd: list[str] = build(exe)
         except FfmpegFailed as e:
             cmd = []
             extra = dict(extra or {}, error=str(e)[:1000])
@@ -335,7 +362,7 @@ class Deriver:
             "sha256": sha,
             "kind": kind,
             "method": method,
-            "args": public_args(cmd, src, dst) if cmd else [],
+            "args": public_args(cmd, src, STDOUT) if cmd else [],
             "tool": ffmpeg_version(exe),
         }
         payload.update(extra or {})
@@ -348,23 +375,12 @@ class Deriver:
             # The space kept free for capture is not ours to fill: try again later.
             log.info("not making the %s of %s now: too little free space", kind, sha[:16])
             return None
+        name = f"derive-{os.getpid()}-{sha[:16]}-{kind}{suffix}"
         try:
-            run_ffmpeg(cmd, self.settings, timeout_s)
-            h = hashlib.sha256()
-            with open(dst, "rb") as f:
-                while b := f.read(8 << 20):
-                    h.update(b)
-                os.fsync(f.fileno())
-            out_sha, size = h.hexdigest(), dst.stat().st_size
-            if size == 0:
-                raise FfmpegFailed("ffmpeg wrote an empty file")
-            if self.objects.exists(out_sha):
-                dst.unlink()
-            else:
-                self.objects.commit(dst, out_sha)
+            made = make_object(self.objects, cmd, self.settings, timeout_s, name)
+            out_sha, size = made.sha256, made.size
             payload["output"] = {"sha256": out_sha, "size": size, "media_type": media_type}
         except (FfmpegFailed, OSError) as e:
-            dst.unlink(missing_ok=True)
             if isinstance(e, OSError) or e.transient:
                 # Time, space or the system, not the file: no entry; tried at the next start.
                 log.warning("%s of %s not made now (tried again later): %s", kind, sha[:16], e)
