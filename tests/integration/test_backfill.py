@@ -161,3 +161,10 @@ def test_backfill_gives_old_originals_a_v2_fingerprint_once(tmp_path: Path, ffmp
     assert "awaiting a v2" not in run_cli("status", config=conf).stdout
     run_cli("verify", str(conf.parent / "ledger"), config=conf)
     run_cli("audit", "--full", config=conf)
+    # An export carries both sidecars of a backfilled original, and verifies offline.
+    bag = tmp_path / "bag"
+    some = sorted(old)[0]
+    run_cli("export", "--out", str(bag), "--purpose", "court", some, config=conf)
+    sides = {e["sidecar"]["sha256"] for _, e in packets(es, some)}
+    assert {p.name.split(".")[0] for p in (bag / "custody" / "sidecars").iterdir()} >= sides
+    run_cli("verify", str(bag), config=conf)
