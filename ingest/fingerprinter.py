@@ -17,6 +17,7 @@ video signature as a further sidecar.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import sqlite3
@@ -24,7 +25,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ingest.derive import (
     FfmpegFailed,
@@ -52,6 +53,9 @@ from ingest.probe import examine_file, ffmpeg_version
 from ledger.entry import decode_entry
 from ledger.errors import Withdrawn
 from ledger.log import Ledger
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 log = logging.getLogger("custody.ingest")
 
@@ -154,6 +158,24 @@ V1_ONLY = (
 )
 
 
+class _Stopped(Exception):
+    """The sidecar being written was abandoned: the daemon is stopping."""
+
+
+class _StoppableWriter(io.BufferedWriter):
+    """The sidecar's temp file, asking ``stop`` before each write (write_sidecar writes
+    every few thousand packets, so a stop is heard within a second or so)."""
+
+    def __init__(self, raw: io.FileIO, stop: Callable[[], bool] | None) -> None:
+        super().__init__(raw, buffer_size=1 << 20)
+        self._stop = stop
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        if self._stop is not None and self._stop():
+            raise _Stopped()
+        return super().write(data)
+
+
 class Fingerprinter:
     def __init__(
         self,
@@ -209,11 +231,12 @@ class Fingerprinter:
         with self.db_lock:
             return int(self.db.execute(f"SELECT COUNT(*) FROM {V1_ONLY}").fetchone()[0])
 
-    def backfill(self, sha: str) -> int | None:
+    def backfill(self, sha: str, stop: Callable[[], bool] = lambda: False) -> int | None:
         """A custody-packets/v2 fingerprint for an original that has only a v1 one: a second
         `fingerprint` entry marked ``backfill`` (the v1 entry stands). Returns the entry;
         None if the object has a v2 one already, has no v1 one, is not on the dock (or
-        was evicted while it was read), or not now."""
+        was evicted while it was read), or not now: ``stop()`` true while the sidecar is
+        being written abandons it (a long recording does not hold up the daemon's stop)."""
         with self.db_lock:
             v1 = self.db.execute(
                 "SELECT 1 FROM ingest_fingerprints WHERE sha256=? AND sidecar IS NOT NULL",
@@ -221,13 +244,20 @@ class Fingerprinter:
             ).fetchone()
         if v1 is None or not self.objects.exists(sha):
             return None
-        return self._packets_v2(sha, {"backfill": True}, evictable=True)
+        return self._packets_v2(sha, {"backfill": True}, evictable=True, stop=stop)
 
-    def _packets_v2(self, sha: str, extra: dict[str, Any], evictable: bool = False) -> int | None:
+    def _packets_v2(
+        self,
+        sha: str,
+        extra: dict[str, Any],
+        evictable: bool = False,
+        stop: Callable[[], bool] | None = None,
+    ) -> int | None:
         """The v2 packet fingerprint of one stored object and its entry (``extra`` fields
         added); None if it has one already, or the dock's disk failed (tried again).
         ``evictable``: an object retention evicted while it was read is left alone, not
-        recorded as unreadable (a new capture is never evicted that soon)."""
+        recorded as unreadable (a new capture is never evicted that soon). ``stop``:
+        asked at each write of the sidecar; true abandons it, nothing recorded."""
         with self.db_lock:
             done = self.db.execute(
                 "SELECT 1 FROM ingest_packets_v2 WHERE sha256=?", (sha,)
@@ -240,7 +270,7 @@ class Fingerprinter:
         size = 0
         temp, fd = self.objects.new_temp()
         try:
-            with os.fdopen(fd, "wb", buffering=1 << 20) as f:
+            with _StoppableWriter(io.FileIO(fd, "wb"), stop) as f:
                 s = write_sidecar(self.objects.path(sha), f)
                 f.flush()
                 os.fsync(f.fileno())
@@ -254,6 +284,9 @@ class Fingerprinter:
             payload["error"] = str(e)[:1000]
         except OSError as e:  # the dock's disk, not the file: tried again later
             log.warning("packet fingerprint of %s not made now: %s", sha[:16], e)
+            return None
+        except _Stopped:
+            log.debug("packet fingerprint of %s abandoned: stopping", sha[:16])
             return None
         finally:
             temp.unlink(missing_ok=True)

@@ -197,7 +197,7 @@ class MediaSteps:
                     stopped = True
                     break
                 try:
-                    if fp.backfill(sha) is None:
+                    if fp.backfill(sha, stop=lambda: self.stopping) is None:
                         continue
                     made += 1
                 except IntegrityError as e:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ingest.fingerprint import FORMAT, format_sidecar, read_packets
 from ingest.fingerprinter import (
     BACKFILL_NICE,
     IOPRIO_CLASS_IDLE,
@@ -19,6 +20,7 @@ from ingest.fingerprinter import (
 from ingest.jobs import JobDb
 from ingest.mediasched import MediaSteps
 from ingest.objects import LocalObjects
+from ledger.entry import decode_entry
 from ledger.log import Ledger
 from ledger.note import Signer
 
@@ -152,3 +154,27 @@ def test_backfill_thread_runs_below_the_media_worker() -> None:
     t.join()
     assert seen == [(19, IOPRIO_CLASS_IDLE << 13)]
     assert thread_priority() == before  # the thread alone, not the daemon
+
+
+def test_backfill_writes_a_second_entry_once_and_abandons_on_stop(
+    parts: tuple[Ledger, LocalObjects, JobDb], clip: Path
+) -> None:
+    ledger, objects, jobs = parts
+    fp = Fingerprinter(ledger, objects, jobs.db, jobs.lock)
+    sha = original(jobs, objects, clip.read_bytes(), "video/mp4")
+    fingerprinted(jobs, "ingest_fingerprints", sha, "ab" * 32)
+
+    # The daemon stopping while the sidecar is written: nothing recorded, nothing left.
+    assert fp.backfill(sha, stop=lambda: True) is None
+    assert not list(objects.tmp.iterdir())
+    assert fp.backfill_pending().owed == (sha,)
+
+    index = fp.backfill(sha)
+    assert index == 0
+    fields = decode_entry(ledger.entry(index)).fields
+    assert fields["format"] == FORMAT and fields["backfill"] is True
+    assert fields["sha256"] == sha and fields["kind"] == "packets"
+    side = objects.path(fields["sidecar"]["sha256"]).read_bytes()
+    assert side == format_sidecar(read_packets(objects.path(sha), 2))
+    assert fp.backfill(sha) is None and fp.run(sha) is None  # once, whoever asks
+    assert fp.backfill_pending().owed == () and fp.backfill_count() == 0
