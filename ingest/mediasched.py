@@ -172,6 +172,14 @@ class MediaSteps:
 
     def _run_backfill(self) -> None:
         lower_priority(BACKFILL_NICE)
+        try:
+            self._backfill_pass()
+        except IntegrityError as e:
+            self.halt(f"while backfilling v2 fingerprints: {e}")
+        except Exception:  # never take the daemon down; the tables say what is left
+            log.exception("custody-packets/v2 backfill failed; it goes on at the next start")
+
+    def _backfill_pass(self) -> None:
         fp = self.fingerprinter
         total = fp.backfill_count()
         if not total:
