@@ -35,9 +35,10 @@ ffmpeg's framehash output, which differs between FFmpeg versions.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import io
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -311,11 +312,27 @@ class ClipMatch:
 
 
 MAX_ANCHOR_USES = 1000  # a hash this common (silence, a static scene) is no anchor
+ANCHORS = 8  # the clip's rarest packets whose places in the original give the shifts
+
+
+def _candidate_shifts(
+    clip: Sequence[bytes], uses: Mapping[bytes, int], where: Mapping[bytes, Sequence[int]]
+) -> list[int]:
+    """The placements worth scoring (clip[i] at orig[shift + i]), from the clip's rarest
+    hashes: ``uses`` says how often a hash occurs in the original, ``where`` its first
+    places there (at least MAX_ANCHOR_USES of them when it has that many)."""
+    found = sorted((uses[h], i) for i, h in enumerate(clip) if uses.get(h))
+    shifts: set[int] = set()
+    for n, i in found[:ANCHORS]:
+        if n > MAX_ANCHOR_USES and shifts:
+            break
+        shifts.update(j - i for j in where[clip[i]][:MAX_ANCHOR_USES])
+    return sorted(shifts)
 
 
 def _alignment(clip: Sequence[bytes], orig: Sequence[bytes]) -> tuple[int, int]:
     """(shift, matches): the placement of ``clip`` in ``orig`` (clip[i] at orig[shift + i])
-    that matches the most packets.
+    that matches the most packets (the smallest shift of equals).
 
     Candidates come from the clip's rarest hashes in the original, so repeated packets
     (silent audio frames, an unchanging scene) do not make this quadratic.
@@ -325,17 +342,8 @@ def _alignment(clip: Sequence[bytes], orig: Sequence[bytes]) -> tuple[int, int]:
     where: dict[bytes, list[int]] = {}
     for i, h in enumerate(orig):
         where.setdefault(h, []).append(i)
-    found = [(len(where[h]), i) for i, h in enumerate(clip) if h in where]
-    if not found:
-        return 0, 0
-    found.sort()
-    shifts: set[int] = set()
-    for uses, i in found[:8]:
-        if uses > MAX_ANCHOR_USES and shifts:
-            break
-        shifts.update(j - i for j in where[clip[i]][:MAX_ANCHOR_USES])
     best = (0, 0)
-    for shift in sorted(shifts):
+    for shift in _candidate_shifts(clip, {h: len(v) for h, v in where.items()}, where):
         lo, hi = max(0, -shift), min(len(clip), len(orig) - shift)
         n = sum(1 for i in range(lo, hi) if clip[i] == orig[shift + i])
         if n > best[1]:
@@ -422,6 +430,232 @@ def match_clip(clip: Fingerprint, original: Fingerprint) -> ClipMatch:
         elif best.matched:
             used.add(best.original_stream)
         out.streams.append(best)
+    return out
+
+
+TIMED_SHIFTS = 32  # up to this many candidate shifts, pass 2 times them all at once
+
+
+@dataclass
+class _Placement:
+    """What one candidate shift of a clip stream found while the original streamed past."""
+
+    matched: int = 0
+    first_pts: int | None = None  # of the original's matching packets: where the clip lies
+    last_pts: int | None = None
+    # Timing, as exact integers (seconds x the product of the two time-base denominators):
+    # original time minus clip time of the first timed match, and its range since.
+    base: int | None = None
+    low: int = 0
+    high: int = 0
+
+
+class _Pair:
+    """One clip stream placed against one original stream of the same type.
+
+    Counting a shift's matches is cheap; its time range and timing cost more. With few
+    candidate shifts (the usual case: keyframes and sound are unique) pass 2 does both;
+    with many (silence, a still scene) pass 2 only counts and a third pass times the
+    best shift alone."""
+
+    def __init__(self, cs: StreamInfo, cpk: list[Packet], os_: StreamInfo) -> None:
+        self.clip, self.orig, self.cpk = cs, os_, cpk
+        self.hashes = [p.sha256 for p in cpk]
+        self.pts = [p.pts for p in cpk]
+        self.at: dict[bytes, list[int]] = {}  # clip hash -> its places in the clip
+        for i, h in enumerate(self.hashes):
+            self.at.setdefault(h, []).append(i)
+        ct, ot = Fraction(cs.time_base), Fraction(os_.time_base)
+        self.scale = ct.denominator * ot.denominator
+        self.a = ot.numerator * ct.denominator  # original pts x a - clip pts x b = d x scale
+        self.b = ct.numerator * ot.denominator
+        self.tol = max(ct, ot) + Fraction(1, 1000)
+        self.shifts: list[int] = []
+        self.placed: dict[int, _Placement] = {}
+        self.timed = True
+
+    def plan(self, shifts: list[int], timed: bool) -> None:
+        self.shifts, self.timed = shifts, timed
+        self.placed = {s: _Placement() for s in shifts}
+
+    def best(self) -> tuple[int, _Placement]:
+        shift, best = 0, _Placement()
+        for s in self.shifts:  # ascending: the smallest shift of equals, as _alignment
+            if self.placed[s].matched > best.matched:
+                shift, best = s, self.placed[s]
+        return shift, best
+
+    def see(self, j: int, p: Packet) -> None:
+        """Score the original's packet ``p``, the ``j``-th of its stream, against every
+        candidate shift whose window holds it."""
+        at = self.at.get(p.sha256)
+        if not at or not self.shifts:
+            return
+        lo = bisect.bisect_right(self.shifts, j - len(self.hashes))
+        hi = bisect.bisect_right(self.shifts, j)
+        if lo == hi:
+            return  # no candidate window holds this packet
+        if len(at) <= hi - lo:
+            hits = [(j - i, i) for i in at if j - i in self.placed]
+        else:
+            hits = [(s, j - s) for s in self.shifts[lo:hi] if self.hashes[j - s] == p.sha256]
+        placed = self.placed
+        if not self.timed:
+            for s, _ in hits:
+                placed[s].matched += 1
+            return
+        pts = p.pts
+        for s, i in hits:
+            pl = placed[s]
+            pl.matched += 1
+            if pts is None:
+                continue
+            # File order is not presentation order (B-frames): the earliest and the latest.
+            pl.first_pts = pts if pl.first_pts is None else min(pl.first_pts, pts)
+            pl.last_pts = pts if pl.last_pts is None else max(pl.last_pts, pts)
+            cp = self.pts[i]
+            if cp is not None:
+                d = pts * self.a - cp * self.b
+                if pl.base is None:
+                    pl.base = pl.low = pl.high = d
+                else:
+                    pl.low, pl.high = min(pl.low, d), max(pl.high, d)
+
+    def result(self, first: int | None, params: frozenset[bytes], clip: Fingerprint) -> StreamMatch:
+        _, best = self.best()
+        start_s = end_s = None
+        timing_ok = True
+        if best.matched:
+            if best.first_pts is not None and best.last_pts is not None:
+                zero = first if first is not None else 0
+                start_s = _seconds(best.first_pts - zero, self.orig.time_base)
+                end_s = _seconds(best.last_pts - zero, self.orig.time_base)
+            if best.base is not None:
+                spread = max(best.high - best.base, best.base - best.low)
+                timing_ok = Fraction(spread, self.scale) <= self.tol
+        return StreamMatch(
+            self.clip.index,
+            self.orig.index,
+            best.matched,
+            len(self.cpk),
+            start_s,
+            end_s,
+            self.clip.type,
+            timing_ok,
+            clip.params.get(self.clip.index, frozenset()) <= params,
+            self.clip.form,
+            self.orig.form,
+            clip.set_aside.get(self.clip.index, 0),
+        )
+
+
+def _score(f: BinaryIO, pairs: Iterable[_Pair], streams: Iterable[int]) -> None:
+    """One pass over the original's packets for the pairs' candidate shifts."""
+    by_orig: dict[int, list[_Pair]] = {}
+    for pair in pairs:
+        if pair.shifts:
+            by_orig.setdefault(pair.orig.index, []).append(pair)
+    if not by_orig:
+        return
+    f.seek(0)
+    seen = dict.fromkeys(streams, 0)
+    for rec in iter_sidecar(f):
+        if isinstance(rec, Packet):
+            j = seen[rec.stream]
+            seen[rec.stream] = j + 1
+            for pair in by_orig.get(rec.stream, ()):
+                pair.see(j, rec)
+
+
+def match_clip_file(clip: Fingerprint, f: BinaryIO) -> ClipMatch:
+    """`match_clip` against an original's sidecar read from ``f`` (seekable) as a
+    stream, keeping only what the clip needs: memory is bounded by the clip, not by the
+    length of the recording. Same result as `match_clip` on the parsed sidecar.
+
+    Pass 1 counts how often each of the clip's hashes occurs in each original stream and
+    keeps its first MAX_ANCHOR_USES places (the candidate shifts come from the rarest, as
+    in `match_clip`); pass 2 scores every candidate shift on the original's packets
+    inside that shift's window (a third pass times the best of many)."""
+    head = f.readline()
+    f.seek(0)
+    version = 2 if sidecar_format(head) == FORMAT else 1
+    if clip.version != version:
+        theirs = FORMAT if version == 2 else FORMAT_V1
+        raise FingerprintError(
+            f"the clip's fingerprint is {clip.format} and the original's {theirs}"
+        )
+    by_type: dict[str, set[bytes]] = {}
+    for cs in clip.streams:
+        by_type.setdefault(cs.type, set()).update(p.sha256 for p in clip.by_stream(cs.index))
+    clip_params = frozenset[bytes]().union(*clip.params.values())
+
+    # Pass 1: the original's streams, those of its parameter sets the clip has, anchors.
+    streams: list[StreamInfo] = []
+    wanted: dict[int, set[bytes]] = {}
+    count: dict[int, int] = {}
+    first: dict[int, int | None] = {}
+    uses: dict[int, dict[bytes, int]] = {}
+    where: dict[int, dict[bytes, list[int]]] = {}
+    params: dict[int, set[bytes]] = {}
+    for rec in iter_sidecar(f):
+        if isinstance(rec, Packet):
+            st, j = rec.stream, count[rec.stream]
+            count[st] = j + 1
+            if first[st] is None and rec.pts is not None:
+                first[st] = rec.pts
+            if rec.sha256 in wanted[st]:
+                u = uses[st]
+                n = u[rec.sha256] = u.get(rec.sha256, 0) + 1
+                if n <= MAX_ANCHOR_USES:
+                    where[st].setdefault(rec.sha256, []).append(j)
+        elif isinstance(rec, StreamInfo):
+            streams.append(rec)
+            wanted[rec.index] = by_type.get(rec.type, set())
+            count[rec.index], first[rec.index] = 0, None
+            uses[rec.index], where[rec.index] = {}, {}
+        elif rec.sha256 in clip_params:
+            params.setdefault(rec.stream, set()).add(rec.sha256)
+
+    pairs: dict[tuple[int, int], _Pair] = {}
+    for cs in clip.streams:
+        cpk = clip.by_stream(cs.index)
+        for os_ in streams:
+            if os_.type == cs.type:
+                pair = pairs[cs.index, os_.index] = _Pair(cs, cpk, os_)
+                if cpk and count[os_.index]:
+                    shifts = _candidate_shifts(pair.hashes, uses[os_.index], where[os_.index])
+                    pair.plan(shifts, timed=len(shifts) <= TIMED_SHIFTS)
+    del uses, where
+
+    # Pass 2: score the candidate shifts; pass 3: time the best of many.
+    _score(f, pairs.values(), count)
+    untimed = [p for p in pairs.values() if not p.timed]
+    for pair in untimed:
+        shift, best = pair.best()
+        pair.plan([shift] if best.matched else [], timed=True)
+    _score(f, untimed, count)
+
+    # The same choice as match_clip: each clip stream takes the original stream of its
+    # type, not yet taken, that it best follows.
+    out = ClipMatch()
+    used: set[int] = set()
+    for cs in clip.streams:
+        best_m: StreamMatch | None = None
+        for os_ in streams:
+            if os_.type != cs.type or os_.index in used:
+                continue
+            m = pairs[cs.index, os_.index].result(
+                first[os_.index], frozenset(params.get(os_.index, ())), clip
+            )
+            if best_m is None or m.matched > best_m.matched:
+                best_m = m
+        if best_m is None:
+            best_m = StreamMatch(
+                cs.index, -1, 0, len(clip.by_stream(cs.index)), None, None, cs.type
+            )
+        elif best_m.matched:
+            used.add(best_m.original_stream)
+        out.streams.append(best_m)
     return out
 
 

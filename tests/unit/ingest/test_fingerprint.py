@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import io
+from unittest.mock import patch
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ingest import fingerprint
 from ingest.fingerprint import (
+    ClipMatch,
     Fingerprint,
     FingerprintError,
     Packet,
@@ -16,6 +20,7 @@ from ingest.fingerprint import (
     format_sidecar,
     keyframe_hashes,
     match_clip,
+    match_clip_file,
     parse_sidecar,
 )
 
@@ -132,3 +137,118 @@ def test_keyframe_index_uses_video_keyframes() -> None:
     assert keyframe_hashes(original()) == [h(i) for i in range(0, 100, 25)]
     audio_only = Fingerprint(STREAMS[1:], tuple(p for p in original().packets if p.stream == 1))
     assert len(keyframe_hashes(audio_only)) == 100
+
+
+# -- streaming a long original's sidecar: the same answer as match_clip -----------------
+
+POOL = [h(i) for i in range(6)]  # few hashes: repeats, ties and common anchors
+
+
+@st.composite
+def clip_and_original(draw: st.DrawFn) -> tuple[Fingerprint, Fingerprint]:
+    version = draw(st.sampled_from([1, 2]))
+    form = "avcc4" if version == 2 else "stored"
+    types = draw(st.lists(st.sampled_from(["video", "audio"]), min_size=1, max_size=3))
+    tbs = st.sampled_from(["1/25", "1/1000", "1/12800", "1/44100", "1/90000"])
+    o_streams = tuple(StreamInfo(i, t, "h264", draw(tbs), form) for i, t in enumerate(types))
+    ctypes = draw(st.lists(st.sampled_from(["video", "audio", "data"]), min_size=1, max_size=3))
+    c_streams = tuple(StreamInfo(i, t, "h264", draw(tbs), form) for i, t in enumerate(ctypes))
+    pts = st.one_of(st.none(), st.integers(-50, 2000))
+    hashes = st.sampled_from(POOL) | st.binary(min_size=32, max_size=32)
+
+    def pkts(streams: tuple[StreamInfo, ...], max_size: int) -> st.SearchStrategy[list[Packet]]:
+        return st.lists(
+            st.builds(
+                Packet,
+                stream=st.sampled_from([s.index for s in streams]),
+                pts=pts,
+                dts=st.none(),
+                size=st.just(1),
+                key=st.booleans(),
+                sha256=hashes,
+            ),
+            max_size=max_size,
+        )
+
+    o_packets = draw(pkts(o_streams, 60))
+    c_packets = draw(pkts(c_streams, 20))
+    # Mostly a real cut: a run of the original's packets, moved in time, some altered.
+    a_cut: bool = draw(st.booleans())
+    if o_packets and a_cut:
+        a = draw(st.integers(0, len(o_packets) - 1))
+        b = draw(st.integers(a, len(o_packets)))
+        move = draw(st.integers(-100, 100))
+        c_packets = [
+            Packet(
+                min(p.stream, len(c_streams) - 1),
+                None if p.pts is None else p.pts + move * draw(st.sampled_from([1, 1, 2])),
+                None,
+                p.size,
+                p.key,
+                p.sha256 if draw(st.integers(0, 9)) else h(-1),
+            )
+            for p in o_packets[a:b]
+        ]
+    params = st.dictionaries(
+        st.integers(0, 2), st.frozensets(st.sampled_from(POOL[:3]), min_size=1), max_size=3
+    )
+    o_params = {k: v for k, v in draw(params).items() if k < len(o_streams)} if version == 2 else {}
+    c_params = {k: v for k, v in draw(params).items() if k < len(c_streams)} if version == 2 else {}
+    aside = {s.index: draw(st.integers(0, 5)) for s in c_streams} if version == 2 else {}
+    clip = Fingerprint(
+        c_streams, tuple(c_packets), version=version, params=c_params, set_aside=aside
+    )
+    orig = Fingerprint(o_streams, tuple(o_packets), version=version, params=o_params)
+    return clip, orig
+
+
+def _both(clip: Fingerprint, orig: Fingerprint) -> tuple[ClipMatch, ClipMatch]:
+    side = format_sidecar(orig)
+    return match_clip(clip, parse_sidecar(side)), match_clip_file(clip, io.BytesIO(side))
+
+
+@settings(max_examples=250, deadline=None)
+@given(clip_and_original())
+def test_streamed_matching_agrees_with_match_clip(pair: tuple[Fingerprint, Fingerprint]) -> None:
+    whole, streamed = _both(*pair)
+    assert streamed == whole
+
+
+@settings(max_examples=150, deadline=None)
+@given(clip_and_original())
+def test_streamed_matching_agrees_when_anchors_are_capped(
+    pair: tuple[Fingerprint, Fingerprint],
+) -> None:
+    """With tiny anchor limits the rarest-first choice and the caps decide the shifts,
+    and the streamed matcher times its best shift in a third pass: both decide alike."""
+    with (
+        patch.object(fingerprint, "MAX_ANCHOR_USES", 2),
+        patch.object(fingerprint, "ANCHORS", 2),
+        patch.object(fingerprint, "TIMED_SHIFTS", 1),  # the third pass times the best
+    ):
+        whole, streamed = _both(*pair)
+    assert streamed == whole
+
+
+def test_streamed_matching_refuses_another_format() -> None:
+    clip = Fingerprint(STREAMS, original().packets[:10], version=2)
+    with pytest.raises(FingerprintError, match=r"custody-packets/v2 and the original's .*v1"):
+        match_clip_file(clip, io.BytesIO(format_sidecar(original())))
+
+
+def test_streamed_matching_of_a_cut_and_of_silence() -> None:
+    o = original()
+    cut = [Packet(0, (i - 25) * 512, None, 1000, i % 25 == 0, h(i)) for i in range(25, 55)]
+    cut += [Packet(1, (i - 25) * 1024, None, 300, True, h(10_000 + i)) for i in range(25, 60)]
+    m = match_clip_file(Fingerprint(STREAMS, tuple(cut)), io.BytesIO(format_sidecar(o)))
+    assert m.exact and m.matched == 65
+    assert m.range_ms() == (int(25 * 512 / 12.8), int(54 * 512 / 12.8))
+    silence = hashlib.sha256(b"silent frame").digest()
+    long = Fingerprint(
+        STREAMS[1:], tuple(Packet(1, i * 1024, None, 10, True, silence) for i in range(20_000))
+    )
+    clip = Fingerprint(
+        STREAMS[1:], tuple(Packet(1, i * 1024, None, 10, True, silence) for i in range(2_000))
+    )
+    m = match_clip_file(clip, io.BytesIO(format_sidecar(long)))
+    assert m.matched == 2_000 and m.exact and m.range_ms() == (0, int(1999 * 1024 / 44.1))
