@@ -6,6 +6,7 @@ import argparse
 import json
 import sqlite3
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -187,18 +188,134 @@ def cmd_derive(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+# How people name what verify-clip compared (the JSON carries the exact forms).
+_CODEC_NAMES = {"h264": "H.264", "hevc": "H.265", "aac": "AAC"}
+_FORM_WORDS = {
+    "annexb": "in start-code form",
+    "avcc1": "length-prefixed",
+    "avcc2": "length-prefixed",
+    "avcc4": "length-prefixed",
+    "adts": "with ADTS headers",
+    "raw": "raw",
+    "stored": "as stored",
+}
+_CONTAINERS = {
+    "video/mp4": "MP4",
+    "audio/mp4": "MP4",
+    "video/quicktime": "MOV",
+    "video/x-matroska": "Matroska",
+    "video/mp2t": "MPEG-TS",
+    "video/x-msvideo": "AVI",
+    "audio/wav": "WAV",
+}
+
+
+def _container(media_type: str) -> str:
+    """A container's everyday name ("" when the media type does not say)."""
+    return _CONTAINERS.get(media_type, "")
+
+
+def _side(who: str, name: str, form: str, box: str) -> str:
+    return f"{who} {name}{' ' if name else ''}{_FORM_WORDS.get(form, form)}" + (
+        f" ({box})" if box else ""
+    )
+
+
+def normalisation(
+    x: Any, codec: str, version: int, clip_box: str = "", original_box: str = ""
+) -> str:
+    """One line for people: how a clip stream and its original stream were framed, and
+    what was compared (``x`` is a StreamMatch)."""
+    from ingest import bitstream
+
+    name = _CODEC_NAMES.get(codec, codec)
+    if x.original_stream < 0:
+        return f"{x.type}: the original has no {x.type} stream to compare with"
+    if version == 1:
+        return (
+            f"{x.type}: {name} packets compared as the containers store them "
+            "(custody-packets/v1: no normalisation)"
+        )
+    sides = (
+        f"{_side('clip', name, x.clip_form, clip_box)}, "
+        f"{_side('original', '', x.original_form, original_box)}"
+    )
+    if codec in bitstream.NAL_CODECS and x.clip_form != bitstream.STORED:
+        aside = (
+            f"{x.set_aside} delimiters/parameter sets/SEI set aside"
+            if x.set_aside
+            else "nothing set aside"
+        )
+        how = f"compared coded slices, {aside}; " + (
+            "parameter sets all among the original's"
+            if x.params_ok
+            else "parameter sets NOT all among the original's (the stream's SPS/PPS "
+            "were edited, e.g. a crop or VUI change)"
+        )
+    elif codec == bitstream.AAC and x.clip_form in (bitstream.ADTS, bitstream.RAW):
+        how = "compared raw access units" + (
+            f", {x.set_aside} ADTS headers removed" if x.set_aside else ""
+        )
+    else:
+        how = "compared packets as stored"
+    return f"{x.type}: {sides}; {how}"
+
+
+@dataclass(frozen=True)
+class _Found:
+    """One candidate original, matched against the clip with its best fingerprint."""
+
+    sha: str
+    match: Any  # ClipMatch
+    version: int  # of the fingerprints compared
+    fingerprint_entry: int
+    ingest_entry: int
+    container: str  # the original's ("" unknown)
+    awaits_v2: bool  # only a v1 fingerprint so far: the backfill will make its v2
+
+
+def _rows(db: sqlite3.Connection, table: str, sha: str) -> tuple[Any, ...] | None:
+    try:
+        row = db.execute(
+            f"SELECT f.sidecar, f.entry, o.first_entry, o.media_type FROM {table} f "
+            "JOIN ingest_objects o ON o.sha256 = f.sha256 WHERE f.sha256=?",
+            (sha,),
+        ).fetchone()
+    except sqlite3.OperationalError as e:
+        if "no such table" not in str(e):
+            raise CustodyError(f"cannot read the fingerprint index: {e}") from None
+        return None  # a dock from before this table: nothing of that format yet
+    return tuple(row) if row is not None else None
+
+
+def _v1_only(db: sqlite3.Connection) -> int:
+    """Originals with a v1 packet fingerprint and no v2 one yet (the backfill's work)."""
+    for q in (
+        "SELECT COUNT(*) FROM ingest_fingerprints f WHERE f.sidecar IS NOT NULL AND NOT "
+        "EXISTS (SELECT 1 FROM ingest_packets_v2 v WHERE v.sha256 = f.sha256)",
+        "SELECT COUNT(*) FROM ingest_fingerprints WHERE sidecar IS NOT NULL",
+    ):
+        try:
+            return int(db.execute(q).fetchone()[0])
+        except sqlite3.OperationalError:
+            continue
+    return 0
+
+
 def cmd_verify_clip(args: argparse.Namespace) -> int:
     import tempfile
 
     from archive.retrieve import Retriever
     from ingest.fingerprint import (
+        FORMAT,
+        FORMAT_V1,
         FingerprintError,
         keyframe_hashes,
-        match_clip,
-        parse_sidecar,
+        match_clip_file,
         read_packets,
     )
     from ingest.fingerprinter import candidates
+    from ingest.media import sniff
     from ingest.objects import LocalObjects
 
     conf = load(args)
@@ -206,9 +323,14 @@ def cmd_verify_clip(args: argparse.Namespace) -> int:
     if not clip.is_file():
         raise CustodyError(f"{clip}: not found")
     try:
-        fp = read_packets(clip)
+        # v2 for originals fingerprinted since custody-packets/v2; v1 (a second demux of a
+        # short clip) for those the backfill has not reached yet.
+        fps = {2: read_packets(clip), 1: read_packets(clip, version=1)}
     except FingerprintError as e:
         raise CustodyError(f"{clip}: ffmpeg cannot read it as media ({e})") from None
+    fp = fps[2]
+    with open(clip, "rb") as fh:
+        clip_box = _container(sniff(fh.read(16), clip.name))
     from archive.errors import StoreError
     from custody.station import open_ledger
     from ledger.entry import decode_entry
@@ -216,56 +338,83 @@ def cmd_verify_clip(args: argparse.Namespace) -> int:
     store = None if conf.store is None else cold_store(conf)
     fetch = Retriever(LocalObjects(conf.store_dir).path, store)
     db = sqlite3.connect(f"file:{conf.state_dir / 'ledger.sqlite'}?mode=ro", uri=True)
-    best: tuple[str, Any, int, int] | None = None
+    best: _Found | None = None
+    awaiting: list[_Found] = []
     frames: tuple[str, Any, int] | None = None
     skipped: list[str] = []
+    v1_only = 0
     try:
         try:
-            found = candidates(db, keyframe_hashes(fp, 50))[:10]
+            keys = keyframe_hashes(fps[2], 50) + keyframe_hashes(fps[1], 50)
+            found = candidates(db, keys)[:10]
         except sqlite3.OperationalError as e:
             if "no such table" not in str(e):
                 raise CustodyError(f"cannot read the fingerprint index: {e}") from None
             found = []  # nothing fingerprinted yet
-        with open_ledger(conf, writable=False) as ledger:
+        with open_ledger(conf, writable=False) as ledger, tempfile.TemporaryDirectory() as tmp:
             for sha in found:
-                row = db.execute(
-                    "SELECT f.sidecar, f.entry, o.first_entry FROM ingest_fingerprints f "
-                    "JOIN ingest_objects o ON o.sha256 = f.sha256 WHERE f.sha256=?",
-                    (sha,),
-                ).fetchone()
-                if row is None or row[0] is None:
-                    continue
-                # The sidecar named by the signed entry, not only by the index.
-                signed = decode_entry(ledger.entry(int(row[1]))).fields
-                side = signed.get("sidecar", {}).get("sha256")
-                if signed.get("sha256") != sha or side != row[0]:
-                    skipped.append(
-                        f"{sha[:16]}: the index disagrees with fingerprint entry {row[1]}"
-                    )
-                    continue
-                try:
-                    with tempfile.TemporaryDirectory() as tmp:
-                        dest = Path(tmp) / "sidecar"
+                v2_row = _rows(db, "ingest_packets_v2", sha)
+                tries = [(2, v2_row), (1, _rows(db, "ingest_fingerprints", sha))]
+                for version, row in tries:
+                    if row is None or row[0] is None:
+                        continue
+                    # The sidecar named by the signed entry, not only by the index.
+                    signed = decode_entry(ledger.entry(int(row[1]))).fields
+                    side = signed.get("sidecar", {}).get("sha256")
+                    fmt = FORMAT if version == 2 else FORMAT_V1
+                    if signed.get("sha256") != sha or side != row[0] or signed.get("format") != fmt:
+                        skipped.append(
+                            f"{sha[:16]}: the index disagrees with fingerprint entry {row[1]}"
+                        )
+                        continue
+                    dest = Path(tmp) / side
+                    try:
                         fetch.fetch(side, dest)
-                        original = parse_sidecar(dest.read_bytes())
-                except (StoreError, FingerprintError) as e:
-                    skipped.append(f"{sha[:16]}: its fingerprint cannot be read ({e})")
-                    continue
-                m = match_clip(fp, original)
-                if best is None or m.matched > best[1].matched:
-                    best = (sha, m, int(row[1]), int(row[2]))
+                        with open(dest, "rb") as f:
+                            m = match_clip_file(fps[version], f)
+                    except (StoreError, FingerprintError) as e:
+                        skipped.append(f"{sha[:16]}: its fingerprint cannot be read ({e})")
+                        continue
+                    finally:
+                        dest.unlink(missing_ok=True)
+                    box = _container(str(row[3]))
+                    got = _Found(sha, m, version, int(row[1]), int(row[2]), box, v2_row is None)
+                    if got.awaits_v2 and not m.exact and box != clip_box:
+                        awaiting.append(got)
+                    if best is None or (m.exact, m.matched) > (
+                        best.match.exact,
+                        best.match.matched,
+                    ):
+                        best = got
+                    break  # the newest readable fingerprint of this original decides
+            exact = best is not None and best.match.exact
+            if not exact and not awaiting:
+                v1_only = _v1_only(db)
             has_video = any(st.type == "video" for st in fp.streams)
-            if has_video and not args.no_frames and not (best is not None and best[1].exact):
+            if has_video and not args.no_frames and not exact:
                 frames = _frame_match(conf, clip, db, ledger, fetch, skipped)
     finally:
         db.close()
     for line in skipped:
         print(f"custody: warning: candidate {line}", file=sys.stderr)
-    exact = best is not None and best[1].exact
+    exact = best is not None and best.match.exact
+    waits = not exact and (
+        bool(awaiting) or ((best is None or best.match.matched == 0) and v1_only > 0)
+    )
     if args.json:
-        out: dict[str, Any] = {"clip": str(clip), "exact": exact, "packets": len(fp.packets)}
+        out: dict[str, Any] = {
+            "clip": str(clip),
+            "exact": exact,
+            "packets": len(fp.packets),
+            "clip_container": clip_box or None,
+        }
         if skipped:
             out["skipped"] = skipped
+        if waits:
+            # No exact match yet, and originals wait for the v2 fingerprint that could give one.
+            out["awaiting_v2"] = [a.sha for a in awaiting]
+            if v1_only:
+                out["v1_only_originals"] = v1_only
         if frames is not None:
             fsha, fm, fentry = frames
             out["frames"] = {
@@ -278,14 +427,18 @@ def cmd_verify_clip(args: argparse.Namespace) -> int:
                 else None,
             }
         if best is not None:
-            sha, m, fp_entry, ingest_entry = best
+            m = best.match
             rng = m.range_ms()
+            codecs = {s.index: s.codec for s in fps[best.version].streams}
             out.update(
                 aligned=m.aligned,
                 timing_ok=all(x.timing_ok for x in m.streams),
-                original=sha,
-                ingest_entry=ingest_entry,
-                fingerprint_entry=fp_entry,
+                params_ok=all(x.params_ok for x in m.streams),
+                original=best.sha,
+                original_container=best.container or None,
+                ingest_entry=best.ingest_entry,
+                fingerprint_entry=best.fingerprint_entry,
+                format=FORMAT if best.version == 2 else FORMAT_V1,
                 matched=m.matched,
                 total=m.total,
                 range_ms=list(rng) if rng else None,
@@ -293,8 +446,23 @@ def cmd_verify_clip(args: argparse.Namespace) -> int:
                     {
                         "clip_stream": x.clip_stream,
                         "original_stream": x.original_stream,
+                        "type": x.type,
+                        "codec": codecs.get(x.clip_stream, ""),
                         "matched": x.matched,
                         "total": x.total,
+                        "format": FORMAT if best.version == 2 else FORMAT_V1,
+                        "clip_form": x.clip_form,
+                        "original_form": x.original_form,
+                        "set_aside": x.set_aside,
+                        "params_ok": x.params_ok,
+                        "timing_ok": x.timing_ok,
+                        "normalisation": normalisation(
+                            x,
+                            codecs.get(x.clip_stream, ""),
+                            best.version,
+                            clip_box,
+                            best.container,
+                        ),
                     }
                     for x in m.streams
                 ],
@@ -303,38 +471,64 @@ def cmd_verify_clip(args: argparse.Namespace) -> int:
         return 0 if exact else 1
     if frames is not None:
         _print_frames(clip, frames)
-    if (best is None or best[1].matched == 0) and frames is not None:
+    if awaiting and not exact:
+        a = awaiting[0]
+        print(
+            f"{clip}: original {a.sha} has only a custody-packets/v1 fingerprint, which "
+            f"hashes packets as its container ({a.container or 'unknown'}) stores them; "
+            f"this clip is in {clip_box or 'another container'}"
+        )
+        print(
+            "result: NOT proven yet: the original awaits its custody-packets/v2 fingerprint "
+            "(the backfill makes it at idle priority); verify again once it has"
+        )
+        return 1
+    nothing = best is None or best.match.matched == 0
+    later = (
+        f"; {v1_only} docked original(s) have only a custody-packets/v1 fingerprint and await "
+        "their v2 one (backfill): a clip in another container matches them only then"
+        if waits
+        else ""
+    )
+    if nothing and frames is not None:
         print(
             f"{clip}: its packets match no docked original's ({len(fp.packets)} packets; a "
-            "re-mux rewrites them): NOT an exact cut"
+            f"re-mux rewrites them): NOT an exact cut{later}"
         )
         return 1
-    if best is None or best[1].matched == 0:
+    if best is None or nothing:
         print(
             f"{clip}: no docked original shares its packets "
-            f"({len(fp.packets)} packets; a re-encoded clip matches nothing exactly)"
+            f"({len(fp.packets)} packets; a re-encoded clip matches nothing exactly){later}"
         )
         return 1
-    sha, m, fp_entry, ingest_entry = best
-    print(f"{clip}: {'cut from' if exact else 'closest'} original {sha}")
-    print(f"  ingest entry {ingest_entry}, fingerprint entry {fp_entry}")
+    m = best.match
+    codecs = {s.index: s.codec for s in fps[best.version].streams}
+    print(f"{clip}: {'cut from' if exact else 'closest'} original {best.sha}")
+    print(f"  ingest entry {best.ingest_entry}, fingerprint entry {best.fingerprint_entry}")
     rng = m.range_ms()
     if rng:
         print(f"  time range in the original: {rng[0] / 1000:.3f} s to {rng[1] / 1000:.3f} s")
+    print(f"  fingerprints compared: {FORMAT if best.version == 2 else FORMAT_V1}")
     for x in m.streams:
         print(
             f"  clip stream {x.clip_stream} -> original stream {x.original_stream}: "
             f"{x.matched} of {x.total} packets match, in order"
         )
+        line = normalisation(
+            x, codecs.get(x.clip_stream, ""), best.version, clip_box, best.container
+        )
+        print(f"    {line}")
     if exact:
         print("result: every packet of the clip is in the original, in order (a stream copy)")
         return 0
     if m.matched == m.total:
-        why = (
-            "its streams come from different moments of the original"
-            if not m.aligned
-            else "its timing differs from the original's (retimed)"
-        )
+        if not all(x.params_ok for x in m.streams):
+            why = "its parameter sets (SPS/PPS) are not the original's: the stream was edited"
+        elif not m.aligned:
+            why = "its streams come from different moments of the original"
+        else:
+            why = "its timing differs from the original's (retimed)"
         print(f"result: NOT an exact cut: every packet is there, but {why}")
     else:
         print(f"result: NOT an exact cut: {m.matched} of {m.total} packets match")
