@@ -1,4 +1,4 @@
-"""The custody-packets/v1 format and clip matching (pure)."""
+"""The custody-packets/v1 and v2 formats and clip matching, in memory and streamed (pure)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,12 @@ from ingest.fingerprint import (
     Packet,
     StreamInfo,
     format_sidecar,
+    iter_sidecar,
     keyframe_hashes,
     match_clip,
     match_clip_file,
     parse_sidecar,
+    sidecar_format,
 )
 
 STREAMS = (StreamInfo(0, "video", "h264", "1/12800"), StreamInfo(1, "audio", "aac", "1/44100"))
@@ -252,3 +254,80 @@ def test_streamed_matching_of_a_cut_and_of_silence() -> None:
     )
     m = match_clip_file(clip, io.BytesIO(format_sidecar(long)))
     assert m.matched == 2_000 and m.exact and m.range_ms() == (0, int(1999 * 1024 / 44.1))
+
+
+# -- custody-packets/v2: the format ------------------------------------------------------
+
+V2_STREAMS = (
+    StreamInfo(0, "video", "h264", "1/12800", "avcc4"),
+    StreamInfo(1, "audio", "aac", "1/44100", "adts"),
+)
+V2_HEAD = b"# custody-packets/v2\nS\t0\tvideo\th264\t1/1\tannexb\n"
+HEX = ("ab" * 32).encode()
+P_LINE = b"P\t0\t0\t0\t5\tK\t" + HEX + b"\n"
+
+
+@given(
+    packets,
+    st.dictionaries(
+        st.sampled_from([0, 1]),
+        st.frozensets(st.binary(min_size=32, max_size=32), min_size=1, max_size=4),
+    ),
+)
+def test_v2_round_trip(ps: list[Packet], params: dict[int, frozenset[bytes]]) -> None:
+    fp = Fingerprint(V2_STREAMS, tuple(ps), version=2, params=params)
+    data = format_sidecar(fp)
+    assert data.startswith(b"# custody-packets/v2\nS\t0\tvideo\th264\t1/12800\tavcc4\n")
+    assert parse_sidecar(data) == fp
+    assert sidecar_format(data) == "custody-packets/v2"
+    # The X lines come last, sorted by (stream, hash).
+    xs = [line for line in data.split(b"\n") if line.startswith(b"X")]
+    assert data.rstrip(b"\n").endswith(xs[-1] if xs else b"") and xs == sorted(
+        xs, key=lambda x: (int(x.split(b"\t")[1]), x.split(b"\t")[2])
+    )
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        (V2_HEAD + b"X\t0\t" + HEX + b"\n" + P_LINE, "line 4"),  # a packet after the X lines
+        (V2_HEAD + b"X\t0\t" + ("cd" * 32).encode() + b"\nX\t0\t" + HEX + b"\n", "order"),
+        (V2_HEAD + b"X\t0\t" + HEX + b"\nX\t0\t" + HEX + b"\n", "repeated"),
+        (V2_HEAD + b"X\t1\t" + HEX + b"\n", "unknown stream"),
+        (V2_HEAD + b"X\t0\t" + HEX[:-2] + b"\n", "64 lowercase hex"),
+        (b"# custody-packets/v2\nS\t0\tvideo\th264\t1/1\tavcc3\n", "unknown form"),
+        (b"# custody-packets/v2\nS\t0\tvideo\th264\t1/1\n", "line 2"),  # no form
+        (b"# custody-packets/v1\nS\t0\tvideo\th264\t1/1\tavcc4\n", "line 2"),  # v1: none
+        (b"# custody-packets/v1\nS\t0\tvideo\th264\t1/1\nX\t0\t" + HEX + b"\n", "line 3"),
+        (b"# custody-packets/v2 \n", "does not start with"),
+    ],
+)
+def test_malformed_v2_sidecars_are_refused(bad: bytes, why: str) -> None:
+    with pytest.raises(FingerprintError, match=why):
+        parse_sidecar(bad)
+    with pytest.raises(FingerprintError, match=why):
+        list(iter_sidecar(io.BytesIO(bad)))
+
+
+def test_v1_sidecars_stay_readable_and_v1_clips_match_them() -> None:
+    v1 = format_sidecar(original())
+    assert sidecar_format(v1) == "custody-packets/v1" and parse_sidecar(v1).version == 1
+    clip = Fingerprint(STREAMS, original().packets[50:80])
+    assert match_clip_file(clip, io.BytesIO(v1)).exact
+    with pytest.raises(FingerprintError, match="v2 and the original's custody-packets/v1"):
+        match_clip(Fingerprint(STREAMS, clip.packets, version=2), parse_sidecar(v1))
+
+
+def test_parameter_sets_decide_an_exact_match() -> None:
+    o = Fingerprint(
+        V2_STREAMS[:1],
+        tuple(original().by_stream(0)),
+        version=2,
+        params={0: frozenset({h(1), h(2)})},
+    )
+    cut = original().by_stream(0)[25:50]
+    for params, exact in (({0: frozenset({h(1)})}, True), ({0: frozenset({h(3)})}, False)):
+        clip = Fingerprint(V2_STREAMS[:1], tuple(cut), version=2, params=params)
+        for m in (match_clip(clip, o), match_clip_file(clip, io.BytesIO(format_sidecar(o)))):
+            assert m.matched == m.total == 25 and m.exact is exact
+            assert m.streams[0].params_ok is exact
