@@ -493,7 +493,8 @@ def cmd_verify_clip(args: argparse.Namespace) -> int:
     if nothing and frames is not None:
         print(
             f"{clip}: its packets match no docked original's ({len(fp.packets)} packets; a "
-            f"re-mux rewrites them): NOT an exact cut{later}"
+            f"re-encode rewrites them, even one that keeps every picture): NOT an exact "
+            f"cut{later}"
         )
         return 1
     if best is None or nothing:
@@ -544,7 +545,8 @@ def _frame_match(
     skipped: list[str],
 ) -> tuple[str, Any, int] | None:
     """The docked original whose decoded frames best match the clip's (for a clip whose
-    packets differ: re-muxed into another container). None when nothing shares a frame."""
+    packets differ: a re-encode that kept the pictures, or a re-mux of a codec hashed as
+    stored). None when nothing shares a frame."""
     import tempfile
 
     from archive.errors import StoreError
@@ -601,23 +603,25 @@ def _print_frames(clip: Path, frames: tuple[str, Any, int]) -> None:
     print(f"  {m.matched} of {m.total} decoded video frames match, in order")
     if m.exact:
         print(
-            "  every picture is the original's: a re-mux into another container "
-            "(the packets and the audio are not proven by this)"
+            "  every picture is the original's, in other packets (a re-encode that kept "
+            "them, or a re-mux of a codec hashed as stored): the packets and the audio are "
+            "not proven by this"
         )
 
 
 def add_parsers(sub: Any) -> None:
     s = sub.add_parser(
         "verify-clip",
-        help="trace a clip back to the docked original it was cut from (packet hashes; "
-        "decoded frames for a re-mux); exit 1 unless it is an exact cut",
+        help="trace a clip back to the docked original it was cut from (packet hashes, "
+        "whatever the container; decoded frames when the packets differ); exit 1 unless "
+        "it is an exact cut",
     )
     s.add_argument("clip")
     s.add_argument("--json", action="store_true")
     s.add_argument(
         "--no-frames",
         action="store_true",
-        help="do not fall back to decoded-frame hashes when the packets differ (a re-mux)",
+        help="do not fall back to decoded-frame hashes when the packets differ",
     )
     s.set_defaults(func=cmd_verify_clip)
 

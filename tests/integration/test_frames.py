@@ -1,6 +1,6 @@
 """Decoded-frame hashes with real ffmpeg: on request and by configuration, the MPEG-7
-signature beside them, and `custody verify-clip` tracing a re-muxed clip whose packets
-differ from the original's."""
+signature beside them, and `custody verify-clip` tracing a clip whose packets differ
+from the original's but whose pictures do not (a lossless re-encode)."""
 
 from __future__ import annotations
 
@@ -38,10 +38,15 @@ def test_frames_on_request_and_remux_traced(tmp_path: Path, ffmpeg: str) -> None
     a, b = sha(original), sha(other)
     assert frames_entries(conf) == {}, "frame hashes are not made unless asked for"
 
-    # A re-mux into MPEG-TS carries the same pictures in different packets.
+    # A lossless re-encode into MPEG-TS carries the same pictures in other packets (a
+    # stream copy into MPEG-TS is an exact packet match since custody-packets/v2).
     ts = tmp_path / "court" / "cut.ts"
     ts.parent.mkdir()
-    ff(ffmpeg, "-ss", "2", "-i", str(original), "-t", "3", "-c", "copy", "-f", "mpegts", str(ts))
+    ff(
+        ffmpeg,
+        *("-ss", "2", "-i", str(original), "-t", "3", "-c:v", "libx264", "-qp", "0"),
+        *("-preset", "ultrafast", "-c:a", "copy", "-f", "mpegts", str(ts)),
+    )
     before = json.loads(run_cli("verify-clip", str(ts), "--json", config=conf, check=False).stdout)
     assert not before["exact"] and "frames" not in before, "no frame hashes to compare yet"
 
@@ -67,7 +72,7 @@ def test_frames_on_request_and_remux_traced(tmp_path: Path, ffmpeg: str) -> None
     assert fr["original"] == a and fr["matched"] == fr["total"] > 0
     assert abs(fr["range_ms"][0] - 2000) <= 100 and abs(fr["range_ms"][1] - 4960) <= 200
     text = run_cli("verify-clip", str(ts), config=conf, check=False).stdout
-    assert "every picture is the original's: a re-mux" in text, text
+    assert "every picture is the original's, in other packets" in text, text
 
     # A re-encoded copy shares no decoded frame either.
     enc = tmp_path / "court" / "reencoded.mp4"
