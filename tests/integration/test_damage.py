@@ -264,6 +264,7 @@ def test_cut_recording_is_signed_incomplete(recordings: dict[str, Path], tmp_pat
         assert by_name["cut-frag.mp4"]["complete"] is False, by_name["cut-frag.mp4"]
         if kind == "packets":
             assert by_name["cut-rec.mkv"]["complete"] is False
+            assert {e["format"] for e in by_name.values()} == {"custody-packets/v2"}
 
 
 def test_wav_cut_short_is_incomplete(ffmpeg: str, tmp_path: Path) -> None:

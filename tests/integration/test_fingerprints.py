@@ -1,4 +1,5 @@
-"""Packet fingerprints with real ffmpeg on generated media, and `custody verify-clip`."""
+"""Packet fingerprints (custody-packets/v2) with real ffmpeg on generated media, and
+`custody verify-clip`."""
 
 from __future__ import annotations
 
@@ -61,6 +62,10 @@ def test_fingerprints_and_clips(tmp_path: Path, ffmpeg: str) -> None:
         parsed = parse_sidecar(data)
         assert len(parsed.packets) == e["packets"] > 0
         assert e["tool"].startswith("PyAV")
+        # New captures are fingerprinted in custody-packets/v2, saying each stream's form.
+        assert e["format"] == "custody-packets/v2" and parsed.version == 2
+        assert e["forms"] == {str(s.index): s.form for s in parsed.streams}
+    assert fps[originals["A_h264.mp4"]]["forms"] == {"0": "avcc4", "1": "raw"}
     assert fps[originals["A_h264.mp4"]]["complete"] is True
     assert fps[originals["C_mute.mp4"]]["per_stream"].keys() == {"0"}
     short = fps[originals["D_cut_short.mp4"]]
@@ -78,6 +83,7 @@ def test_fingerprints_and_clips(tmp_path: Path, ffmpeg: str) -> None:
     assert got["exact"] and got["original"] == originals["A_h264.mp4"]
     assert abs(got["range_ms"][0] - 3000) <= 100 and abs(got["range_ms"][1] - 7000) <= 200
     assert got["matched"] == got["total"] == got["packets"]
+    assert got["format"] == "custody-packets/v2" and got["params_ok"] is True
     text = run_cli("verify-clip", str(cut), config=conf).stdout
     assert "every packet of the clip is in the original" in text
 
