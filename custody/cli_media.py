@@ -636,8 +636,8 @@ def add_parsers(sub: Any) -> None:
 
     s = sub.add_parser(
         "fingerprint",
-        help="hash the decoded frames of captured videos now (survives a re-mux; slow); "
-        "exit 2 if one could not be hashed",
+        help="hash the decoded frames of captured videos now (they match a clip whose "
+        "packets differ but whose pictures are kept; slow); exit 2 if one could not be hashed",
     )
     s.add_argument("sha256", nargs="+", help="SHA-256 of a captured video")
     s.add_argument(
