@@ -38,11 +38,13 @@ from __future__ import annotations
 import bisect
 import hashlib
 import io
+import re
+from binascii import unhexlify
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from ingest import bitstream
 
@@ -63,8 +65,10 @@ class StreamInfo:
     form: str = bitstream.STORED  # v2: how the container framed the packets
 
 
-@dataclass(frozen=True)
-class Packet:
+class Packet(NamedTuple):
+    """One packet line. A named tuple, not a dataclass: a 12-hour recording has millions,
+    and a tuple is made five times faster."""
+
     stream: int
     pts: int | None
     dts: int | None
@@ -168,6 +172,15 @@ def _time_base(si: StreamInfo) -> None:
         raise FingerprintError(f"stream {si.index}: time base {si.time_base!r}")
 
 
+# A packet line exactly as `packet_line` prints it (no "+", leading zeros or "-0"), so
+# the common line needs no second formatting to prove it canonical.
+_INT = rb"(0|-?[1-9][0-9]*)"
+_P_LINE = re.compile(
+    rb"P\t(0|[1-9][0-9]*)\t(-|" + _INT[1:-1] + rb")\t(-|" + _INT[1:-1] + rb")\t"
+    rb"(0|[1-9][0-9]*)\t([K-])\t([0-9a-f]{64})\n"
+)
+
+
 def iter_sidecar(f: BinaryIO) -> Iterator[StreamInfo | Packet | ParamSet]:
     """The records of a v1 or v2 sidecar, one line at a time (memory does not grow with
     its length); raises FingerprintError naming the first bad line. Each line must be in
@@ -180,8 +193,24 @@ def iter_sidecar(f: BinaryIO) -> Iterator[StreamInfo | Packet | ParamSet]:
     stage = 0  # 0 streams, 1 packets, 2 parameter sets
     last_param: tuple[int, bytes] | None = None
     n = 1
+    fast = _P_LINE.fullmatch
     for raw in f:
         n += 1
+        m = fast(raw)
+        if m is not None and stage <= 1:
+            stream = int(m[1])
+            if stream in known:
+                stage = 1
+                pts, dts = m[2], m[3]
+                yield Packet(
+                    stream,
+                    None if pts == b"-" else int(pts),
+                    None if dts == b"-" else int(dts),
+                    int(m[4]),
+                    m[5] == b"K",
+                    unhexlify(m[6]),
+                )
+                continue
         if not raw.endswith(b"\n"):
             raise FingerprintError("last line is cut short")
         try:
