@@ -17,6 +17,7 @@ video signature as a further sidecar.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 import os
@@ -43,10 +44,8 @@ from ingest.frames import (
 )
 from ingest.frames import (
     SIGNATURE_FORMAT,
-    format_frames,
     frames_command,
-    read_framehash,
-    sampled,
+    write_frames,
 )
 from ingest.objects import LocalObjects
 from ingest.probe import examine_file, ffmpeg_version
@@ -372,24 +371,33 @@ class Fingerprinter:
             if not out.exists():
                 last = err.splitlines()[-1] if err else "no message"
                 raise FingerprintError(f"ffmpeg exited {code} and decoded nothing: {last}")
-            with open(out, encoding="ascii", errors="replace") as f:
-                fh = read_framehash(f)
-            if not fh.frames:
-                raise FingerprintError(
-                    f"ffmpeg decoded no frame (exit {code}): {err.splitlines()[-1] if err else ''}"
-                )
-            data = format_frames(fh)
-            sidecar_sha = self.objects.put_bytes(data)
-            new.append((sidecar_sha, len(data)))
-            keys = sampled(fh.hashes)
+            # Line by line into the sidecar: a 12-hour recording has 1.3 million frames.
+            side, fd = self.objects.new_temp()
+            try:
+                with (
+                    os.fdopen(fd, "wb", buffering=1 << 20) as w,
+                    open(out, encoding="ascii", errors="replace") as f,
+                ):
+                    fs = write_frames(f, w)
+                    w.flush()
+                    os.fsync(w.fileno())
+                if not fs.frames:
+                    last = err.splitlines()[-1] if err else ""
+                    raise FingerprintError(f"ffmpeg decoded no frame (exit {code}): {last}")
+                self.objects.commit(side, fs.sha256)
+            finally:
+                side.unlink(missing_ok=True)
+            sidecar_sha = fs.sha256
+            new.append((sidecar_sha, fs.size))
+            keys = list(fs.keys)
             # ffmpeg decodes a cut fragmented MP4 or Matroska to a quiet early end: the
             # container's headers say what is missing.
             cut = examine_file(src).damage
             payload.update(
-                sidecar={"sha256": sidecar_sha, "size": len(data)},
-                frames=len(fh.frames),
-                time_base=fh.time_base,
-                size=fh.size,
+                sidecar={"sha256": sidecar_sha, "size": fs.size},
+                frames=fs.frames,
+                time_base=fs.time_base,
+                size=fs.picture,
                 complete=code == 0 and not err and not cut,
             )
             if code != 0 or err:
@@ -397,12 +405,13 @@ class Fingerprinter:
             elif cut:
                 payload["damage"] = "; ".join(cut)[:500]
             if want_sig and sig.exists() and sig.stat().st_size:
-                sdata = sig.read_bytes()
-                sig_sha = self.objects.put_bytes(sdata)
-                new.append((sig_sha, len(sdata)))
+                # ffmpeg wrote it in the store's temp folder: hashed in chunks, kept as is.
+                sig_sha, sig_size = _hash_file(sig)
+                self.objects.commit(sig, sig_sha)
+                new.append((sig_sha, sig_size))
                 payload["signature"] = {
                     "sha256": sig_sha,
-                    "size": len(sdata),
+                    "size": sig_size,
                     "format": SIGNATURE_FORMAT,
                 }
         except FfmpegFailed as e:
@@ -452,6 +461,18 @@ class Fingerprinter:
     def _duration_s(self, sha: str) -> float:
         summary = probe_summary(self.ledger, self.db, self.db_lock, sha) or {}
         return int(summary.get("duration_ms", 0)) / 1000
+
+
+def _hash_file(path: Path) -> tuple[str, int]:
+    """SHA-256 and size of a file made here, fsynced so it can be committed to the store."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+        os.fsync(f.fileno())
+    return h.hexdigest(), size
 
 
 def probe_summary(

@@ -22,11 +22,13 @@ re-encoded copies.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 from ingest.fingerprint import FingerprintError, _alignment
 
@@ -65,37 +67,107 @@ _TB = re.compile(r"#tb 0: (\d+)/(\d+)$")
 _DIM = re.compile(r"#dimensions 0: (\d+)x(\d+)$")
 
 
+def _header(line: str) -> tuple[str, str] | None:
+    """("tb", "1/25") or ("size", "1920x1080") from a framehash comment line."""
+    if m := _TB.match(line):
+        return "tb", f"{m[1]}/{m[2]}"
+    if m := _DIM.match(line):
+        return "size", f"{m[1]}x{m[2]}"
+    return None
+
+
+def _frame(line: str, n: int) -> tuple[int, bytes] | None:
+    """(pts, sha256) of a framehash line of stream 0; None for other streams."""
+    f = [x.strip() for x in line.split(",")]
+    if len(f) < 6:
+        raise FingerprintError(f"framehash line {n}: {len(f)} fields")
+    if f[0] != "0":
+        return None
+    h = f[-1].split("=")[-1].lower()  # some versions write SHA256=<hex>
+    try:
+        digest = bytes.fromhex(h)
+        pts = int(f[2])
+    except ValueError:
+        raise FingerprintError(f"framehash line {n}: {line[:80]!r}") from None
+    if len(digest) != 32:
+        raise FingerprintError(f"framehash line {n}: not a SHA-256")
+    return pts, digest
+
+
 def read_framehash(lines: Iterable[str]) -> FrameHashes:
     """The hash values and pts of ffmpeg's framehash output (stream 0 only)."""
-    tb, size = "", ""
+    head = {"tb": "", "size": ""}
     frames: list[tuple[int, bytes]] = []
     for n, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line:
             continue
         if line.startswith("#"):
-            if m := _TB.match(line):
-                tb = f"{m[1]}/{m[2]}"
-            elif m := _DIM.match(line):
-                size = f"{m[1]}x{m[2]}"
+            if got := _header(line):
+                head[got[0]] = got[1]
             continue
-        f = [x.strip() for x in line.split(",")]
-        if len(f) < 6:
-            raise FingerprintError(f"framehash line {n}: {len(f)} fields")
-        if f[0] != "0":
-            continue
-        h = f[-1].split("=")[-1].lower()  # some versions write SHA256=<hex>
-        try:
-            digest = bytes.fromhex(h)
-            pts = int(f[2])
-        except ValueError:
-            raise FingerprintError(f"framehash line {n}: {line[:80]!r}") from None
-        if len(digest) != 32:
-            raise FingerprintError(f"framehash line {n}: not a SHA-256")
-        frames.append((pts, digest))
-    if not tb:
+        if (fr := _frame(line, n)) is not None:
+            frames.append(fr)
+    if not head["tb"]:
         raise FingerprintError("framehash output names no time base (no video decoded)")
-    return FrameHashes(tb, size or "0x0", tuple(frames))
+    return FrameHashes(head["tb"], head["size"] or "0x0", tuple(frames))
+
+
+@dataclass(frozen=True)
+class FramesSummary:
+    sha256: str  # of the sidecar bytes
+    size: int
+    frames: int
+    time_base: str
+    picture: str  # "1920x1080"
+    keys: tuple[bytes, ...]  # the index's sample (`sampled`)
+
+
+def write_frames(lines: Iterable[str], out: BinaryIO) -> FramesSummary:
+    """ffmpeg's framehash output as a custody-frames/v1 sidecar written to ``out`` line by
+    line: memory stays flat whatever the recording's length. The same bytes as
+    ``format_frames(read_framehash(lines))``."""
+    head = {"tb": "", "size": ""}
+    sha = hashlib.sha256()
+    buf: list[str] = []
+    keys: dict[bytes, None] = {}
+    size = frames = 0
+
+    def flush() -> None:
+        nonlocal size
+        data = "".join(buf).encode("ascii")
+        buf.clear()
+        sha.update(data)
+        out.write(data)
+        size += len(data)
+
+    for n, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            if not frames and (got := _header(line)):
+                head[got[0]] = got[1]
+            continue
+        fr = _frame(line, n)
+        if fr is None:
+            continue
+        if not frames:
+            if not head["tb"]:
+                break  # no time base before the first frame: refused below
+            buf += [HEADER, f"S\t{head['tb']}\t{head['size'] or '0x0'}\n"]
+        frames += 1
+        buf.append(f"F\t{fr[0]}\t{fr[1].hex()}\n")
+        if fr[1][0] < SAMPLE_BELOW:
+            keys[fr[1]] = None
+        if len(buf) >= 4096:
+            flush()
+    if not head["tb"]:
+        raise FingerprintError("framehash output names no time base (no video decoded)")
+    flush()
+    return FramesSummary(
+        sha.hexdigest(), size, frames, head["tb"], head["size"] or "0x0", tuple(keys)
+    )
 
 
 def format_frames(fh: FrameHashes) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from fractions import Fraction
 
 import pytest
@@ -17,6 +18,7 @@ from ingest.frames import (
     parse_frames,
     read_framehash,
     sampled,
+    write_frames,
 )
 
 
@@ -109,3 +111,27 @@ def test_sampling_is_by_content() -> None:
     picked = sampled(hashes)
     assert 60 < len(picked) < 200, "about one in sixteen"
     assert sampled(hashes[500:700]) == [x for x in picked if x in set(hashes[500:700])]
+
+
+@given(frames_st)
+def test_streamed_sidecar_is_the_same_bytes(frames: list[tuple[int, bytes]]) -> None:
+    lines = ["#tb 0: 1/25", "#dimensions 0: 320x240"]
+    lines += [f"0, {pts}, {pts}, 1, 10, {d.hex()}" for pts, d in frames]
+    out = io.BytesIO()
+    s = write_frames(lines, out)
+    fh = read_framehash(lines)
+    assert out.getvalue() == (format_frames(fh) if frames else b"")
+    assert s.sha256 == hashlib.sha256(out.getvalue()).hexdigest() and s.size == len(out.getvalue())
+    assert (s.frames, s.time_base, s.picture) == (len(frames), "1/25", "320x240")
+    assert list(s.keys) == sampled(fh.hashes)
+
+
+def test_streamed_sidecar_of_real_output_and_refusals() -> None:
+    out = io.BytesIO()
+    s = write_frames(FRAMEHASH.splitlines(), out)
+    assert parse_frames(out.getvalue()) == read_framehash(FRAMEHASH.splitlines())
+    assert s.frames == 3
+    with pytest.raises(FingerprintError, match="no time base"):
+        write_frames(["0, 0, 0, 1, 10, " + h(0).hex()], io.BytesIO())
+    with pytest.raises(FingerprintError, match="line 2"):
+        write_frames(["#tb 0: 1/25", "0, 0, 0, 1, 10, nothex"], io.BytesIO())
