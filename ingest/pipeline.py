@@ -112,6 +112,9 @@ GROUP_BYTES = 64 << 20
 # Times a group's entries are decided again after another recorder recorded the same
 # content first (checked inside the transaction) before its jobs wait for a retry.
 STALE_RETRIES = 5
+# The longest a new original waits for capture to fall idle before its media steps
+# (probe, fingerprints, copies) are started anyway.
+MEDIA_WAIT_MAX_S = 120.0
 
 
 @dataclass
@@ -239,6 +242,11 @@ class Capturer:
         self._resume_at = 0  # free bytes needed before a paused capture resumes
         self.copying: dict[str, tuple[str, int, float]] = {}  # recorder -> file, size, since
         self.stats = Stats()
+        # New originals owed their media steps, handed over once capture has nothing to
+        # do (or `MEDIA_WAIT_MAX_S` after the first): evidence first. A crash loses
+        # nothing: the steps are found pending at the next start.
+        self._media_owed: list[tuple[str, str]] = []
+        self._media_owed_since = 0.0
         self._inflight = 0
         self._idle = threading.Condition(self._lock)
         self._stopping = False
@@ -462,7 +470,28 @@ class Capturer:
             if ready:
                 self._enqueue(ready)
         self._dispatch()
+        self._hand_over_media(now)
         self.releaser.tick(now)
+
+    def _hand_over_media(self, now: float, force: bool = False) -> None:
+        """Give the media steps the originals recorded since, once no capture is running
+        or due (the media worker competes for the CPU and the disk, and its PyAV work for
+        the interpreter), or once the first has waited `MEDIA_WAIT_MAX_S`."""
+        with self._lock:
+            if not self._media_owed:
+                self._media_owed_since = 0.0
+                return
+            if not self._media_owed_since:
+                self._media_owed_since = now
+            busy = self._inflight > 0 or any(
+                j.not_before <= now for q in self._queued.values() for j in q
+            )
+            if busy and not force and now - self._media_owed_since < MEDIA_WAIT_MAX_S:
+                return
+            owed, self._media_owed = self._media_owed, []
+            self._media_owed_since = 0.0
+        for sha, media_type in owed:
+            self.media_steps.captured(sha, media_type)
 
     def _enqueue(self, items: list[tuple[bytes, Path, Watch]]) -> None:
         """Record stable files as queued jobs (one transaction), then hand them to workers."""
@@ -1043,7 +1072,8 @@ class Capturer:
                 d.sha256[:16],
                 index,
             )
-            self.media_steps.captured(d.sha256, p.copied.media_type)
+            with self._lock:
+                self._media_owed.append((d.sha256, p.copied.media_type))
         else:
             self.stats.sightings += 1
             log.info(
@@ -1104,6 +1134,7 @@ class Capturer:
                 self._idle.wait(0.05)
             if end is not None and self.clock() > end:
                 return False
+        self._hand_over_media(self.clock(), force=True)
         self.media_steps.finish()
         return True
 

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ingest.jobs import JobDb
+from ingest.mediasched import MediaSteps
 from ingest.objects import LocalObjects
 from ingest.pipeline import GROUP_FILES, Capturer
 from ingest.settings import CaptureSettings, DockSettings
@@ -216,4 +218,51 @@ def test_a_file_that_fails_in_a_group_holds_back_no_other(tmp_path: Path) -> Non
     assert Counter(e["source"]["path"] for e in es) == Counter(list(expected))
     assert [e["type"] for e in es if e["sha256"] == bad] == ["ingest"]
     assert states(led) == Counter({"recorded": 12, "gone": 1, "superseded": 1})
+    led.close()
+
+
+class WatchedMediaSteps(MediaSteps):
+    """The real media steps, noting how much was captured when each original was
+    handed to them."""
+
+    handed: list[tuple[str, int]]
+    cap: Capturer
+
+    def captured(self, sha: str, media_type: str) -> None:
+        self.handed.append((media_type, self.cap.stats.captured))
+        super().captured(sha, media_type)
+
+
+def test_media_steps_wait_until_capture_is_idle(tmp_path: Path, clip: Path) -> None:
+    """A recording's probe, fingerprints and copies compete with capture for the CPU
+    and the disk: they start once the files docked with it are all captured."""
+    dock = tmp_path / "dock"
+    put(dock, "slot00/clip.mp4", clip.read_bytes())
+    for r in range(1, 4):
+        for i in range(100):
+            put(dock, f"slot{r:02d}/F{i:03d}.bin", os.urandom(2000 + i))
+    led = CountingLedger(tmp_path / "ledger", tmp_path / "state", SIGNER.name, SIGNER)
+    led.commits = []
+    objects = LocalObjects(tmp_path / "store")
+    jobs = JobDb(led.db_path)
+    steps = WatchedMediaSteps(led, objects, jobs)
+    steps.handed = []
+    cap = Capturer(
+        led,
+        objects,
+        [DockSettings(path=dock, name="dock")],
+        CaptureSettings(settle_ms=0, min_free_mb=1, max_parallel_recorders=2),
+        clock=Clock(),
+        jobs=jobs,
+        media_steps=steps,
+    )
+    steps.cap = cap
+    try:
+        cap.recover()
+        cap.scan()
+        assert cap.drain(timeout=120)
+    finally:
+        cap.close()
+    assert [h for h in steps.handed if h[0] == "video/mp4"] == [("video/mp4", 301)]
+    assert [e["type"] for _, e in entries(led)].count("probe") == 1
     led.close()
