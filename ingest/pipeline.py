@@ -38,9 +38,13 @@ an entry is an ingest or a sighting is decided from the object table and checked
 again inside the transaction, so two recorders docking the same content at once
 still make one ingest; no lock is held across the commit, which lets the ledger
 commit several recorders' groups together. Large files are captured one at a
-time, each in its own transaction. A new object is handed to ``on_new_object`` inside that same
-transaction (the cold-store queue), and with ``release = after_replication``
-a source is released only once ``replicated`` names its `store` entry.
+time, each in its own transaction. A new object is handed to ``on_new_object``
+inside its entry's transaction (the cold-store queue), and with ``release =
+after_replication`` a source is released only once ``replicated`` names its
+`store` entry. New originals are handed to the media steps (probe,
+fingerprints, copies) once capture has nothing running or due (at most
+`MEDIA_WAIT_MAX_S` later): their work competes with capture for the CPU and
+the disk.
 
 The parts, by job: `ingest.stability` (when a file is done being written),
 `ingest.jobs` (the job table and its states), `ingest.release` (removing a
