@@ -631,6 +631,10 @@ class Capturer:
                 self.copying[rkey] = (shown(group[0].path), size, time.time())
                 try:
                     keep = self._run_group(group)
+                except Exception:
+                    # A bug, not the files' fault: what is not recorded yet stays queued.
+                    log.exception("capture of a group of %s failed; retrying it", rkey)
+                    keep = self._still_queued(group)
                 finally:
                     self.copying.pop(rkey, None)
                 kept = {j.id for j in keep}
@@ -651,6 +655,23 @@ class Capturer:
                 self._active.discard(rkey)
                 self._inflight -= 1
                 self._idle.notify_all()
+
+    def _still_queued(self, jobs: list[Job]) -> list[Job]:
+        """The jobs whose rows are still queued, each given a back-off."""
+        with self._db_lock:
+            queued = {
+                r[0]
+                for r in self.db.execute(
+                    "SELECT id FROM ingest_files WHERE state='queued' AND id IN "
+                    f"({','.join('?' * len(jobs))})",
+                    [j.id for j in jobs],
+                )
+            }
+        keep = [j for j in jobs if j.id in queued]
+        for j in keep:
+            j.attempts += 1
+            j.not_before = self.clock() + min(MAX_BACKOFF_S, 2 ** min(j.attempts, 10))
+        return keep
 
     def _take(self, rkey: str) -> list[Job]:
         """The next ready job of a recorder; if it is a small file (under one copy chunk),
