@@ -129,4 +129,4 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
     server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs")).start()
     yield server
-    server.stop()
+    server.kill()  # nothing reads its folder after the session
