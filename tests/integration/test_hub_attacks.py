@@ -110,11 +110,11 @@ def test_full_tile_altered_after_the_hub_verified_it(scene: Scene) -> None:
 
 
 def test_a_station_that_stops_is_silent(tmp_path: Path, seaweed: Any, ffmpeg: str) -> None:
-    """silent_after_h = 0.003 (10.8 s) and a schedule that covers the whole week: once
+    """silent_after_h = 0.001 (3.6 s) and a schedule that covers the whole week: once
     that long has passed without a new checkpoint, the quiet station is `silent`, the
     station that went on recording is not."""
-    quiet_s = 0.003 * 3600
-    working = {"schedule": "mon-sun 00:00-24:00", "silent_after_h": 0.003}
+    quiet_s = 0.001 * 3600
+    working = {"schedule": "mon-sun 00:00-24:00", "silent_after_h": 0.001}
     sc = Scene(tmp_path, seaweed, ffmpeg, station_fields=working)
     synced = time.monotonic()  # the victim's last new checkpoint, as the hub saw it
     sc.bystander.notes(2, "still working")
