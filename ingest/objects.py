@@ -256,6 +256,15 @@ def capture_copy(
     return digests
 
 
+def open_source(src: Path, expect: os.stat_result | None = None) -> tuple[int, os.stat_result]:
+    """Open a source file under one chunk for `start_copy` and ask the disk for all of it
+    now (POSIX_FADV_WILLNEED): a group's sources opened first are read in parallel, not
+    one request at a time. Raises as `capture_copy` does."""
+    fd, before = _open_source(src, expect)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    return fd, before
+
+
 def start_copy(
     src: Path,
     dst_fd: int,
@@ -263,11 +272,13 @@ def start_copy(
     sm3: bool = False,
     chunk: int = 4 << 20,
     expect: os.stat_result | None = None,
+    opened: tuple[int, os.stat_result] | None = None,
 ) -> Digests:
     """The first step of copying a file under one chunk as one of a group: read it once,
     hash it, write the copy and ask the kernel to start writing it out. Not durable
-    yet: `settle_copies` fsyncs (and verifies) it. Raises as `capture_copy` does."""
-    fd, before = _open_source(src, expect)
+    yet: `settle_copies` fsyncs (and verifies) it. ``opened``: the source as
+    `open_source` gave it (closed here). Raises as `capture_copy` does."""
+    fd, before = opened if opened is not None else _open_source(src, expect)
     try:
         digests = _read_small(fd, dst_fd, sm3, chunk)
         _same_from_start_to_end(src, fd, before, digests)

@@ -89,7 +89,14 @@ from ingest.jobs import (
 )
 from ingest.media import sniff
 from ingest.mediasched import MediaSteps
-from ingest.objects import Digests, LocalObjects, capture_copy, settle_copies, start_copy
+from ingest.objects import (
+    Digests,
+    LocalObjects,
+    capture_copy,
+    open_source,
+    settle_copies,
+    start_copy,
+)
 from ingest.problems import Problems
 from ingest.release import Releaser
 from ingest.settings import CaptureSettings, DockSettings
@@ -721,6 +728,7 @@ class Capturer:
         started: list[_Started] = []
         dirs: set[Path] = set()
         copied: list[_Copied] = []
+        opened = self._open_sources(jobs)
         try:
             for job in jobs:
                 if self.paused or self.halted or self._stopping:
@@ -732,7 +740,7 @@ class Capturer:
                             f"only {free >> 20} MB free on {self.objects.root}, "
                             f"floor {self.settings.min_free_mb} MB"
                         )
-                    started.append(self._start(job))
+                    started.append(self._start(job, opened.pop(job.id, None)))
                     free -= job.size
                 except Exception as e:
                     if self._failed(job, e):
@@ -762,6 +770,8 @@ class Capturer:
                 if s.fd >= 0:
                     os.close(s.fd)
                     s.temp.unlink(missing_ok=True)
+            for fd, _ in opened.values():  # sources of jobs not reached
+                os.close(fd)
         try:
             # Before any entry names a copy: its folder entries survive a power cut.
             self.objects.sync_dirs(dirs)
@@ -782,12 +792,11 @@ class Capturer:
             keep += self._commit(r)
         return keep
 
-    def _start(self, job: Job) -> _Started:
-        """Copy one file into a temp file: a large one whole (fsynced and verified), a
-        small one up to the point where `settle_copies` takes over."""
-        # The lstat through folders opened without following symlinks: the copy compares
-        # the file it opens (device, inode, size, mtime) with this one, so a symlink
-        # swapped in on the way makes the copy fail rather than read elsewhere.
+    def _check(self, job: Job) -> os.stat_result:
+        """The source's lstat, taken through folders opened without following symlinks,
+        if it is still the regular file version queued: the copy compares the file it
+        opens (device, inode, size, mtime) with this one, so a symlink swapped in on
+        the way makes the copy fail rather than read elsewhere."""
         try:
             st = dockfs.lstat_below(job.dock.path, job.path)
         except FileNotFoundError:
@@ -799,12 +808,42 @@ class Capturer:
             raise SourceChanged(f"{job.path}: is no longer a regular file")
         if _version(st) != _version(job, st.st_dev):
             raise SourceChanged(f"{job.path}: changed after it was queued")
-        dock_time = datetime.now(UTC)
-        chunk = self.settings.chunk_mb << 20
-        temp, fd = self.objects.new_temp()
+        return st
+
+    def _open_sources(self, jobs: list[Job]) -> dict[int, tuple[int, os.stat_result]]:
+        """The sources of a group of small files opened (checked as `_check` does) and
+        asked for all at once, so the recorder or disk reads them in parallel; one that
+        cannot be is left to `_start`, which says why."""
+        opened: dict[int, tuple[int, os.stat_result]] = {}
+        if len(jobs) < 2:
+            return opened
+        for job in jobs:
+            if job.size >= self.settings.chunk_mb << 20:
+                continue
+            try:
+                opened[job.id] = open_source(job.path, self._check(job))
+            except (CaptureError, OSError):
+                continue
+        return opened
+
+    def _start(self, job: Job, opened: tuple[int, os.stat_result] | None = None) -> _Started:
+        """Copy one file into a temp file: a large one whole (fsynced and verified), a
+        small one up to the point where `settle_copies` takes over (``opened``: its
+        source from `_open_sources`, closed here)."""
+        try:
+            st = opened[1] if opened is not None else self._check(job)
+            dock_time = datetime.now(UTC)
+            chunk = self.settings.chunk_mb << 20
+            temp, fd = self.objects.new_temp()
+        except BaseException:
+            if opened is not None:
+                os.close(opened[0])
+            raise
         try:
             if st.st_size < chunk:
-                digests = start_copy(job.path, fd, sm3=self.settings.sm3, chunk=chunk, expect=st)
+                digests = start_copy(
+                    job.path, fd, sm3=self.settings.sm3, chunk=chunk, expect=st, opened=opened
+                )
             else:
                 digests = capture_copy(
                     job.path,
