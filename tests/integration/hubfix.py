@@ -595,9 +595,9 @@ class Scene:
         assert self.cosigned() == cosigned
         # The JSON and the text status side by side (each spends seconds importing).
         with ThreadPoolExecutor(2) as pool:
-            text = pool.submit(self.hub.run, "status")
+            plain = pool.submit(self.hub.run, "status")
             st = self.hub.status()
-            assert text.result().returncode == 1
+            assert plain.result().returncode == 1
         assert by_origin(st)[self.victim.origin]["state"] == state
         return v
 
