@@ -387,7 +387,7 @@ payloads = st.fixed_dictionaries(
 ).flatmap(lambda base: st.dictionaries(field_names, json_values).map(lambda d: {**d, **base}))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.one_of(payloads, st.dictionaries(field_names, json_values)), max_size=8))
 def test_no_payload_stops_a_batch(items: list[dict[str, Any]]) -> None:
     buf = RowBuffer()
