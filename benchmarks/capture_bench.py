@@ -300,7 +300,9 @@ def main() -> None:
             "",
             "Target: the pipeline >= 0.7x the loop. The loop fsyncs one file at a time and "
             "verifies nothing; the pipeline fsyncs a group's copies side by side and reads "
-            "each back from the disk.",
+            "each back from the disk. Under I/O from other work, one-at-a-time fsyncs slow "
+            "down far more than side-by-side ones: the ratio is only telling at a low load "
+            "average (see the run line).",
             "",
         ]
 
