@@ -178,14 +178,6 @@ def poster_command(exe: str, src: Path, at_s: float = 1.0, out: str = STDOUT) ->
     return [cmd[0], "-nostdin", "-hide_banner", "-v", "error", "-xerror", *cmd[1:]]
 
 
-def run_ffmpeg(cmd: list[str], settings: MediaSettings, timeout_s: int | None = None) -> None:
-    """Run ffmpeg with a timeout and a memory limit; any stderr is a failure."""
-    code, err = run_ffmpeg_tolerant(cmd, settings, timeout_s)
-    if code != 0 or err:
-        last = " | ".join(err.splitlines()[-3:]) if err else "no message"
-        raise FfmpegFailed(f"ffmpeg exited {code}: {last}"[:1000])
-
-
 def run_ffmpeg_tolerant(
     cmd: list[str],
     settings: MediaSettings,
@@ -266,7 +258,7 @@ def run_ffmpeg_into(
     open file ``fd`` as they arrive: one pass, nothing read back. Returns their SHA-256
     and size once the file is fsynced.
 
-    The same limits as `run_ffmpeg`: a timeout (transient), the address-space limit, the
+    The same limits as `run_ffmpeg_tolerant`: a timeout (transient), the address-space limit, the
     worker's nice and I/O class (inherited); a non-zero exit or any stderr raises
     FfmpegFailed, as does an empty output. A failed write (ENOSPC, EIO) raises OSError
     after ffmpeg is stopped. The caller removes the file on any failure.
