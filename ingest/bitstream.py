@@ -29,7 +29,7 @@ NAL_CODECS = (H264, HEVC)
 
 # Forms, as the S line of a v2 sidecar names them.
 ANNEXB, ADTS, RAW, STORED = "annexb", "adts", "raw", "stored"
-FORMS = ("avcc1", "avcc2", "avcc4", ANNEXB, ADTS, RAW, STORED)
+FORMS = ("avcc1", "avcc2", "avcc3", "avcc4", ANNEXB, ADTS, RAW, STORED)
 
 # NAL unit types. Coded slices are what a picture is made of; parameter sets are how to
 # read them; everything else (delimiters, SEI, end of sequence, filler) is framing a muxer
@@ -37,6 +37,7 @@ FORMS = ("avcc1", "avcc2", "avcc4", ANNEXB, ADTS, RAW, STORED)
 _H264_VCL = frozenset({1, 2, 3, 4, 5, 20, 21})
 _H264_PARAMS = frozenset({7, 8, 13, 15})
 _HEVC_PARAMS = frozenset({32, 33, 34})
+_DELIMITERS = {"h264": frozenset({9, 12}), "hevc": frozenset({35, 38})}  # AUD, filler
 
 
 def nal_type(codec: str, nal: bytes) -> int:
@@ -100,7 +101,11 @@ def split_lengths(data: bytes, size: int) -> list[bytes]:
         i += size
         if length == 0 or i + length > n:
             raise BitstreamError(f"NAL unit of {length} bytes at byte {i} overruns the packet")
-        out.append(data[i : i + length])
+        # Zero bytes after a NAL unit's last 1 bit are padding (trailing_zero_8bits), as
+        # in Annex B, where they are stripped before the next start code.
+        nal = data[i : i + length].rstrip(b"\x00")
+        if nal:
+            out.append(nal)
         i += length
     return out
 
@@ -119,8 +124,11 @@ def split_nals(form: str, data: bytes) -> list[bytes]:
 
 
 def extradata_params(codec: str, extradata: bytes | None) -> list[bytes]:
-    """The parameter-set NAL units carried out of band (``avcC``, ``hvcC`` or Annex B)."""
+    """The parameter-set NAL units carried out of band (``avcC``, ``hvcC`` or Annex B), or
+    for AAC the decoder configuration (`aac_config`) of its AudioSpecificConfig."""
     ex = extradata or b""
+    if codec == AAC and ex:
+        return [asc_config(ex)]
     if codec not in NAL_CODECS or not ex:
         return []
     if _annexb(ex):
@@ -171,7 +179,7 @@ def _hvcc_nals(ex: bytes) -> list[bytes]:
 @dataclass(frozen=True)
 class Canonical:
     payload: bytes  # what a v2 packet line hashes
-    params: tuple[bytes, ...] = ()  # parameter sets found in band
+    params: tuple[bytes, ...] = ()  # parameter sets (AAC: decoder configuration) in band
     set_aside: int = 0  # NAL units or headers left out of the payload
     parsed: bool = True  # False: the packet did not parse and is hashed as stored
 
@@ -183,23 +191,28 @@ def canonical(codec: str, form: str, data: bytes) -> Canonical:
             nals = split_nals(form, data)
         except BitstreamError:
             return Canonical(data, parsed=False)  # damaged: it can only match itself
-        parts: list[bytes] = []
+        if not nals:
+            return Canonical(data, parsed=False)
+        slices: list[bytes] = []
+        other: list[bytes] = []
         params: list[bytes] = []
-        aside = 0
         for nal in nals:
             t = nal_type(codec, nal)
             if is_vcl(codec, t):
-                parts.append(len(nal).to_bytes(4, "big"))
-                parts.append(nal)
-            else:
-                aside += 1
-                if is_param(codec, t):
-                    params.append(nal)
-        return Canonical(b"".join(parts), tuple(params), aside)
+                slices.append(nal)
+            elif is_param(codec, t):
+                params.append(nal)
+            elif t not in _DELIMITERS[codec]:
+                other.append(nal)
+        # A packet without a coded slice (SEI alone, say) is hashed by what it does carry,
+        # so such packets do not all hash alike.
+        kept = slices or other
+        payload = b"".join(len(n).to_bytes(4, "big") + n for n in kept)
+        return Canonical(payload, tuple(params), len(nals) - len(kept))
     if codec == AAC and form in (ADTS, RAW):
         head = adts_header_size(data)
         if head:
-            return Canonical(data[head:], set_aside=1)
+            return Canonical(data[head:], (adts_config(data),), set_aside=1)
     return Canonical(data)
 
 
@@ -211,6 +224,56 @@ def adts_header_size(data: bytes) -> int:
     if length != len(data):
         return 0
     return 7 if data[1] & 1 else 9
+
+
+def aac_config(object_type: int, rate_index: int, channels: int, rate: int = 0) -> bytes:
+    """The AAC decoder configuration both framings carry, in one spelling: the (core)
+    audio object type, the sampling-rate index (and rate when the index is 15) and the
+    channel configuration. Its hash is the audio stream's X line."""
+    return b"AAC %d %d %d %d" % (object_type, rate_index, channels, rate)
+
+
+def adts_config(frame: bytes) -> bytes:
+    return aac_config(
+        ((frame[2] >> 6) & 3) + 1, (frame[2] >> 2) & 0xF, ((frame[2] & 1) << 2) | (frame[3] >> 6)
+    )
+
+
+class _Bits:
+    def __init__(self, data: bytes) -> None:
+        self.value, self.left = int.from_bytes(data, "big"), len(data) * 8
+
+    def take(self, n: int) -> int:
+        if n > self.left:
+            raise BitstreamError("AudioSpecificConfig cut short")
+        self.left -= n
+        return (self.value >> self.left) & ((1 << n) - 1)
+
+
+def asc_config(asc: bytes) -> bytes:
+    """`aac_config` of an AudioSpecificConfig (ISO/IEC 14496-3 1.6.2.1). With explicit
+    SBR or PS (object type 5 or 29) the core object type and rate are the ones ADTS
+    carries. A record that does not parse is kept whole, so it matches only itself."""
+
+    def object_type(b: _Bits) -> int:
+        t = b.take(5)
+        return 32 + b.take(6) if t == 31 else t
+
+    def rate(b: _Bits) -> tuple[int, int]:
+        i = b.take(4)
+        return (i, b.take(24)) if i == 15 else (i, 0)
+
+    try:
+        b = _Bits(asc)
+        aot = object_type(b)
+        index, explicit = rate(b)
+        channels = b.take(4)
+        if aot in (5, 29):
+            rate(b)  # the extension's (output) rate
+            aot = object_type(b)
+        return aac_config(aot, index, channels, explicit)
+    except BitstreamError:
+        return b"ASC " + asc.hex().encode()
 
 
 def param_hash(nal: bytes) -> bytes:

@@ -146,7 +146,7 @@ def test_avcc_parameter_sets() -> None:
         SPS[:-1] + b"\x85",
     ]
     assert extradata_params(H264, annexb(SPS, PPS, SEI)) == [SPS, PPS]
-    assert extradata_params(H264, None) == extradata_params(AAC, b"\x12\x10") == []
+    assert extradata_params(H264, None) == []
 
 
 def test_hvcc_parameter_sets_leave_its_sei_aside() -> None:
@@ -242,3 +242,60 @@ def test_annexb_and_length_prefixed_packets_agree(nals: list[bytes]) -> None:
     a = canonical(H264, ANNEXB, annexb(AUD, *nals))
     b = canonical(H264, "avcc4", lengths(*nals))
     assert a.payload == b.payload == lengths(*nals)
+
+
+def _adts(payload: bytes, aot: int = 2, index: int = 4, channels: int = 2) -> bytes:
+    n = len(payload) + 7
+    head = bytes(
+        [
+            0xFF,
+            0xF1,
+            ((aot - 1) << 6) | (index << 2) | (channels >> 2),
+            ((channels & 3) << 6) | (n >> 11),
+            (n >> 3) & 0xFF,
+            ((n & 7) << 5) | 0x1F,
+            0xFC,
+        ]
+    )
+    return head + payload
+
+
+def test_aac_configuration_is_the_same_from_both_framings() -> None:
+    from ingest.bitstream import asc_config
+
+    # 44.1 kHz stereo AAC LC: AudioSpecificConfig 0x1210, and the same in an ADTS header.
+    frame = _adts(b"\x21\x00\x49")
+    c = canonical(AAC, "adts", frame)
+    assert c.payload == b"\x21\x00\x49" and c.params == (asc_config(b"\x12\x10"),)
+    assert extradata_params(AAC, b"\x12\x10") == [asc_config(b"\x12\x10")]
+    # 48 kHz (index 3) is another configuration: a relabelled clip is not the original.
+    assert canonical(AAC, "adts", _adts(b"\x21\x00\x49", index=3)).params != c.params
+    assert asc_config(b"\x11\x90") != asc_config(b"\x12\x10")
+    # Explicit SBR (HE-AAC, object type 5): the core type and rate, as ADTS carries them.
+    he = bytes(
+        [(5 << 3) | (6 >> 1), ((6 & 1) << 7) | (2 << 3) | (3 >> 1), ((3 & 1) << 7) | (2 << 2)]
+    )
+    assert asc_config(he) == canonical(AAC, "adts", _adts(b"\x00", 2, 6, 2)).params[0]
+    assert asc_config(b"\x12").startswith(b"ASC ")  # cut short: kept whole
+
+
+def test_three_byte_lengths_and_padding_and_packets_without_slices() -> None:
+    from ingest.bitstream import FORMS
+
+    assert "avcc3" in FORMS
+    nal = IDR
+    three = len(nal).to_bytes(3, "big") + nal
+    assert (
+        canonical(H264, "avcc3", three).payload == canonical(H264, ANNEXB, b"\0\0\1" + nal).payload
+    )
+    padded = (len(nal) + 2).to_bytes(4, "big") + nal + b"\0\0"
+    assert (
+        canonical(H264, "avcc4", padded).payload
+        == canonical(H264, ANNEXB, b"\0\0\0\1" + nal + b"\0\0").payload
+    )
+    # SEI alone is hashed by its content, not as an empty packet; AUD alone is empty.
+    sei_a, sei_b = b"\x06\x05\x01\xaa\x80", b"\x06\x05\x01\xbb\x80"
+    a = canonical(H264, ANNEXB, b"\0\0\1\x09\xf0\0\0\1" + sei_a)
+    b = canonical(H264, ANNEXB, b"\0\0\1" + sei_b)
+    assert a.payload and a.payload != b.payload and a.set_aside == 1
+    assert not canonical(H264, ANNEXB, b"\x12\x34").parsed  # no start code at all
