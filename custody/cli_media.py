@@ -310,7 +310,7 @@ def cmd_verify_clip(args: argparse.Namespace) -> int:
         FORMAT,
         FORMAT_V1,
         FingerprintError,
-        keyframe_hashes,
+        index_hashes,
         match_clip_file,
         read_packets,
     )
@@ -326,6 +326,8 @@ def cmd_verify_clip(args: argparse.Namespace) -> int:
         # v2 for originals fingerprinted since custody-packets/v2; v1 (a second demux of a
         # short clip) for those the backfill has not reached yet.
         fps = {2: read_packets(clip), 1: read_packets(clip, version=1)}
+    except OSError as e:
+        raise CustodyError(f"{clip}: cannot be read ({e.strerror or e})") from None
     except FingerprintError as e:
         raise CustodyError(f"{clip}: ffmpeg cannot read it as media ({e})") from None
     fp = fps[2]
@@ -345,7 +347,7 @@ def cmd_verify_clip(args: argparse.Namespace) -> int:
     v1_only = 0
     try:
         try:
-            keys = keyframe_hashes(fps[2], 50) + keyframe_hashes(fps[1], 50)
+            keys = index_hashes(fps[2]) + index_hashes(fps[1])
             found = candidates(db, keys)[:10]
         except sqlite3.OperationalError as e:
             if "no such table" not in str(e):

@@ -36,6 +36,7 @@ ffmpeg's framehash output, which differs between FFmpeg versions.
 from __future__ import annotations
 
 import bisect
+import errno
 import hashlib
 import io
 import re
@@ -54,6 +55,11 @@ HEADER_V1 = f"# {FORMAT_V1}\n"
 HEADER = f"# {FORMAT}\n"
 HEADERS = {1: HEADER_V1, 2: HEADER}
 MAX_KEYFRAMES = 100_000  # keyframe hashes an entry's index keeps (a day at one a second)
+# Beside the keyframes, a content-chosen sample of every other packet (its hash's first
+# byte below this: 1 in 32) is indexed, so a clip with no keyframe of the original (sound
+# only, or cut between keyframes) is still found: a 2-second clip has about 4.
+SAMPLE_BELOW = 8
+MAX_SAMPLED = 200_000
 
 
 @dataclass(frozen=True)
@@ -301,6 +307,8 @@ class StreamMatch:
     clip_form: str = bitstream.STORED  # v2: how each side's container framed the stream
     original_form: str = bitstream.STORED
     set_aside: int = 0  # v2: the clip's NAL units or headers left out of its hashes
+    offset_s: Fraction | None = None  # original time minus clip time of the matched packets
+    tolerance_s: Fraction = Fraction(1, 1000)  # of timing: a tick of either time base + 1 ms
 
 
 @dataclass
@@ -323,12 +331,24 @@ class ClipMatch:
         return not starts or max(starts) - min(starts) <= 2
 
     @property
+    def synced(self) -> bool:
+        """All streams keep the original's timing against each other: one time shift for
+        all (a stream copy moves every stream alike; sound moved against the picture does
+        not)."""
+        timed = [s for s in self.streams if s.offset_s is not None and s.matched]
+        if len(timed) < 2:
+            return True
+        offsets = [s.offset_s for s in timed if s.offset_s is not None]
+        return max(offsets) - min(offsets) <= max(s.tolerance_s for s in timed)
+
+    @property
     def exact(self) -> bool:
         return (
             self.total > 0
             and self.matched == self.total
             and all(s.timing_ok and s.params_ok for s in self.streams)
             and self.aligned
+            and self.synced
         )
 
     def range_ms(self) -> tuple[int, int] | None:
@@ -386,13 +406,15 @@ def _seconds(pts: int | None, tb: str) -> Fraction | None:
     return pts * Fraction(tb)
 
 
-def _timing_ok(
+def _timing(
     cpk: Sequence[Packet], ctb: str, opk: Sequence[Packet], otb: str, shift: int
-) -> bool:
+) -> tuple[bool, Fraction | None]:
     """Whether the clip's timestamps are the original's shifted by one constant (a stream
-    copy keeps the timing; a retimed copy, -itsscale or setts, does not)."""
+    copy keeps the timing; a retimed copy, -itsscale or setts, does not), and that shift
+    (original time minus clip time of the first timed match)."""
     tol = max(Fraction(ctb), Fraction(otb)) + Fraction(1, 1000)
     base: Fraction | None = None
+    low = high = Fraction(0)
     for i, p in enumerate(cpk):
         j = shift + i
         if not 0 <= j < len(opk) or p.sha256 != opk[j].sha256:
@@ -401,10 +423,11 @@ def _timing_ok(
         if a is None or b is None:
             continue
         if base is None:
-            base = b - a
-        elif abs((b - a) - base) > tol:
-            return False
-    return True
+            base = low = high = b - a
+        else:
+            low, high = min(low, b - a), max(high, b - a)
+    ok = base is None or max(high - base, base - low) <= tol
+    return ok, base
 
 
 def match_clip(clip: Fingerprint, original: Fingerprint) -> ClipMatch:
@@ -426,6 +449,9 @@ def match_clip(clip: Fingerprint, original: Fingerprint) -> ClipMatch:
             opk = original.by_stream(os_.index)
             shift, n = _alignment(ch, [p.sha256 for p in opk])
             start_s = end_s = None
+            timing_ok, offset = (
+                _timing(cpk, cs.time_base, opk, os_.time_base, shift) if n else (True, None)
+            )
             if n:
                 first = next((p.pts for p in opk if p.pts is not None), 0)
                 hits = [
@@ -445,12 +471,14 @@ def match_clip(clip: Fingerprint, original: Fingerprint) -> ClipMatch:
                 start_s,
                 end_s,
                 cs.type,
-                _timing_ok(cpk, cs.time_base, opk, os_.time_base, shift) if n else True,
+                timing_ok,
                 clip.params.get(cs.index, frozenset())
                 <= original.params.get(os_.index, frozenset()),
                 cs.form,
                 os_.form,
                 clip.set_aside.get(cs.index, 0),
+                offset,
+                max(Fraction(cs.time_base), Fraction(os_.time_base)) + Fraction(1, 1000),
             )
             if best is None or m.matched > best.matched:
                 best = m
@@ -554,6 +582,7 @@ class _Pair:
         _, best = self.best()
         start_s = end_s = None
         timing_ok = True
+        offset: Fraction | None = None
         if best.matched:
             if best.first_pts is not None and best.last_pts is not None:
                 zero = first if first is not None else 0
@@ -562,6 +591,7 @@ class _Pair:
             if best.base is not None:
                 spread = max(best.high - best.base, best.base - best.low)
                 timing_ok = Fraction(spread, self.scale) <= self.tol
+                offset = Fraction(best.base, self.scale)
         return StreamMatch(
             self.clip.index,
             self.orig.index,
@@ -575,6 +605,8 @@ class _Pair:
             self.clip.form,
             self.orig.form,
             clip.set_aside.get(self.clip.index, 0),
+            offset,
+            self.tol,
         )
 
 
@@ -704,6 +736,15 @@ def keyframe_hashes(fp: Fingerprint, limit: int | None = None) -> list[bytes]:
     return chosen[:limit] if limit is not None else chosen
 
 
+def index_hashes(fp: Fingerprint, limit: int = 50) -> list[bytes]:
+    """What a clip looks its originals up by: its first keyframes (`keyframe_hashes`),
+    then its packets in the content-chosen sample the originals' index also keeps."""
+    keys = keyframe_hashes(fp, limit)
+    chosen = set(keys)
+    sample = [p.sha256 for p in fp.packets if p.sha256[0] < SAMPLE_BELOW and p.sha256 not in chosen]
+    return keys + list(dict.fromkeys(sample))[:limit]
+
+
 # -- reading a file (PyAV) ------------------------------------------------------------
 
 
@@ -723,7 +764,8 @@ class SidecarSummary:
     per_stream: dict[str, int]
     complete: bool
     error: str
-    keyframes: tuple[bytes, ...]  # video keyframe hashes (all packets' without video)
+    keyframes: tuple[bytes, ...]  # the index: video keyframes (all packets' without video),
+    # then a content-chosen sample of the other packets (`SAMPLE_BELOW`)
     forms: dict[str, str]  # stream -> how the container framed it (v2)
     set_aside: dict[str, int]  # stream -> NAL units or headers left out of the hashes (v2)
 
@@ -742,6 +784,17 @@ class SidecarSummary:
         return out
 
 
+_DISK_ERRNOS = frozenset(
+    {errno.EIO, errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.ESTALE, errno.ENXIO}
+)
+
+
+def _disk_error(e: BaseException) -> bool:
+    """An error of the disk or the store (the object missing, unreadable, an I/O error),
+    which must not be signed as the recording's own damage."""
+    return isinstance(e, OSError) and e.errno in _DISK_ERRNOS
+
+
 @dataclass(frozen=True)
 class _End:
     error: str  # "" when the whole file was read
@@ -756,6 +809,8 @@ def _demux(path: Path, version: int) -> Iterator[tuple[StreamInfo, ...] | Packet
     try:
         c = av.open(str(path), metadata_errors="ignore")
     except Exception as e:
+        if _disk_error(e):
+            raise
         raise FingerprintError(f"{type(e).__name__}: {e}") from None
     with c:
         codecs: dict[int, str] = {}
@@ -801,6 +856,21 @@ def _demux(path: Path, version: int) -> Iterator[tuple[StreamInfo, ...] | Packet
                         hashlib.sha256(pk).digest(),
                     )
                     continue
+                if pk.has_sidedata("new_extradata"):
+                    # A second decoder configuration mid-stream (FLV, a second MP4 sample
+                    # description): its parameter sets count, and it may change the framing.
+                    ex = bytes(pk.get_sidedata("new_extradata"))
+                    if codecs[st] in bitstream.NAL_CODECS:
+                        forms[st] = bitstream.stream_form(codecs[st], ex)
+                    try:
+                        found = bitstream.extradata_params(codecs[st], ex)
+                    except bitstream.BitstreamError:
+                        found = [ex]  # unreadable: a configuration only itself matches
+                    for nal in found:
+                        ps = ParamSet(st, bitstream.param_hash(nal))
+                        if (ps.stream, ps.sha256) not in seen:
+                            seen.add((ps.stream, ps.sha256))
+                            yield ps
                 can = bitstream.canonical(codecs[st], forms[st], bytes(pk))
                 if can.set_aside:
                     aside[st] = aside.get(st, 0) + can.set_aside
@@ -818,6 +888,8 @@ def _demux(path: Path, version: int) -> Iterator[tuple[StreamInfo, ...] | Packet
                     hashlib.sha256(can.payload).digest(),
                 )
         except Exception as e:  # a file cut short: keep what was readable
+            if _disk_error(e):
+                raise  # the dock's disk, not the recording: tried again later, nothing signed
             error = f"{type(e).__name__}: {e}"[:500]
         if not error:
             # An indexed container (MP4/MOV) whose data was cut off ends quietly: compare
@@ -854,6 +926,7 @@ def write_sidecar(path: Path, out: BinaryIO, version: int = 2) -> SidecarSummary
     per_stream: dict[str, int] = {}
     aside: dict[str, int] = {}
     keys: list[bytes] = []
+    sample: dict[bytes, None] = {}
     video: set[int] = set()
     first = -1
     streams: tuple[StreamInfo, ...] = ()
@@ -875,10 +948,11 @@ def write_sidecar(path: Path, out: BinaryIO, version: int = 2) -> SidecarSummary
             buf.append(packet_line(rec))
             k = str(rec.stream)
             per_stream[k] = per_stream.get(k, 0) + 1
-            if len(keys) < MAX_KEYFRAMES and (
-                (rec.key and rec.stream in video) or (not video and rec.stream == first)
-            ):
-                keys.append(rec.sha256)
+            if (rec.key and rec.stream in video) or (not video and rec.stream == first):
+                if len(keys) < MAX_KEYFRAMES:
+                    keys.append(rec.sha256)
+            elif rec.sha256[0] < SAMPLE_BELOW and len(sample) < MAX_SAMPLED:
+                sample[rec.sha256] = None
             if len(buf) >= 4096:
                 flush()
         elif isinstance(rec, ParamSet):
@@ -902,7 +976,7 @@ def write_sidecar(path: Path, out: BinaryIO, version: int = 2) -> SidecarSummary
         per_stream=per_stream,
         complete=not error,
         error=error,
-        keyframes=tuple(keys),
+        keyframes=tuple(keys) + tuple(sample),
         forms={str(s.index): s.form for s in streams} if version == 2 else {},
         set_aside=aside,
     )

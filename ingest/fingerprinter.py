@@ -282,6 +282,11 @@ class Fingerprinter:
                 return None
             payload["error"] = str(e)[:1000]
         except OSError as e:  # the dock's disk, not the file: tried again later
+            if not self.objects.exists(sha):
+                log.info(
+                    "%s is not on the dock (in the cold store): fingerprint left for now", sha[:16]
+                )
+                return None
             log.warning("packet fingerprint of %s not made now: %s", sha[:16], e)
             return None
         except _Stopped:

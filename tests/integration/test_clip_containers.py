@@ -135,8 +135,11 @@ def test_a_reencoded_cut_is_not_exact(dock: dict[str, Any], ffmpeg: str) -> None
     )
     code, got = verify(dock["conf"], clip)
     assert code == 1 and not got["exact"]
-    # No coded slice of a re-encode is the original's: not even a candidate is found.
-    assert "original" not in got and "streams" not in got, got
+    # The copied sound finds the original (its packets are in the index's sample); no
+    # coded slice of the re-encoded picture is the original's.
+    assert got["original"] == sha(dock["originals"]["h264"]), got
+    streams = {s["type"]: s for s in got["streams"]}
+    assert streams["video"]["matched"] == 0 and streams["audio"]["matched"] > 0
 
 
 def test_an_edited_sps_is_not_exact_though_the_slices_match(
@@ -157,6 +160,54 @@ def test_an_edited_sps_is_not_exact_though_the_slices_match(
     assert video["params_ok"] is False and "NOT all among the original's" in video["normalisation"]
     text = run_cli("verify-clip", str(clip), config=dock["conf"], check=False).stdout
     assert "parameter sets (SPS/PPS) are not the original's" in text, text
+
+
+@pytest.mark.parametrize("ext", ["m4a", "aac"])
+def test_sound_alone_is_found_and_exact(dock: dict[str, Any], ffmpeg: str, ext: str) -> None:
+    """A clip with no video keyframe (here no video at all) is found through the sample of
+    other packets the index keeps, and matches exactly."""
+    orig = dock["originals"]["h264"]
+    clip = cut(ffmpeg, orig, dock["tmp"] / "sound" / f"cut.{ext}", "-vn")
+    code, got = verify(dock["conf"], clip)
+    assert code == 0 and got["exact"] and got["original"] == sha(orig), got
+    assert [s["type"] for s in got["streams"]] == ["audio"]
+
+
+def test_sound_moved_against_the_picture_is_not_exact(dock: dict[str, Any], ffmpeg: str) -> None:
+    """Every packet is the original's and each stream keeps its own timing, but the sound
+    comes from a second later than the picture: not a stream copy of one stretch."""
+    orig = dock["originals"]["h264"]
+    clip = dock["tmp"] / "desync" / "desync.mp4"
+    clip.parent.mkdir(parents=True, exist_ok=True)
+    ff(
+        ffmpeg,
+        *("-ss", "1", "-t", "2", "-i", str(orig), "-ss", "1.5", "-t", "2", "-i", str(orig)),
+        *("-map", "0:v", "-map", "1:a", "-c", "copy", str(clip)),
+    )
+    code, got = verify(dock["conf"], clip)
+    assert code == 1 and not got["exact"], got
+    assert got["matched"] == got["total"], "every packet is there: only the timing gives it away"
+
+
+def test_sound_relabelled_to_another_rate_is_not_exact(dock: dict[str, Any], ffmpeg: str) -> None:
+    """The same AAC frames declared at another sample rate play faster and higher: the
+    decoder configuration is compared as a video stream's parameter sets are."""
+    import av
+
+    orig = dock["originals"]["h264"]
+    clip = cut(ffmpeg, orig, dock["tmp"] / "relabel" / "cut.mp4")
+    with av.open(str(clip)) as c:
+        asc = bytes(c.streams.audio[0].codec_context.extradata)
+    data = clip.read_bytes()
+    at = data.index(asc, data.index(b"esds"))
+    index = ((asc[0] & 7) << 1) | (asc[1] >> 7)
+    other = 3 if index != 3 else 4  # 48 kHz, else 44.1 kHz
+    patched = bytes([(asc[0] & 0xF8) | (other >> 1), (asc[1] & 0x7F) | ((other & 1) << 7)])
+    clip.write_bytes(data[:at] + patched + asc[2:] + data[at + len(asc) :])
+    code, got = verify(dock["conf"], clip)
+    assert code == 1 and not got["exact"], got
+    audio = [s for s in got["streams"] if s["type"] == "audio"]
+    assert audio and not audio[0]["params_ok"]
 
 
 def fingerprint_the_old_way(conf_path: Path, digest: str) -> int:

@@ -86,11 +86,25 @@ def test_a_stream_copied_cut_matches_with_its_time_range() -> None:
     o = original()
     # A cut from the keyframe at packet 25 for 30 video packets, re-timed from zero.
     cut = [Packet(0, (i - 25) * 512, None, 1000, i % 25 == 0, h(i)) for i in range(25, 55)]
-    cut += [Packet(1, (i - 25) * 1024, None, 300, True, h(10_000 + i)) for i in range(25, 60)]
+    # The audio moved by the same second as the video (pts 1 s = 44,100 ticks earlier).
+    cut += [Packet(1, i * 1024 - 44_100, None, 300, True, h(10_000 + i)) for i in range(44, 79)]
     m = match_clip(Fingerprint(STREAMS, tuple(cut)), o)
     assert m.exact and m.matched == 65
     assert m.range_ms() == (int(25 * 512 / 12.8), int(54 * 512 / 12.8))
-    assert m.aligned
+    assert m.aligned and m.synced
+
+
+def test_sound_moved_against_the_picture_is_not_exact() -> None:
+    o = original()
+    video = [Packet(0, (i - 25) * 512, None, 1000, i % 25 == 0, h(i)) for i in range(25, 55)]
+    # The same audio packets, but played half a second later against the picture.
+    late = [Packet(1, i * 1024 - 22_050, None, 300, True, h(10_000 + i)) for i in range(44, 79)]
+    for m in (
+        match_clip(Fingerprint(STREAMS, tuple(video + late)), o),
+        match_clip_file(Fingerprint(STREAMS, tuple(video + late)), io.BytesIO(format_sidecar(o))),
+    ):
+        assert m.matched == m.total and all(s.timing_ok for s in m.streams)
+        assert not m.synced and not m.exact
 
 
 def test_an_altered_packet_breaks_the_match() -> None:
@@ -241,7 +255,8 @@ def test_streamed_matching_refuses_another_format() -> None:
 def test_streamed_matching_of_a_cut_and_of_silence() -> None:
     o = original()
     cut = [Packet(0, (i - 25) * 512, None, 1000, i % 25 == 0, h(i)) for i in range(25, 55)]
-    cut += [Packet(1, (i - 25) * 1024, None, 300, True, h(10_000 + i)) for i in range(25, 60)]
+    # The audio moved by the same second as the video (pts 1 s = 44,100 ticks earlier).
+    cut += [Packet(1, i * 1024 - 44_100, None, 300, True, h(10_000 + i)) for i in range(44, 79)]
     m = match_clip_file(Fingerprint(STREAMS, tuple(cut)), io.BytesIO(format_sidecar(o)))
     assert m.exact and m.matched == 65
     assert m.range_ms() == (int(25 * 512 / 12.8), int(54 * 512 / 12.8))
@@ -295,7 +310,7 @@ def test_v2_round_trip(ps: list[Packet], params: dict[int, frozenset[bytes]]) ->
         (V2_HEAD + b"X\t0\t" + HEX + b"\nX\t0\t" + HEX + b"\n", "repeated"),
         (V2_HEAD + b"X\t1\t" + HEX + b"\n", "unknown stream"),
         (V2_HEAD + b"X\t0\t" + HEX[:-2] + b"\n", "64 lowercase hex"),
-        (b"# custody-packets/v2\nS\t0\tvideo\th264\t1/1\tavcc3\n", "unknown form"),
+        (b"# custody-packets/v2\nS\t0\tvideo\th264\t1/1\tavcc5\n", "unknown form"),
         (b"# custody-packets/v2\nS\t0\tvideo\th264\t1/1\n", "line 2"),  # no form
         (b"# custody-packets/v1\nS\t0\tvideo\th264\t1/1\tavcc4\n", "line 2"),  # v1: none
         (b"# custody-packets/v1\nS\t0\tvideo\th264\t1/1\nX\t0\t" + HEX + b"\n", "line 3"),
