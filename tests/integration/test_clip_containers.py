@@ -197,7 +197,7 @@ def test_sound_relabelled_to_another_rate_is_not_exact(dock: dict[str, Any], ffm
     orig = dock["originals"]["h264"]
     clip = cut(ffmpeg, orig, dock["tmp"] / "relabel" / "cut.mp4")
     with av.open(str(clip)) as c:
-        asc = bytes(c.streams.audio[0].codec_context.extradata)
+        asc = bytes(c.streams.audio[0].codec_context.extradata or b"")
     data = clip.read_bytes()
     at = data.index(asc, data.index(b"esds"))
     index = ((asc[0] & 7) << 1) | (asc[1] >> 7)
