@@ -36,7 +36,9 @@ Any input, however broken, gives `Findings`, never an exception.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+import sys
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -312,8 +314,10 @@ class _Track:
     timescale: int = 0
     sample_size: int = 0  # constant size, or 0 for per-sample sizes
     count: int = 0
-    sizes: tuple[int, ...] = ()
-    offsets: tuple[int, ...] = ()
+    # Sample tables as machine arrays, not tuples of ints: a 12-hour recording has
+    # millions of samples, and a Python int costs 32 bytes where these cost 4 or 8.
+    sizes: Sequence[int] = ()
+    offsets: Sequence[int] = ()
     stsc: tuple[tuple[int, int], ...] = ()  # (first chunk, samples per chunk)
     stts: tuple[tuple[int, int], ...] = ()  # (sample count, delta)
     trex_duration: int = 0
@@ -325,10 +329,19 @@ def _full(buf: bytes, box: _Box) -> tuple[int, int]:
     return buf[box.body], box.body + 4
 
 
-def _u32s(buf: bytes, at: int, count: int, end: int, what: str) -> tuple[int, ...]:
+def _be_array(code: str, buf: bytes, at: int, count: int) -> array[int]:
+    """``count`` big-endian unsigned integers from ``buf`` at ``at``, as an array."""
+    a = array(code)
+    a.frombytes(buf[at : at + a.itemsize * count])
+    if sys.byteorder == "little":
+        a.byteswap()
+    return a
+
+
+def _u32s(buf: bytes, at: int, count: int, end: int, what: str) -> array[int]:
     if count < 0 or at + 4 * count > end:
         raise _Bad(f"'{what}' lists more entries than it holds")
-    return struct.unpack_from(f">{count}I", buf, at)
+    return _be_array("I", buf, at, count)
 
 
 def _track(buf: bytes, trak: _Box) -> _Track:
@@ -364,7 +377,7 @@ def _track(buf: bytes, trak: _Box) -> _Track:
             count = struct.unpack_from(">I", buf, at)[0]
             if at + 4 + 8 * count > b.end:
                 raise _Bad("'co64' lists more entries than it holds")
-            t.offsets = struct.unpack_from(f">{count}Q", buf, at + 4)
+            t.offsets = _be_array("Q", buf, at + 4, count)
         elif b.kind == b"stsc":
             count = struct.unpack_from(">I", buf, at)[0]
             raw = _u32s(buf, at + 4, 3 * count, b.end, "stsc")
@@ -376,23 +389,23 @@ def _track(buf: bytes, trak: _Box) -> _Track:
     return t
 
 
-def _compact_sizes(buf: bytes, at: int, count: int, bits: int, end: int) -> tuple[int, ...]:
+def _compact_sizes(buf: bytes, at: int, count: int, bits: int, end: int) -> Sequence[int]:
     if bits == 16:
         if at + 2 * count > end:
             raise _Bad("'stz2' lists more entries than it holds")
-        return struct.unpack_from(f">{count}H", buf, at)
+        return _be_array("H", buf, at, count)
     if bits == 8:
         if at + count > end:
             raise _Bad("'stz2' lists more entries than it holds")
-        return tuple(buf[at : at + count])
+        return array("B", buf[at : at + count])
     if bits == 4:
         if at + (count + 1) // 2 > end:
             raise _Bad("'stz2' lists more entries than it holds")
-        out = []
+        out = array("B")
         for i in range(count):
             byte = buf[at + i // 2]
             out.append(byte >> 4 if i % 2 == 0 else byte & 15)
-        return tuple(out)
+        return out
     raise _Bad(f"'stz2' has an impossible field size {bits}")
 
 
