@@ -205,7 +205,7 @@ class MediaSteps:
                     stopped = True
                     break
                 try:
-                    if fp.backfill(sha, stop=lambda: self.stopping) is None:
+                    if fp.backfill(sha, stop=lambda: self.stopping or self.halted()) is None:
                         continue
                     made += 1
                 except IntegrityError as e:
