@@ -221,6 +221,14 @@ def _side(who: str, name: str, form: str, box: str) -> str:
     )
 
 
+# What packet hashes do not cover, said with every answer so it is not overstated: the
+# original's own SHA-256 (its ingest entry) covers those bytes of the original.
+NOT_COMPARED = (
+    "SEI messages in the video (e.g. a recorder's time or GPS, display orientation) and "
+    "the container's own metadata (e.g. rotation, titles)"
+)
+
+
 def normalisation(
     x: Any, codec: str, version: int, clip_box: str = "", original_box: str = ""
 ) -> str:
@@ -234,7 +242,7 @@ def normalisation(
     if version == 1:
         return (
             f"{x.type}: {name} packets compared as the containers store them "
-            "(custody-packets/v1: no normalisation)"
+            "(custody-packets/v1: no normalisation; parameter sets not compared apart)"
         )
     sides = (
         f"{_side('clip', name, x.clip_form, clip_box)}, "
@@ -253,8 +261,15 @@ def normalisation(
             "were edited, e.g. a crop or VUI change)"
         )
     elif codec == bitstream.AAC and x.clip_form in (bitstream.ADTS, bitstream.RAW):
-        how = "compared raw access units" + (
-            f", {x.set_aside} ADTS headers removed" if x.set_aside else ""
+        how = (
+            "compared raw access units"
+            + (f", {x.set_aside} ADTS headers removed" if x.set_aside else "")
+            + (
+                "; decoder configuration the original's"
+                if x.params_ok
+                else "; decoder configuration NOT the original's (sample rate, channels or "
+                "profile relabelled)"
+            )
         )
     else:
         how = "compared packets as stored"
@@ -441,6 +456,8 @@ def cmd_verify_clip(args: argparse.Namespace) -> int:
                 ingest_entry=best.ingest_entry,
                 fingerprint_entry=best.fingerprint_entry,
                 format=FORMAT if best.version == 2 else FORMAT_V1,
+                not_compared=NOT_COMPARED,
+                synced=m.synced,
                 matched=m.matched,
                 total=m.total,
                 range_ms=list(rng) if rng else None,
@@ -513,6 +530,7 @@ def cmd_verify_clip(args: argparse.Namespace) -> int:
     if rng:
         print(f"  time range in the original: {rng[0] / 1000:.3f} s to {rng[1] / 1000:.3f} s")
     print(f"  fingerprints compared: {FORMAT if best.version == 2 else FORMAT_V1}")
+    print(f"  not compared: {NOT_COMPARED}")
     for x in m.streams:
         print(
             f"  clip stream {x.clip_stream} -> original stream {x.original_stream}: "
@@ -527,8 +545,11 @@ def cmd_verify_clip(args: argparse.Namespace) -> int:
         return 0
     if m.matched == m.total:
         if not all(x.params_ok for x in m.streams):
-            why = "its parameter sets (SPS/PPS) are not the original's: the stream was edited"
-        elif not m.aligned:
+            why = (
+                "its parameter sets (SPS/PPS) or audio configuration are not the original's: "
+                "the stream was edited"
+            )
+        elif not m.aligned or not m.synced:
             why = "its streams come from different moments of the original"
         else:
             why = "its timing differs from the original's (retimed)"

@@ -159,7 +159,7 @@ def test_an_edited_sps_is_not_exact_though_the_slices_match(
     video = next(s for s in got["streams"] if s["type"] == "video")
     assert video["params_ok"] is False and "NOT all among the original's" in video["normalisation"]
     text = run_cli("verify-clip", str(clip), config=dock["conf"], check=False).stdout
-    assert "parameter sets (SPS/PPS) are not the original's" in text, text
+    assert "parameter sets (SPS/PPS) or audio configuration are not the original's" in text, text
 
 
 @pytest.mark.parametrize("ext", ["m4a", "aac"])
@@ -187,6 +187,7 @@ def test_sound_moved_against_the_picture_is_not_exact(dock: dict[str, Any], ffmp
     code, got = verify(dock["conf"], clip)
     assert code == 1 and not got["exact"], got
     assert got["matched"] == got["total"], "every packet is there: only the timing gives it away"
+    assert got["synced"] is False and got["timing_ok"] is True
 
 
 def test_sound_relabelled_to_another_rate_is_not_exact(dock: dict[str, Any], ffmpeg: str) -> None:
@@ -208,6 +209,8 @@ def test_sound_relabelled_to_another_rate_is_not_exact(dock: dict[str, Any], ffm
     assert code == 1 and not got["exact"], got
     audio = [s for s in got["streams"] if s["type"] == "audio"]
     assert audio and not audio[0]["params_ok"]
+    assert "decoder configuration NOT the original's" in audio[0]["normalisation"]
+    assert "SEI" in got["not_compared"]
 
 
 def fingerprint_the_old_way(conf_path: Path, digest: str) -> int:
