@@ -914,14 +914,35 @@ def _demux(path: Path, version: int) -> Iterator[tuple[StreamInfo, ...] | Packet
     yield _End(error, aside)
 
 
+class HashingLines:
+    """ASCII lines written to ``out`` in batches, hashed as written: a sidecar of any
+    length in constant memory, its SHA-256 and size known when it ends."""
+
+    BATCH = 4096  # lines
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out, self.sha, self.size = out, hashlib.sha256(), 0
+        self._buf: list[str] = []
+
+    def add(self, line: str) -> None:
+        self._buf.append(line)
+        if len(self._buf) >= self.BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        data = "".join(self._buf).encode("ascii")
+        self._buf.clear()
+        self.sha.update(data)
+        self.out.write(data)
+        self.size += len(data)
+
+
 def write_sidecar(path: Path, out: BinaryIO, version: int = 2) -> SidecarSummary:
     """Demux every packet of the media file at ``path`` (no decoding), hash it, and write
     the sidecar to ``out`` as it goes: memory stays flat whatever the recording's length.
     A file ffmpeg cannot open raises FingerprintError; one that breaks part-way gives the
     packets before the damage, incomplete."""
-    sha = hashlib.sha256()
-    size = 0
-    buf: list[str] = []
+    w = HashingLines(out)
     params: dict[int, set[bytes]] = {}
     per_stream: dict[str, int] = {}
     aside: dict[str, int] = {}
@@ -933,19 +954,11 @@ def write_sidecar(path: Path, out: BinaryIO, version: int = 2) -> SidecarSummary
     error = ""
     packets = 0
 
-    def flush() -> None:
-        nonlocal size
-        data = "".join(buf).encode("ascii")
-        buf.clear()
-        sha.update(data)
-        out.write(data)
-        size += len(data)
-
-    buf.append(HEADERS[version])
+    w.add(HEADERS[version])
     for rec in _demux(path, version):
         if isinstance(rec, Packet):
             packets += 1
-            buf.append(packet_line(rec))
+            w.add(packet_line(rec))
             k = str(rec.stream)
             per_stream[k] = per_stream.get(k, 0) + 1
             if (rec.key and rec.stream in video) or (not video and rec.stream == first):
@@ -953,8 +966,6 @@ def write_sidecar(path: Path, out: BinaryIO, version: int = 2) -> SidecarSummary
                     keys.append(rec.sha256)
             elif rec.sha256[0] < SAMPLE_BELOW and len(sample) < MAX_SAMPLED:
                 sample[rec.sha256] = None
-            if len(buf) >= 4096:
-                flush()
         elif isinstance(rec, ParamSet):
             params.setdefault(rec.stream, set()).add(rec.sha256)
         elif isinstance(rec, _End):
@@ -962,16 +973,18 @@ def write_sidecar(path: Path, out: BinaryIO, version: int = 2) -> SidecarSummary
             aside = {str(k): v for k, v in rec.set_aside.items()}
         else:
             streams = rec
-            buf += [stream_line(s, version) for s in streams]
+            for s in streams:
+                w.add(stream_line(s, version))
             video = {s.index for s in streams if s.type == "video"}
             first = streams[0].index
     if version == 2:
-        buf += param_lines({k: frozenset(v) for k, v in params.items()})
-    flush()
+        for line in param_lines({k: frozenset(v) for k, v in params.items()}):
+            w.add(line)
+    w.flush()
     return SidecarSummary(
         format=FORMAT if version == 2 else FORMAT_V1,
-        sha256=sha.hexdigest(),
-        size=size,
+        sha256=w.sha.hexdigest(),
+        size=w.size,
         packets=packets,
         per_stream=per_stream,
         complete=not error,

@@ -22,7 +22,6 @@ re-encoded copies.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
 
-from ingest.fingerprint import FingerprintError, _alignment
+from ingest.fingerprint import FingerprintError, HashingLines, _alignment
 
 FORMAT = "custody-frames/v1"
 HEADER = f"# {FORMAT}\n"
@@ -128,19 +127,9 @@ def write_frames(lines: Iterable[str], out: BinaryIO) -> FramesSummary:
     line: memory stays flat whatever the recording's length. The same bytes as
     ``format_frames(read_framehash(lines))``."""
     head = {"tb": "", "size": ""}
-    sha = hashlib.sha256()
-    buf: list[str] = []
+    w = HashingLines(out)
     keys: dict[bytes, None] = {}
-    size = frames = 0
-
-    def flush() -> None:
-        nonlocal size
-        data = "".join(buf).encode("ascii")
-        buf.clear()
-        sha.update(data)
-        out.write(data)
-        size += len(data)
-
+    frames = 0
     for n, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line:
@@ -155,18 +144,17 @@ def write_frames(lines: Iterable[str], out: BinaryIO) -> FramesSummary:
         if not frames:
             if not head["tb"]:
                 break  # no time base before the first frame: refused below
-            buf += [HEADER, f"S\t{head['tb']}\t{head['size'] or '0x0'}\n"]
+            w.add(HEADER)
+            w.add(f"S\t{head['tb']}\t{head['size'] or '0x0'}\n")
         frames += 1
-        buf.append(f"F\t{fr[0]}\t{fr[1].hex()}\n")
+        w.add(f"F\t{fr[0]}\t{fr[1].hex()}\n")
         if fr[1][0] < SAMPLE_BELOW:
             keys[fr[1]] = None
-        if len(buf) >= 4096:
-            flush()
     if not head["tb"]:
         raise FingerprintError("framehash output names no time base (no video decoded)")
-    flush()
+    w.flush()
     return FramesSummary(
-        sha.hexdigest(), size, frames, head["tb"], head["size"] or "0x0", tuple(keys)
+        w.sha.hexdigest(), w.size, frames, head["tb"], head["size"] or "0x0", tuple(keys)
     )
 
 
