@@ -113,9 +113,17 @@ class LocalObjects:
         once each (`sync_dirs`) before it records the object anywhere.
         """
         dest = self.path(sha256)
+        # Every folder on the way, whoever made it: the entry must survive a power cut.
+        touched = (dest.parent, dest.parent.parent, self.objects)
         if dest.exists():
             if self.hash_of(sha256) == sha256:
                 temp.unlink()
+                # Its folder entries too: the move that put it there (an earlier try cut
+                # short, another recorder's group still in flight) may not be synced yet.
+                if dirs is not None:
+                    dirs.update(touched)
+                else:
+                    self.sync_dirs(touched)
                 return False
             log.error(
                 "stored object %s was damaged; replaced with a fresh verified copy", sha256[:16]
@@ -123,8 +131,6 @@ class LocalObjects:
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(temp, 0o444)
         os.replace(temp, dest)
-        # Every folder on the way, whoever made it: the entry must survive a power cut.
-        touched = (dest.parent, dest.parent.parent, self.objects)
         if dirs is not None:
             dirs.update(touched)
         else:

@@ -641,7 +641,17 @@ class Capturer:
                 except Exception:
                     # A bug, not the files' fault: what is not recorded yet stays queued.
                     log.exception("capture of a group of %s failed; retrying it", rkey)
-                    keep = self._still_queued(group)
+                    try:
+                        keep = self._still_queued(group)
+                    except Exception:
+                        # The database too: keep them all, backed off. A job recorded
+                        # meanwhile is recorded once (its row is no longer 'queued').
+                        keep = list(group)
+                        for j in keep:
+                            j.attempts += 1
+                            j.not_before = self.clock() + min(
+                                MAX_BACKOFF_S, 2 ** min(j.attempts, 10)
+                            )
                 finally:
                     self.copying.pop(rkey, None)
                 kept = {j.id for j in keep}

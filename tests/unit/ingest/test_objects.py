@@ -103,3 +103,20 @@ def test_remove_temporaries(tmp_path: Path) -> None:
     os.close(fd)
     assert objects.remove_temporaries() == 1
     assert not list(objects.tmp.iterdir())
+
+
+def test_an_object_found_in_place_still_has_its_folders_synced(tmp_path: Path) -> None:
+    """A copy whose object is already there (an earlier try cut short before its folder
+    fsync, another recorder's group in flight) is not recorded before those folders are
+    synced: they go into the caller's set like a fresh move's."""
+    objs = LocalObjects(tmp_path / "store")
+    data = b"evidence"
+    sha = hashlib.sha256(data).hexdigest()
+    first: set[Path] = set()
+    for dirs in (first, second := set()):
+        temp, fd = objs.new_temp()
+        os.write(fd, data)
+        os.fsync(fd)
+        os.close(fd)
+        objs.commit(temp, sha, dirs)
+    assert first == second == {objs.path(sha).parent, objs.path(sha).parent.parent, objs.objects}
