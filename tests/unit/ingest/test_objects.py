@@ -113,7 +113,8 @@ def test_an_object_found_in_place_still_has_its_folders_synced(tmp_path: Path) -
     data = b"evidence"
     sha = hashlib.sha256(data).hexdigest()
     first: set[Path] = set()
-    for dirs in (first, second := set()):
+    second: set[Path] = set()
+    for dirs in (first, second):
         temp, fd = objs.new_temp()
         os.write(fd, data)
         os.fsync(fd)
