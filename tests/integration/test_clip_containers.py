@@ -11,10 +11,10 @@ answer is that the original awaits its v2 fingerprint.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +22,13 @@ import pytest
 
 from custody import config as cfg
 from custody.station import open_ledger
-from ingest.fingerprint import write_sidecar
-from ingest.fingerprinter import KEY_PREFIX
+from ingest.fingerprinter import Fingerprinter
 from ingest.objects import LocalObjects
-from ingest.probe import ffmpeg_version
-from ledger.errors import Withdrawn
 
 from ..conftest import run_cli
 from .daemon import make_station
 from .test_fingerprints import ff, sha, source
+from .v1station import run_v1
 
 START, LENGTH = 1, 2  # seconds: the cut, on a keyframe (one a second)
 
@@ -214,40 +212,24 @@ def test_sound_relabelled_to_another_rate_is_not_exact(dock: dict[str, Any], ffm
 
 
 def fingerprint_the_old_way(conf_path: Path, digest: str) -> int:
-    """What the fingerprint job did before custody-packets/v2 (git show
-    ed4c0ea:ingest/fingerprinter.py): a v1 sidecar stored by its hash, a `fingerprint`
-    entry, and the `ingest_fingerprints` and `fingerprint_keys` rows in its commit.
+    """What the fingerprint job did before custody-packets/v2 (`v1station.run_v1`, the
+    job of ed4c0ea): a v1 sidecar, a `fingerprint` entry and its index rows.
 
-    The capture above also made a v2 fingerprint: its index row and keys are taken out,
-    as on a dock upgraded from v1 that the backfill has not reached yet."""
+    The capture above also made a v2 fingerprint: its index row and keys are taken out
+    first, as on a dock upgraded from v1 that the backfill has not reached yet."""
     c = cfg.load(conf_path)
-    objects = LocalObjects(c.store_dir)
-    temp, fd = objects.new_temp()
-    with os.fdopen(fd, "wb") as f:
-        s = write_sidecar(objects.path(digest), f, version=1)
-    objects.commit(temp, s.sha256)
-    payload: dict[str, Any] = {"sha256": digest, "kind": "packets", "tool": ffmpeg_version()}
-    payload.update(s.entry_fields())
-
-    def mark(conn: sqlite3.Connection, idx: list[int]) -> None:
-        cur = conn.execute(
-            "INSERT OR IGNORE INTO ingest_fingerprints (sha256, entry, sidecar) VALUES (?,?,?)",
-            (digest, idx[0], s.sha256),
-        )
-        if cur.rowcount != 1:
-            raise Withdrawn()
-        conn.executemany(
-            "INSERT INTO fingerprint_keys (hash, sha256) VALUES (?,?)",
-            [(k[:KEY_PREFIX], digest) for k in dict.fromkeys(s.keyframes)],
-        )
-        conn.execute("DELETE FROM ingest_packets_v2 WHERE sha256=?", (digest,))
-
     with open_ledger(c) as ledger:
         db = sqlite3.connect(ledger.db_path, timeout=60)
-        db.execute("DELETE FROM fingerprint_keys WHERE sha256=?", (digest,))
-        db.commit()
-        db.close()
-        return ledger.append("fingerprint", payload, mark)
+        try:
+            fp = Fingerprinter(ledger, LocalObjects(c.store_dir), db, threading.Lock())
+            db.execute("DELETE FROM fingerprint_keys WHERE sha256=?", (digest,))
+            db.execute("DELETE FROM ingest_packets_v2 WHERE sha256=?", (digest,))
+            db.commit()
+            index = run_v1(fp, digest)
+        finally:
+            db.close()
+    assert index is not None
+    return index
 
 
 def test_a_v1_original_verifies_its_own_container_and_awaits_v2_for_others(
